@@ -1,0 +1,270 @@
+//! The one error type of the crate.
+
+use std::{io, path::PathBuf};
+
+use crate::{manager::ManagerState, probe::ProbeIdentificationPair};
+
+/// Everything that can go wrong in a [`Manager`](crate::Manager).
+///
+/// Each variant names what it concerns (the probe, the hook point, the kernel facility) and the
+/// message says what to do about it. When a call fails, the manager has already undone what that
+/// call did: no program, link or tracefs event is left behind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A method was called in a state that does not allow it (`start` before `init`, ...).
+    #[error("cannot {operation} a manager that is {state}: {hint}")]
+    InvalidState {
+        /// The method that was called.
+        operation: &'static str,
+        /// The state the manager was in.
+        state: ManagerState,
+        /// What to call first.
+        hint: &'static str,
+    },
+
+    /// The bytes given to `init` are not an eBPF ELF object.
+    #[error("the object is not a valid eBPF ELF object: {reason}")]
+    InvalidObject {
+        /// Why the object was refused.
+        reason: String,
+    },
+
+    /// aya refused the object, or could not create one of its maps.
+    #[error("aya could not load the object: {source}")]
+    Object {
+        /// aya's error.
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+
+    /// Two probes share the same identification pair.
+    #[error("probe {id} is declared twice: give each probe a distinct uid")]
+    DuplicateProbe {
+        /// The identification pair declared twice.
+        id: ProbeIdentificationPair,
+    },
+
+    /// The probe names neither an `ebpf_func_name` nor a `section`.
+    #[error("probe {id} names no program: set ebpf_func_name (or section)")]
+    NoProgramName {
+        /// The probe.
+        id: ProbeIdentificationPair,
+    },
+
+    /// No program of the object has the probe's `ebpf_func_name`.
+    #[error("probe {id}: the object has no program named `{name}` (it has: {available})")]
+    ProgramNotFound {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The function name looked for.
+        name: String,
+        /// The program functions the object does have.
+        available: String,
+    },
+
+    /// No program of the object lives in the probe's `section`.
+    #[error("probe {id}: the object has no program in section `{section}` (it has: {available})")]
+    SectionNotFound {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The section looked for.
+        section: String,
+        /// The program sections the object does have.
+        available: String,
+    },
+
+    /// The probe's `section` holds several programs and no `ebpf_func_name` picks one.
+    #[error("probe {id}: section `{section}` holds several programs ({functions}): set ebpf_func_name to pick one")]
+    AmbiguousSection {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The section.
+        section: String,
+        /// The functions in it.
+        functions: String,
+    },
+
+    /// The program's type is not one this version of the manager attaches.
+    #[error("probe {id}: `{function}` is a {program_type} program, which this version of ebpf-manager cannot attach")]
+    UnsupportedProgramType {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The program's function.
+        function: String,
+        /// aya's name of the program type.
+        program_type: &'static str,
+    },
+
+    /// A field of the probe is missing or does not apply to its program type.
+    #[error("probe {id}: {reason}")]
+    InvalidProbe {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// What is wrong and what to set.
+        reason: String,
+    },
+
+    /// An option or editor is invalid.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        /// The option.
+        option: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The verifier rejected the program.
+    #[error("probe {id}: the verifier rejected `{function}` ({source}); verifier log:\n{log}")]
+    Verifier {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The program's function.
+        function: String,
+        /// The error `BPF_PROG_LOAD` returned.
+        #[source]
+        source: io::Error,
+        /// The verifier's log.
+        log: String,
+    },
+
+    /// Loading the program failed for a reason other than the verifier.
+    #[error("probe {id}: loading `{function}` failed: {source}")]
+    Load {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The program's function.
+        function: String,
+        /// aya's error.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+
+    /// The process lacks the privileges an operation needs.
+    #[error("{operation}: permission denied; run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (kernels before 5.8: CAP_SYS_ADMIN)")]
+    PermissionDenied {
+        /// What was being done.
+        operation: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// `attach_to_func_name` is not a valid glob pattern.
+    #[error("probe {id}: attach_to_func_name `{pattern}` is not a valid glob pattern: {reason}")]
+    InvalidPattern {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The pattern.
+        pattern: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+
+    /// No kernel function matches `attach_to_func_name`.
+    #[error("probe {id}: no kernel function matches attach_to_func_name `{pattern}` ({searched} functions searched in {source_file}); check the pattern against that file")]
+    NoMatchingFunction {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The pattern.
+        pattern: String,
+        /// How many functions were searched.
+        searched: usize,
+        /// The file they came from.
+        source_file: PathBuf,
+    },
+
+    /// The hook symbol does not exist in the running kernel.
+    #[error("probe {id}: the running kernel has no function `{symbol}` (looked in {source_file}); check the name, or match it with attach_to_func_name")]
+    SymbolNotFound {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The symbol.
+        symbol: String,
+        /// The file it was looked for in.
+        source_file: PathBuf,
+    },
+
+    /// `syscall_func_name` names no syscall of the running kernel.
+    #[error("probe {id}: the running kernel has no syscall `{syscall}` (tried {tried})")]
+    SyscallNotFound {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The syscall name as declared.
+        syscall: String,
+        /// The symbols tried.
+        tried: String,
+    },
+
+    /// The kernel cannot attach kprobes at all.
+    #[error("probe {id}: cannot attach a kprobe to `{hook}`: this kernel has no kprobes (neither the kprobe PMU /sys/bus/event_source/devices/kprobe nor tracefs kprobe_events exists: it was built without CONFIG_KPROBES); use a tracepoint instead, or a kernel with CONFIG_KPROBES=y")]
+    KprobesUnsupported {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The hook point.
+        hook: String,
+    },
+
+    /// The tracepoint does not exist in the running kernel.
+    #[error("probe {id}: the running kernel has no tracepoint `{category}/{name}` (see {tracefs}/events)")]
+    TracepointNotFound {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The tracepoint's category.
+        category: String,
+        /// The tracepoint's name.
+        name: String,
+        /// Where tracefs was looked for.
+        tracefs: PathBuf,
+    },
+
+    /// Attaching failed.
+    #[error("probe {id}: attaching to `{hook}` through {method} failed: {source}")]
+    Attach {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The hook point.
+        hook: String,
+        /// The kernel facility used.
+        method: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// tracefs is not mounted.
+    #[error("tracefs is not mounted at /sys/kernel/tracing or /sys/kernel/debug/tracing: mount it with `mount -t tracefs nodev /sys/kernel/tracing`")]
+    TracefsNotMounted,
+
+    /// Neither available_filter_functions nor /proc/kallsyms could be read.
+    #[error("cannot list the kernel's functions: {available_filter_functions}: {aff_error}; /proc/kallsyms: {source}")]
+    FunctionList {
+        /// The available_filter_functions path tried.
+        available_filter_functions: PathBuf,
+        /// Why it could not be read.
+        aff_error: io::Error,
+        /// Why /proc/kallsyms could not be read.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Reading or writing a kernel file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// No probe has this identification pair.
+    #[error("no probe {id} in this manager")]
+    ProbeNotFound {
+        /// The identification pair looked for.
+        id: ProbeIdentificationPair,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

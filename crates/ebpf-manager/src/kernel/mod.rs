@@ -1,0 +1,34 @@
+//! Thin facts about the running kernel that aya does not give, and the few raw interfaces the
+//! manager drives itself (tracefs probe events, perf events).
+
+pub mod symbols;
+pub mod trace_pipe;
+pub mod tracefs;
+
+pub(crate) mod perf;
+
+pub use symbols::{FunctionIndex, SYSCALL_PREFIXES};
+pub use trace_pipe::TracePipe;
+
+/// Whether the kernel has the kprobe PMU (`perf_event_open` kprobes, Linux 4.17).
+pub fn has_kprobe_pmu() -> bool {
+    std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+}
+
+/// Lifts `RLIMIT_MEMLOCK`, which kernels before 5.11 charge BPF maps and programs to.
+///
+/// Best effort: without `CAP_SYS_RESOURCE` the limit stays, which is harmless on 5.11 and
+/// later (memory is charged to the memory cgroup there).
+pub(crate) fn lift_memlock_rlimit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!(
+            "RLIMIT_MEMLOCK kept: {} (harmless on Linux 5.11 and later)",
+            std::io::Error::last_os_error()
+        );
+    }
+}

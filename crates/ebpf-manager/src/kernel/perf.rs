@@ -1,0 +1,89 @@
+//! `perf_event_open` of a tracefs event, and the ioctls that run a BPF program on it.
+//! aya keeps its own perf syscalls private, so the tracefs kprobe path needs these.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+};
+
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
+// _IO('$', 0), _IO('$', 1), _IOW('$', 8, __u32)
+const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
+const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
+const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+
+/// `struct perf_event_attr` up to `sig_data` (PERF_ATTR_SIZE_VER8, 136 bytes); only the
+/// fields the manager sets are named.
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    rest: [u32; 21],
+}
+
+/// Opens the tracepoint `id` (a tracefs event) on all CPUs, disabled.
+pub(crate) fn open_tracepoint(id: u64) -> io::Result<OwnedFd> {
+    let attr = PerfEventAttr {
+        kind: PERF_TYPE_TRACEPOINT,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: id,
+        sample_period: 1,
+        wakeup_events: 1,
+        flags: 1, // disabled: enabled once the program is set
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid perf_event_attr of the size it declares.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1 as libc::pid_t, // every process
+            0 as libc::c_int,  // a tracepoint event fires on every CPU
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Runs `prog` on every hit of the perf event, and enables the event.
+pub(crate) fn attach_bpf(perf: &OwnedFd, prog: BorrowedFd<'_>) -> io::Result<()> {
+    ioctl(perf, PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd() as libc::c_ulong)?;
+    ioctl(perf, PERF_EVENT_IOC_ENABLE, 0)
+}
+
+/// Stops the perf event; the program stays set until the fd closes.
+pub(crate) fn disable(perf: &OwnedFd) -> io::Result<()> {
+    ioctl(perf, PERF_EVENT_IOC_DISABLE, 0)
+}
+
+fn ioctl(fd: &OwnedFd, request: libc::c_ulong, arg: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: fd is open; these requests take an integer argument.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn attr_has_the_kernel_layout() {
+        // PERF_ATTR_SIZE_VER8 is 136; wakeup_events sits at offset 48.
+        assert_eq!(std::mem::size_of::<super::PerfEventAttr>(), 136);
+        assert_eq!(std::mem::offset_of!(super::PerfEventAttr, wakeup_events), 48);
+    }
+}

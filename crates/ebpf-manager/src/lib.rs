@@ -1,0 +1,51 @@
+//! # ebpf-manager
+//!
+//! Manages the whole life of a set of eBPF programs, with the Manager/Probe model of DataDog's
+//! Go `ebpf-manager`, on top of [aya]: declare [`Probe`]s in code, then
+//! [`Manager::init`] (load and verify), [`Manager::start`] (attach), [`Manager::pause`] /
+//! [`Manager::resume`], and [`Manager::stop`] (detach and unload). A failed call undoes what it
+//! did; dropping a manager detaches and unloads everything it made.
+//!
+//! ```no_run
+//! use ebpf_manager::{CleanupType, Manager, Probe};
+//!
+//! // SEC("kprobe/vfs_mkdir") int kprobe_vfs_mkdir(void *ctx) { bpf_printk(...); return 0; }
+//! let object = std::fs::read("ebpf-fixtures/helloworld.bpf.o")?;
+//! let mut manager = Manager {
+//!     probes: vec![Probe {
+//!         uid: "MyVFSMkdir".into(),
+//!         ebpf_func_name: "kprobe_vfs_mkdir".into(),
+//!         ..Default::default()
+//!     }],
+//!     ..Default::default()
+//! };
+//! manager.init(&object)?;
+//! manager.start()?;
+//! std::fs::create_dir("/tmp/hello")?; // "mkdir (vfs hook point)" in trace_pipe
+//! manager.stop(CleanupType::CleanAll)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Supported so far: kprobes and kretprobes (kprobe PMU, Linux 4.17; or tracefs
+//! `kprobe_events`, Linux 4.1, with maxactive), tracepoints (Linux 4.7) and raw tracepoints
+//! (Linux 4.17). The minimum kernel the project tests is 5.10.
+
+#![deny(missing_docs)]
+
+mod elf;
+mod error;
+pub mod kernel;
+mod manager;
+mod options;
+mod probe;
+
+pub use error::{Error, Result};
+pub use kernel::FunctionIndex;
+pub use manager::{CleanupType, Manager, ManagerState};
+pub use options::{ConstantEditor, Options};
+pub use probe::{
+    AttachInfo, AttachMethod, KprobeAttachMethod, Probe, ProbeIdentificationPair, ProbeState,
+};
+
+/// aya, re-exported so that users name the same version the manager was built with.
+pub use aya;

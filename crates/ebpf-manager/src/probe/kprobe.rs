@@ -1,0 +1,215 @@
+//! Kprobes and kretprobes: through the kprobe PMU (aya), or through tracefs `kprobe_events`
+//! (here: aya 0.14 has no tracefs path on kernels >= 4.17, and no maxactive).
+
+use std::os::fd::{AsFd as _, OwnedFd};
+
+use aya::programs::{KProbe, ProbeKind};
+
+use super::{AttachInfo, AttachMethod, KprobeAttachMethod, Link, Probe};
+use crate::{
+    kernel::{self, perf, tracefs},
+    kernel::symbols::LazyFunctions,
+    Error, ProbeIdentificationPair, Result,
+};
+
+/// A kprobe created in tracefs and opened as a perf event: closing the perf event first, then
+/// removing the tracefs event (which the kernel refuses while a perf event holds it).
+#[derive(Debug)]
+pub(crate) struct TracefsLink {
+    perf: Option<OwnedFd>,
+    _event: tracefs::ProbeEvent,
+}
+
+impl Drop for TracefsLink {
+    fn drop(&mut self) {
+        if let Some(perf) = self.perf.take() {
+            let _ = perf::disable(&perf);
+        }
+        // _event drops after this body, removing the tracefs event.
+    }
+}
+
+/// Chooses how to attach: see [`KprobeAttachMethod`].
+pub(crate) fn choose_method(
+    id: &ProbeIdentificationPair,
+    probe: &Probe,
+    default: KprobeAttachMethod,
+    retprobe: bool,
+    has_pmu: bool,
+) -> Result<AttachMethod> {
+    let wants_maxactive = retprobe && probe.kprobe_max_active > 0;
+    let method = match probe.kprobe_attach_method {
+        KprobeAttachMethod::Default => default,
+        explicit => explicit,
+    };
+    match method {
+        KprobeAttachMethod::PerfEventOpen if wants_maxactive => Err(Error::InvalidProbe {
+            id: id.clone(),
+            reason: "kprobe_max_active needs tracefs kprobe_events (the kprobe PMU has no \
+                     maxactive): leave kprobe_attach_method to Default or set it to Tracefs"
+                .into(),
+        }),
+        KprobeAttachMethod::PerfEventOpen => Ok(AttachMethod::KprobePmu),
+        KprobeAttachMethod::Tracefs => Ok(AttachMethod::KprobeTracefs),
+        KprobeAttachMethod::Default if wants_maxactive || !has_pmu => {
+            Ok(AttachMethod::KprobeTracefs)
+        }
+        KprobeAttachMethod::Default => Ok(AttachMethod::KprobePmu),
+    }
+}
+
+/// Attaches `prog` to `symbol`. The kernel's function list is read only when an attach fails,
+/// to tell a missing symbol from another failure: reading it costs more than attaching.
+pub(crate) fn attach(
+    prog: &mut KProbe,
+    id: &ProbeIdentificationPair,
+    probe: &Probe,
+    symbol: &str,
+    default: KprobeAttachMethod,
+    functions: &mut LazyFunctions,
+) -> Result<(Link, AttachInfo)> {
+    let retprobe = matches!(prog.kind(), ProbeKind::Return);
+    let has_pmu = kernel::has_kprobe_pmu();
+    let events = tracefs::root()
+        .ok()
+        .filter(|root| root.join("kprobe_events").exists());
+    let method = choose_method(id, probe, default, retprobe, has_pmu)?;
+    let info = AttachInfo {
+        hook: symbol.to_owned(),
+        method,
+    };
+    let missing_symbol = |functions: &mut LazyFunctions| {
+        match functions.get() {
+            Ok(index) if !index.contains(symbol) => Some(Error::SymbolNotFound {
+                id: id.clone(),
+                symbol: symbol.to_owned(),
+                source_file: index.source().to_owned(),
+            }),
+            Ok(_) => None,
+            Err(e) => {
+                log::debug!("cannot check that {symbol} exists: {e}");
+                None
+            }
+        }
+    };
+    let available = match method {
+        AttachMethod::KprobePmu => has_pmu,
+        _ => events.is_some(),
+    };
+    if !available {
+        if let Some(e) = missing_symbol(functions) {
+            return Err(e);
+        }
+        if !has_pmu && events.is_none() {
+            return Err(Error::KprobesUnsupported {
+                id: id.clone(),
+                hook: symbol.to_owned(),
+            });
+        }
+        let cause = match method {
+            AttachMethod::KprobePmu => "this kernel has no kprobe PMU (Linux 4.17): use KprobeAttachMethod::Tracefs",
+            _ => "tracefs has no kprobe_events: mount tracefs, or use KprobeAttachMethod::PerfEventOpen",
+        };
+        return Err(Error::Attach {
+            id: id.clone(),
+            hook: symbol.to_owned(),
+            method: method_name(method),
+            source: cause.into(),
+        });
+    }
+    let attached = match method {
+        AttachMethod::KprobePmu => prog
+            .attach(symbol, 0)
+            .and_then(|link_id| prog.take_link(link_id))
+            .map(Link::KprobePmu)
+            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) }),
+        _ => attach_tracefs(
+            prog,
+            events.expect("checked above"),
+            symbol,
+            retprobe,
+            probe.kprobe_max_active,
+        )
+        .map(Link::KprobeTracefs)
+        .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) }),
+    };
+    match attached {
+        Ok(link) => Ok((link, info)),
+        Err(source) => Err(missing_symbol(functions).unwrap_or(Error::Attach {
+            id: id.clone(),
+            hook: symbol.to_owned(),
+            method: method_name(method),
+            source,
+        })),
+    }
+}
+
+fn method_name(method: AttachMethod) -> &'static str {
+    match method {
+        AttachMethod::KprobePmu => "the kprobe PMU",
+        AttachMethod::KprobeTracefs => "tracefs kprobe_events",
+        AttachMethod::Tracepoint => "a tracepoint",
+        AttachMethod::RawTracepoint => "a raw tracepoint",
+    }
+}
+
+fn attach_tracefs(
+    prog: &KProbe,
+    tracefs_root: &std::path::Path,
+    symbol: &str,
+    retprobe: bool,
+    max_active: u32,
+) -> std::io::Result<TracefsLink> {
+    let prefix = match (retprobe, max_active) {
+        (false, _) => "p".to_owned(),
+        (true, 0) => "r".to_owned(),
+        (true, n) => format!("r{n}"),
+    };
+    let name = tracefs::event_name(retprobe, symbol);
+    let event = tracefs::ProbeEvent::create(tracefs_root, "kprobe_events", &prefix, name, symbol)?;
+    let perf = perf::open_tracepoint(event.id)?;
+    let prog_fd = prog
+        .fd()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    perf::attach_bpf(&perf, prog_fd.as_fd())?;
+    Ok(TracefsLink {
+        perf: Some(perf),
+        _event: event,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(method: KprobeAttachMethod, max_active: u32) -> Probe {
+        Probe {
+            ebpf_func_name: "f".into(),
+            kprobe_attach_method: method,
+            kprobe_max_active: max_active,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn method_choice() {
+        use AttachMethod::*;
+        use KprobeAttachMethod as K;
+        let id = ProbeIdentificationPair::new("", "f");
+        let choose = |p: &Probe, default, ret, pmu| choose_method(&id, p, default, ret, pmu);
+        // PMU by default, tracefs when the PMU is absent.
+        assert_eq!(choose(&probe(K::Default, 0), K::Default, false, true).unwrap(), KprobePmu);
+        assert_eq!(choose(&probe(K::Default, 0), K::Default, false, false).unwrap(), KprobeTracefs);
+        // maxactive on a kretprobe forces tracefs; on a kprobe it means nothing.
+        assert_eq!(choose(&probe(K::Default, 8), K::Default, true, true).unwrap(), KprobeTracefs);
+        assert_eq!(choose(&probe(K::Default, 8), K::Default, false, true).unwrap(), KprobePmu);
+        // The manager's default applies to probes that leave theirs to Default ...
+        assert_eq!(choose(&probe(K::Default, 0), K::Tracefs, false, true).unwrap(), KprobeTracefs);
+        // ... and the probe's own choice wins.
+        assert_eq!(choose(&probe(K::PerfEventOpen, 0), K::Tracefs, false, true).unwrap(), KprobePmu);
+        assert!(matches!(
+            choose(&probe(K::PerfEventOpen, 8), K::Default, true, true),
+            Err(Error::InvalidProbe { .. })
+        ));
+    }
+}

@@ -1,0 +1,186 @@
+//! Probe declarations, and the attach code of each program family.
+//!
+//! A [`Probe`] is a plain struct with public fields and a `Default`, so that a Go
+//! `manager.Probe{...}` literal translates line for line. The manager never writes to it: what
+//! it derives (the program it matched, the resolved hook point, the link) lives in the
+//! manager's own records and is read through getters such as
+//! [`Manager::probe_state`](crate::Manager::probe_state).
+
+pub(crate) mod kprobe;
+pub(crate) mod resolve;
+pub(crate) mod tracepoint;
+
+use std::fmt;
+
+/// Identifies a probe: a `uid` (free text, `""` when one probe per function is enough) and the
+/// name of the eBPF function it runs.
+///
+/// Two probes may run the same function at two hook points as long as their `uid`s differ.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProbeIdentificationPair {
+    /// The probe's unique id among the probes of the same function.
+    pub uid: String,
+    /// The name of the program's function in the object.
+    pub ebpf_func_name: String,
+}
+
+impl ProbeIdentificationPair {
+    /// A pair from its two parts.
+    pub fn new(uid: impl Into<String>, ebpf_func_name: impl Into<String>) -> Self {
+        Self {
+            uid: uid.into(),
+            ebpf_func_name: ebpf_func_name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ProbeIdentificationPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{uid: {:?}, ebpf_func_name: {:?}}}", self.uid, self.ebpf_func_name)
+    }
+}
+
+/// How a kprobe or kretprobe is attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KprobeAttachMethod {
+    /// The probe's default is the manager's
+    /// ([`Options::default_kprobe_attach_method`](crate::Options::default_kprobe_attach_method));
+    /// the manager's default is [`PerfEventOpen`](Self::PerfEventOpen) when the kernel has
+    /// the kprobe PMU, else [`Tracefs`](Self::Tracefs). A kretprobe with
+    /// [`Probe::kprobe_max_active`] above 0 always uses tracefs, since the PMU has no maxactive.
+    #[default]
+    Default,
+    /// `perf_event_open` on the kprobe PMU (Linux 4.17). Events vanish with their fd.
+    PerfEventOpen,
+    /// A `kprobe_events` entry in tracefs opened as a tracepoint (Linux 4.1). The manager names
+    /// its events `ebpf_manager_<pid>/...`, removes them at stop, and removes those left by dead
+    /// processes at start.
+    Tracefs,
+}
+
+/// The life cycle of one probe inside a manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProbeState {
+    /// Declared; the manager is not initialized yet.
+    Declared,
+    /// The program is loaded into the kernel (after `init`), not attached.
+    Loaded,
+    /// Attached at its hook point and firing.
+    Running,
+    /// Detached by `pause`, still loaded; `resume` attaches it again.
+    Paused,
+    /// Detached and unloaded by `stop`.
+    Stopped,
+}
+
+/// A probe: which program of the object to load, and where to attach it.
+///
+/// Only the fields that apply to the program's type are read; the hook point of a kprobe is,
+/// in order: [`hook_func_name`](Self::hook_func_name), else
+/// [`syscall_func_name`](Self::syscall_func_name), else
+/// [`attach_to_func_name`](Self::attach_to_func_name), else the section's target
+/// (`kprobe/<function>`).
+///
+/// ```
+/// use ebpf_manager::Probe;
+///
+/// let probe = Probe {
+///     uid: "MyVFSMkdir".into(),
+///     ebpf_func_name: "kprobe_vfs_mkdir".into(),
+///     ..Default::default()
+/// };
+/// assert_eq!(probe.id().to_string(), r#"{uid: "MyVFSMkdir", ebpf_func_name: "kprobe_vfs_mkdir"}"#);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// Tells apart probes that run the same function; `""` when not needed.
+    pub uid: String,
+    /// The name of the program's function in the object.
+    pub ebpf_func_name: String,
+    /// Pick the program by ELF section instead of by function (when `ebpf_func_name` is empty,
+    /// the section must hold exactly one program).
+    pub section: Option<String>,
+    /// A glob pattern (`*`, `?`, `[...]`) matched against the kernel's traceable functions:
+    /// `available_filter_functions` with module suffixes stripped, or the text symbols of
+    /// `/proc/kallsyms` when that file cannot be read. An exact name wins, else the first match
+    /// in file order. No match is an error.
+    pub attach_to_func_name: Option<String>,
+    /// The exact kernel symbol to hook; overrides the fields below.
+    pub hook_func_name: Option<String>,
+    /// A syscall name (`"mkdirat"`): the manager adds the kernel's syscall prefix
+    /// (`__x64_sys_`, `__ia32_sys_`, `__arm64_sys_` or `sys_`), never twice.
+    pub syscall_func_name: Option<String>,
+    /// For a kretprobe, the number of instances that may run at once (tracefs `r<N>:`);
+    /// 0 leaves the kernel's default. Above 0, the kretprobe is attached through tracefs.
+    pub kprobe_max_active: u32,
+    /// How to attach a kprobe or kretprobe.
+    pub kprobe_attach_method: KprobeAttachMethod,
+    /// A tracepoint's category, overriding the section's (`tracepoint/<category>/<name>`).
+    pub tracepoint_category: Option<String>,
+    /// A tracepoint's or raw tracepoint's name, overriding the section's.
+    pub tracepoint_name: Option<String>,
+}
+
+impl Probe {
+    /// The probe's identification pair.
+    pub fn id(&self) -> ProbeIdentificationPair {
+        ProbeIdentificationPair::new(self.uid.clone(), self.ebpf_func_name.clone())
+    }
+}
+
+/// The kernel facility a probe was attached through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AttachMethod {
+    /// A kprobe or kretprobe opened on the kprobe PMU with `perf_event_open` (Linux 4.17).
+    KprobePmu,
+    /// A kprobe or kretprobe created in tracefs `kprobe_events` (Linux 4.1).
+    KprobeTracefs,
+    /// A tracepoint (Linux 4.7).
+    Tracepoint,
+    /// A raw tracepoint (Linux 4.17).
+    RawTracepoint,
+}
+
+impl fmt::Display for AttachMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::KprobePmu => "the kprobe PMU (perf_event_open)",
+            Self::KprobeTracefs => "tracefs kprobe_events",
+            Self::Tracepoint => "a tracepoint",
+            Self::RawTracepoint => "a raw tracepoint",
+        })
+    }
+}
+
+/// Where and how a running probe is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachInfo {
+    /// The hook point: a kernel symbol, `category/name` of a tracepoint, or a raw tracepoint.
+    pub hook: String,
+    /// The facility used.
+    pub method: AttachMethod,
+}
+
+/// Where a probe attaches, resolved at `init` from its declaration and its section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Hook {
+    /// A kernel function; `retprobe` for a kretprobe.
+    Kprobe { symbol: String, retprobe: bool },
+    /// A tracepoint.
+    Tracepoint { category: String, name: String },
+    /// A raw tracepoint.
+    RawTracepoint { name: String },
+}
+
+/// An attachment the manager owns; dropping it detaches.
+#[expect(dead_code, reason = "each link is held for its Drop, which detaches")]
+#[derive(Debug)]
+pub(crate) enum Link {
+    KprobePmu(aya::programs::kprobe::KProbeLink),
+    KprobeTracefs(kprobe::TracefsLink),
+    Tracepoint(aya::programs::trace_point::TracePointLink),
+    RawTracepoint(aya::programs::raw_trace_point::RawTracePointLink),
+}

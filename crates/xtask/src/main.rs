@@ -1,0 +1,52 @@
+//! `cargo xtask`: the project's automation.
+//!
+//! - `cargo xtask fixtures [--check]`: rebuild the eBPF objects in `ebpf-fixtures/`, or check them.
+//! - `cargo xtask test [--kernel V]... [FILTER]`: the three test tiers.
+//! - `cargo xtask vm --kernel V -- BINARY [ARGS]...`: run a static binary in a guest kernel.
+//! - `cargo xtask bench startup`: manager against raw aya.
+
+mod fixtures;
+mod install;
+mod vm;
+
+use std::process::ExitCode;
+
+/// The result type of every xtask step: errors are messages for a person.
+pub type Result<T, E = String> = std::result::Result<T, E>;
+
+fn usage() -> &'static str {
+    "usage: cargo xtask <command>\n\
+     \n  fixtures [--check]                 rebuild (or check) ebpf-fixtures/*.o with clang\
+     \n  test [--kernel V]... [FILTER]      unit, host and QEMU tiers (V: 5.10, 6.1, 6.12)\
+     \n  vm --kernel V -- BINARY [ARGS]...  run a static binary as a child of a guest's /init\
+     \n  bench startup                      init+start+stop: manager against raw aya\n"
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("fixtures") => fixtures::run(&args[1..]),
+        Some("vm") => vm::cli(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{}", usage());
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n{}", usage())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives in crates/xtask).
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/xtask has two ancestors")
+        .to_path_buf()
+}

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: GPL-2.0
+// Probes for the integration tests. Each program counts its hits, from the
+// process named by `filter_tgid` only (0 counts everyone), in its own slot of
+// `hits`, so a test can confirm in user space that the kernel ran it.
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+volatile const __u32 filter_tgid = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __u64);
+} hits SEC(".maps");
+
+enum slot {
+	SLOT_KPROBE = 0,
+	SLOT_KRETPROBE = 1,
+	SLOT_TRACEPOINT = 2,
+	SLOT_RAW_TRACEPOINT = 3,
+	SLOT_KPROBE_GENERIC = 4,
+};
+
+static __always_inline int count(__u32 slot)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (filter_tgid && tgid != filter_tgid)
+		return 0;
+	__u64 *v = bpf_map_lookup_elem(&hits, &slot);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	return 0;
+}
+
+SEC("kprobe/vfs_mkdir")
+int kprobe_vfs_mkdir(void *ctx) { return count(SLOT_KPROBE); }
+
+SEC("kretprobe/vfs_mkdir")
+int kretprobe_vfs_mkdir(void *ctx) { return count(SLOT_KRETPROBE); }
+
+// No target in the section: the hook comes from the Probe declaration
+// (hook_func_name, syscall_func_name or attach_to_func_name).
+SEC("kprobe/generic")
+int kprobe_generic(void *ctx) { return count(SLOT_KPROBE_GENERIC); }
+
+SEC("tracepoint/syscalls/sys_enter_mkdir")
+int tracepoint_sys_enter_mkdir(void *ctx) { return count(SLOT_TRACEPOINT); }
+
+SEC("raw_tracepoint/sys_enter")
+int raw_tracepoint_sys_enter(void *ctx) { return count(SLOT_RAW_TRACEPOINT); }
+
+char _license[] SEC("license") = "GPL";
