@@ -1,1 +1,77 @@
-fn main() {}
+//! The classic hello world: a kprobe on `vfs_mkdir` that prints "mkdir (vfs hook point)" to
+//! trace_pipe when a directory is made.
+//!
+//! On a kernel without kprobes it says so, and falls back to the tracepoint twin on
+//! `syscalls/sys_enter_mkdir`, which prints the same line.
+//!
+//! Run: `cargo run --example helloworld` (as root).
+
+use std::{process::ExitCode, time::Duration};
+
+use ebpf_manager::{kernel, AttachInfo, CleanupType, Error, Manager, Probe};
+
+/// `SEC("kprobe/vfs_mkdir") kprobe_vfs_mkdir` and `SEC("tracepoint/syscalls/sys_enter_mkdir")
+/// tracepoint_sys_enter_mkdir`, both calling `bpf_printk("mkdir (vfs hook point)\n")`.
+const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/helloworld.bpf.o");
+const MESSAGE: &str = "mkdir (vfs hook point)";
+
+fn started(ebpf_func_name: &str) -> Result<(Manager, AttachInfo), Error> {
+    let probe = Probe {
+        uid: "MyVFSMkdir".into(),
+        ebpf_func_name: ebpf_func_name.into(),
+        ..Default::default()
+    };
+    let id = probe.id();
+    let mut manager = Manager {
+        probes: vec![probe],
+        ..Default::default()
+    };
+    manager.init(OBJECT)?;
+    manager.start()?;
+    let info = manager
+        .attach_info(&id)
+        .cloned()
+        .expect("a started probe is attached");
+    Ok((manager, info))
+}
+
+fn run() -> Result<(), Error> {
+    examples::check_privileges();
+    if let Err(e) = kernel::tracefs::mount_if_needed() {
+        eprintln!("cannot mount tracefs at /sys/kernel/tracing: {e}");
+    }
+    let (mut manager, info) = match started("kprobe_vfs_mkdir") {
+        Ok(started) => started,
+        Err(e @ Error::KprobesUnsupported { .. }) => {
+            println!("{e}");
+            println!("falling back to the tracepoint twin: tracepoint/syscalls/sys_enter_mkdir");
+            started("tracepoint_sys_enter_mkdir")?
+        }
+        Err(e) => return Err(e),
+    };
+    println!("path taken: {} on {}", info.method, info.hook);
+    let seen = examples::mkdir_and_show_trace_pipe(MESSAGE, Duration::from_secs(10))?;
+    manager.stop(CleanupType::CleanAll)?;
+    if seen {
+        println!("helloworld: ok ({} on {})", info.method, info.hook);
+        Ok(())
+    } else {
+        Err(Error::Io {
+            path: "trace_pipe".into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("`{MESSAGE}` did not appear within 10 s"),
+            ),
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("helloworld: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 // Probes for the integration tests. Each program counts its hits, from the
-// process named by `filter_tgid` only (0 counts everyone), in its own slot of
-// `hits`, so a test can confirm in user space that the kernel ran it.
+// thread named by `filter_tid` only (0 counts everyone), in its own slot of
+// `hits`, so a test can confirm in user space that the kernel ran it while
+// other tests of the same process run in parallel.
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-volatile const __u32 filter_tgid = 0;
+volatile const __u32 filter_tid = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -25,8 +26,8 @@ enum slot {
 
 static __always_inline int count(__u32 slot)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (filter_tgid && tgid != filter_tgid)
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	if (filter_tid && tid != filter_tid)
 		return 0;
 	__u64 *v = bpf_map_lookup_elem(&hits, &slot);
 	if (v)

@@ -1,1 +1,162 @@
-//! helpers
+//! Helpers of the privileged integration tests: fixtures, triggers, and checks that a test
+//! left nothing in the kernel.
+
+use std::{
+    path::PathBuf,
+    sync::{Mutex, MutexGuard, OnceLock},
+    time::Duration,
+};
+
+use ebpf_manager::{kernel, ConstantEditor, Manager, Options, Probe, ProbeIdentificationPair};
+
+/// The helloworld object: `kprobe/vfs_mkdir` and its tracepoint twin, both printing
+/// "mkdir (vfs hook point)".
+pub const HELLOWORLD: &[u8] = include_bytes!("../../ebpf-fixtures/helloworld.bpf.o");
+/// Counting probes: see ebpf-fixtures/src/probes.bpf.c.
+pub const PROBES: &[u8] = include_bytes!("../../ebpf-fixtures/probes.bpf.o");
+/// A program the verifier rejects.
+pub const REJECTED: &[u8] = include_bytes!("../../ebpf-fixtures/rejected.bpf.o");
+
+/// The hit counter slots of probes.bpf.c.
+pub mod slot {
+    /// kprobe/vfs_mkdir
+    pub const KPROBE: u32 = 0;
+    /// kretprobe/vfs_mkdir
+    pub const KRETPROBE: u32 = 1;
+    /// tracepoint/syscalls/sys_enter_mkdir
+    pub const TRACEPOINT: u32 = 2;
+    /// raw_tracepoint/sys_enter
+    pub const RAW_TRACEPOINT: u32 = 3;
+    /// kprobe/generic
+    pub const KPROBE_GENERIC: u32 = 4;
+}
+
+/// Mounts tracefs and bpffs when needed; once per process.
+pub fn setup() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        kernel::tracefs::mount_if_needed().expect("mounting tracefs (run the tests as root)");
+    });
+}
+
+/// Whether the running kernel can attach kprobes at all (PMU or tracefs).
+pub fn kernel_has_kprobes() -> bool {
+    kernel::has_kprobe_pmu() || tracefs_has("kprobe_events")
+}
+
+/// Whether tracefs has this control file.
+pub fn tracefs_has(file: &str) -> bool {
+    kernel::tracefs::root().is_ok_and(|r| r.join(file).exists())
+}
+
+/// The calling thread's id, which the counting probes filter on.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// Options that make probes.bpf.o count the calling thread only.
+pub fn this_thread_only() -> Options {
+    Options {
+        constant_editors: vec![ConstantEditor::new("filter_tid", gettid())],
+        ..Default::default()
+    }
+}
+
+/// A probe of `function`, with `uid`.
+pub fn probe(uid: &str, function: &str) -> Probe {
+    Probe {
+        uid: uid.into(),
+        ebpf_func_name: function.into(),
+        ..Default::default()
+    }
+}
+
+/// A manager over `probes`, initialized from probes.bpf.o counting this thread only.
+pub fn counting_manager(probes: Vec<Probe>) -> Manager {
+    setup();
+    let mut m = Manager {
+        probes,
+        ..Default::default()
+    };
+    m.init_with_options(PROBES, this_thread_only())
+        .expect("init of probes.bpf.o");
+    m
+}
+
+/// Makes and removes a uniquely named directory (mkdir(2) then rmdir(2)).
+pub fn mkdir_rmdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ebpf-manager-test-{tag}-{}-{}",
+        std::process::id(),
+        gettid()
+    ));
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::remove_dir(&dir).expect("rmdir");
+    dir
+}
+
+/// The hit count of `slot` in the `hits` map.
+pub fn hits(m: &Manager, slot: u32) -> u64 {
+    let map = m.get_map("hits").expect("probes.bpf.o has a `hits` map");
+    let array = aya::maps::Array::<_, u64>::try_from(map).expect("hits is an array of u64");
+    array.get(&slot, 0).expect("reading hits")
+}
+
+/// The kernel ids of the programs of these probes.
+pub fn program_ids(m: &Manager, ids: &[ProbeIdentificationPair]) -> Vec<u32> {
+    ids.iter()
+        .map(|id| {
+            m.get_program(id)
+                .expect("loaded program")
+                .info()
+                .expect("program info")
+                .id()
+        })
+        .collect()
+}
+
+/// Asserts that none of these program ids is loaded in the kernel any more.
+pub fn assert_unloaded(ids: &[u32]) {
+    let loaded: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| p.id())
+        .collect();
+    for id in ids {
+        assert!(!loaded.contains(id), "program {id} is still loaded");
+    }
+}
+
+/// The tracefs probe events of this process's group, as listed in `control`
+/// (e.g. `kprobe_events`).
+pub fn own_tracefs_events(control: &str) -> Vec<String> {
+    let Ok(root) = kernel::tracefs::root() else {
+        return Vec::new();
+    };
+    let group = kernel::tracefs::own_group();
+    std::fs::read_to_string(root.join(control))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| kernel::tracefs::parse_event_line(l).is_some_and(|(g, _)| g == group))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Serializes the tests that read trace_pipe: readers split its lines between them.
+pub fn trace_pipe_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes a directory from this thread and waits for `message` printed by this thread
+/// (trace_pipe lines start with `<comm>-<tid>`). Returns the line.
+pub fn mkdir_and_read_trace_pipe(message: &str) -> Option<String> {
+    let mut pipe = kernel::TracePipe::open().expect("opening trace_pipe");
+    let tag = format!("-{} ", gettid());
+    mkdir_rmdir("trace");
+    pipe.read_until(Duration::from_secs(10), |line| {
+        line.contains(message) && line.contains(&tag)
+    })
+    .expect("reading trace_pipe")
+    .pop()
+}

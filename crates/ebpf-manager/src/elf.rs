@@ -57,7 +57,10 @@ impl ElfIndex {
     }
 
     /// The programs of `section`.
-    pub(crate) fn in_section<'a>(&'a self, section: &'a str) -> impl Iterator<Item = &'a ElfProgram> {
+    pub(crate) fn in_section<'a>(
+        &'a self,
+        section: &'a str,
+    ) -> impl Iterator<Item = &'a ElfProgram> {
         self.programs.iter().filter(move |p| p.section == section)
     }
 
@@ -84,7 +87,10 @@ fn join<'a>(names: impl Iterator<Item = &'a str>) -> String {
 /// What follows the first `/` of a section name: `kprobe/vfs_mkdir` -> `vfs_mkdir`,
 /// `tracepoint/syscalls/sys_enter_mkdir` -> `syscalls/sys_enter_mkdir`.
 pub(crate) fn section_target(section: &str) -> Option<&str> {
-    section.split_once('/').map(|(_, t)| t).filter(|t| !t.is_empty())
+    section
+        .split_once('/')
+        .map(|(_, t)| t)
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]

@@ -183,6 +183,7 @@ impl Manager {
         let mut ebpf = loader.load(object).map_err(object_error)?;
 
         let mut records = Vec::with_capacity(matched.len());
+        let mut loaded = std::collections::HashSet::new();
         for (probe, function, section) in matched {
             let id = probe.id();
             let prog = ebpf
@@ -193,7 +194,10 @@ impl Manager {
                     available: elf.functions(),
                 })?;
             let hook = resolve::hook(&id, &probe, &function, &section, prog, &mut functions)?;
-            load(prog, &id, &function)?;
+            // Probes that share a function (different uids) share the loaded program.
+            if loaded.insert(function.clone()) {
+                load(prog, &id, &function)?;
+            }
             records.push(Record {
                 probe,
                 id,
@@ -227,11 +231,13 @@ impl Manager {
             let program = match (&probe.section, probe.ebpf_func_name.as_str()) {
                 (None, "") => return Err(Error::NoProgramName { id }),
                 (section, name) if !name.is_empty() => {
-                    let found = elf.by_function(name).ok_or_else(|| Error::ProgramNotFound {
-                        id: id.clone(),
-                        name: name.to_owned(),
-                        available: elf.functions(),
-                    })?;
+                    let found = elf
+                        .by_function(name)
+                        .ok_or_else(|| Error::ProgramNotFound {
+                            id: id.clone(),
+                            name: name.to_owned(),
+                            available: elf.functions(),
+                        })?;
                     if let Some(section) = section.as_deref().filter(|s| *s != found.section) {
                         return Err(Error::InvalidProbe {
                             id,
@@ -342,7 +348,9 @@ impl Manager {
             ..
         } = &mut self.state;
         let record = &mut records[index];
-        let ebpf = ebpf.as_mut().expect("programs are loaded while the manager is initialized");
+        let ebpf = ebpf
+            .as_mut()
+            .expect("programs are loaded while the manager is initialized");
         let prog = ebpf
             .program_mut(&record.function)
             .expect("init checked that the program exists");
@@ -367,7 +375,11 @@ impl Manager {
                 resolve::type_name(prog)
             ),
         };
-        log::debug!("probe {id} attached to {} through {}", info.hook, info.method);
+        log::debug!(
+            "probe {id} attached to {} through {}",
+            info.hook,
+            info.method
+        );
         record.link = Some(link);
         record.attach = Some(info);
         record.state = ProbeState::Running;
@@ -379,9 +391,7 @@ impl Manager {
     pub fn get_probe(&self, id: &ProbeIdentificationPair) -> Option<&Probe> {
         match self.record(id) {
             Some(record) => Some(&record.probe),
-            None if self.state() == ManagerState::New => {
-                self.probes.iter().find(|p| &p.id() == id)
-            }
+            None if self.state() == ManagerState::New => self.probes.iter().find(|p| &p.id() == id),
             None => None,
         }
     }
@@ -442,7 +452,6 @@ impl State {
             record.state = state;
         }
     }
-
 }
 
 impl Drop for State {

@@ -8,7 +8,7 @@ use crate::KprobeAttachMethod;
 /// use ebpf_manager::{ConstantEditor, KprobeAttachMethod, Options};
 ///
 /// let options = Options {
-///     constant_editors: vec![ConstantEditor::new("filter_tgid", std::process::id())],
+///     constant_editors: vec![ConstantEditor::new("filter_tid", std::process::id())],
 ///     default_kprobe_attach_method: KprobeAttachMethod::Tracefs,
 ///     ..Default::default()
 /// };
@@ -44,16 +44,13 @@ impl ConstantEditor {
     /// ```
     /// use ebpf_manager::ConstantEditor;
     ///
-    /// let e = ConstantEditor::new("filter_tgid", 42u32);
+    /// let e = ConstantEditor::new("filter_tid", 42u32);
     /// assert_eq!(e.value, 42u32.to_ne_bytes());
     /// ```
     pub fn new<T: aya::Pod>(name: impl Into<String>, value: T) -> Self {
         // SAFETY: `Pod` types are plain bytes without padding.
         let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&value as *const T).cast::<u8>(),
-                std::mem::size_of::<T>(),
-            )
+            std::slice::from_raw_parts((&value as *const T).cast::<u8>(), std::mem::size_of::<T>())
         };
         Self {
             name: name.into(),

@@ -16,8 +16,8 @@ const CFLAGS: &[&str] = &[
     "-target",
     "bpf",
     "-D__TARGET_ARCH_x86",
-    "-I/usr/include/x86_64-linux-gnu",
     "-Iinclude",
+    "-I/usr/include/x86_64-linux-gnu",
     "-Wall",
     "-Werror",
 ];

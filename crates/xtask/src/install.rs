@@ -79,7 +79,10 @@ fn apt_get(args: &[&str]) -> Result<()> {
         } else {
             " (installing packages needs root)"
         };
-        Err(format!("`apt-get {}` failed ({status}){hint}", args.join(" ")))
+        Err(format!(
+            "`apt-get {}` failed ({status}){hint}",
+            args.join(" ")
+        ))
     }
 }
 

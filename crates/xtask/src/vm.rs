@@ -117,7 +117,11 @@ pub fn kernel(series: &str) -> Result<Kernel> {
     if let Some(kernel) = cached(series, &dir)? {
         return Ok(kernel);
     }
-    install::ensure(&[("apt-get", "apt"), ("apt-cache", "apt"), ("dpkg-deb", "dpkg")])?;
+    install::ensure(&[
+        ("apt-get", "apt"),
+        ("apt-cache", "apt"),
+        ("dpkg-deb", "dpkg"),
+    ])?;
     let apt = Apt::new()?;
     apt.update()?;
     let package = match wanted {
@@ -149,7 +153,10 @@ pub fn kernel(series: &str) -> Result<Kernel> {
     for d in [&unpacked, &keep] {
         fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
-    eprintln!("xtask: downloading {package} (kernel {series}) into {}", dir.display());
+    eprintln!(
+        "xtask: downloading {package} (kernel {series}) into {}",
+        dir.display()
+    );
     let started = Instant::now();
     apt.download(&package, &staging)?;
     let deb = only_file(&staging, |n| n.ends_with(".deb"))?
@@ -173,7 +180,11 @@ pub fn kernel(series: &str) -> Result<Kernel> {
     if let Err(e) = fs::rename(&keep, &dir) {
         // Another process may have been faster; its kernel is as good as ours.
         if cached(series, &dir)?.is_none() {
-            return Err(format!("cannot rename {} to {}: {e}", keep.display(), dir.display()));
+            return Err(format!(
+                "cannot rename {} to {}: {e}",
+                keep.display(),
+                dir.display()
+            ));
         }
     }
     eprintln!(
@@ -211,15 +222,14 @@ fn rank(package: &str, series: &str) -> Option<Vec<u64>> {
         .strip_prefix('.')?;
     let plain = rest.replacen("+deb", ".", 1);
     if !plain.starts_with(|c: char| c.is_ascii_digit())
-        || !plain.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+        || !plain
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
         || rest.contains(".deb")
     {
         return None;
     }
-    plain
-        .split(['.', '-'])
-        .map(|n| n.parse().ok())
-        .collect()
+    plain.split(['.', '-']).map(|n| n.parse().ok()).collect()
 }
 
 /// A private apt state under `<cache>/apt`: its own sources, lists, package cache and (empty)
@@ -257,7 +267,8 @@ impl Apt {
         fs::write(&list, sources).map_err(|e| format!("cannot write {}: {e}", list.display()))?;
         let status = dir.join("status");
         if !status.exists() {
-            fs::write(&status, "").map_err(|e| format!("cannot write {}: {e}", status.display()))?;
+            fs::write(&status, "")
+                .map_err(|e| format!("cannot write {}: {e}", status.display()))?;
         }
         Ok(Apt { dir })
     }
@@ -283,9 +294,14 @@ impl Apt {
             "DEP-11-icons-large",
             "DEP-11-icons-hidpi",
         ] {
-            options.push(format!("Acquire::IndexTargets::deb::{target}::DefaultEnabled=false"));
+            options.push(format!(
+                "Acquire::IndexTargets::deb::{target}::DefaultEnabled=false"
+            ));
         }
-        options.into_iter().flat_map(|o| ["-o".to_string(), o]).collect()
+        options
+            .into_iter()
+            .flat_map(|o| ["-o".to_string(), o])
+            .collect()
     }
 
     fn command(&self, program: &str) -> Command {
@@ -302,8 +318,14 @@ impl Apt {
         if APT_UPDATED.load(Ordering::SeqCst) {
             return Ok(());
         }
-        eprintln!("xtask: updating the private apt lists in {}", self.dir.display());
-        run_quiet(self.command("apt-get").args(["-q", "update"]), "apt-get update")?;
+        eprintln!(
+            "xtask: updating the private apt lists in {}",
+            self.dir.display()
+        );
+        run_quiet(
+            self.command("apt-get").args(["-q", "update"]),
+            "apt-get update",
+        )?;
         APT_UPDATED.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -425,7 +447,11 @@ fn only_file(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<Option<PathBu
         _ => Err(format!(
             "{} has several candidates ({}): remove the directory and run again",
             dir.display(),
-            found.iter().map(|p| file_name(p)).collect::<Vec<_>>().join(", ")
+            found
+                .iter()
+                .map(|p| file_name(p))
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
@@ -462,21 +488,25 @@ fn check_static(path: &Path) -> Result<()> {
     }
     let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
     if header[4] != 2 || header[5] != 1 || u16_at(&header, 18) != 62 {
-        return Err(format!("{what} is not an x86_64 (64-bit little-endian) ELF file"));
+        return Err(format!(
+            "{what} is not an x86_64 (64-bit little-endian) ELF file"
+        ));
     }
     let phoff = u64::from_le_bytes(header[32..40].try_into().expect("8 bytes"));
     let phentsize = usize::from(u16_at(&header, 54));
     let phnum = usize::from(u16_at(&header, 56));
     if phnum == 0 || phentsize < 4 {
-        return Err(format!("{what} has no program headers: it is not an executable"));
+        return Err(format!(
+            "{what} has no program headers: it is not an executable"
+        ));
     }
     let mut table = vec![0u8; phentsize * phnum];
     file.read_exact_at(&mut table, phoff)
         .map_err(|_| format!("{what}: truncated ELF program headers"))?;
     const PT_INTERP: u32 = 3;
-    let dynamic = table.chunks(phentsize).any(|ph| {
-        u32::from_le_bytes(ph[..4].try_into().expect("4 bytes")) == PT_INTERP
-    });
+    let dynamic = table
+        .chunks(phentsize)
+        .any(|ph| u32::from_le_bytes(ph[..4].try_into().expect("4 bytes")) == PT_INTERP);
     if dynamic {
         return Err(format!(
             "{what} is dynamically linked, and the guest has no libc: build it static with \
@@ -547,9 +577,8 @@ fn initramfs(run: &Path, payloads: &[Payload]) -> Result<PathBuf> {
     check_static(&busybox).map_err(|e| format!("{e} (install busybox-static)"))?;
 
     let root = run.join("root");
-    let mkdir = |d: &Path| {
-        fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))
-    };
+    let mkdir =
+        |d: &Path| fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()));
     for d in ["bin", "proc", "sys", "dev", "tmp", "payload"] {
         mkdir(&root.join(d))?;
     }
@@ -659,7 +688,10 @@ pub fn run(
         if let Some((key, _)) = payload.env.iter().find(|(k, _)| {
             k.is_empty() || k.contains('=') || k.starts_with(|c: char| c.is_ascii_digit())
         }) {
-            return Err(format!("payload {}: bad variable name `{key}`", payload.name));
+            return Err(format!(
+                "payload {}: bad variable name `{key}`",
+                payload.name
+            ));
         }
         check_static(&payload.binary)?;
     }
@@ -684,7 +716,14 @@ pub fn run(
     command
         .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
         .args(["-m", &memory.to_string()])
-        .args(["-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"])
+        .args([
+            "-nodefaults",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
@@ -776,7 +815,9 @@ pub fn run(
     }
     if !guest.timed_out && guest.console.is_empty() {
         let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-        return Err(format!("qemu-system-x86_64 printed nothing ({status}): {errors}"));
+        return Err(format!(
+            "qemu-system-x86_64 printed nothing ({status}): {errors}"
+        ));
     }
     Ok(guest)
 }
@@ -793,7 +834,8 @@ fn end_marker(line: &str) -> Option<(&str, i32)> {
 /// static binary in a guest kernel, echoes the console and exits with the binary's status
 /// (124 when it did not finish: timeout, kernel panic or no result).
 pub fn cli(args: &[String]) -> Result<()> {
-    let usage = "usage: cargo xtask vm --kernel V [--timeout SECS] [--env K=V]... -- BINARY [ARGS]...\n\
+    let usage =
+        "usage: cargo xtask vm --kernel V [--timeout SECS] [--env K=V]... -- BINARY [ARGS]...\n\
                  (V: one of the kernel series below; SECS defaults to 300)";
     let usage = || format!("{usage}\nkernels: {}", KERNELS.join(", "));
     let mut series = None;
@@ -866,7 +908,13 @@ pub fn cli(args: &[String]) -> Result<()> {
     }
     let mut name: String = file_name(&binary)
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._+-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if !valid_name(&name) {
         name = "payload".into();
@@ -892,7 +940,10 @@ pub fn cli(args: &[String]) -> Result<()> {
         eprintln!("xtask: the guest kernel panicked ({secs:.1}s)");
         124
     } else if let Some(rc) = status {
-        eprintln!("xtask: {name} exited with {rc} on {} ({secs:.1}s)", kernel.release);
+        eprintln!(
+            "xtask: {name} exited with {rc} on {} ({secs:.1}s)",
+            kernel.release
+        );
         rc
     } else {
         eprintln!("xtask: {name} never finished ({secs:.1}s)");

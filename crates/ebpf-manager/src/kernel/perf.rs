@@ -60,7 +60,11 @@ pub(crate) fn open_tracepoint(id: u64) -> io::Result<OwnedFd> {
 
 /// Runs `prog` on every hit of the perf event, and enables the event.
 pub(crate) fn attach_bpf(perf: &OwnedFd, prog: BorrowedFd<'_>) -> io::Result<()> {
-    ioctl(perf, PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd() as libc::c_ulong)?;
+    ioctl(
+        perf,
+        PERF_EVENT_IOC_SET_BPF,
+        prog.as_raw_fd() as libc::c_ulong,
+    )?;
     ioctl(perf, PERF_EVENT_IOC_ENABLE, 0)
 }
 
@@ -84,6 +88,9 @@ mod tests {
     fn attr_has_the_kernel_layout() {
         // PERF_ATTR_SIZE_VER8 is 136; wakeup_events sits at offset 48.
         assert_eq!(std::mem::size_of::<super::PerfEventAttr>(), 136);
-        assert_eq!(std::mem::offset_of!(super::PerfEventAttr, wakeup_events), 48);
+        assert_eq!(
+            std::mem::offset_of!(super::PerfEventAttr, wakeup_events),
+            48
+        );
     }
 }

@@ -100,7 +100,10 @@ impl FunctionIndex {
         let candidates: Vec<String> = if SYSCALL_PREFIXES.iter().any(|p| name.starts_with(p)) {
             vec![name.to_owned()]
         } else {
-            SYSCALL_PREFIXES.iter().map(|p| format!("{p}{name}")).collect()
+            SYSCALL_PREFIXES
+                .iter()
+                .map(|p| format!("{p}{name}"))
+                .collect()
         };
         match candidates.iter().find(|c| self.contains(c)) {
             Some(found) => Ok(found.clone()),

@@ -197,7 +197,9 @@ mod tests {
         let n = event_name(false, &long);
         assert!(n.len() < MAX_EVENT_NAME, "{n}");
         let dotted = event_name(false, "do_sys_open.isra.0");
-        assert!(dotted.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        assert!(dotted
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_'));
     }
 
     #[test]

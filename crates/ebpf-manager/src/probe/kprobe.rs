@@ -7,8 +7,8 @@ use aya::programs::{KProbe, ProbeKind};
 
 use super::{AttachInfo, AttachMethod, KprobeAttachMethod, Link, Probe};
 use crate::{
-    kernel::{self, perf, tracefs},
     kernel::symbols::LazyFunctions,
+    kernel::{self, perf, tracefs},
     Error, ProbeIdentificationPair, Result,
 };
 
@@ -78,18 +78,16 @@ pub(crate) fn attach(
         hook: symbol.to_owned(),
         method,
     };
-    let missing_symbol = |functions: &mut LazyFunctions| {
-        match functions.get() {
-            Ok(index) if !index.contains(symbol) => Some(Error::SymbolNotFound {
-                id: id.clone(),
-                symbol: symbol.to_owned(),
-                source_file: index.source().to_owned(),
-            }),
-            Ok(_) => None,
-            Err(e) => {
-                log::debug!("cannot check that {symbol} exists: {e}");
-                None
-            }
+    let missing_symbol = |functions: &mut LazyFunctions| match functions.get() {
+        Ok(index) if !index.contains(symbol) => Some(Error::SymbolNotFound {
+            id: id.clone(),
+            symbol: symbol.to_owned(),
+            source_file: index.source().to_owned(),
+        }),
+        Ok(_) => None,
+        Err(e) => {
+            log::debug!("cannot check that {symbol} exists: {e}");
+            None
         }
     };
     let available = match method {
@@ -198,15 +196,33 @@ mod tests {
         let id = ProbeIdentificationPair::new("", "f");
         let choose = |p: &Probe, default, ret, pmu| choose_method(&id, p, default, ret, pmu);
         // PMU by default, tracefs when the PMU is absent.
-        assert_eq!(choose(&probe(K::Default, 0), K::Default, false, true).unwrap(), KprobePmu);
-        assert_eq!(choose(&probe(K::Default, 0), K::Default, false, false).unwrap(), KprobeTracefs);
+        assert_eq!(
+            choose(&probe(K::Default, 0), K::Default, false, true).unwrap(),
+            KprobePmu
+        );
+        assert_eq!(
+            choose(&probe(K::Default, 0), K::Default, false, false).unwrap(),
+            KprobeTracefs
+        );
         // maxactive on a kretprobe forces tracefs; on a kprobe it means nothing.
-        assert_eq!(choose(&probe(K::Default, 8), K::Default, true, true).unwrap(), KprobeTracefs);
-        assert_eq!(choose(&probe(K::Default, 8), K::Default, false, true).unwrap(), KprobePmu);
+        assert_eq!(
+            choose(&probe(K::Default, 8), K::Default, true, true).unwrap(),
+            KprobeTracefs
+        );
+        assert_eq!(
+            choose(&probe(K::Default, 8), K::Default, false, true).unwrap(),
+            KprobePmu
+        );
         // The manager's default applies to probes that leave theirs to Default ...
-        assert_eq!(choose(&probe(K::Default, 0), K::Tracefs, false, true).unwrap(), KprobeTracefs);
+        assert_eq!(
+            choose(&probe(K::Default, 0), K::Tracefs, false, true).unwrap(),
+            KprobeTracefs
+        );
         // ... and the probe's own choice wins.
-        assert_eq!(choose(&probe(K::PerfEventOpen, 0), K::Tracefs, false, true).unwrap(), KprobePmu);
+        assert_eq!(
+            choose(&probe(K::PerfEventOpen, 0), K::Tracefs, false, true).unwrap(),
+            KprobePmu
+        );
         assert!(matches!(
             choose(&probe(K::PerfEventOpen, 8), K::Default, true, true),
             Err(Error::InvalidProbe { .. })

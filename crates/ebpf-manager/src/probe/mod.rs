@@ -36,7 +36,11 @@ impl ProbeIdentificationPair {
 
 impl fmt::Display for ProbeIdentificationPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{{uid: {:?}, ebpf_func_name: {:?}}}", self.uid, self.ebpf_func_name)
+        write!(
+            f,
+            "{{uid: {:?}, ebpf_func_name: {:?}}}",
+            self.uid, self.ebpf_func_name
+        )
     }
 }
 

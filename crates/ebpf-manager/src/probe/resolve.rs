@@ -1,7 +1,7 @@
 //! From a declaration and its section to a [`Hook`]: done once, at `init`, so that a bad
 //! declaration fails before anything is loaded and `start` only attaches.
 
-use aya::programs::{Program, ProbeKind};
+use aya::programs::{ProbeKind, Program};
 
 use super::{Hook, Probe};
 use crate::{

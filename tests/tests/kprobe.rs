@@ -1,0 +1,210 @@
+//! Kprobes and kretprobes. On a kernel with kprobes (the QEMU tier) they attach and fire; on a
+//! kernel without (the host), each test asserts the error users get there.
+
+use ebpf_manager::{
+    AttachMethod, CleanupType, Error, KprobeAttachMethod, Probe, ProbeIdentificationPair,
+    ProbeState,
+};
+use integration_tests::*;
+
+/// Starts `m`; with kprobes, checks the probe fired on mkdir through `method`; without, checks
+/// the precise error and that nothing stayed attached.
+fn run_kprobe(
+    mut m: ebpf_manager::Manager,
+    id: ProbeIdentificationPair,
+    slot: u32,
+    hook: &str,
+    method: AttachMethod,
+) {
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    if kernel_has_kprobes() {
+        m.start().expect("start");
+        let info = m.attach_info(&id).expect("attached").clone();
+        assert_eq!(info.hook, hook);
+        assert_eq!(info.method, method);
+        if method == AttachMethod::KprobeTracefs {
+            assert_eq!(own_tracefs_events("kprobe_events").len(), 1);
+        }
+        mkdir_rmdir("kprobe");
+        assert!(hits(&m, slot) >= 1, "the probe on {hook} did not fire");
+        m.stop(CleanupType::CleanAll).expect("stop");
+        assert_eq!(m.probe_state(&id), Some(ProbeState::Stopped));
+    } else {
+        match m.start() {
+            Err(Error::KprobesUnsupported { id: got, hook: h }) => {
+                assert_eq!(got, id);
+                assert_eq!(h, hook);
+            }
+            other => panic!("expected KprobesUnsupported, got {other:?}"),
+        }
+        assert_eq!(m.probe_state(&id), Some(ProbeState::Loaded));
+        assert!(m.attach_info(&id).is_none());
+        drop(m);
+    }
+    assert_unloaded(&prog_ids);
+    assert!(own_tracefs_events("kprobe_events").is_empty());
+}
+
+#[test]
+fn kprobe_from_section_fires_on_mkdir() {
+    let p = probe("kp", "kprobe_vfs_mkdir");
+    let id = p.id();
+    let m = counting_manager(vec![p]);
+    let method = if ebpf_manager::kernel::has_kprobe_pmu() {
+        AttachMethod::KprobePmu
+    } else {
+        AttachMethod::KprobeTracefs
+    };
+    run_kprobe(m, id, slot::KPROBE, "vfs_mkdir", method);
+}
+
+#[test]
+fn kprobe_through_tracefs_creates_and_removes_its_event() {
+    let p = Probe {
+        kprobe_attach_method: KprobeAttachMethod::Tracefs,
+        ..probe("kp-tracefs", "kprobe_vfs_mkdir")
+    };
+    let id = p.id();
+    let m = counting_manager(vec![p]);
+    run_kprobe(
+        m,
+        id,
+        slot::KPROBE,
+        "vfs_mkdir",
+        AttachMethod::KprobeTracefs,
+    );
+}
+
+#[test]
+fn kretprobe_fires_on_return() {
+    let p = probe("krp", "kretprobe_vfs_mkdir");
+    let id = p.id();
+    let m = counting_manager(vec![p]);
+    let method = if ebpf_manager::kernel::has_kprobe_pmu() {
+        AttachMethod::KprobePmu
+    } else {
+        AttachMethod::KprobeTracefs
+    };
+    run_kprobe(m, id, slot::KRETPROBE, "vfs_mkdir", method);
+}
+
+#[test]
+fn kretprobe_with_maxactive_goes_through_tracefs() {
+    let p = Probe {
+        kprobe_max_active: 16,
+        ..probe("krp-maxactive", "kretprobe_vfs_mkdir")
+    };
+    let id = p.id();
+    let m = counting_manager(vec![p]);
+    run_kprobe(
+        m,
+        id,
+        slot::KRETPROBE,
+        "vfs_mkdir",
+        AttachMethod::KprobeTracefs,
+    );
+}
+
+#[test]
+fn syscall_func_name_gets_the_kernel_prefix() {
+    let p = Probe {
+        syscall_func_name: Some("mkdir".into()),
+        ..probe("sys", "kprobe_generic")
+    };
+    let id = p.id();
+    let m = counting_manager(vec![p]);
+    let method = if ebpf_manager::kernel::has_kprobe_pmu() {
+        AttachMethod::KprobePmu
+    } else {
+        AttachMethod::KprobeTracefs
+    };
+    // x86_64 kernels since 4.17 name syscalls __x64_sys_*.
+    run_kprobe(m, id, slot::KPROBE_GENERIC, "__x64_sys_mkdir", method);
+}
+
+#[test]
+fn attach_to_func_name_pattern_resolves_to_a_kernel_function() {
+    let p = Probe {
+        attach_to_func_name: Some("vfs_mkdi[r]".into()),
+        ..probe("pattern", "kprobe_generic")
+    };
+    let id = p.id();
+    let m = counting_manager(vec![p]);
+    let method = if ebpf_manager::kernel::has_kprobe_pmu() {
+        AttachMethod::KprobePmu
+    } else {
+        AttachMethod::KprobeTracefs
+    };
+    run_kprobe(m, id, slot::KPROBE_GENERIC, "vfs_mkdir", method);
+}
+
+#[test]
+fn helloworld_kprobe_prints_to_trace_pipe() {
+    setup();
+    let _lock = trace_pipe_lock();
+    let p = probe("MyVFSMkdir", "kprobe_vfs_mkdir");
+    let id = p.id();
+    let mut m = ebpf_manager::Manager {
+        probes: vec![p],
+        ..Default::default()
+    };
+    m.init(HELLOWORLD).expect("init");
+    if kernel_has_kprobes() {
+        m.start().expect("start");
+        let line = mkdir_and_read_trace_pipe("mkdir (vfs hook point)");
+        assert!(line.is_some(), "no `mkdir (vfs hook point)` in trace_pipe");
+        m.stop(CleanupType::CleanAll).expect("stop");
+    } else {
+        let err = m.start().unwrap_err();
+        assert!(
+            matches!(&err, Error::KprobesUnsupported { id: got, hook } if *got == id && hook == "vfs_mkdir"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("CONFIG_KPROBES"), "{err}");
+    }
+}
+
+#[test]
+fn leftover_events_of_dead_processes_are_removed_at_start() {
+    setup();
+    let root = ebpf_manager::kernel::tracefs::root().expect("tracefs");
+    if !tracefs_has("kprobe_events") {
+        // Without kprobe_events nothing can be left over, and start must not fail on it.
+        assert_eq!(
+            ebpf_manager::kernel::tracefs::remove_leftover_events(root, "kprobe_events").unwrap(),
+            0
+        );
+        return;
+    }
+    // A pid that cannot be alive: above pid_max.
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let dead_group = format!("ebpf_manager_{}", pid_max + 1);
+    let other_group = format!("not_ebpf_manager_{}", pid_max + 1);
+    let control = root.join("kprobe_events");
+    let add = |line: String| {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&control)
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
+    };
+    add(format!("p:{dead_group}/p_leftover vfs_mkdir"));
+    add(format!("p:{other_group}/p_not_ours vfs_mkdir"));
+    let mut m = counting_manager(vec![probe("tp", "tracepoint_sys_enter_mkdir")]);
+    m.start().expect("start");
+    let listing = std::fs::read_to_string(&control).unwrap();
+    // Remove the other tool's event ourselves before asserting, so a failure leaves nothing.
+    add(format!("-:{other_group}/p_not_ours"));
+    assert!(!listing.contains(&dead_group), "leftover kept:\n{listing}");
+    assert!(
+        listing.contains(&other_group),
+        "another tool's event was removed:\n{listing}"
+    );
+    m.stop(CleanupType::CleanAll).unwrap();
+}
