@@ -5,8 +5,11 @@
 //! - `cargo xtask vm --kernel V -- BINARY [ARGS]...`: run a static binary in a guest kernel.
 //! - `cargo xtask bench startup`: manager against raw aya.
 
+mod bench;
+mod cargo;
 mod fixtures;
 mod install;
+mod test;
 mod vm;
 
 use std::process::ExitCode;
@@ -17,15 +20,17 @@ pub type Result<T, E = String> = std::result::Result<T, E>;
 fn usage() -> &'static str {
     "usage: cargo xtask <command>\n\
      \n  fixtures [--check]                 rebuild (or check) ebpf-fixtures/*.o with clang\
-     \n  test [--kernel V]... [FILTER]      unit, host and QEMU tiers (V: 5.10, 6.1, 6.12)\
+     \n  test [--kernel V]... [--tier N]... [FILTER]\n                                     unit, host and QEMU tiers (V: 5.10, 6.1, 6.12)\
      \n  vm --kernel V -- BINARY [ARGS]...  run a static binary as a child of a guest's /init\
-     \n  bench startup                      init+start+stop: manager against raw aya\n"
+     \n  bench startup [--kernel V]...      init+start+stop: manager against raw aya\n"
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("fixtures") => fixtures::run(&args[1..]),
+        Some("test") => test::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("vm") => vm::cli(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{}", usage());

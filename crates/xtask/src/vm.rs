@@ -112,31 +112,37 @@ fn cache_dir() -> Result<PathBuf> {
 /// first time; later calls find it there and download nothing.
 pub fn kernel(series: &str) -> Result<Kernel> {
     let wanted = wanted(series)?;
-    let kernels = cache_dir()?.join("kernels");
-    let dir = kernels.join(series);
+    let dir = cache_dir()?.join("kernels").join(series);
     if let Some(kernel) = cached(series, &dir)? {
         return Ok(kernel);
     }
-    install::ensure(&[
-        ("apt-get", "apt"),
-        ("apt-cache", "apt"),
-        ("dpkg-deb", "dpkg"),
-    ])?;
+    install::ensure(&[("apt-get", "apt"), ("apt-cache", "apt"), ("dpkg-deb", "dpkg")])?;
     let apt = Apt::new()?;
-    apt.update()?;
+    let updated = apt.update(false)?;
+    match download(&apt, series, &wanted, &dir) {
+        Err(e) if !updated => {
+            // The lists were reused and may be out of date: refresh them and try again.
+            eprintln!("xtask: {e}; trying again with fresh apt lists");
+            apt.update(true)?;
+            download(&apt, series, &wanted, &dir)
+        }
+        result => result,
+    }
+}
+
+/// Chooses the package of `series`, downloads it and unpacks its kernel into `dir`.
+fn download(apt: &Apt, series: &str, wanted: &Wanted, dir: &Path) -> Result<Kernel> {
     let package = match wanted {
         Wanted::Exact(name) => {
             if !apt.pkgnames("linux-image-")?.iter().any(|n| n == name) {
-                return Err(format!(
-                    "the Debian archive has no {name} (any more?): update vm.rs"
-                ));
+                return Err(format!("the Debian archive has no {name} (any more?)"));
             }
             name.to_string()
         }
         Wanted::Newest(series) => apt
             .pkgnames("linux-image-")?
             .into_iter()
-            .filter_map(|n| rank(&n, &series).map(|r| (r, n)))
+            .filter_map(|n| rank(&n, series).map(|r| (r, n)))
             .max()
             .map(|(_, n)| n)
             .ok_or_else(|| {
@@ -145,7 +151,8 @@ pub fn kernel(series: &str) -> Result<Kernel> {
     };
 
     // Download and unpack in a staging directory, then rename it into place.
-    let staging = kernels.join(format!(".staging-{series}-{}", std::process::id()));
+    let parent = dir.parent().expect("kernels/<series>");
+    let staging = parent.join(format!(".staging-{series}-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(staging.clone());
     let _ = fs::remove_dir_all(&staging);
     let unpacked = staging.join("unpacked");
@@ -153,10 +160,7 @@ pub fn kernel(series: &str) -> Result<Kernel> {
     for d in [&unpacked, &keep] {
         fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
-    eprintln!(
-        "xtask: downloading {package} (kernel {series}) into {}",
-        dir.display()
-    );
+    eprintln!("xtask: downloading {package} (kernel {series}) into {}", dir.display());
     let started = Instant::now();
     apt.download(&package, &staging)?;
     let deb = only_file(&staging, |n| n.ends_with(".deb"))?
@@ -168,8 +172,7 @@ pub fn kernel(series: &str) -> Result<Kernel> {
     let boot = unpacked.join("boot");
     let vmlinuz = only_file(&boot, |n| n.starts_with("vmlinuz-"))?
         .ok_or_else(|| format!("{package} has no boot/vmlinuz-*"))?;
-    let name = file_name(&vmlinuz);
-    rename(&vmlinuz, &keep.join(&name))?;
+    rename(&vmlinuz, &keep.join(file_name(&vmlinuz)))?;
     // The configuration is small and tells which CONFIG_ options a test can expect.
     if let Some(config) = only_file(&boot, |n| n.starts_with("config-"))? {
         rename(&config, &keep.join(file_name(&config)))?;
@@ -177,21 +180,17 @@ pub fn kernel(series: &str) -> Result<Kernel> {
     let deb_name = file_name(&deb);
     fs::write(keep.join("package"), format!("{package}\n{deb_name}\n"))
         .map_err(|e| format!("cannot write in {}: {e}", keep.display()))?;
-    if let Err(e) = fs::rename(&keep, &dir) {
+    if let Err(e) = fs::rename(&keep, dir) {
         // Another process may have been faster; its kernel is as good as ours.
-        if cached(series, &dir)?.is_none() {
-            return Err(format!(
-                "cannot rename {} to {}: {e}",
-                keep.display(),
-                dir.display()
-            ));
+        if cached(series, dir)?.is_none() {
+            return Err(format!("cannot rename {} to {}: {e}", keep.display(), dir.display()));
         }
     }
     eprintln!(
         "xtask: kernel {series}: {deb_name} in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    cached(series, &dir)?.ok_or_else(|| format!("{} is incomplete", dir.display()))
+    cached(series, dir)?.ok_or_else(|| format!("{} is incomplete", dir.display()))
 }
 
 /// The kernel in `dir`, when a previous call left one there.
@@ -264,7 +263,12 @@ impl Apt {
             sources.push_str(&format!("deb [signed-by={KEYRING}] {uri} {suite} main\n"));
         }
         let list = dir.join("sources.list");
-        fs::write(&list, sources).map_err(|e| format!("cannot write {}: {e}", list.display()))?;
+        if fs::read_to_string(&list).ok().as_deref() != Some(sources.as_str()) {
+            // Other sources: the lists must be downloaded again.
+            let _ = fs::remove_file(dir.join("updated"));
+            fs::write(&list, sources)
+                .map_err(|e| format!("cannot write {}: {e}", list.display()))?;
+        }
         let status = dir.join("status");
         if !status.exists() {
             fs::write(&status, "")
@@ -313,21 +317,23 @@ impl Apt {
         command
     }
 
-    /// `apt-get update`, once per process.
-    fn update(&self) -> Result<()> {
-        if APT_UPDATED.load(Ordering::SeqCst) {
-            return Ok(());
+    /// `apt-get update`, unless it ran in this process or, with the same sources, less than
+    /// a day ago (`force` runs it anyway). Returns whether it ran now.
+    fn update(&self, force: bool) -> Result<bool> {
+        let stamp = self.dir.join("updated");
+        let fresh = || {
+            let age = fs::metadata(&stamp).and_then(|m| m.modified()).ok()?.elapsed().ok()?;
+            (age < Duration::from_secs(24 * 3600)).then_some(())
+        };
+        if !force && (APT_UPDATED.load(Ordering::SeqCst) || fresh().is_some()) {
+            return Ok(false);
         }
-        eprintln!(
-            "xtask: updating the private apt lists in {}",
-            self.dir.display()
-        );
-        run_quiet(
-            self.command("apt-get").args(["-q", "update"]),
-            "apt-get update",
-        )?;
+        eprintln!("xtask: updating the private apt lists in {}", self.dir.display());
+        let _ = fs::remove_file(&stamp);
+        run_quiet(self.command("apt-get").args(["-q", "update"]), "apt-get update")?;
+        fs::write(&stamp, "").map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
         APT_UPDATED.store(true, Ordering::SeqCst);
-        Ok(())
+        Ok(true)
     }
 
     /// The package names that start with `prefix`.
@@ -903,9 +909,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         .split_first()
         .ok_or_else(|| format!("no binary after `--`\n{}", usage()))?;
     let binary = PathBuf::from(binary);
-    if !binary.is_file() {
-        return Err(format!("{} is not a file", binary.display()));
-    }
+    check_static(&binary)?;
     let mut name: String = file_name(&binary)
         .chars()
         .map(|c| {

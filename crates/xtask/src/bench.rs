@@ -1,0 +1,61 @@
+//! `cargo xtask bench startup [--kernel V]...`: the startup benchmark on the host and, for
+//! each `--kernel`, in that guest kernel (where the helloworld case takes the kprobe path).
+
+use std::time::Duration;
+
+use crate::{cargo, vm, Result};
+
+/// Entry point of `cargo xtask bench`.
+pub fn run(args: &[String]) -> Result<()> {
+    let (which, rest) = args
+        .split_first()
+        .ok_or("usage: cargo xtask bench startup [--kernel V]...")?;
+    if which != "startup" {
+        return Err(format!("unknown benchmark `{which}`: the benchmarks are: startup"));
+    }
+    let mut kernels = Vec::new();
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--kernel" => kernels.push(it.next().ok_or("--kernel needs a value")?.clone()),
+            other => return Err(format!("unexpected argument `{other}`")),
+        }
+    }
+    println!("== host");
+    let mut cmd = cargo::cargo();
+    cmd.args(["bench", "-p", "integration-tests", "--bench", "startup"]);
+    let (ok, _) = cargo::run_echoed(&mut cmd)?;
+    if !ok {
+        return Err("the startup benchmark failed on the host".into());
+    }
+    if kernels.is_empty() {
+        return Ok(());
+    }
+    let built = cargo::build_static(&[
+        "bench",
+        "-p",
+        "integration-tests",
+        "--bench",
+        "startup",
+        "--no-run",
+    ])?;
+    let (_, binary) = built
+        .into_iter()
+        .find(|(name, _)| name == "startup")
+        .ok_or("cargo reported no startup benchmark executable")?;
+    for series in &kernels {
+        let kernel = vm::kernel(series)?;
+        println!("== Linux {} under QEMU (TCG: absolute times are slow, ratios hold)", kernel.release);
+        let payload = vm::Payload {
+            name: "bench-startup".into(),
+            binary: binary.clone(),
+            args: vec!["--bench".into()],
+            env: Vec::new(),
+        };
+        let run = vm::run(&kernel, &[payload], Duration::from_secs(1200), true)?;
+        if run.results.first().and_then(|(_, rc)| *rc) != Some(0) {
+            return Err(format!("the startup benchmark failed in Linux {}", kernel.release));
+        }
+    }
+    Ok(())
+}

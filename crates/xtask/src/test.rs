@@ -1,0 +1,306 @@
+//! `cargo xtask test`: the three tiers.
+//!
+//! 1. unit tests, no kernel;
+//! 2. the integration tests of `tests/` and the helloworld example, as root on this kernel;
+//! 3. the same integration test binaries and example, built static, run by `/init` in Debian
+//!    kernels under QEMU.
+//!
+//! One line per tier and per kernel gives the counts; the last line sums them.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    cargo::{self, Counts},
+    vm, Result,
+};
+
+/// What helloworld prints when it sees its message in trace_pipe.
+const HELLOWORLD_OK: &str = "helloworld: ok";
+/// How helloworld names the kprobe path (AttachMethod's Display).
+const KPROBE_PATH: &str = "path taken: the kprobe PMU (perf_event_open) on vfs_mkdir";
+
+struct Args {
+    kernels: Vec<String>,
+    filter: Option<String>,
+    tiers: Vec<u8>,
+}
+
+fn parse(args: &[String]) -> Result<Args> {
+    let mut parsed = Args {
+        kernels: Vec::new(),
+        filter: None,
+        tiers: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--kernel" => {
+                let v = it.next().ok_or("--kernel needs a value (5.10, 6.1, 6.12)")?;
+                if !vm::KERNELS.contains(&v.as_str()) {
+                    return Err(format!("unknown kernel {v}: choose among {:?}", vm::KERNELS));
+                }
+                parsed.kernels.push(v.clone());
+            }
+            "--tier" => {
+                let v = it.next().ok_or("--tier needs a value (1, 2 or 3)")?;
+                match v.as_str() {
+                    "1" | "2" | "3" => parsed.tiers.push(v.parse().expect("digit")),
+                    _ => return Err(format!("unknown tier {v}: 1, 2 or 3")),
+                }
+            }
+            f if !f.starts_with('-') && parsed.filter.is_none() => parsed.filter = Some(f.into()),
+            other => return Err(format!("unexpected argument `{other}`")),
+        }
+    }
+    if parsed.kernels.is_empty() {
+        parsed.kernels = vm::KERNELS.iter().map(|k| k.to_string()).collect();
+    }
+    if parsed.tiers.is_empty() {
+        parsed.tiers = vec![1, 2, 3];
+    }
+    Ok(parsed)
+}
+
+/// Entry point of `cargo xtask test [--kernel V]... [--tier N]... [FILTER]`.
+pub fn run(args: &[String]) -> Result<()> {
+    let args = parse(args)?;
+    let mut summary: Vec<(String, Counts, Duration)> = Vec::new();
+    let filter: Vec<String> = args.filter.iter().cloned().collect();
+    let helloworld = args
+        .filter
+        .as_deref()
+        .is_none_or(|f| "helloworld".contains(f) || f.contains("helloworld"));
+
+    if args.tiers.contains(&1) {
+        let t = Instant::now();
+        let counts = tier1(&filter)?;
+        summary.push(("tier 1 (unit tests, no kernel)".into(), counts, t.elapsed()));
+        print_line(summary.last().expect("pushed"));
+    }
+    if args.tiers.contains(&2) {
+        let t = Instant::now();
+        let counts = tier2(&filter, helloworld)?;
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        summary.push((format!("tier 2 (host, Linux {release})"), counts, t.elapsed()));
+        print_line(summary.last().expect("pushed"));
+    }
+    if args.tiers.contains(&3) {
+        let t = Instant::now();
+        let payloads = guest_payloads(&filter, helloworld)?;
+        println!("xtask: static binaries built in {:.1?}", t.elapsed());
+        for series in &args.kernels {
+            let t = Instant::now();
+            let kernel = vm::kernel(series)?;
+            let counts = tier3(&kernel, &payloads)?;
+            summary.push((
+                format!("tier 3 (QEMU, Linux {} from {})", kernel.release, kernel.package),
+                counts,
+                t.elapsed(),
+            ));
+            print_line(summary.last().expect("pushed"));
+        }
+    }
+
+    println!("\n== summary");
+    let mut total = Counts::default();
+    for line in &summary {
+        print_line(line);
+        total.add(line.1);
+    }
+    println!("{total}");
+    if total.failed > 0 {
+        return Err(format!("{} tests failed", total.failed));
+    }
+    if total.passed == 0 {
+        return Err("no test ran: check the filter".into());
+    }
+    Ok(())
+}
+
+fn print_line((name, counts, elapsed): &(String, Counts, Duration)) {
+    println!("{name}: {counts} ({:.1} s)", elapsed.as_secs_f64());
+}
+
+fn tier1(filter: &[String]) -> Result<Counts> {
+    println!("== tier 1: unit tests");
+    let mut cmd = cargo::cargo();
+    cmd.args(["test", "-p", "ebpf-manager", "-p", "xtask", "--"]).args(filter);
+    let (ok, out) = cargo::run_echoed(&mut cmd)?;
+    let mut counts = cargo::parse_libtest(&out);
+    if !ok && counts.failed == 0 {
+        counts.failed += 1; // a build failure or a crash: not a pass
+    }
+    Ok(counts)
+}
+
+fn tier2(filter: &[String], helloworld: bool) -> Result<Counts> {
+    println!("== tier 2: integration tests on this kernel");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        return Err("tier 2 loads programs into the kernel: run as root".into());
+    }
+    mount_if_missing("tracefs", "/sys/kernel/tracing")?;
+    mount_if_missing("bpf", "/sys/fs/bpf")?;
+    let mut cmd = cargo::cargo();
+    cmd.args(["test", "-p", "integration-tests", "--"]).args(filter);
+    let (ok, out) = cargo::run_echoed(&mut cmd)?;
+    let mut counts = cargo::parse_libtest(&out);
+    if !ok && counts.failed == 0 {
+        counts.failed += 1;
+    }
+    if helloworld {
+        let mut cmd = cargo::cargo();
+        cmd.args(["run", "--quiet", "-p", "examples", "--example", "helloworld"]);
+        let (ok, out) = cargo::run_echoed(&mut cmd)?;
+        let passed = ok && out.contains(HELLOWORLD_OK);
+        println!("example helloworld on the host: {}", verdict(passed));
+        counts.add(one(passed));
+    }
+    Ok(counts)
+}
+
+fn guest_payloads(filter: &[String], helloworld: bool) -> Result<Vec<vm::Payload>> {
+    println!("== tier 3: building static binaries for the guests");
+    let mut payloads: Vec<vm::Payload> =
+        cargo::build_static(&["test", "-p", "integration-tests", "--no-run"])?
+            .into_iter()
+            .map(|(name, binary)| vm::Payload {
+                name: format!("test-{name}"),
+                binary,
+                args: filter.to_vec(),
+                env: vec![("RUST_BACKTRACE".into(), "1".into())],
+            })
+            .collect();
+    if helloworld {
+        let built = cargo::build_static(&["build", "-p", "examples", "--example", "helloworld"])?;
+        let (_, binary) = built
+            .into_iter()
+            .find(|(name, _)| name == "helloworld")
+            .ok_or("cargo reported no helloworld executable")?;
+        payloads.push(vm::Payload {
+            name: "example-helloworld".into(),
+            binary,
+            args: Vec::new(),
+            env: Vec::new(),
+        });
+    }
+    Ok(payloads)
+}
+
+fn tier3(kernel: &vm::Kernel, payloads: &[vm::Payload]) -> Result<Counts> {
+    println!("== tier 3: Linux {} under QEMU", kernel.release);
+    let run = vm::run(kernel, payloads, Duration::from_secs(600), false)?;
+    let log = crate::root()
+        .join("target")
+        .join(format!("vm-{}.log", kernel.series));
+    // The serial console ends lines with \r\n.
+    let console = run.console.replace('\r', "");
+    let _ = std::fs::write(&log, &console);
+    let mut counts = Counts::default();
+    for payload in payloads {
+        let section = section_of(&console, &payload.name);
+        let status = run
+            .results
+            .iter()
+            .find(|(name, _)| *name == payload.name)
+            .and_then(|(_, rc)| *rc);
+        let c = if payload.name == "example-helloworld" {
+            let passed = status == Some(0)
+                && section.contains(HELLOWORLD_OK)
+                && section.contains(KPROBE_PATH);
+            println!("example helloworld (kprobe path): {}", verdict(passed));
+            one(passed)
+        } else {
+            let mut c = cargo::parse_libtest(section);
+            if status != Some(0) && c.failed == 0 {
+                c.failed += 1; // crashed, hung, or never ran
+            }
+            println!("{}: {c}", payload.name);
+            c
+        };
+        if c.failed > 0 {
+            println!("---- console of {} ----\n{section}\n----", payload.name);
+        }
+        counts.add(c);
+    }
+    if run.timed_out || run.panicked {
+        counts.failed += 1;
+        println!(
+            "the guest {} (console in {})",
+            if run.panicked { "panicked" } else { "hit the time limit" },
+            log.display()
+        );
+    }
+    Ok(counts)
+}
+
+/// The console lines between a payload's BEGIN and END markers.
+fn section_of<'a>(console: &'a str, name: &str) -> &'a str {
+    let begin = format!("@@EBPF-MANAGER BEGIN {name}\n");
+    let Some(start) = console.find(&begin).map(|i| i + begin.len()) else {
+        return "";
+    };
+    let end = console[start..]
+        .find(&format!("@@EBPF-MANAGER END {name}"))
+        .map_or(console.len(), |i| start + i);
+    &console[start..end]
+}
+
+fn one(passed: bool) -> Counts {
+    Counts {
+        passed: passed as u64,
+        failed: !passed as u64,
+    }
+}
+
+fn verdict(passed: bool) -> &'static str {
+    if passed {
+        "passed"
+    } else {
+        "FAILED"
+    }
+}
+
+fn mount_if_missing(fstype: &str, target: &str) -> Result<()> {
+    let mounted = Command::new("mountpoint")
+        .args(["-q", target])
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        return Ok(());
+    }
+    let status = Command::new("mount")
+        .args(["-t", fstype, "nodev", target])
+        .status()
+        .map_err(|e| format!("running mount: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("mount -t {fstype} nodev {target} failed"))
+    }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_are_cut_at_markers() {
+        let console = "boot\n@@EBPF-MANAGER BEGIN a\nline a\n@@EBPF-MANAGER END a rc=0\n\
+                       @@EBPF-MANAGER BEGIN b\nline b\n";
+        assert_eq!(section_of(console, "a"), "line a\n");
+        assert_eq!(section_of(console, "b"), "line b\n");
+        assert_eq!(section_of(console, "c"), "");
+    }
+}

@@ -1,0 +1,152 @@
+//! init + start + stop through the manager, and through raw aya doing the same work, in one
+//! run, interleaved so that both see the same machine. Prints medians and the ratio.
+//!
+//! Run with `cargo xtask bench startup` (or `cargo bench -p integration-tests --bench startup`).
+//! On a kernel without kprobes, the helloworld case uses its tracepoint twin and says so.
+
+use std::time::{Duration, Instant};
+
+use aya::{
+    programs::{KProbe, TracePoint},
+    Ebpf,
+};
+use ebpf_manager::{kernel, CleanupType, Manager, Probe};
+use integration_tests::{kernel_has_kprobes, setup, HELLOWORLD};
+
+const MANY: &[u8] = include_bytes!("../../ebpf-fixtures/many_tracepoints.bpf.o");
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Kprobe,
+    Tracepoint,
+}
+
+struct Case {
+    name: String,
+    object: &'static [u8],
+    /// (function, kind, hook) of each program.
+    programs: Vec<(String, Kind, String)>,
+    iterations: usize,
+}
+
+fn through_manager(case: &Case) -> Duration {
+    let probes = case
+        .programs
+        .iter()
+        .map(|(f, _, _)| Probe {
+            ebpf_func_name: f.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let t = Instant::now();
+    let mut m = Manager {
+        probes,
+        ..Default::default()
+    };
+    m.init(case.object).expect("manager init");
+    m.start().expect("manager start");
+    m.stop(CleanupType::CleanAll).expect("manager stop");
+    t.elapsed()
+}
+
+fn through_aya(case: &Case) -> Duration {
+    let t = Instant::now();
+    let mut ebpf = Ebpf::load(case.object).expect("aya load");
+    for (function, kind, hook) in &case.programs {
+        let prog = ebpf.program_mut(function).expect("program");
+        match kind {
+            Kind::Kprobe => {
+                let p: &mut KProbe = prog.try_into().expect("kprobe");
+                p.load().expect("load");
+                p.attach(hook, 0).expect("attach");
+            }
+            Kind::Tracepoint => {
+                let p: &mut TracePoint = prog.try_into().expect("tracepoint");
+                p.load().expect("load");
+                let (category, name) = hook.split_once('/').expect("category/name");
+                p.attach(category, name).expect("attach");
+            }
+        }
+    }
+    // Dropping Ebpf detaches the links and unloads everything, as stop does.
+    drop(ebpf);
+    t.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    setup();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let hello = if kernel_has_kprobes() {
+        Case {
+            name: "helloworld (kprobe vfs_mkdir)".into(),
+            object: HELLOWORLD,
+            programs: vec![("kprobe_vfs_mkdir".into(), Kind::Kprobe, "vfs_mkdir".into())],
+            iterations: 41,
+        }
+    } else {
+        Case {
+            name: "helloworld (tracepoint twin: no kprobes here)".into(),
+            object: HELLOWORLD,
+            programs: vec![(
+                "tracepoint_sys_enter_mkdir".into(),
+                Kind::Tracepoint,
+                "syscalls/sys_enter_mkdir".into(),
+            )],
+            iterations: 41,
+        }
+    };
+    let many = Case {
+        name: "100 tracepoint probes".into(),
+        object: MANY,
+        programs: (0..100)
+            .map(|i| {
+                let hook = if i < 50 { "sys_enter_getppid" } else { "sys_exit_getppid" };
+                (
+                    format!("tp_{i:02}"),
+                    Kind::Tracepoint,
+                    format!("syscalls/{hook}"),
+                )
+            })
+            .collect(),
+        iterations: 11,
+    };
+    println!(
+        "startup: init + start + stop, median of interleaved runs, Linux {} (kprobe PMU: {})",
+        release.trim(),
+        kernel::has_kprobe_pmu()
+    );
+    println!(
+        "{:<48} {:>5} {:>12} {:>12} {:>7}",
+        "case", "runs", "manager", "raw aya", "ratio"
+    );
+    for case in [hello, many] {
+        // One warm-up of each, not counted.
+        through_manager(&case);
+        through_aya(&case);
+        let (mut m, mut a) = (Vec::new(), Vec::new());
+        for i in 0..case.iterations {
+            // Alternate which goes first, so neither always runs on a warmer cache.
+            if i % 2 == 0 {
+                m.push(through_manager(&case));
+                a.push(through_aya(&case));
+            } else {
+                a.push(through_aya(&case));
+                m.push(through_manager(&case));
+            }
+        }
+        let (m, a) = (median(m), median(a));
+        println!(
+            "{:<48} {:>5} {:>9.3} ms {:>9.3} ms {:>7.3}",
+            case.name,
+            case.iterations,
+            m.as_secs_f64() * 1e3,
+            a.as_secs_f64() * 1e3,
+            m.as_secs_f64() / a.as_secs_f64()
+        );
+    }
+}
