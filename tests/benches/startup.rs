@@ -105,7 +105,11 @@ fn main() {
         object: MANY,
         programs: (0..100)
             .map(|i| {
-                let hook = if i < 50 { "sys_enter_getppid" } else { "sys_exit_getppid" };
+                let hook = if i < 50 {
+                    "sys_enter_getppid"
+                } else {
+                    "sys_exit_getppid"
+                };
                 (
                     format!("tp_{i:02}"),
                     Kind::Tracepoint,

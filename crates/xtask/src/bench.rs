@@ -11,7 +11,9 @@ pub fn run(args: &[String]) -> Result<()> {
         .split_first()
         .ok_or("usage: cargo xtask bench startup [--kernel V]...")?;
     if which != "startup" {
-        return Err(format!("unknown benchmark `{which}`: the benchmarks are: startup"));
+        return Err(format!(
+            "unknown benchmark `{which}`: the benchmarks are: startup"
+        ));
     }
     let mut kernels = Vec::new();
     let mut it = rest.iter();
@@ -45,7 +47,10 @@ pub fn run(args: &[String]) -> Result<()> {
         .ok_or("cargo reported no startup benchmark executable")?;
     for series in &kernels {
         let kernel = vm::kernel(series)?;
-        println!("== Linux {} under QEMU (TCG: absolute times are slow, ratios hold)", kernel.release);
+        println!(
+            "== Linux {} under QEMU (TCG: absolute times are slow, ratios hold)",
+            kernel.release
+        );
         let payload = vm::Payload {
             name: "bench-startup".into(),
             binary: binary.clone(),
@@ -54,7 +59,10 @@ pub fn run(args: &[String]) -> Result<()> {
         };
         let run = vm::run(&kernel, &[payload], Duration::from_secs(1200), true)?;
         if run.results.first().and_then(|(_, rc)| *rc) != Some(0) {
-            return Err(format!("the startup benchmark failed in Linux {}", kernel.release));
+            return Err(format!(
+                "the startup benchmark failed in Linux {}",
+                kernel.release
+            ));
         }
     }
     Ok(())

@@ -66,7 +66,9 @@ pub fn run_echoed(cmd: &mut Command) -> Result<(bool, String)> {
         out.push_str(&line);
         out.push('\n');
     }
-    let status = child.wait().map_err(|e| format!("waiting for {cmd:?}: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {cmd:?}: {e}"))?;
     Ok((status.success(), out))
 }
 
@@ -94,9 +96,7 @@ pub fn build_static(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
         .arg(static_target_dir())
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .stdout(Stdio::piped());
-    let out = cmd
-        .output()
-        .map_err(|e| format!("running {cmd:?}: {e}"))?;
+    let out = cmd.output().map_err(|e| format!("running {cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!("static build failed: {cmd:?}"));
     }
@@ -108,7 +108,8 @@ pub fn build_static(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
-        if let (Some(exe), Some(name)) = (msg["executable"].as_str(), msg["target"]["name"].as_str())
+        if let (Some(exe), Some(name)) =
+            (msg["executable"].as_str(), msg["target"]["name"].as_str())
         {
             exes.push((name.to_owned(), Path::new(exe).to_owned()));
         }

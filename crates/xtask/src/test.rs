@@ -38,9 +38,14 @@ fn parse(args: &[String]) -> Result<Args> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--kernel" => {
-                let v = it.next().ok_or("--kernel needs a value (5.10, 6.1, 6.12)")?;
+                let v = it
+                    .next()
+                    .ok_or("--kernel needs a value (5.10, 6.1, 6.12)")?;
                 if !vm::KERNELS.contains(&v.as_str()) {
-                    return Err(format!("unknown kernel {v}: choose among {:?}", vm::KERNELS));
+                    return Err(format!(
+                        "unknown kernel {v}: choose among {:?}",
+                        vm::KERNELS
+                    ));
                 }
                 parsed.kernels.push(v.clone());
             }
@@ -87,7 +92,11 @@ pub fn run(args: &[String]) -> Result<()> {
             .unwrap_or_default()
             .trim()
             .to_owned();
-        summary.push((format!("tier 2 (host, Linux {release})"), counts, t.elapsed()));
+        summary.push((
+            format!("tier 2 (host, Linux {release})"),
+            counts,
+            t.elapsed(),
+        ));
         print_line(summary.last().expect("pushed"));
     }
     if args.tiers.contains(&3) {
@@ -99,7 +108,10 @@ pub fn run(args: &[String]) -> Result<()> {
             let kernel = vm::kernel(series)?;
             let counts = tier3(&kernel, &payloads)?;
             summary.push((
-                format!("tier 3 (QEMU, Linux {} from {})", kernel.release, kernel.package),
+                format!(
+                    "tier 3 (QEMU, Linux {} from {})",
+                    kernel.release, kernel.package
+                ),
                 counts,
                 t.elapsed(),
             ));
@@ -130,7 +142,8 @@ fn print_line((name, counts, elapsed): &(String, Counts, Duration)) {
 fn tier1(filter: &[String]) -> Result<Counts> {
     println!("== tier 1: unit tests");
     let mut cmd = cargo::cargo();
-    cmd.args(["test", "-p", "ebpf-manager", "-p", "xtask", "--"]).args(filter);
+    cmd.args(["test", "-p", "ebpf-manager", "-p", "xtask", "--"])
+        .args(filter);
     let (ok, out) = cargo::run_echoed(&mut cmd)?;
     let mut counts = cargo::parse_libtest(&out);
     if !ok && counts.failed == 0 {
@@ -148,7 +161,8 @@ fn tier2(filter: &[String], helloworld: bool) -> Result<Counts> {
     mount_if_missing("tracefs", "/sys/kernel/tracing")?;
     mount_if_missing("bpf", "/sys/fs/bpf")?;
     let mut cmd = cargo::cargo();
-    cmd.args(["test", "-p", "integration-tests", "--"]).args(filter);
+    cmd.args(["test", "-p", "integration-tests", "--"])
+        .args(filter);
     let (ok, out) = cargo::run_echoed(&mut cmd)?;
     let mut counts = cargo::parse_libtest(&out);
     if !ok && counts.failed == 0 {
@@ -156,7 +170,14 @@ fn tier2(filter: &[String], helloworld: bool) -> Result<Counts> {
     }
     if helloworld {
         let mut cmd = cargo::cargo();
-        cmd.args(["run", "--quiet", "-p", "examples", "--example", "helloworld"]);
+        cmd.args([
+            "run",
+            "--quiet",
+            "-p",
+            "examples",
+            "--example",
+            "helloworld",
+        ]);
         let (ok, out) = cargo::run_echoed(&mut cmd)?;
         let passed = ok && out.contains(HELLOWORLD_OK);
         println!("example helloworld on the host: {}", verdict(passed));
@@ -233,7 +254,11 @@ fn tier3(kernel: &vm::Kernel, payloads: &[vm::Payload]) -> Result<Counts> {
         counts.failed += 1;
         println!(
             "the guest {} (console in {})",
-            if run.panicked { "panicked" } else { "hit the time limit" },
+            if run.panicked {
+                "panicked"
+            } else {
+                "hit the time limit"
+            },
             log.display()
         );
     }

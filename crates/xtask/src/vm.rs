@@ -116,7 +116,11 @@ pub fn kernel(series: &str) -> Result<Kernel> {
     if let Some(kernel) = cached(series, &dir)? {
         return Ok(kernel);
     }
-    install::ensure(&[("apt-get", "apt"), ("apt-cache", "apt"), ("dpkg-deb", "dpkg")])?;
+    install::ensure(&[
+        ("apt-get", "apt"),
+        ("apt-cache", "apt"),
+        ("dpkg-deb", "dpkg"),
+    ])?;
     let apt = Apt::new()?;
     let updated = apt.update(false)?;
     match download(&apt, series, &wanted, &dir) {
@@ -160,7 +164,10 @@ fn download(apt: &Apt, series: &str, wanted: &Wanted, dir: &Path) -> Result<Kern
     for d in [&unpacked, &keep] {
         fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
-    eprintln!("xtask: downloading {package} (kernel {series}) into {}", dir.display());
+    eprintln!(
+        "xtask: downloading {package} (kernel {series}) into {}",
+        dir.display()
+    );
     let started = Instant::now();
     apt.download(&package, &staging)?;
     let deb = only_file(&staging, |n| n.ends_with(".deb"))?
@@ -183,7 +190,11 @@ fn download(apt: &Apt, series: &str, wanted: &Wanted, dir: &Path) -> Result<Kern
     if let Err(e) = fs::rename(&keep, dir) {
         // Another process may have been faster; its kernel is as good as ours.
         if cached(series, dir)?.is_none() {
-            return Err(format!("cannot rename {} to {}: {e}", keep.display(), dir.display()));
+            return Err(format!(
+                "cannot rename {} to {}: {e}",
+                keep.display(),
+                dir.display()
+            ));
         }
     }
     eprintln!(
@@ -322,15 +333,25 @@ impl Apt {
     fn update(&self, force: bool) -> Result<bool> {
         let stamp = self.dir.join("updated");
         let fresh = || {
-            let age = fs::metadata(&stamp).and_then(|m| m.modified()).ok()?.elapsed().ok()?;
+            let age = fs::metadata(&stamp)
+                .and_then(|m| m.modified())
+                .ok()?
+                .elapsed()
+                .ok()?;
             (age < Duration::from_secs(24 * 3600)).then_some(())
         };
         if !force && (APT_UPDATED.load(Ordering::SeqCst) || fresh().is_some()) {
             return Ok(false);
         }
-        eprintln!("xtask: updating the private apt lists in {}", self.dir.display());
+        eprintln!(
+            "xtask: updating the private apt lists in {}",
+            self.dir.display()
+        );
         let _ = fs::remove_file(&stamp);
-        run_quiet(self.command("apt-get").args(["-q", "update"]), "apt-get update")?;
+        run_quiet(
+            self.command("apt-get").args(["-q", "update"]),
+            "apt-get update",
+        )?;
         fs::write(&stamp, "").map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
         APT_UPDATED.store(true, Ordering::SeqCst);
         Ok(true)

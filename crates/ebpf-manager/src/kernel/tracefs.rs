@@ -149,10 +149,7 @@ pub fn parse_event_line(line: &str) -> Option<(&str, &str)> {
 
 /// The events of `text` (a `kprobe_events` listing) that dead processes of this library left:
 /// their group is `ebpf_manager_<pid>` and `is_alive(pid)` is false.
-pub fn leftover_events<'a>(
-    text: &'a str,
-    is_alive: impl Fn(u32) -> bool,
-) -> Vec<(&'a str, &'a str)> {
+pub fn leftover_events(text: &str, is_alive: impl Fn(u32) -> bool) -> Vec<(&str, &str)> {
     text.lines()
         .filter_map(parse_event_line)
         .filter(|(group, _)| {
