@@ -141,13 +141,13 @@ pub enum Error {
     },
 
     /// The process lacks the privileges an operation needs.
-    #[error("{operation}: permission denied; run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (kernels before 5.8: CAP_SYS_ADMIN)")]
+    #[error("{operation}: permission denied ({source}); run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (kernels before 5.8: CAP_SYS_ADMIN)")]
     PermissionDenied {
         /// What was being done.
         operation: String,
         /// The underlying error.
         #[source]
-        source: io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// `attach_to_func_name` is not a valid glob pattern.

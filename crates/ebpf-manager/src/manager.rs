@@ -490,7 +490,7 @@ fn load(prog: &mut Program, id: &ProbeIdentificationPair, function: &str) -> Res
             if is_permission_error(&io_error) {
                 return Err(Error::PermissionDenied {
                     operation: format!("loading `{function}` of probe {id}"),
-                    source: io_error,
+                    source: Box::new(io_error),
                 });
             }
             Err(Error::Verifier {
@@ -508,25 +508,25 @@ fn load(prog: &mut Program, id: &ProbeIdentificationPair, function: &str) -> Res
     }
 }
 
-/// EPERM from the bpf syscall means missing capabilities, unless we are root (then the kernel
-/// refuses the program type itself, as with fentry under lockdown).
+/// EPERM means missing capabilities only when the process has neither CAP_BPF nor
+/// CAP_SYS_ADMIN; with them, it is the kernel refusing the program itself (as fentry under
+/// lockdown).
 fn is_permission_error(e: &std::io::Error) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    e.raw_os_error() == Some(libc::EPERM) && unsafe { libc::geteuid() } != 0
+    e.raw_os_error() == Some(libc::EPERM) && !kernel::has_bpf_capabilities()
 }
 
 fn object_error(e: EbpfError) -> Error {
-    if let EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error }) = &e {
-        if is_permission_error(io_error) {
-            return Error::PermissionDenied {
-                operation: format!("creating map `{name}`"),
-                source: std::io::Error::from_raw_os_error(libc::EPERM),
-            };
-        }
-    }
+    // Without BPF capabilities aya fails in many places (feature probes, relocations, map
+    // creation), each with its own message; the cause to report is the missing privilege.
     if let EbpfError::ParseError(_) = &e {
         return Error::InvalidObject {
             reason: e.to_string(),
+        };
+    }
+    if !kernel::has_bpf_capabilities() {
+        return Error::PermissionDenied {
+            operation: "loading the object".into(),
+            source: Box::new(e),
         };
     }
     Error::Object {

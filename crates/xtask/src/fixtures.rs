@@ -88,10 +88,11 @@ fn build_all(dir: &Path, out: &Path, check: bool) -> Result<()> {
 }
 
 fn build_one(dir: &Path, name: &str, out: &Path) -> Result<()> {
-    // Run from ebpf-fixtures/ with relative paths so no absolute path lands in BTF.
     let status = Command::new("clang")
         .current_dir(dir)
         .args(CFLAGS)
+        // BTF line info carries the source's absolute path: map the checkout away.
+        .arg(format!("-fdebug-prefix-map={}=.", dir.display()))
         .arg("-c")
         .arg(format!("src/{name}.bpf.c"))
         .arg("-o")

@@ -182,8 +182,36 @@ fn tier2(filter: &[String], helloworld: bool) -> Result<Counts> {
         let passed = ok && out.contains(HELLOWORLD_OK);
         println!("example helloworld on the host: {}", verdict(passed));
         counts.add(one(passed));
+        counts.add(helloworld_unprivileged()?);
     }
     Ok(counts)
+}
+
+/// Without privileges, helloworld must fail and say which privileges it needs.
+fn helloworld_unprivileged() -> Result<Counts> {
+    crate::install::ensure(&[("setpriv", "util-linux")])?;
+    let exe = crate::root().join("target/debug/examples/helloworld");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .output()
+        .map_err(|e| format!("running {} as nobody: {e}", exe.display()))?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let passed =
+        !out.status.success() && text.contains("permission denied") && text.contains("CAP_BPF");
+    println!(
+        "example helloworld without privileges says what it needs: {}",
+        verdict(passed)
+    );
+    if !passed {
+        println!("{text}");
+    }
+    Ok(one(passed))
 }
 
 fn guest_payloads(filter: &[String], helloworld: bool) -> Result<Vec<vm::Payload>> {

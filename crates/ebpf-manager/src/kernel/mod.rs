@@ -15,6 +15,24 @@ pub fn has_kprobe_pmu() -> bool {
     std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
 }
 
+/// Whether this process may use BPF: `CAP_BPF` (Linux 5.8) or `CAP_SYS_ADMIN` in its effective
+/// capabilities. Without either, loading anything fails.
+pub fn has_bpf_capabilities() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return true; // cannot tell: let the kernel decide
+    };
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok());
+    match effective {
+        Some(caps) => caps & (1 << CAP_SYS_ADMIN | 1 << CAP_BPF) != 0,
+        None => true,
+    }
+}
+
 /// Lifts `RLIMIT_MEMLOCK`, which kernels before 5.11 charge BPF maps and programs to.
 ///
 /// Best effort: without `CAP_SYS_RESOURCE` the limit stays, which is harmless on 5.11 and
