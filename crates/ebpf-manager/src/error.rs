@@ -258,6 +258,16 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A selector of `activated_probes` failed after attaching; everything attached by the call
+    /// was detached again.
+    #[error("selector {selector} failed: {}", failures.iter().map(|(id, cause)| format!("{id}: {cause}")).collect::<Vec<_>>().join("; "))]
+    SelectorValidation {
+        /// The selector that failed.
+        selector: String,
+        /// Each probe that made it fail, with that probe's own cause.
+        failures: Vec<(ProbeIdentificationPair, String)>,
+    },
+
     /// No probe has this identification pair.
     #[error("no probe {id} in this manager")]
     ProbeNotFound {

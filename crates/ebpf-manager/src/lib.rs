@@ -35,17 +35,20 @@
 mod elf;
 mod error;
 pub mod kernel;
+mod loader;
 mod manager;
 mod options;
 mod probe;
+mod selectors;
 
 pub use error::{Error, Result};
 pub use kernel::FunctionIndex;
 pub use manager::{CleanupType, Manager, ManagerState};
-pub use options::{ConstantEditor, Options};
+pub use options::{ConstantEditor, MapEditor, Options};
 pub use probe::{
     AttachInfo, AttachMethod, KprobeAttachMethod, Probe, ProbeIdentificationPair, ProbeState,
 };
+pub use selectors::ProbesSelector;
 
 /// aya, re-exported so that users name the same version the manager was built with.
 pub use aya;

@@ -1,6 +1,8 @@
 //! [`Options`]: everything that shapes `init`.
 
-use crate::KprobeAttachMethod;
+use std::path::PathBuf;
+
+use crate::{KprobeAttachMethod, ProbesSelector};
 
 /// Options of [`Manager::init_with_options`](crate::Manager::init_with_options).
 ///
@@ -16,8 +18,21 @@ use crate::KprobeAttachMethod;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Which probes to enable, and what must run for `start` to succeed. Empty: every declared
+    /// probe is enabled and mandatory. Otherwise a probe is enabled when a selector names it;
+    /// probes no selector names are not loaded (see
+    /// [`load_unselected_probes`](Self::load_unselected_probes)).
+    pub activated_probes: Vec<ProbesSelector>,
+    /// Functions of the object never loaded; their probes are disabled.
+    pub excluded_functions: Vec<String>,
+    /// Load the programs of probes that no selector enables too, so that
+    /// [`Manager::update_activated_probes`](crate::Manager::update_activated_probes) only attaches
+    /// them. By default they are loaded when first enabled, sparing the verifier's time.
+    pub load_unselected_probes: bool,
     /// Values written into `volatile const` globals (`.rodata`) before the programs load.
     pub constant_editors: Vec<ConstantEditor>,
+    /// Maps pinned elsewhere used in place of the object's maps of the same name.
+    pub map_editors: Vec<MapEditor>,
     /// How kprobes whose own [`Probe::kprobe_attach_method`](crate::Probe::kprobe_attach_method)
     /// is `Default` attach.
     pub default_kprobe_attach_method: KprobeAttachMethod,
@@ -58,4 +73,14 @@ impl ConstantEditor {
             allow_missing: false,
         }
     }
+}
+
+/// A map pinned on bpffs (by another manager, or another tool) used in place of the object's map
+/// named `name`. The pinned map must have the same type, key and value sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEditor {
+    /// The map's name in the object.
+    pub name: String,
+    /// Where the map to use is pinned.
+    pub pin_path: PathBuf,
 }

@@ -77,6 +77,11 @@ pub enum ProbeState {
     Paused,
     /// Detached and unloaded by `stop`.
     Stopped,
+    /// Not enabled: no selector names it, or its function is excluded.
+    Disabled,
+    /// Its program failed to load or attach; [`Manager::probe_error`](crate::Manager::probe_error)
+    /// says why. Only with selectors: without, a failure fails the whole call.
+    Failed,
 }
 
 /// A probe: which program of the object to load, and where to attach it.

@@ -1,0 +1,174 @@
+//! From object bytes to an [`aya::Ebpf`], with constant and map editors applied, and from a
+//! program to a loaded program, with errors that name the probe.
+
+use std::path::{Path, PathBuf};
+
+use aya::{programs::Program, Ebpf, EbpfError, EbpfLoader};
+
+use crate::{
+    kernel, probe::resolve, ConstantEditor, Error, MapEditor, ProbeIdentificationPair, Result,
+};
+
+/// A copy of `object` aligned for ELF parsing, when it is not already: object's ELF reader needs
+/// 8-byte alignment, which a `Vec<u8>` from the allocator has.
+pub(crate) fn aligned_copy(object: &[u8]) -> Option<Vec<u8>> {
+    (object.as_ptr() as usize % 8 != 0).then(|| object.to_vec())
+}
+
+/// Loads `object` with the constants of `constants` (later editors win) and the maps of
+/// `maps` in place of the object's.
+pub(crate) fn load_object(
+    object: &[u8],
+    constants: &[&ConstantEditor],
+    maps: &[MapEditor],
+) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    for editor in constants {
+        loader.override_global(
+            editor.name.as_str(),
+            editor.value.as_slice(),
+            !editor.allow_missing,
+        );
+    }
+    for editor in maps {
+        // aya creates and pins a map when nothing is pinned at the path: refuse that, an
+        // editor names a map that exists.
+        if !editor.pin_path.exists() {
+            return Err(Error::InvalidOption {
+                option: format!("map editor `{}`", editor.name),
+                reason: format!("nothing is pinned at {}", editor.pin_path.display()),
+            });
+        }
+        loader.map_pin_path(editor.name.as_str(), editor.pin_path.as_path());
+    }
+    loader.load(object).map_err(object_error)
+}
+
+/// Pins the maps of `ebpf` that a clone shares (every map but the `.rodata`/`.data`/`.bss`
+/// sections, which hold the clone's own globals) in a private bpffs directory, removed on drop.
+pub(crate) struct SharedMaps {
+    dir: PathBuf,
+    pub(crate) editors: Vec<MapEditor>,
+}
+
+impl SharedMaps {
+    pub(crate) fn pin(ebpf: &Ebpf, except: &[MapEditor]) -> Result<Self> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = Path::new("/sys/fs/bpf").join(format!(
+            "{}{}_clone_{n}",
+            kernel::tracefs::GROUP_PREFIX,
+            std::process::id()
+        ));
+        std::fs::create_dir(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut shared = Self {
+            dir,
+            editors: Vec::new(),
+        };
+        for (name, map) in ebpf.maps() {
+            if name.starts_with('.') || except.iter().any(|e| e.name == name) {
+                continue;
+            }
+            let pin_path = shared.dir.join(name);
+            map.pin(&pin_path).map_err(|e| Error::Io {
+                path: pin_path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            shared.editors.push(MapEditor {
+                name: name.to_owned(),
+                pin_path,
+            });
+        }
+        Ok(shared)
+    }
+}
+
+impl Drop for SharedMaps {
+    fn drop(&mut self) {
+        // The maps live on through their fds; only the pins go.
+        for e in &self.editors {
+            let _ = std::fs::remove_file(&e.pin_path);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Loads one program into the kernel.
+pub(crate) fn load_program(
+    prog: &mut Program,
+    id: &ProbeIdentificationPair,
+    function: &str,
+) -> Result<()> {
+    use aya::programs::ProgramError;
+    let result = match prog {
+        Program::KProbe(p) => p.load(),
+        Program::TracePoint(p) => p.load(),
+        Program::RawTracePoint(p) => p.load(),
+        other => {
+            return Err(Error::UnsupportedProgramType {
+                id: id.clone(),
+                function: function.to_owned(),
+                program_type: resolve::type_name(other),
+            })
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => {
+            if is_permission_error(&io_error) {
+                return Err(Error::PermissionDenied {
+                    operation: format!("loading `{function}` of probe {id}"),
+                    source: Box::new(io_error),
+                });
+            }
+            Err(Error::Verifier {
+                id: id.clone(),
+                function: function.to_owned(),
+                source: io_error,
+                log: verifier_log.to_string(),
+            })
+        }
+        Err(e) => Err(Error::Load {
+            id: id.clone(),
+            function: function.to_owned(),
+            source: Box::new(e),
+        }),
+    }
+}
+
+/// Whether the program is loaded in the kernel.
+pub(crate) fn is_loaded(prog: &Program) -> bool {
+    prog.fd().is_ok()
+}
+
+/// EPERM means missing capabilities only when the process has neither CAP_BPF nor
+/// CAP_SYS_ADMIN; with them, it is the kernel refusing the program itself (as fentry under
+/// lockdown).
+fn is_permission_error(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EPERM) && !kernel::has_bpf_capabilities()
+}
+
+fn object_error(e: EbpfError) -> Error {
+    if let EbpfError::ParseError(_) = &e {
+        return Error::InvalidObject {
+            reason: e.to_string(),
+        };
+    }
+    // Without BPF capabilities aya fails in many places (feature probes, relocations, map
+    // creation), each with its own message; the cause to report is the missing privilege.
+    if !kernel::has_bpf_capabilities() {
+        return Error::PermissionDenied {
+            operation: "loading the object".into(),
+            source: Box::new(e),
+        };
+    }
+    Error::Object {
+        source: Box::new(e),
+    }
+}

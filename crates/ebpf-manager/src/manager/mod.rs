@@ -1,0 +1,675 @@
+//! [`Manager`]: the state machine and the init/start/pause/resume/stop pipeline. Changes at
+//! runtime (selectors, hooks, clones) are in `runtime.rs`.
+
+mod runtime;
+
+use std::{collections::HashSet, fmt};
+
+use aya::{programs::Program, Ebpf};
+
+use crate::{
+    elf::ElfIndex,
+    kernel::{symbols::LazyFunctions, tracefs},
+    loader,
+    probe::{kprobe, resolve, tracepoint, AttachInfo, Hook, Link, ProbeState},
+    ConstantEditor, Error, KprobeAttachMethod, MapEditor, Options, Probe, ProbeIdentificationPair,
+    ProbesSelector, Result,
+};
+
+/// Where a manager is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ManagerState {
+    /// Declared, not initialized.
+    #[default]
+    New,
+    /// Programs loaded, nothing attached.
+    Initialized,
+    /// Probes attached.
+    Running,
+    /// Probes detached by `pause`, programs still loaded.
+    Paused,
+    /// Everything detached and unloaded; the manager cannot be started again.
+    Stopped,
+}
+
+impl fmt::Display for ManagerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::New => "not initialized",
+            Self::Initialized => "initialized",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Stopped => "stopped",
+        })
+    }
+}
+
+/// What `stop` cleans up.
+///
+/// Every variant detaches every probe and unloads every program and map the manager created.
+/// The variants will differ once pinned objects and maps handed in from outside exist: the
+/// internal ones are the manager's own, the external ones are those it was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CleanupType {
+    /// Clean up what the manager created.
+    CleanInternal,
+    /// Clean up what the manager was given.
+    CleanExternal,
+    /// Clean up both.
+    #[default]
+    CleanAll,
+}
+
+/// What the manager knows of one probe.
+#[derive(Debug)]
+struct Record {
+    probe: Probe,
+    id: ProbeIdentificationPair,
+    /// The program's function in the object (from `ebpf_func_name`, or found by `section`).
+    function: String,
+    /// Index in `State::objects`: 0 is the object given to `init`, others are clones.
+    object: usize,
+    hook: Hook,
+    state: ProbeState,
+    /// Why the probe is disabled or failed.
+    error: Option<String>,
+    attach: Option<AttachInfo>,
+    link: Option<Link>,
+}
+
+/// Manages the whole life of a set of eBPF programs: declare [`Probe`]s, then
+/// [`init`](Self::init) (load and verify), [`start`](Self::start) (attach),
+/// [`pause`](Self::pause) / [`resume`](Self::resume), [`stop`](Self::stop) (detach and unload).
+///
+/// Every call that fails undoes what it did: a failed `start` detaches the probes it had
+/// attached; a failed `init` unloads what it had loaded. Dropping the manager stops it.
+///
+/// ```no_run
+/// use ebpf_manager::{CleanupType, Manager, Probe};
+///
+/// let mut m = Manager {
+///     probes: vec![Probe {
+///         uid: "MyVFSMkdir".into(),
+///         ebpf_func_name: "kprobe_vfs_mkdir".into(),
+///         ..Default::default()
+///     }],
+///     ..Default::default()
+/// };
+/// m.init(&std::fs::read("helloworld.bpf.o")?)?;
+/// m.start()?;
+/// // ... the probe runs ...
+/// m.stop(CleanupType::CleanAll)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Default)]
+pub struct Manager {
+    /// The probes to load and attach. Read by `init`; the manager works on its own copy after.
+    pub probes: Vec<Probe>,
+    /// The manager's own records. Public only so that `Manager { probes, ..Default::default() }`
+    /// compiles; its contents are private: leave it to `Default`.
+    #[doc(hidden)]
+    pub state: State,
+}
+
+/// The manager's own records (derived state, loaded objects, links); opaque.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct State {
+    phase: ManagerState,
+    /// The object's bytes, kept for clones.
+    object: Vec<u8>,
+    elf: ElfIndex,
+    /// Loaded objects: 0 is the one given to `init`; clones add theirs; `None` once unused.
+    objects: Vec<Option<Ebpf>>,
+    records: Vec<Record>,
+    /// Indices into `records` of the attached probes, in attach order.
+    attached: Vec<usize>,
+    functions: LazyFunctions,
+    default_kprobe_attach_method: KprobeAttachMethod,
+    selectors: Vec<ProbesSelector>,
+    excluded: Vec<String>,
+    constant_editors: Vec<ConstantEditor>,
+    map_editors: Vec<MapEditor>,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("probes", &self.probes)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    /// Where the manager is in its life.
+    pub fn state(&self) -> ManagerState {
+        self.state.phase
+    }
+
+    fn expect(&self, operation: &'static str, allowed: &[ManagerState]) -> Result<()> {
+        let state = self.state();
+        if allowed.contains(&state) {
+            return Ok(());
+        }
+        let hint = match state {
+            ManagerState::New => "call init first",
+            ManagerState::Initialized => "call start first",
+            ManagerState::Running => "it is already running; stop it first",
+            ManagerState::Paused => "call resume or stop",
+            ManagerState::Stopped => "a stopped manager cannot be reused; build a new one",
+        };
+        Err(Error::InvalidState {
+            operation,
+            state,
+            hint,
+        })
+    }
+
+    /// Loads the object with default [`Options`]. See [`init_with_options`](Self::init_with_options).
+    pub fn init(&mut self, object: &[u8]) -> Result<()> {
+        self.init_with_options(object, Options::default())
+    }
+
+    /// Parses the object, matches every probe to a program, resolves its hook point, creates
+    /// the maps and loads the enabled programs into the kernel (the verifier runs here).
+    ///
+    /// `object` may have any alignment. On error, nothing stays loaded. With
+    /// [`Options::activated_probes`], a program that fails to load only fails its probe, and
+    /// `start` decides through the selectors; without, it fails `init`.
+    pub fn init_with_options(&mut self, object: &[u8], options: Options) -> Result<()> {
+        self.expect("init", &[ManagerState::New])?;
+        let object = loader::aligned_copy(object).unwrap_or_else(|| object.to_vec());
+        let elf = ElfIndex::parse(&object).map_err(|reason| Error::InvalidObject { reason })?;
+        let matched = match_programs(&self.probes, &elf)?;
+        check_selectors(
+            &options.activated_probes,
+            matched.iter().map(|(p, ..)| p.id()),
+        )?;
+
+        if !options.keep_memlock_rlimit {
+            crate::kernel::lift_memlock_rlimit();
+        }
+        let constants: Vec<&ConstantEditor> = options.constant_editors.iter().collect();
+        let ebpf = loader::load_object(&object, &constants, &options.map_editors)?;
+
+        let mut state = State {
+            phase: ManagerState::New,
+            object,
+            elf,
+            objects: vec![Some(ebpf)],
+            records: Vec::with_capacity(matched.len()),
+            attached: Vec::new(),
+            functions: LazyFunctions::default(),
+            default_kprobe_attach_method: options.default_kprobe_attach_method,
+            selectors: options.activated_probes,
+            excluded: options.excluded_functions,
+            constant_editors: options.constant_editors,
+            map_editors: options.map_editors,
+        };
+        for (probe, function, section) in matched {
+            state.add_record(probe, function, &section, 0)?;
+        }
+        for index in 0..state.records.len() {
+            let record = &state.records[index];
+            let wanted = state.enabled(&record.id) || options.load_unselected_probes;
+            if state.is_excluded(&record.function) || !wanted {
+                continue;
+            }
+            if let Err(e) = state.ensure_loaded(index) {
+                if state.selectors.is_empty() {
+                    return Err(e);
+                }
+                state.fail(index, &e);
+            }
+        }
+        state.phase = ManagerState::Initialized;
+        self.state = state;
+        Ok(())
+    }
+
+    /// Attaches every enabled probe, in declaration order.
+    ///
+    /// Without selectors, the first probe that fails detaches the ones attached before it, in
+    /// reverse order, and its error (naming the probe, the hook point and the cause) is returned.
+    /// With selectors, every enabled probe is tried, then the selectors validate what runs; if
+    /// one fails, everything is detached and [`Error::SelectorValidation`] lists each failing
+    /// probe with its own cause. Tracefs events left by dead processes of this library are
+    /// removed first.
+    pub fn start(&mut self) -> Result<()> {
+        self.expect("start", &[ManagerState::Initialized])?;
+        remove_leftover_tracefs_events();
+        let indices: Vec<usize> = (0..self.state.records.len())
+            .filter(|&i| self.state.records[i].state != ProbeState::Disabled)
+            .collect();
+        self.state.attach_enabled(&indices)?;
+        self.state.phase = ManagerState::Running;
+        Ok(())
+    }
+
+    /// Detaches every probe; programs and maps stay loaded, so [`resume`](Self::resume) is
+    /// quick, and no event of the paused probes reaches the programs meanwhile.
+    pub fn pause(&mut self) -> Result<()> {
+        self.expect("pause", &[ManagerState::Running])?;
+        self.state.detach_all(ProbeState::Paused);
+        self.state.phase = ManagerState::Paused;
+        Ok(())
+    }
+
+    /// Attaches again what [`pause`](Self::pause) detached; it fails, and detaches again, like
+    /// `start`.
+    pub fn resume(&mut self) -> Result<()> {
+        self.expect("resume", &[ManagerState::Paused])?;
+        let indices: Vec<usize> = (0..self.state.records.len())
+            .filter(|&i| self.state.records[i].state == ProbeState::Paused)
+            .collect();
+        if let Err(e) = self.state.attach_enabled(&indices) {
+            for &i in &indices {
+                if self.state.records[i].state == ProbeState::Loaded {
+                    self.state.records[i].state = ProbeState::Paused;
+                }
+            }
+            return Err(e);
+        }
+        self.state.phase = ManagerState::Running;
+        Ok(())
+    }
+
+    /// Detaches every probe in reverse attach order, then unloads the programs and maps.
+    pub fn stop(&mut self, cleanup: CleanupType) -> Result<()> {
+        self.expect(
+            "stop",
+            &[
+                ManagerState::Initialized,
+                ManagerState::Running,
+                ManagerState::Paused,
+            ],
+        )?;
+        log::debug!("stopping ({cleanup:?})");
+        self.state.detach_all(ProbeState::Stopped);
+        for record in &mut self.state.records {
+            record.state = ProbeState::Stopped;
+        }
+        self.state.objects.clear();
+        self.state.phase = ManagerState::Stopped;
+        Ok(())
+    }
+
+    /// The probe declared with this id (the manager's copy once initialized).
+    pub fn get_probe(&self, id: &ProbeIdentificationPair) -> Option<&Probe> {
+        match self.state.record(id) {
+            Some(i) => Some(&self.state.records[i].probe),
+            None if self.state() == ManagerState::New => self.probes.iter().find(|p| &p.id() == id),
+            None => None,
+        }
+    }
+
+    /// The state of the probe with this id.
+    pub fn probe_state(&self, id: &ProbeIdentificationPair) -> Option<ProbeState> {
+        match self.state.record(id) {
+            Some(i) => Some(self.state.records[i].state),
+            None if self.state() == ManagerState::New => self
+                .probes
+                .iter()
+                .any(|p| &p.id() == id)
+                .then_some(ProbeState::Declared),
+            None => None,
+        }
+    }
+
+    /// Why the probe with this id is [`Failed`](ProbeState::Failed) or
+    /// [`Disabled`](ProbeState::Disabled).
+    pub fn probe_error(&self, id: &ProbeIdentificationPair) -> Option<&str> {
+        self.state.records[self.state.record(id)?].error.as_deref()
+    }
+
+    /// Where and how the probe with this id is attached, while it is.
+    pub fn attach_info(&self, id: &ProbeIdentificationPair) -> Option<&AttachInfo> {
+        self.state.records[self.state.record(id)?].attach.as_ref()
+    }
+
+    /// The program of the probe with this id (loaded once the probe is enabled).
+    pub fn get_program(&self, id: &ProbeIdentificationPair) -> Option<&Program> {
+        let record = &self.state.records[self.state.record(id)?];
+        self.state
+            .objects
+            .get(record.object)?
+            .as_ref()?
+            .program(&record.function)
+    }
+
+    /// The program of the probe with this id, mutably.
+    pub fn get_program_mut(&mut self, id: &ProbeIdentificationPair) -> Option<&mut Program> {
+        let index = self.state.record(id)?;
+        self.state.program_mut(index)
+    }
+
+    /// The map named `name` of the object given to `init`.
+    pub fn get_map(&self, name: &str) -> Option<&aya::maps::Map> {
+        self.state.objects.first()?.as_ref()?.map(name)
+    }
+
+    /// The map named `name` of the object given to `init`, mutably.
+    pub fn get_map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
+        self.state.objects.first_mut()?.as_mut()?.map_mut(name)
+    }
+}
+
+/// Each declared probe with the function and section of its program.
+fn match_programs(probes: &[Probe], elf: &ElfIndex) -> Result<Vec<(Probe, String, String)>> {
+    let mut seen = HashSet::new();
+    let mut matched = Vec::with_capacity(probes.len());
+    for probe in probes {
+        let id = probe.id();
+        if !seen.insert(id.clone()) {
+            return Err(Error::DuplicateProbe { id });
+        }
+        let (function, section) = match_program(probe, elf)?;
+        matched.push((probe.clone(), function, section));
+    }
+    Ok(matched)
+}
+
+/// The function and section of a probe's program.
+fn match_program(probe: &Probe, elf: &ElfIndex) -> Result<(String, String)> {
+    let id = probe.id();
+    let program = match (&probe.section, probe.ebpf_func_name.as_str()) {
+        (None, "") => return Err(Error::NoProgramName { id }),
+        (section, name) if !name.is_empty() => {
+            let found = elf
+                .by_function(name)
+                .ok_or_else(|| Error::ProgramNotFound {
+                    id: id.clone(),
+                    name: name.to_owned(),
+                    available: elf.functions(),
+                })?;
+            if let Some(section) = section.as_deref().filter(|s| *s != found.section) {
+                return Err(Error::InvalidProbe {
+                    id,
+                    reason: format!(
+                        "`{name}` is in section `{}`, not `{section}`",
+                        found.section
+                    ),
+                });
+            }
+            found
+        }
+        (Some(section), _) => {
+            let mut in_section = elf.in_section(section);
+            let first = in_section.next().ok_or_else(|| Error::SectionNotFound {
+                id: id.clone(),
+                section: section.clone(),
+                available: elf.sections(),
+            })?;
+            if in_section.next().is_some() {
+                return Err(Error::AmbiguousSection {
+                    id,
+                    section: section.clone(),
+                    functions: elf
+                        .in_section(section)
+                        .map(|p| p.function.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            first
+        }
+        (None, _) => unreachable!("an empty name without a section is handled above"),
+    };
+    Ok((program.function.clone(), program.section.clone()))
+}
+
+/// Selectors may only name declared probes: a typo would otherwise pass silently in a
+/// `BestEffort`.
+fn check_selectors(
+    selectors: &[ProbesSelector],
+    declared: impl Iterator<Item = ProbeIdentificationPair>,
+) -> Result<()> {
+    let declared: HashSet<ProbeIdentificationPair> = declared.collect();
+    for selector in selectors {
+        if let Some(unknown) = selector
+            .probes()
+            .into_iter()
+            .find(|id| !declared.contains(id))
+        {
+            return Err(Error::InvalidOption {
+                option: "activated_probes".into(),
+                reason: format!("{selector} names {unknown}, which is not declared"),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl State {
+    fn record(&self, id: &ProbeIdentificationPair) -> Option<usize> {
+        self.records.iter().position(|r| &r.id == id)
+    }
+
+    fn is_excluded(&self, function: &str) -> bool {
+        self.excluded.iter().any(|f| f == function)
+    }
+
+    /// Whether the selectors enable this probe (all probes are, without selectors).
+    fn enabled(&self, id: &ProbeIdentificationPair) -> bool {
+        self.selectors.is_empty() || self.selectors.iter().any(|s| s.probes().contains(&id))
+    }
+
+    /// Adds a record for `probe`, whose program is `function` of object `object`; its hook is
+    /// resolved now, so a bad declaration fails before anything attaches.
+    fn add_record(
+        &mut self,
+        probe: Probe,
+        function: String,
+        section: &str,
+        object: usize,
+    ) -> Result<usize> {
+        let id = probe.id();
+        let prog = self.objects[object]
+            .as_ref()
+            .and_then(|o| o.program(&function))
+            .ok_or_else(|| Error::ProgramNotFound {
+                id: id.clone(),
+                name: function.clone(),
+                available: self.elf.functions(),
+            })?;
+        let hook = resolve::hook(&id, &probe, &function, section, prog, &mut self.functions)?;
+        let (state, error) = if self.is_excluded(&function) {
+            (
+                ProbeState::Disabled,
+                Some(format!("`{function}` is in Options::excluded_functions")),
+            )
+        } else if !self.enabled(&id) {
+            (
+                ProbeState::Disabled,
+                Some("no selector of activated_probes names it".into()),
+            )
+        } else {
+            (ProbeState::Loaded, None)
+        };
+        self.records.push(Record {
+            probe,
+            id,
+            function,
+            object,
+            hook,
+            state,
+            error,
+            attach: None,
+            link: None,
+        });
+        Ok(self.records.len() - 1)
+    }
+
+    fn program_mut(&mut self, index: usize) -> Option<&mut Program> {
+        let record = &self.records[index];
+        self.objects
+            .get_mut(record.object)?
+            .as_mut()?
+            .program_mut(&record.function)
+    }
+
+    /// Loads the record's program unless it already is (probes may share a program).
+    fn ensure_loaded(&mut self, index: usize) -> Result<()> {
+        let id = self.records[index].id.clone();
+        let function = self.records[index].function.clone();
+        if self.is_excluded(&function) {
+            return Err(Error::InvalidProbe {
+                id,
+                reason: format!("`{function}` is in Options::excluded_functions"),
+            });
+        }
+        let prog = self
+            .program_mut(index)
+            .expect("records point at existing programs");
+        if !loader::is_loaded(prog) {
+            loader::load_program(prog, &id, &function)?;
+        }
+        Ok(())
+    }
+
+    /// Records a probe's failure.
+    fn fail(&mut self, index: usize, error: &Error) {
+        log::info!("probe {} failed: {error}", self.records[index].id);
+        self.records[index].state = ProbeState::Failed;
+        self.records[index].error = Some(error.to_string());
+    }
+
+    /// Attaches the records at `indices`. Without selectors, all or nothing; with selectors,
+    /// failures are recorded and the selectors decide. On error, what this call attached is
+    /// detached again.
+    fn attach_enabled(&mut self, indices: &[usize]) -> Result<()> {
+        let before = self.attached.len();
+        for &index in indices {
+            let result = self
+                .ensure_loaded(index)
+                .and_then(|()| self.attach_one(index));
+            match result {
+                Ok(()) => {}
+                Err(e) if self.selectors.is_empty() => {
+                    self.detach_since(before, ProbeState::Loaded);
+                    return Err(e);
+                }
+                Err(e) => self.fail(index, &e),
+            }
+        }
+        if let Err(e) = self.validate(&self.selectors) {
+            self.detach_since(before, ProbeState::Loaded);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Checks `selectors` against the running probes.
+    fn validate(&self, selectors: &[ProbesSelector]) -> Result<()> {
+        let running = |id: &ProbeIdentificationPair| {
+            self.record(id)
+                .is_some_and(|i| self.records[i].state == ProbeState::Running)
+        };
+        let cause = |id: &ProbeIdentificationPair| match self.record(id) {
+            Some(i) => self.records[i]
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("not running ({:?})", self.records[i].state)),
+            None => "not declared".into(),
+        };
+        for selector in selectors {
+            if let Err(failures) = selector.validate(&running, &cause) {
+                return Err(Error::SelectorValidation {
+                    selector: selector.to_string(),
+                    failures,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_one(&mut self, index: usize) -> Result<()> {
+        let State {
+            objects,
+            records,
+            attached,
+            functions,
+            default_kprobe_attach_method,
+            ..
+        } = self;
+        let record = &mut records[index];
+        let prog = objects[record.object]
+            .as_mut()
+            .and_then(|o| o.program_mut(&record.function))
+            .expect("records point at existing programs");
+        let id = &record.id;
+        let (link, info) = match (&record.hook, prog) {
+            (Hook::Kprobe { symbol, .. }, Program::KProbe(p)) => kprobe::attach(
+                p,
+                id,
+                &record.probe,
+                symbol,
+                *default_kprobe_attach_method,
+                functions,
+            )?,
+            (Hook::Tracepoint { category, name }, Program::TracePoint(p)) => {
+                tracepoint::attach(p, id, category, name)?
+            }
+            (Hook::RawTracepoint { name }, Program::RawTracePoint(p)) => {
+                tracepoint::attach_raw(p, id, name)?
+            }
+            (hook, prog) => unreachable!(
+                "init resolved {hook:?} for a {} program",
+                resolve::type_name(prog)
+            ),
+        };
+        log::debug!(
+            "probe {id} attached to {} through {}",
+            info.hook,
+            info.method
+        );
+        record.link = Some(link);
+        record.attach = Some(info);
+        record.state = ProbeState::Running;
+        record.error = None;
+        attached.push(index);
+        Ok(())
+    }
+
+    /// Detaches one attached record, leaving it in `state`.
+    fn detach_one(&mut self, index: usize, state: ProbeState) {
+        if let Some(pos) = self.attached.iter().position(|&i| i == index) {
+            self.attached.remove(pos);
+        }
+        let record = &mut self.records[index];
+        // Dropping the link detaches it (and removes a tracefs event).
+        drop(record.link.take());
+        record.attach = None;
+        record.state = state;
+    }
+
+    /// Detaches, in reverse order, what was attached after the first `len` attachments.
+    fn detach_since(&mut self, len: usize, state: ProbeState) {
+        while self.attached.len() > len {
+            let index = *self.attached.last().expect("longer than len");
+            self.detach_one(index, state);
+        }
+    }
+
+    /// Detaches every attached probe, in reverse attach order.
+    fn detach_all(&mut self, state: ProbeState) {
+        self.detach_since(0, state);
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // Links first, in reverse attach order; the programs and maps go with `objects` after.
+        self.detach_all(ProbeState::Stopped);
+    }
+}
+
+fn remove_leftover_tracefs_events() {
+    let Ok(root) = tracefs::root() else { return };
+    if let Err(e) = tracefs::remove_leftover_events(root, "kprobe_events") {
+        log::warn!("cannot remove tracefs events left by dead processes: {e}");
+    }
+}

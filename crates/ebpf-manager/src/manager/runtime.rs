@@ -1,0 +1,216 @@
+//! Changing a manager's probes after `init`: selectors, hooks, clones.
+
+use super::{check_selectors, Manager, ManagerState};
+use crate::{
+    loader, ConstantEditor, Error, MapEditor, Probe, ProbeIdentificationPair, ProbeState,
+    ProbesSelector, Result,
+};
+
+impl Manager {
+    /// Replaces [`Options::activated_probes`](crate::Options::activated_probes) at runtime:
+    /// attaches the probes the new selectors enable (loading their programs first if needed),
+    /// validates the new selectors, then detaches the probes they no longer enable.
+    ///
+    /// If validation fails, the probes this call attached are detached again and the previous
+    /// set keeps running: the manager is as it was, and the error lists each failing probe.
+    /// On an initialized manager that has not started, it only changes what `start` will attach.
+    pub fn update_activated_probes(&mut self, selectors: Vec<ProbesSelector>) -> Result<()> {
+        self.expect(
+            "update the activated probes of",
+            &[ManagerState::Initialized, ManagerState::Running],
+        )?;
+        let state = &mut self.state;
+        check_selectors(&selectors, state.records.iter().map(|r| r.id.clone()))?;
+        let previous = std::mem::replace(&mut state.selectors, selectors);
+        let enabled: Vec<bool> = state.records.iter().map(|r| state.enabled(&r.id)).collect();
+        let usable =
+            |state: &super::State, i: usize| !state.is_excluded(&state.records[i].function);
+
+        if self.state() == ManagerState::Initialized {
+            let state = &mut self.state;
+            for (i, &on) in enabled.iter().enumerate() {
+                state.records[i].state = match (on && usable(state, i), state.records[i].state) {
+                    (true, ProbeState::Disabled) => ProbeState::Loaded,
+                    (false, _) => ProbeState::Disabled,
+                    (true, other) => other,
+                };
+            }
+            return Ok(());
+        }
+
+        let state = &mut self.state;
+        let additions: Vec<usize> = (0..state.records.len())
+            .filter(|&i| enabled[i] && usable(state, i))
+            .filter(|&i| state.records[i].state != ProbeState::Running)
+            .collect();
+        let saved: Vec<(ProbeState, Option<String>)> = additions
+            .iter()
+            .map(|&i| (state.records[i].state, state.records[i].error.clone()))
+            .collect();
+        let before = state.attached.len();
+        for &i in &additions {
+            if let Err(e) = state.ensure_loaded(i).and_then(|()| state.attach_one(i)) {
+                state.fail(i, &e);
+            }
+        }
+        if let Err(e) = state.validate(&state.selectors) {
+            // Back to exactly the previous set: detach what this call attached.
+            state.detach_since(before, ProbeState::Disabled);
+            for (&i, (s, err)) in additions.iter().zip(saved) {
+                state.records[i].state = s;
+                if state.records[i].state != ProbeState::Failed {
+                    state.records[i].error = err;
+                }
+            }
+            state.selectors = previous;
+            return Err(e);
+        }
+        let removals: Vec<usize> = state
+            .attached
+            .iter()
+            .copied()
+            .filter(|&i| !enabled[i])
+            .collect();
+        for i in removals.into_iter().rev() {
+            state.detach_one(i, ProbeState::Disabled);
+            state.records[i].error = Some("no selector of activated_probes names it".into());
+        }
+        Ok(())
+    }
+
+    /// Attaches the program of the probe `{uid, probe.ebpf_func_name}` at a second hook point,
+    /// described by `probe` (which needs its own `uid`). The same kernel program runs at both.
+    /// On a running manager the new probe attaches now; otherwise at `start`.
+    pub fn add_hook(&mut self, uid: &str, probe: Probe) -> Result<()> {
+        self.expect(
+            "add a hook to",
+            &[ManagerState::Initialized, ManagerState::Running],
+        )?;
+        let source = ProbeIdentificationPair::new(uid, probe.ebpf_func_name.clone());
+        let (function, object, section) = self.existing(&source, &probe)?;
+        self.add_and_attach(probe, function, &section, object)
+    }
+
+    /// Loads a new kernel program from the function of the probe
+    /// `{uid, probe.ebpf_func_name}`, with `constant_editors` applied over the manager's own
+    /// constants, and `map_editors` over its maps (the clone shares every other map of the
+    /// manager's object, through temporary pins under `/sys/fs/bpf`, which must be a bpffs).
+    /// The clone is described by `probe`, which needs its own `uid`; on a running manager it
+    /// attaches now.
+    pub fn clone_program(
+        &mut self,
+        uid: &str,
+        probe: Probe,
+        constant_editors: Vec<ConstantEditor>,
+        map_editors: Vec<MapEditor>,
+    ) -> Result<()> {
+        self.expect(
+            "clone a program of",
+            &[ManagerState::Initialized, ManagerState::Running],
+        )?;
+        let source = ProbeIdentificationPair::new(uid, probe.ebpf_func_name.clone());
+        let (function, _, section) = self.existing(&source, &probe)?;
+        let state = &mut self.state;
+        let main = state.objects[0]
+            .as_ref()
+            .expect("the main object lives until stop");
+        let mut maps = map_editors;
+        maps.extend(state.map_editors.iter().cloned());
+        let shared = loader::SharedMaps::pin(main, &maps)?;
+        maps.extend(shared.editors.iter().cloned());
+        let constants: Vec<&ConstantEditor> = state
+            .constant_editors
+            .iter()
+            .chain(constant_editors.iter())
+            .collect();
+        let ebpf = loader::load_object(&state.object, &constants, &maps)?;
+        drop(shared);
+        state.objects.push(Some(ebpf));
+        let object = state.objects.len() - 1;
+        let result = self.add_and_attach(probe, function, &section, object);
+        if result.is_err() {
+            self.state.objects[object] = None;
+        }
+        result
+    }
+
+    /// Detaches the probe with this id and forgets it. A clone's program is unloaded with its
+    /// last probe.
+    pub fn detach_hook(&mut self, id: &ProbeIdentificationPair) -> Result<()> {
+        self.expect(
+            "detach a hook of",
+            &[
+                ManagerState::Initialized,
+                ManagerState::Running,
+                ManagerState::Paused,
+            ],
+        )?;
+        let state = &mut self.state;
+        let index = state
+            .record(id)
+            .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })?;
+        state.detach_one(index, ProbeState::Stopped);
+        let record = state.records.remove(index);
+        for i in &mut state.attached {
+            if *i > index {
+                *i -= 1;
+            }
+        }
+        let still_used = state.records.iter().any(|r| r.object == record.object);
+        if record.object != 0 && !still_used {
+            state.objects[record.object] = None;
+        }
+        Ok(())
+    }
+
+    /// The function, object and section of the probe `source`, checking that `probe` names a
+    /// new id.
+    fn existing(
+        &self,
+        source: &ProbeIdentificationPair,
+        probe: &Probe,
+    ) -> Result<(String, usize, String)> {
+        if self.state.record(&probe.id()).is_some() {
+            return Err(Error::DuplicateProbe { id: probe.id() });
+        }
+        let index = self
+            .state
+            .record(source)
+            .ok_or_else(|| Error::ProbeNotFound { id: source.clone() })?;
+        let record = &self.state.records[index];
+        let section = self
+            .state
+            .elf
+            .by_function(&record.function)
+            .map(|p| p.section.clone())
+            .unwrap_or_default();
+        Ok((record.function.clone(), record.object, section))
+    }
+
+    fn add_and_attach(
+        &mut self,
+        probe: Probe,
+        function: String,
+        section: &str,
+        object: usize,
+    ) -> Result<()> {
+        let running = self.state() == ManagerState::Running;
+        let state = &mut self.state;
+        let index = state.add_record(probe, function, section, object)?;
+        // A hook or clone is enabled by being added, whatever the selectors say.
+        state.records[index].state = ProbeState::Loaded;
+        state.records[index].error = None;
+        let result = state.ensure_loaded(index).and_then(|()| {
+            if running {
+                state.attach_one(index)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
+            state.records.pop();
+            return Err(e);
+        }
+        Ok(())
+    }
+}
