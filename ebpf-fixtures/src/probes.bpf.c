@@ -8,6 +8,8 @@
 #include <bpf/bpf_helpers.h>
 
 volatile const __u32 filter_tid = 0;
+// Set per clone (Manager::clone_program) to tell clones apart in `tagged`.
+volatile const __u32 clone_tag = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -15,6 +17,13 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } hits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __u64);
+} tagged SEC(".maps");
 
 enum slot {
 	SLOT_KPROBE = 0,
@@ -24,16 +33,18 @@ enum slot {
 	SLOT_KPROBE_GENERIC = 4,
 };
 
-static __always_inline int count(__u32 slot)
+static __always_inline int count_in(void *map, __u32 slot)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	if (filter_tid && tid != filter_tid)
 		return 0;
-	__u64 *v = bpf_map_lookup_elem(&hits, &slot);
+	__u64 *v = bpf_map_lookup_elem(map, &slot);
 	if (v)
 		__sync_fetch_and_add(v, 1);
 	return 0;
 }
+
+static __always_inline int count(__u32 slot) { return count_in(&hits, slot); }
 
 SEC("kprobe/vfs_mkdir")
 int kprobe_vfs_mkdir(void *ctx) { return count(SLOT_KPROBE); }
@@ -51,5 +62,8 @@ int tracepoint_sys_enter_mkdir(void *ctx) { return count(SLOT_TRACEPOINT); }
 
 SEC("raw_tracepoint/sys_enter")
 int raw_tracepoint_sys_enter(void *ctx) { return count(SLOT_RAW_TRACEPOINT); }
+
+SEC("tracepoint/syscalls/sys_enter_mkdir")
+int tagged_sys_enter_mkdir(void *ctx) { return count_in(&tagged, clone_tag); }
 
 char _license[] SEC("license") = "GPL";

@@ -36,7 +36,28 @@ pub fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         kernel::tracefs::mount_if_needed().expect("mounting tracefs (run the tests as root)");
+        mount_bpffs_if_needed();
     });
+}
+
+fn mount_bpffs_if_needed() {
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"));
+    if !mounted {
+        // SAFETY: valid NUL-terminated strings, no data.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                c"/sys/fs/bpf".as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "mounting bpffs: {}", std::io::Error::last_os_error());
+    }
 }
 
 /// Whether the running kernel can attach kprobes at all (PMU or tracefs).
@@ -98,9 +119,32 @@ pub fn mkdir_rmdir(tag: &str) -> PathBuf {
 
 /// The hit count of `slot` in the `hits` map.
 pub fn hits(m: &Manager, slot: u32) -> u64 {
-    let map = m.get_map("hits").expect("probes.bpf.o has a `hits` map");
-    let array = aya::maps::Array::<_, u64>::try_from(map).expect("hits is an array of u64");
-    array.get(&slot, 0).expect("reading hits")
+    read_slot(m, "hits", slot)
+}
+
+/// The value of `slot` in the array of u64 `map`.
+pub fn read_slot(m: &Manager, map: &str, slot: u32) -> u64 {
+    let map = m.get_map(map).expect("probes.bpf.o has this map");
+    let array = aya::maps::Array::<_, u64>::try_from(map).expect("an array of u64");
+    array.get(&slot, 0).expect("reading the array")
+}
+
+/// Whether the program of this probe is loaded in the kernel.
+pub fn is_loaded(m: &Manager, id: &ProbeIdentificationPair) -> bool {
+    m.get_program(id).is_some_and(|p| p.fd().is_ok())
+}
+
+/// The names under /sys/fs/bpf that this process's manager made (it must leave none).
+pub fn own_bpffs_entries() -> Vec<String> {
+    let prefix = format!("{}{}", kernel::tracefs::GROUP_PREFIX, std::process::id());
+    std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The kernel ids of the programs of these probes.

@@ -117,7 +117,7 @@ mod tests {
             ]
         );
         let idx = ElfIndex::parse(PROBES).unwrap();
-        assert_eq!(idx.programs.len(), 5);
+        assert_eq!(idx.programs.len(), 6);
         assert_eq!(
             idx.by_function("kretprobe_vfs_mkdir").unwrap().section,
             "kretprobe/vfs_mkdir"
