@@ -60,16 +60,35 @@ fn raw_tracepoint_fires() {
 fn program_picked_by_section() {
     let p = Probe {
         uid: "by-section".into(),
-        section: Some("tracepoint/syscalls/sys_enter_mkdir".into()),
+        section: Some("raw_tracepoint/sys_enter".into()),
         ..Default::default()
     };
     let id = p.id();
     let mut m = counting_manager(vec![p]);
     m.start().unwrap();
     mkdir_rmdir("section");
-    assert_eq!(hits(&m, slot::TRACEPOINT), 1);
+    assert!(hits(&m, slot::RAW_TRACEPOINT) >= 2);
     assert!(m.get_program(&id).is_some());
     m.stop(CleanupType::CleanAll).unwrap();
+}
+
+#[test]
+fn section_with_several_programs_needs_a_function_name() {
+    setup();
+    let mut m = Manager {
+        probes: vec![Probe {
+            section: Some("tracepoint/syscalls/sys_enter_mkdir".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    match m.init(PROBES).unwrap_err() {
+        ebpf_manager::Error::AmbiguousSection { functions, .. } => {
+            assert!(functions.contains("tracepoint_sys_enter_mkdir"), "{functions}");
+            assert!(functions.contains("tagged_sys_enter_mkdir"), "{functions}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
