@@ -41,3 +41,25 @@ pub fn mkdir_and_show_trace_pipe(message: &str, timeout: Duration) -> ebpf_manag
     }
     Ok(!lines.is_empty())
 }
+
+/// The error of an example whose expected events did not show.
+pub fn not_seen() -> ebpf_manager::Error {
+    ebpf_manager::Error::Io {
+        path: "trace_pipe".into(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the expected events did not arrive",
+        ),
+    }
+}
+
+/// Prints the error, if any, and turns the result into an exit code.
+pub fn exit(result: ebpf_manager::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -238,6 +238,10 @@ fn update_activated_probes_swaps_and_restores_on_failure() {
     assert_eq!(m.probe_state(&raw().id()), Some(ProbeState::Disabled));
 
     m.update_activated_probes(vec![Probe(raw().id())]).unwrap();
+    assert_eq!(
+        m.probe_error(&tp().id()),
+        Some("no selector of activated_probes names it")
+    );
     assert_eq!(m.probe_state(&raw().id()), Some(ProbeState::Running));
     assert_eq!(m.probe_state(&tp().id()), Some(ProbeState::Disabled));
     mkdir_rmdir("update-1");

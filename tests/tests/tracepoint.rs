@@ -84,7 +84,10 @@ fn section_with_several_programs_needs_a_function_name() {
     };
     match m.init(PROBES).unwrap_err() {
         ebpf_manager::Error::AmbiguousSection { functions, .. } => {
-            assert!(functions.contains("tracepoint_sys_enter_mkdir"), "{functions}");
+            assert!(
+                functions.contains("tracepoint_sys_enter_mkdir"),
+                "{functions}"
+            );
             assert!(functions.contains("tagged_sys_enter_mkdir"), "{functions}");
         }
         other => panic!("{other:?}"),

@@ -17,8 +17,13 @@ use crate::{
     vm, Result,
 };
 
-/// What helloworld prints when it sees its message in trace_pipe.
-const HELLOWORLD_OK: &str = "helloworld: ok";
+/// The examples run in tiers 2 and 3; each prints `<name>: ok` when it saw what it expects.
+const EXAMPLES: &[&str] = &[
+    "helloworld",
+    "activated_probes",
+    "pause",
+    "clone_vs_add_hook",
+];
 /// How helloworld names the kprobe path (AttachMethod's Display).
 const KPROBE_PATH: &str = "path taken: the kprobe PMU (perf_event_open) on vfs_mkdir";
 
@@ -74,10 +79,11 @@ pub fn run(args: &[String]) -> Result<()> {
     let args = parse(args)?;
     let mut summary: Vec<(String, Counts, Duration)> = Vec::new();
     let filter: Vec<String> = args.filter.iter().cloned().collect();
-    let helloworld = args
-        .filter
-        .as_deref()
-        .is_none_or(|f| "helloworld".contains(f) || f.contains("helloworld"));
+    let examples: Vec<&str> = EXAMPLES
+        .iter()
+        .copied()
+        .filter(|e| args.filter.as_deref().is_none_or(|f| e.contains(f)))
+        .collect();
 
     if args.tiers.contains(&1) {
         let t = Instant::now();
@@ -87,7 +93,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if args.tiers.contains(&2) {
         let t = Instant::now();
-        let counts = tier2(&filter, helloworld)?;
+        let counts = tier2(&filter, &examples)?;
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
@@ -101,7 +107,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if args.tiers.contains(&3) {
         let t = Instant::now();
-        let payloads = guest_payloads(&filter, helloworld)?;
+        let payloads = guest_payloads(&filter, &examples)?;
         println!("xtask: static binaries built in {:.1?}", t.elapsed());
         for series in &args.kernels {
             let t = Instant::now();
@@ -152,7 +158,7 @@ fn tier1(filter: &[String]) -> Result<Counts> {
     Ok(counts)
 }
 
-fn tier2(filter: &[String], helloworld: bool) -> Result<Counts> {
+fn tier2(filter: &[String], examples: &[&str]) -> Result<Counts> {
     println!("== tier 2: integration tests on this kernel");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
@@ -168,20 +174,15 @@ fn tier2(filter: &[String], helloworld: bool) -> Result<Counts> {
     if !ok && counts.failed == 0 {
         counts.failed += 1;
     }
-    if helloworld {
+    for example in examples {
         let mut cmd = cargo::cargo();
-        cmd.args([
-            "run",
-            "--quiet",
-            "-p",
-            "examples",
-            "--example",
-            "helloworld",
-        ]);
+        cmd.args(["run", "--quiet", "-p", "examples", "--example", example]);
         let (ok, out) = cargo::run_echoed(&mut cmd)?;
-        let passed = ok && out.contains(HELLOWORLD_OK);
-        println!("example helloworld on the host: {}", verdict(passed));
+        let passed = ok && out.contains(&format!("{example}: ok"));
+        println!("example {example} on the host: {}", verdict(passed));
         counts.add(one(passed));
+    }
+    if examples.contains(&"helloworld") {
         counts.add(helloworld_unprivileged()?);
     }
     Ok(counts)
@@ -214,7 +215,7 @@ fn helloworld_unprivileged() -> Result<Counts> {
     Ok(one(passed))
 }
 
-fn guest_payloads(filter: &[String], helloworld: bool) -> Result<Vec<vm::Payload>> {
+fn guest_payloads(filter: &[String], examples: &[&str]) -> Result<Vec<vm::Payload>> {
     println!("== tier 3: building static binaries for the guests");
     let mut payloads: Vec<vm::Payload> =
         cargo::build_static(&["test", "-p", "integration-tests", "--no-run"])?
@@ -226,18 +227,24 @@ fn guest_payloads(filter: &[String], helloworld: bool) -> Result<Vec<vm::Payload
                 env: vec![("RUST_BACKTRACE".into(), "1".into())],
             })
             .collect();
-    if helloworld {
-        let built = cargo::build_static(&["build", "-p", "examples", "--example", "helloworld"])?;
-        let (_, binary) = built
-            .into_iter()
-            .find(|(name, _)| name == "helloworld")
-            .ok_or("cargo reported no helloworld executable")?;
-        payloads.push(vm::Payload {
-            name: "example-helloworld".into(),
-            binary,
-            args: Vec::new(),
-            env: Vec::new(),
-        });
+    if !examples.is_empty() {
+        let mut args = vec!["build", "-p", "examples"];
+        for example in examples {
+            args.extend(["--example", example]);
+        }
+        let built = cargo::build_static(&args)?;
+        for example in examples {
+            let (_, binary) = built
+                .iter()
+                .find(|(name, _)| name == example)
+                .ok_or_else(|| format!("cargo reported no {example} executable"))?;
+            payloads.push(vm::Payload {
+                name: format!("example-{example}"),
+                binary: binary.clone(),
+                args: Vec::new(),
+                env: Vec::new(),
+            });
+        }
     }
     Ok(payloads)
 }
@@ -259,11 +266,12 @@ fn tier3(kernel: &vm::Kernel, payloads: &[vm::Payload]) -> Result<Counts> {
             .iter()
             .find(|(name, _)| *name == payload.name)
             .and_then(|(_, rc)| *rc);
-        let c = if payload.name == "example-helloworld" {
-            let passed = status == Some(0)
-                && section.contains(HELLOWORLD_OK)
-                && section.contains(KPROBE_PATH);
-            println!("example helloworld (kprobe path): {}", verdict(passed));
+        let c = if let Some(example) = payload.name.strip_prefix("example-") {
+            // In the guests, helloworld must take the kprobe path.
+            let path_ok = example != "helloworld" || section.contains(KPROBE_PATH);
+            let passed =
+                status == Some(0) && section.contains(&format!("{example}: ok")) && path_ok;
+            println!("example {example}: {}", verdict(passed));
             one(passed)
         } else {
             let mut c = cargo::parse_libtest(section);

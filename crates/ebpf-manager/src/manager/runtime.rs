@@ -65,15 +65,22 @@ impl Manager {
             state.selectors = previous;
             return Err(e);
         }
+        // Probes the new selectors leave out: detached in reverse attach order, then disabled.
         let removals: Vec<usize> = state
             .attached
             .iter()
+            .rev()
             .copied()
             .filter(|&i| !enabled[i])
             .collect();
-        for i in removals.into_iter().rev() {
+        for i in removals {
             state.detach_one(i, ProbeState::Disabled);
-            state.records[i].error = Some("no selector of activated_probes names it".into());
+        }
+        for (i, &on) in enabled.iter().enumerate() {
+            if !on && !state.is_excluded(&state.records[i].function) {
+                state.records[i].state = ProbeState::Disabled;
+                state.records[i].error = Some("no selector of activated_probes names it".into());
+            }
         }
         Ok(())
     }
