@@ -48,6 +48,7 @@ pub use options::{ConstantEditor, MapEditor, Options};
 pub use probe::{
     AttachInfo, AttachMethod, KprobeAttachMethod, Probe, ProbeIdentificationPair, ProbeState,
 };
+pub use probe::{Netns, NetworkDirection, TcAttachMethod, XdpAttachMode};
 pub use selectors::ProbesSelector;
 
 /// aya, re-exported so that users name the same version the manager was built with.

@@ -6,8 +6,38 @@ use std::path::{Path, PathBuf};
 use aya::{programs::Program, Ebpf, EbpfError, EbpfLoader};
 
 use crate::{
-    kernel, probe::resolve, ConstantEditor, Error, MapEditor, ProbeIdentificationPair, Result,
+    kernel,
+    probe::{resolve, tracing, Hook},
+    ConstantEditor, Error, MapEditor, ProbeIdentificationPair, Result,
 };
+
+/// The kernel's BTF, parsed on first use (it takes tens of milliseconds) and kept until the
+/// manager releases it.
+#[derive(Debug, Default)]
+pub(crate) struct KernelBtf(Option<aya::Btf>);
+
+impl KernelBtf {
+    fn get(&mut self) -> Result<&aya::Btf> {
+        if self.0.is_none() {
+            let btf = aya::Btf::from_sys_fs().map_err(|e| Error::Io {
+                path: "/sys/kernel/btf/vmlinux".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            self.0 = Some(btf);
+        }
+        Ok(self.0.as_ref().expect("just set"))
+    }
+
+    /// Frees the parsed BTF.
+    pub(crate) fn release(&mut self) {
+        self.0 = None;
+    }
+
+    /// Whether the BTF is parsed and held.
+    pub(crate) fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
 
 /// A copy of `object` aligned for ELF parsing, when it is not already: object's ELF reader needs
 /// 8-byte alignment, which a `Vec<u8>` from the allocator has.
@@ -96,18 +126,37 @@ impl Drop for SharedMaps {
     }
 }
 
-/// Loads one program into the kernel.
+/// Loads one program into the kernel; BTF-typed programs load against the kernel's BTF for
+/// their hook.
 pub(crate) fn load_program(
     prog: &mut Program,
     id: &ProbeIdentificationPair,
     function: &str,
+    hook: &Hook,
+    btf: &mut KernelBtf,
 ) -> Result<()> {
     use aya::programs::ProgramError;
-    let result = match prog {
-        Program::KProbe(p) => p.load(),
-        Program::TracePoint(p) => p.load(),
-        Program::RawTracePoint(p) => p.load(),
-        other => {
+    let result = match (prog, hook) {
+        (prog, Hook::Btf { target, .. }) => {
+            let btf = btf.get()?;
+            tracing::load(prog, target, btf).expect("a BTF hook is only resolved for BTF programs")
+        }
+        (Program::KProbe(p), _) => p.load(),
+        (Program::TracePoint(p), _) => p.load(),
+        (Program::RawTracePoint(p), _) => p.load(),
+        (Program::UProbe(p), _) => p.load(),
+        (Program::PerfEvent(p), _) => p.load(),
+        (Program::SocketFilter(p), _) => p.load(),
+        (Program::Xdp(p), _) => p.load(),
+        (Program::SchedClassifier(p), _) => p.load(),
+        (Program::CgroupSkb(p), _) => p.load(),
+        (Program::CgroupSock(p), _) => p.load(),
+        (Program::CgroupSockAddr(p), _) => p.load(),
+        (Program::CgroupSockopt(p), _) => p.load(),
+        (Program::CgroupSysctl(p), _) => p.load(),
+        (Program::CgroupDevice(p), _) => p.load(),
+        (Program::SockOps(p), _) => p.load(),
+        (other, _) => {
             return Err(Error::UnsupportedProgramType {
                 id: id.clone(),
                 function: function.to_owned(),

@@ -36,6 +36,10 @@ pub struct Options {
     /// How kprobes whose own [`Probe::kprobe_attach_method`](crate::Probe::kprobe_attach_method)
     /// is `Default` attach.
     pub default_kprobe_attach_method: KprobeAttachMethod,
+    /// Keep the kernel's parsed BTF after `start` (for hooks and clones of fentry, fexit,
+    /// tp_btf, LSM and iterator programs added later). By default it is released after `start`:
+    /// it takes several megabytes.
+    pub keep_kernel_btf: bool,
     /// Leave `RLIMIT_MEMLOCK` as it is. By default `init` lifts it, which kernels before 5.11
     /// need for anything but tiny maps (best effort: it needs `CAP_SYS_RESOURCE`).
     pub keep_memlock_rlimit: bool,

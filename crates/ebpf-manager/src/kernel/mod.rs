@@ -5,6 +5,8 @@ pub mod symbols;
 pub mod trace_pipe;
 pub mod tracefs;
 
+pub(crate) mod netlink;
+pub(crate) mod netns;
 pub(crate) mod perf;
 
 pub use symbols::{FunctionIndex, SYSCALL_PREFIXES};

@@ -11,7 +11,10 @@ use crate::{
     elf::ElfIndex,
     kernel::{symbols::LazyFunctions, tracefs},
     loader,
-    probe::{kprobe, resolve, tracepoint, AttachInfo, Hook, Link, ProbeState},
+    probe::{
+        cgroup, kprobe, net, perf_event, resolve, tracepoint, tracing, uprobe, AttachInfo, Hook,
+        Link, ProbeState,
+    },
     ConstantEditor, Error, KprobeAttachMethod, MapEditor, Options, Probe, ProbeIdentificationPair,
     ProbesSelector, Result,
 };
@@ -127,6 +130,8 @@ pub struct State {
     /// Indices into `records` of the attached probes, in attach order.
     attached: Vec<usize>,
     functions: LazyFunctions,
+    btf: loader::KernelBtf,
+    keep_kernel_btf: bool,
     default_kprobe_attach_method: KprobeAttachMethod,
     selectors: Vec<ProbesSelector>,
     excluded: Vec<String>,
@@ -203,6 +208,8 @@ impl Manager {
             records: Vec::with_capacity(matched.len()),
             attached: Vec::new(),
             functions: LazyFunctions::default(),
+            btf: loader::KernelBtf::default(),
+            keep_kernel_btf: options.keep_kernel_btf,
             default_kprobe_attach_method: options.default_kprobe_attach_method,
             selectors: options.activated_probes,
             excluded: options.excluded_functions,
@@ -244,9 +251,19 @@ impl Manager {
         let indices: Vec<usize> = (0..self.state.records.len())
             .filter(|&i| self.state.records[i].state != ProbeState::Disabled)
             .collect();
-        self.state.attach_enabled(&indices)?;
+        let result = self.state.attach_enabled(&indices);
+        if !self.state.keep_kernel_btf {
+            self.state.btf.release();
+        }
+        result?;
         self.state.phase = ManagerState::Running;
         Ok(())
+    }
+
+    /// Whether the manager holds the kernel's parsed BTF (see
+    /// [`Options::keep_kernel_btf`](crate::Options::keep_kernel_btf)).
+    pub fn holds_kernel_btf(&self) -> bool {
+        self.state.btf.is_held()
     }
 
     /// Detaches every probe; programs and maps stay loaded, so [`resume`](Self::resume) is
@@ -521,11 +538,19 @@ impl State {
                 reason: format!("`{function}` is in Options::excluded_functions"),
             });
         }
-        let prog = self
-            .program_mut(index)
+        let State {
+            objects,
+            records,
+            btf,
+            ..
+        } = self;
+        let record = &records[index];
+        let prog = objects[record.object]
+            .as_mut()
+            .and_then(|o| o.program_mut(&record.function))
             .expect("records point at existing programs");
         if !loader::is_loaded(prog) {
-            loader::load_program(prog, &id, &function)?;
+            loader::load_program(prog, &id, &function, &record.hook, btf)?;
         }
         Ok(())
     }
@@ -616,6 +641,13 @@ impl State {
             (Hook::RawTracepoint { name }, Program::RawTracePoint(p)) => {
                 tracepoint::attach_raw(p, id, name)?
             }
+            (Hook::Uprobe(target), Program::UProbe(p)) => uprobe::attach(p, id, target)?,
+            (Hook::Btf { target, .. }, p) => tracing::attach(p, id, target)?,
+            (Hook::PerfEvent(target), Program::PerfEvent(p)) => perf_event::attach(p, id, target)?,
+            (Hook::Socket(fd), Program::SocketFilter(p)) => net::attach_socket(p, id, *fd)?,
+            (Hook::Net(target), Program::Xdp(p)) => net::attach_xdp(p, id, target)?,
+            (Hook::Net(target), Program::SchedClassifier(p)) => net::attach_tc(p, id, target)?,
+            (Hook::Cgroup(path), p) => cgroup::attach(p, id, path)?,
             (hook, prog) => unreachable!(
                 "init resolved {hook:?} for a {} program",
                 resolve::type_name(prog)

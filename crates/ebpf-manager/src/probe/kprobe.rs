@@ -145,9 +145,7 @@ pub(crate) fn attach(
 fn method_name(method: AttachMethod) -> &'static str {
     match method {
         AttachMethod::KprobePmu => "the kprobe PMU",
-        AttachMethod::KprobeTracefs => "tracefs kprobe_events",
-        AttachMethod::Tracepoint => "a tracepoint",
-        AttachMethod::RawTracepoint => "a raw tracepoint",
+        _ => "tracefs kprobe_events",
     }
 }
 

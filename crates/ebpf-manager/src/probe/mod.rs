@@ -6,11 +6,16 @@
 //! manager's own records and is read through getters such as
 //! [`Manager::probe_state`](crate::Manager::probe_state).
 
+pub(crate) mod cgroup;
 pub(crate) mod kprobe;
+pub(crate) mod net;
+pub(crate) mod perf_event;
 pub(crate) mod resolve;
 pub(crate) mod tracepoint;
+pub(crate) mod tracing;
+pub(crate) mod uprobe;
 
-use std::fmt;
+use std::{fmt, os::fd::RawFd, path::PathBuf};
 
 /// Identifies a probe: a `uid` (free text, `""` when one probe per function is enough) and the
 /// name of the eBPF function it runs.
@@ -130,6 +135,98 @@ pub struct Probe {
     pub tracepoint_category: Option<String>,
     /// A tracepoint's or raw tracepoint's name, overriding the section's.
     pub tracepoint_name: Option<String>,
+
+    /// Uprobes: the executable or shared library to probe. Required.
+    pub binary_path: Option<PathBuf>,
+    /// Uprobes: an offset in the file, used instead of a symbol when above 0 and no symbol is
+    /// given; added to the symbol's address otherwise.
+    pub uprobe_offset: u64,
+    /// Uprobes: fire for this process only (all processes when `None`).
+    pub uprobe_pid: Option<u32>,
+
+    /// XDP and TC: the interface by name (in [`netns`](Self::netns) when set).
+    pub if_name: Option<String>,
+    /// XDP and TC: the interface by index, instead of [`if_name`](Self::if_name).
+    pub if_index: Option<u32>,
+    /// XDP and TC: the network namespace of the interface; the caller's when `None`.
+    pub netns: Option<Netns>,
+    /// TC: ingress or egress.
+    pub network_direction: NetworkDirection,
+    /// TC through netlink: the filter's priority (0: the kernel picks).
+    pub tc_filter_prio: u16,
+    /// TC through netlink: the filter's handle (0: the kernel picks).
+    pub tc_filter_handle: u32,
+    /// TC through netlink: remove the clsact qdisc at stop when this probe added it and no
+    /// other filter uses it.
+    pub tc_cleanup_qdisc: bool,
+    /// TC: TCX links or netlink clsact + cls_bpf.
+    pub tc_attach_method: TcAttachMethod,
+    /// XDP: the attach mode.
+    pub xdp_attach_mode: XdpAttachMode,
+
+    /// Cgroup programs: the cgroup (v2) directory. Required.
+    pub cgroup_path: Option<PathBuf>,
+
+    /// Socket filters: the socket to filter. Required. The caller keeps it open.
+    pub socket_fd: Option<RawFd>,
+
+    /// perf_event programs: run every this many events (one of this and
+    /// [`sample_frequency`](Self::sample_frequency) is required).
+    pub sample_period: u64,
+    /// perf_event programs: run this many times a second.
+    pub sample_frequency: u64,
+    /// perf_event programs: `PERF_TYPE_*` (0 hardware, 1 software).
+    pub perf_event_type: u32,
+    /// perf_event programs: the event of that type (`PERF_COUNT_SW_CPU_CLOCK` is 0).
+    pub perf_event_config: u64,
+}
+
+/// A network namespace, for XDP and TC probes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Netns {
+    /// A namespace file, such as `/var/run/netns/NAME` or `/proc/PID/ns/net`.
+    Path(PathBuf),
+    /// An open namespace file descriptor, which the caller keeps open.
+    Fd(RawFd),
+}
+
+/// The direction of a TC classifier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum NetworkDirection {
+    /// Packets received.
+    #[default]
+    Ingress,
+    /// Packets sent.
+    Egress,
+}
+
+/// How a TC classifier attaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TcAttachMethod {
+    /// TCX where the kernel has it (Linux 6.6), else netlink.
+    #[default]
+    Default,
+    /// A TCX link (Linux 6.6).
+    Tcx,
+    /// A clsact qdisc and a cls_bpf filter through netlink (Linux 4.1), honouring
+    /// [`Probe::tc_filter_prio`] and [`Probe::tc_filter_handle`].
+    Netlink,
+}
+
+/// The XDP attach mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum XdpAttachMode {
+    /// Let the kernel choose (driver mode where supported, else generic).
+    #[default]
+    Default,
+    /// Generic (skb) mode: works on every interface.
+    Skb,
+    /// Native driver mode.
+    Driver,
+    /// Offloaded to the NIC.
+    Hardware,
 }
 
 impl Probe {
@@ -151,6 +248,22 @@ pub enum AttachMethod {
     Tracepoint,
     /// A raw tracepoint (Linux 4.17).
     RawTracepoint,
+    /// A uprobe or uretprobe on the uprobe PMU (Linux 4.17).
+    Uprobe,
+    /// A BPF trampoline or BTF link: fentry/fexit (5.5), tp_btf (5.5), LSM (5.7), iterator (5.8).
+    BtfLink,
+    /// One perf event per online CPU (Linux 4.9).
+    PerfEvent,
+    /// `SO_ATTACH_BPF` on a socket (Linux 3.19).
+    SocketOption,
+    /// A cgroup attachment (Linux 4.10; a link from 5.7).
+    Cgroup,
+    /// An XDP link (Linux 5.9) or netlink XDP.
+    Xdp,
+    /// A TCX link (Linux 6.6).
+    Tcx,
+    /// A clsact qdisc and a cls_bpf filter, through netlink.
+    TcNetlink,
 }
 
 impl fmt::Display for AttachMethod {
@@ -160,6 +273,14 @@ impl fmt::Display for AttachMethod {
             Self::KprobeTracefs => "tracefs kprobe_events",
             Self::Tracepoint => "a tracepoint",
             Self::RawTracepoint => "a raw tracepoint",
+            Self::Uprobe => "the uprobe PMU (perf_event_open)",
+            Self::BtfLink => "a BTF link",
+            Self::PerfEvent => "perf events",
+            Self::SocketOption => "SO_ATTACH_BPF",
+            Self::Cgroup => "a cgroup attachment",
+            Self::Xdp => "XDP",
+            Self::Tcx => "a TCX link",
+            Self::TcNetlink => "netlink clsact + cls_bpf",
         })
     }
 }
@@ -182,6 +303,19 @@ pub(crate) enum Hook {
     Tracepoint { category: String, name: String },
     /// A raw tracepoint.
     RawTracepoint { name: String },
+    /// A user-space function or offset in a binary.
+    Uprobe(uprobe::Target),
+    /// A BTF-typed target, resolved against the kernel's BTF when the program loads:
+    /// fentry/fexit function, tp_btf tracepoint, LSM hook, or iterator type.
+    Btf { kind: tracing::Kind, target: String },
+    /// A software or hardware perf event on every CPU.
+    PerfEvent(perf_event::Target),
+    /// A socket.
+    Socket(RawFd),
+    /// A cgroup.
+    Cgroup(PathBuf),
+    /// A network interface (XDP or TC).
+    Net(net::Target),
 }
 
 /// An attachment the manager owns; dropping it detaches.
@@ -192,4 +326,15 @@ pub(crate) enum Link {
     KprobeTracefs(kprobe::TracefsLink),
     Tracepoint(aya::programs::trace_point::TracePointLink),
     RawTracepoint(aya::programs::raw_trace_point::RawTracePointLink),
+    Uprobe(aya::programs::uprobe::UProbeLink),
+    FEntry(aya::programs::fentry::FEntryLink),
+    FExit(aya::programs::fexit::FExitLink),
+    BtfTracepoint(aya::programs::tp_btf::BtfTracePointLink),
+    Lsm(aya::programs::lsm::LsmLink),
+    Iter(aya::programs::iter::IterLink),
+    PerfEvent(Vec<aya::programs::perf_event::PerfEventLink>),
+    Socket(net::SocketLink),
+    Cgroup(cgroup::CgroupLink),
+    Xdp(net::InNetns<aya::programs::xdp::XdpLink>),
+    Tc(net::TcLink),
 }

@@ -3,7 +3,7 @@
 
 use aya::programs::{ProbeKind, Program};
 
-use super::{Hook, Probe};
+use super::{cgroup, net, perf_event, tracing, uprobe, Hook, Probe};
 use crate::{
     elf::section_target, kernel::symbols::LazyFunctions, Error, ProbeIdentificationPair, Result,
 };
@@ -56,31 +56,60 @@ pub(crate) fn hook(
         id: id.clone(),
         reason,
     };
-    let kprobe_fields = [
-        ("attach_to_func_name", probe.attach_to_func_name.is_some()),
-        ("hook_func_name", probe.hook_func_name.is_some()),
-        ("syscall_func_name", probe.syscall_func_name.is_some()),
-        ("kprobe_max_active", probe.kprobe_max_active > 0),
-        (
-            "kprobe_attach_method",
-            probe.kprobe_attach_method != super::KprobeAttachMethod::Default,
-        ),
+    use Field::*;
+    let kprobe_only = [SyscallFuncName, KprobeMaxActive, KprobeAttachMethod];
+    let tracepoint_only = [TracepointCategory, TracepointName];
+    let uprobe_only = [BinaryPath, UprobeOffset, UprobePid];
+    let tc_only = [
+        NetworkDirection,
+        TcFilterPrio,
+        TcFilterHandle,
+        TcCleanupQdisc,
+        TcAttachMethod,
     ];
-    let tracepoint_fields = [
-        ("tracepoint_category", probe.tracepoint_category.is_some()),
-        ("tracepoint_name", probe.tracepoint_name.is_some()),
+    let perf_only = [
+        SamplePeriod,
+        SampleFrequency,
+        PerfEventType,
+        PerfEventConfig,
     ];
-    let refuse = |fields: &[(&str, bool)], kind: &str| -> Result<()> {
-        match fields.iter().find(|(_, set)| *set) {
-            Some((field, _)) => Err(invalid(format!(
-                "{field} does not apply to `{function}`, a {kind} program"
-            ))),
-            None => Ok(()),
+    // The fields a program type reads; any other field set is a mistake worth an error.
+    let allowed: Vec<Field> = match prog {
+        Program::KProbe(_) => [&kprobe_only[..], &[AttachToFuncName, HookFuncName]].concat(),
+        Program::TracePoint(_) => tracepoint_only.to_vec(),
+        Program::RawTracePoint(_) => vec![TracepointName],
+        Program::UProbe(_) => [&uprobe_only[..], &[AttachToFuncName, HookFuncName]].concat(),
+        Program::FEntry(_)
+        | Program::FExit(_)
+        | Program::BtfTracePoint(_)
+        | Program::Lsm(_)
+        | Program::Iter(_) => vec![HookFuncName],
+        Program::PerfEvent(_) => perf_only.to_vec(),
+        Program::SocketFilter(_) => vec![SocketFd],
+        Program::Xdp(_) => [IfName, IfIndex, Netns, XdpAttachMode].to_vec(),
+        Program::SchedClassifier(_) => [&tc_only[..], &[IfName, IfIndex, Netns]].concat(),
+        p if cgroup::is_cgroup(p) => vec![CgroupPath],
+        other => {
+            return Err(Error::UnsupportedProgramType {
+                id: id.clone(),
+                function: function.to_owned(),
+                program_type: type_name(other),
+            })
         }
     };
+    if let Some(field) = Field::ALL
+        .iter()
+        .find(|f| f.is_set(probe) && !allowed.contains(f))
+    {
+        return Err(invalid(format!(
+            "{} does not apply to `{function}`, a {} program",
+            field.name(),
+            type_name(prog)
+        )));
+    }
+    let target = section_target(section);
     match prog {
         Program::KProbe(kp) => {
-            refuse(&tracepoint_fields, "kprobe")?;
             let retprobe = matches!(kp.kind(), ProbeKind::Return);
             if !retprobe && probe.kprobe_max_active > 0 {
                 return Err(invalid(format!(
@@ -91,8 +120,7 @@ pub(crate) fn hook(
             Ok(Hook::Kprobe { symbol, retprobe })
         }
         Program::TracePoint(_) => {
-            refuse(&kprobe_fields, "tracepoint")?;
-            let from_section = section_target(section).and_then(|t| t.split_once('/'));
+            let from_section = target.and_then(|t| t.split_once('/'));
             let category = probe
                 .tracepoint_category
                 .clone()
@@ -109,12 +137,10 @@ pub(crate) fn hook(
             }
         }
         Program::RawTracePoint(_) => {
-            refuse(&kprobe_fields, "raw tracepoint")?;
-            refuse(&tracepoint_fields[..1], "raw tracepoint")?;
             let name = probe
                 .tracepoint_name
                 .clone()
-                .or_else(|| section_target(section).map(str::to_owned));
+                .or_else(|| target.map(str::to_owned));
             match name {
                 Some(name) => Ok(Hook::RawTracepoint { name }),
                 None => Err(invalid(format!(
@@ -122,11 +148,162 @@ pub(crate) fn hook(
                 ))),
             }
         }
-        other => Err(Error::UnsupportedProgramType {
-            id: id.clone(),
-            function: function.to_owned(),
-            program_type: type_name(other),
-        }),
+        Program::UProbe(_) => Ok(Hook::Uprobe(uprobe::resolve(id, probe, target)?)),
+        p if tracing::Kind::of(p).is_some() => {
+            let kind = tracing::Kind::of(p).expect("checked");
+            let target = probe
+                .hook_func_name
+                .clone()
+                .or_else(|| target.map(str::to_owned));
+            match target {
+                Some(target) => Ok(Hook::Btf { kind, target }),
+                None => Err(invalid(format!(
+                    "section `{section}` names no target: set hook_func_name"
+                ))),
+            }
+        }
+        Program::PerfEvent(_) => Ok(Hook::PerfEvent(perf_event::resolve(id, probe)?)),
+        Program::SocketFilter(_) => match probe.socket_fd {
+            Some(fd) => Ok(Hook::Socket(fd)),
+            None => Err(invalid("a socket filter needs socket_fd".into())),
+        },
+        Program::Xdp(_) => Ok(Hook::Net(net::resolve(id, probe, "XDP")?)),
+        Program::SchedClassifier(_) => Ok(Hook::Net(net::resolve(id, probe, "TC")?)),
+        p if cgroup::is_cgroup(p) => match &probe.cgroup_path {
+            Some(path) if path.is_dir() => Ok(Hook::Cgroup(path.clone())),
+            Some(path) => Err(invalid(format!(
+                "cgroup_path {} is not a directory",
+                path.display()
+            ))),
+            None => Err(invalid(format!(
+                "a {} program needs cgroup_path",
+                type_name(p)
+            ))),
+        },
+        _ => unreachable!("every other type was refused above"),
+    }
+}
+
+/// The optional fields of [`Probe`], to tell which apply to a program type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    AttachToFuncName,
+    HookFuncName,
+    SyscallFuncName,
+    KprobeMaxActive,
+    KprobeAttachMethod,
+    TracepointCategory,
+    TracepointName,
+    BinaryPath,
+    UprobeOffset,
+    UprobePid,
+    IfName,
+    IfIndex,
+    Netns,
+    NetworkDirection,
+    TcFilterPrio,
+    TcFilterHandle,
+    TcCleanupQdisc,
+    TcAttachMethod,
+    XdpAttachMode,
+    CgroupPath,
+    SocketFd,
+    SamplePeriod,
+    SampleFrequency,
+    PerfEventType,
+    PerfEventConfig,
+}
+
+impl Field {
+    const ALL: [Field; 25] = [
+        Self::AttachToFuncName,
+        Self::HookFuncName,
+        Self::SyscallFuncName,
+        Self::KprobeMaxActive,
+        Self::KprobeAttachMethod,
+        Self::TracepointCategory,
+        Self::TracepointName,
+        Self::BinaryPath,
+        Self::UprobeOffset,
+        Self::UprobePid,
+        Self::IfName,
+        Self::IfIndex,
+        Self::Netns,
+        Self::NetworkDirection,
+        Self::TcFilterPrio,
+        Self::TcFilterHandle,
+        Self::TcCleanupQdisc,
+        Self::TcAttachMethod,
+        Self::XdpAttachMode,
+        Self::CgroupPath,
+        Self::SocketFd,
+        Self::SamplePeriod,
+        Self::SampleFrequency,
+        Self::PerfEventType,
+        Self::PerfEventConfig,
+    ];
+
+    fn is_set(self, p: &Probe) -> bool {
+        use super::{
+            KprobeAttachMethod as K, NetworkDirection as D, TcAttachMethod as T, XdpAttachMode as X,
+        };
+        match self {
+            Self::AttachToFuncName => p.attach_to_func_name.is_some(),
+            Self::HookFuncName => p.hook_func_name.is_some(),
+            Self::SyscallFuncName => p.syscall_func_name.is_some(),
+            Self::KprobeMaxActive => p.kprobe_max_active > 0,
+            Self::KprobeAttachMethod => p.kprobe_attach_method != K::Default,
+            Self::TracepointCategory => p.tracepoint_category.is_some(),
+            Self::TracepointName => p.tracepoint_name.is_some(),
+            Self::BinaryPath => p.binary_path.is_some(),
+            Self::UprobeOffset => p.uprobe_offset > 0,
+            Self::UprobePid => p.uprobe_pid.is_some(),
+            Self::IfName => p.if_name.is_some(),
+            Self::IfIndex => p.if_index.is_some(),
+            Self::Netns => p.netns.is_some(),
+            Self::NetworkDirection => p.network_direction != D::Ingress,
+            Self::TcFilterPrio => p.tc_filter_prio > 0,
+            Self::TcFilterHandle => p.tc_filter_handle > 0,
+            Self::TcCleanupQdisc => p.tc_cleanup_qdisc,
+            Self::TcAttachMethod => p.tc_attach_method != T::Default,
+            Self::XdpAttachMode => p.xdp_attach_mode != X::Default,
+            Self::CgroupPath => p.cgroup_path.is_some(),
+            Self::SocketFd => p.socket_fd.is_some(),
+            Self::SamplePeriod => p.sample_period > 0,
+            Self::SampleFrequency => p.sample_frequency > 0,
+            Self::PerfEventType => p.perf_event_type > 0,
+            Self::PerfEventConfig => p.perf_event_config > 0,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::AttachToFuncName => "attach_to_func_name",
+            Self::HookFuncName => "hook_func_name",
+            Self::SyscallFuncName => "syscall_func_name",
+            Self::KprobeMaxActive => "kprobe_max_active",
+            Self::KprobeAttachMethod => "kprobe_attach_method",
+            Self::TracepointCategory => "tracepoint_category",
+            Self::TracepointName => "tracepoint_name",
+            Self::BinaryPath => "binary_path",
+            Self::UprobeOffset => "uprobe_offset",
+            Self::UprobePid => "uprobe_pid",
+            Self::IfName => "if_name",
+            Self::IfIndex => "if_index",
+            Self::Netns => "netns",
+            Self::NetworkDirection => "network_direction",
+            Self::TcFilterPrio => "tc_filter_prio",
+            Self::TcFilterHandle => "tc_filter_handle",
+            Self::TcCleanupQdisc => "tc_cleanup_qdisc",
+            Self::TcAttachMethod => "tc_attach_method",
+            Self::XdpAttachMode => "xdp_attach_mode",
+            Self::CgroupPath => "cgroup_path",
+            Self::SocketFd => "socket_fd",
+            Self::SamplePeriod => "sample_period",
+            Self::SampleFrequency => "sample_frequency",
+            Self::PerfEventType => "perf_event_type",
+            Self::PerfEventConfig => "perf_event_config",
+        }
     }
 }
 

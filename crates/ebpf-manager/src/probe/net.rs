@@ -1,0 +1,323 @@
+//! Network programs: XDP and TC classifiers on an interface of any network namespace, and
+//! socket filters. XDP and TC enter the probe's namespace on the calling thread to attach, and
+//! again to detach where the detach goes through netlink.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+
+use aya::programs::{
+    tc::{NlOptions, SchedClassifierLink, TcAttachOptions},
+    xdp::XdpLink,
+    LinkOrder, SchedClassifier, SocketFilter, TcAttachType, Xdp, XdpMode,
+};
+
+use super::{
+    AttachInfo, AttachMethod, Link, Netns, NetworkDirection, Probe, TcAttachMethod, XdpAttachMode,
+};
+use crate::{kernel::netlink, kernel::netns, Error, ProbeIdentificationPair, Result};
+
+/// An interface, and how to attach to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    if_name: Option<String>,
+    if_index: Option<u32>,
+    netns: Option<Netns>,
+    direction: NetworkDirection,
+    prio: u16,
+    handle: u32,
+    cleanup_qdisc: bool,
+    tc_method: TcAttachMethod,
+    xdp_mode: XdpAttachMode,
+}
+
+pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe, kind: &str) -> Result<Target> {
+    if probe.if_name.is_none() && probe.if_index.is_none() {
+        return Err(Error::InvalidProbe {
+            id: id.clone(),
+            reason: format!("a {kind} probe needs an interface: set if_name or if_index"),
+        });
+    }
+    if probe.tc_attach_method == TcAttachMethod::Tcx
+        && (probe.tc_filter_prio > 0 || probe.tc_filter_handle > 0)
+    {
+        return Err(Error::InvalidProbe {
+            id: id.clone(),
+            reason: "tc_filter_prio and tc_filter_handle apply to netlink filters, not TCX links"
+                .into(),
+        });
+    }
+    Ok(Target {
+        if_name: probe.if_name.clone(),
+        if_index: probe.if_index,
+        netns: probe.netns.clone(),
+        direction: probe.network_direction,
+        prio: probe.tc_filter_prio,
+        handle: probe.tc_filter_handle,
+        cleanup_qdisc: probe.tc_cleanup_qdisc,
+        tc_method: probe.tc_attach_method,
+        xdp_mode: probe.xdp_attach_mode,
+    })
+}
+
+/// A link made inside a network namespace: dropped inside it too.
+#[derive(Debug)]
+pub(crate) struct InNetns<T> {
+    inner: Option<T>,
+    netns: Option<OwnedFd>,
+}
+
+impl<T> Drop for InNetns<T> {
+    fn drop(&mut self) {
+        let _entered = self
+            .netns
+            .as_ref()
+            .and_then(|ns| netns::enter(ns.as_fd()).ok());
+        drop(self.inner.take());
+    }
+}
+
+/// A TC filter, and the clsact qdisc to remove after it when this probe created it.
+#[derive(Debug)]
+pub(crate) struct TcLink {
+    link: Option<SchedClassifierLink>,
+    remove_qdisc: Option<u32>,
+    netns: Option<OwnedFd>,
+}
+
+impl Drop for TcLink {
+    fn drop(&mut self) {
+        let _entered = self
+            .netns
+            .as_ref()
+            .and_then(|ns| netns::enter(ns.as_fd()).ok());
+        drop(self.link.take());
+        if let Some(if_index) = self.remove_qdisc {
+            // Only when no filter (ours or another tool's) is left on it.
+            match netlink::tc_filter_count(if_index) {
+                Ok(0) => {
+                    if let Err(e) = netlink::delete_clsact(if_index) {
+                        log::warn!("removing the clsact qdisc of interface {if_index}: {e}");
+                    }
+                }
+                Ok(n) => log::debug!("clsact of interface {if_index} kept: {n} filters left"),
+                Err(e) => log::warn!("listing the filters of interface {if_index}: {e}"),
+            }
+        }
+    }
+}
+
+/// A socket filter; dropping it detaches the filter from the socket.
+#[derive(Debug)]
+pub(crate) struct SocketLink(RawFd);
+
+impl Drop for SocketLink {
+    fn drop(&mut self) {
+        let zero: libc::c_int = 0;
+        // SAFETY: SO_DETACH_BPF ignores its value; a closed fd only fails with EBADF.
+        unsafe {
+            libc::setsockopt(
+                self.0,
+                libc::SOL_SOCKET,
+                libc::SO_DETACH_BPF,
+                (&zero as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+    }
+}
+
+fn open_netns(target: &Target) -> std::io::Result<Option<OwnedFd>> {
+    match &target.netns {
+        None => Ok(None),
+        Some(Netns::Path(p)) => netns::open(p).map(Some),
+        // SAFETY: the caller keeps the fd open while the probe is declared (documented).
+        Some(Netns::Fd(fd)) => netns::dup(unsafe { BorrowedFd::borrow_raw(*fd) }).map(Some),
+    }
+}
+
+/// The interface's name and index, looked up in the current namespace.
+fn interface(target: &Target) -> std::io::Result<(String, u32)> {
+    match (&target.if_name, target.if_index) {
+        (Some(name), _) => {
+            let c = std::ffi::CString::new(name.as_str())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            // SAFETY: a valid C string.
+            let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+            if index == 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok((name.clone(), index))
+        }
+        (None, Some(index)) => {
+            let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+            // SAFETY: buf has IF_NAMESIZE bytes.
+            let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+            if p.is_null() {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: if_indextoname wrote a NUL-terminated name.
+            let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+            Ok((name.to_string_lossy().into_owned(), index))
+        }
+        (None, None) => unreachable!("resolve requires one"),
+    }
+}
+
+fn describe(target: &Target, name: &str) -> String {
+    match &target.netns {
+        None => name.to_owned(),
+        Some(Netns::Path(p)) => format!("{name} in netns {}", p.display()),
+        Some(Netns::Fd(fd)) => format!("{name} in netns fd {fd}"),
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Enters the target's namespace and finds the interface; returns its name and index.
+fn enter(
+    target: &Target,
+) -> Result<(Option<OwnedFd>, Option<netns::Entered>, String, u32), BoxError> {
+    let ns = open_netns(target)?;
+    let entered = ns.as_ref().map(|ns| netns::enter(ns.as_fd())).transpose()?;
+    let (name, index) = interface(target)?;
+    Ok((ns, entered, name, index))
+}
+
+pub(crate) fn attach_xdp(
+    prog: &mut Xdp,
+    id: &ProbeIdentificationPair,
+    target: &Target,
+) -> Result<(Link, AttachInfo)> {
+    let flags = match target.xdp_mode {
+        XdpAttachMode::Default => XdpMode::Default,
+        XdpAttachMode::Skb => XdpMode::Skb,
+        XdpAttachMode::Driver => XdpMode::Driver,
+        XdpAttachMode::Hardware => XdpMode::Hardware,
+    };
+    let mut hook = describe(target, target.if_name.as_deref().unwrap_or("?"));
+    let result = (|| -> Result<(Option<OwnedFd>, XdpLink), BoxError> {
+        let (ns, entered, name, index) = enter(target)?;
+        hook = describe(target, &name);
+        let link_id = prog.attach_to_if_index(index, flags)?;
+        let link = prog.take_link(link_id)?;
+        drop(entered);
+        Ok((ns, link))
+    })();
+    let (netns, link) = result.map_err(|source| Error::Attach {
+        id: id.clone(),
+        hook: hook.clone(),
+        method: "XDP",
+        source,
+    })?;
+    Ok((
+        Link::Xdp(InNetns {
+            inner: Some(link),
+            netns,
+        }),
+        AttachInfo {
+            hook,
+            method: AttachMethod::Xdp,
+        },
+    ))
+}
+
+pub(crate) fn attach_tc(
+    prog: &mut SchedClassifier,
+    id: &ProbeIdentificationPair,
+    target: &Target,
+) -> Result<(Link, AttachInfo)> {
+    let attach_type = match target.direction {
+        NetworkDirection::Ingress => TcAttachType::Ingress,
+        NetworkDirection::Egress => TcAttachType::Egress,
+    };
+    use aya::util::KernelVersion;
+    // TCX links arrived in Linux 6.6.
+    let tcx_available = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    let netlink = match target.tc_method {
+        TcAttachMethod::Netlink => true,
+        TcAttachMethod::Tcx => false,
+        // prio and handle only mean something to netlink filters.
+        TcAttachMethod::Default => !tcx_available || target.prio > 0 || target.handle > 0,
+    };
+    let method = if netlink {
+        AttachMethod::TcNetlink
+    } else {
+        AttachMethod::Tcx
+    };
+    let mut hook = describe(target, target.if_name.as_deref().unwrap_or("?"));
+    let result = (|| -> Result<(Option<OwnedFd>, SchedClassifierLink, Option<u32>), BoxError> {
+        let (ns, entered, name, index) = enter(target)?;
+        hook = describe(target, &name);
+        let mut created_qdisc = false;
+        let options = if netlink {
+            match aya::programs::tc::qdisc_add_clsact(&name) {
+                Ok(()) => created_qdisc = true,
+                Err(aya::programs::tc::TcError::NetlinkError(e))
+                    if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(Box::new(e)),
+            }
+            TcAttachOptions::Netlink(NlOptions {
+                priority: target.prio,
+                handle: target.handle.into(),
+                ..Default::default()
+            })
+        } else {
+            TcAttachOptions::TcxOrder(LinkOrder::default())
+        };
+        let attached = prog
+            .attach_with_options(&name, attach_type, options)
+            .and_then(|link_id| prog.take_link(link_id));
+        let link = match attached {
+            Ok(link) => link,
+            Err(e) => {
+                if created_qdisc {
+                    let _ = netlink::delete_clsact(index);
+                }
+                return Err(Box::new(e));
+            }
+        };
+        drop(entered);
+        let remove_qdisc = (created_qdisc && target.cleanup_qdisc).then_some(index);
+        Ok((ns, link, remove_qdisc))
+    })();
+    let (ns, link, remove_qdisc) = result.map_err(|source| Error::Attach {
+        id: id.clone(),
+        hook: hook.clone(),
+        method: if netlink {
+            "netlink clsact + cls_bpf"
+        } else {
+            "a TCX link"
+        },
+        source,
+    })?;
+    Ok((
+        Link::Tc(TcLink {
+            link: Some(link),
+            remove_qdisc,
+            netns: ns,
+        }),
+        AttachInfo { hook, method },
+    ))
+}
+
+pub(crate) fn attach_socket(
+    prog: &mut SocketFilter,
+    id: &ProbeIdentificationPair,
+    fd: RawFd,
+) -> Result<(Link, AttachInfo)> {
+    let hook = format!("socket fd {fd}");
+    // SAFETY: the caller keeps the socket open while the probe is attached (documented).
+    let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+    prog.attach(socket).map_err(|e| Error::Attach {
+        id: id.clone(),
+        hook: hook.clone(),
+        method: "SO_ATTACH_BPF",
+        source: Box::new(e),
+    })?;
+    Ok((
+        Link::Socket(SocketLink(fd)),
+        AttachInfo {
+            hook,
+            method: AttachMethod::SocketOption,
+        },
+    ))
+}

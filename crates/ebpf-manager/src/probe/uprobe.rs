@@ -1,0 +1,164 @@
+//! Uprobes and uretprobes (Linux 4.17 for the uprobe PMU): a function of an executable or
+//! shared library, by symbol (an exact name or a glob over its symbol table) and/or offset.
+
+use std::path::{Path, PathBuf};
+
+use aya::programs::{uprobe::UProbeScope, UProbe};
+use object::{Object as _, ObjectSymbol as _};
+
+use super::{AttachInfo, AttachMethod, Link, Probe};
+use crate::{Error, ProbeIdentificationPair, Result};
+
+/// What a uprobe attaches to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    binary: PathBuf,
+    symbol: Option<String>,
+    offset: u64,
+    pid: Option<u32>,
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match (&self.symbol, self.offset) {
+            (Some(s), 0) => format!("{}:{s}", self.binary.display()),
+            (Some(s), o) => format!("{}:{s}+{o:#x}", self.binary.display()),
+            (None, o) => format!("{}:{o:#x}", self.binary.display()),
+        }
+    }
+}
+
+/// The function symbols an ELF file defines, in symbol table order (`.symtab`, then
+/// `.dynsym`), without undefined imports.
+pub fn elf_functions(binary: &Path) -> std::io::Result<Vec<String>> {
+    let data = std::fs::read(binary)?;
+    let file = object::File::parse(&*data)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut names: Vec<String> = Vec::new();
+    for sym in file.symbols().chain(file.dynamic_symbols()) {
+        if sym.kind() == object::SymbolKind::Text && sym.is_definition() {
+            if let Ok(name) = sym.name() {
+                if !name.is_empty() && !names.iter().any(|n| n == name) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The uprobe target of a probe: `binary_path` (required), then `hook_func_name`, else an
+/// `attach_to_func_name` pattern over the binary's symbols, else the section's target,
+/// else `uprobe_offset` alone.
+pub(crate) fn resolve(
+    id: &ProbeIdentificationPair,
+    probe: &Probe,
+    section_target: Option<&str>,
+) -> Result<Target> {
+    let invalid = |reason: String| Error::InvalidProbe {
+        id: id.clone(),
+        reason,
+    };
+    let binary = probe.binary_path.clone().ok_or_else(|| {
+        invalid("a uprobe needs binary_path: the executable or library to probe".into())
+    })?;
+    if !binary.exists() {
+        return Err(invalid(format!(
+            "binary_path {} does not exist",
+            binary.display()
+        )));
+    }
+    let symbol = if let Some(symbol) = &probe.hook_func_name {
+        Some(symbol.clone())
+    } else if let Some(pattern) = &probe.attach_to_func_name {
+        let compiled = glob::Pattern::new(pattern).map_err(|e| Error::InvalidPattern {
+            id: id.clone(),
+            pattern: pattern.clone(),
+            reason: e.to_string(),
+        })?;
+        let names = elf_functions(&binary).map_err(|source| Error::Io {
+            path: binary.clone(),
+            source,
+        })?;
+        let found = names
+            .iter()
+            .find(|n| *n == pattern)
+            .or_else(|| names.iter().find(|n| compiled.matches(n)))
+            .ok_or_else(|| Error::NoMatchingFunction {
+                id: id.clone(),
+                pattern: pattern.clone(),
+                searched: names.len(),
+                source_file: binary.clone(),
+            })?;
+        Some(found.clone())
+    } else {
+        // libbpf-style `uprobe/<path>:<symbol>` sections are not ours to parse: a bare name only.
+        section_target
+            .filter(|t| !t.contains(['/', ':']))
+            .map(str::to_owned)
+    };
+    if symbol.is_none() && probe.uprobe_offset == 0 {
+        return Err(invalid(
+            "a uprobe needs a function: hook_func_name, attach_to_func_name, a section \
+             `uprobe/<function>`, or uprobe_offset"
+                .into(),
+        ));
+    }
+    Ok(Target {
+        binary,
+        symbol,
+        offset: probe.uprobe_offset,
+        pid: probe.uprobe_pid,
+    })
+}
+
+pub(crate) fn attach(
+    prog: &mut UProbe,
+    id: &ProbeIdentificationPair,
+    target: &Target,
+) -> Result<(Link, AttachInfo)> {
+    use aya::programs::uprobe::UProbeAttachLocation as Loc;
+    let location = match (&target.symbol, target.offset) {
+        (Some(s), 0) => Loc::Symbol(s),
+        (Some(s), o) => Loc::SymbolOffset(s, o),
+        (None, o) => Loc::AbsoluteOffset(o),
+    };
+    let scope = match target.pid.and_then(std::num::NonZeroU32::new) {
+        Some(pid) => UProbeScope::OneProcess(pid),
+        None => UProbeScope::AllProcesses,
+    };
+    let hook = target.describe();
+    let link = prog
+        .attach(location, &target.binary, scope)
+        .and_then(|link_id| prog.take_link(link_id))
+        .map_err(|e| Error::Attach {
+            id: id.clone(),
+            hook: hook.clone(),
+            method: "the uprobe PMU",
+            source: Box::new(e),
+        })?;
+    Ok((
+        Link::Uprobe(link),
+        AttachInfo {
+            hook,
+            method: AttachMethod::Uprobe,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn symbols_of_an_elf_in_table_order_without_imports() {
+        // The test binary itself: it defines main, and imports (never defines) malloc.
+        let me = std::env::current_exe().unwrap();
+        let names = super::elf_functions(&me).unwrap();
+        assert!(names.iter().any(|n| n == "main"), "no main");
+        assert!(!names.iter().any(|n| n == "malloc"), "an import was listed");
+        assert_eq!(
+            names,
+            super::elf_functions(&me).unwrap(),
+            "not deterministic"
+        );
+    }
+}
