@@ -204,3 +204,6 @@ pub fn mkdir_and_read_trace_pipe(message: &str) -> Option<String> {
     .expect("reading trace_pipe")
     .pop()
 }
+
+pub mod net;
+pub mod user;

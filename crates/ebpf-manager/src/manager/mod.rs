@@ -363,6 +363,39 @@ impl Manager {
         self.state.program_mut(index)
     }
 
+    /// A new reader of the output of the iterator probe with this id (`iter/...` programs,
+    /// Linux 5.8): each call runs the iterator again from the start.
+    pub fn open_iterator(&mut self, id: &ProbeIdentificationPair) -> Result<std::fs::File> {
+        let index = self
+            .state
+            .record(id)
+            .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })?;
+        if self.state.records[index].state != ProbeState::Running {
+            return Err(Error::InvalidProbe {
+                id: id.clone(),
+                reason: "open_iterator needs a running iterator probe: start the manager".into(),
+            });
+        }
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Attach {
+            id: id.clone(),
+            hook: "iterator".into(),
+            method: "a BTF link",
+            source,
+        };
+        match self.state.program_mut(index) {
+            Some(Program::Iter(p)) => {
+                let link_id = p.attach().map_err(|e| fail(Box::new(e)))?;
+                let link = p.take_link(link_id).map_err(|e| fail(Box::new(e)))?;
+                // The iterator's fd keeps its own link alive.
+                link.into_file().map_err(|e| fail(Box::new(e)))
+            }
+            _ => Err(Error::InvalidProbe {
+                id: id.clone(),
+                reason: "open_iterator applies to iter/ programs only".into(),
+            }),
+        }
+    }
+
     /// The map named `name` of the object given to `init`.
     pub fn get_map(&self, name: &str) -> Option<&aya::maps::Map> {
         self.state.objects.first()?.as_ref()?.map(name)

@@ -1,0 +1,1 @@
+//! Helpers of the network and cgroup tests.

@@ -1,0 +1,1 @@
+//! Helpers of the uprobe, perf_event and BTF-typed program tests.
