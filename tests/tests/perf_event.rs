@@ -1,0 +1,143 @@
+//! perf_event programs on the software cpu-clock event (`PERF_TYPE_SOFTWARE`,
+//! `PERF_COUNT_SW_CPU_CLOCK`), one event per online CPU, sampled by period or by frequency.
+//! Every kernel of the project has them.
+
+use std::{
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use ebpf_manager::{AttachMethod, CleanupType, Error, Manager, Probe, ProbeState};
+use integration_tests::{user::*, *};
+
+const PERF_TYPE_SOFTWARE: u32 = 1;
+const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
+
+/// The tests of this file count the attachment descriptors of the process: one at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn cpu_clock(uid: &str, period: u64, frequency: u64) -> Probe {
+    Probe {
+        perf_event_type: PERF_TYPE_SOFTWARE,
+        perf_event_config: PERF_COUNT_SW_CPU_CLOCK,
+        sample_period: period,
+        sample_frequency: frequency,
+        ..probe(uid, "perf_event_cpu_clock")
+    }
+}
+
+fn samples(m: &Manager, cpu: u32) -> u64 {
+    slot_of(m, "cpu_samples", cpu)
+}
+
+/// Starts `m`, keeps every online CPU busy in turn, and checks each was sampled; then stops
+/// and checks that no perf event and no program is left.
+fn run_on_every_cpu(mut m: Manager, probe: Probe) {
+    let id = probe.id();
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    let fds_before = attachment_fds();
+    m.start().unwrap();
+    let info = m.attach_info(&id).unwrap();
+    assert_eq!(info.method, AttachMethod::PerfEvent);
+    assert_eq!(info.hook, "perf event type 1 config 0");
+    let cpus = online_cpus();
+    assert_eq!(
+        attachment_fds() - fds_before,
+        cpus.len(),
+        "one perf event per online CPU"
+    );
+    for &cpu in &cpus {
+        spin_on_cpu(cpu, Duration::from_millis(100));
+        assert!(samples(&m, cpu) > 0, "no sample on CPU {cpu}");
+    }
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_eq!(m.probe_state(&id), Some(ProbeState::Stopped));
+    assert_eq!(attachment_fds(), fds_before, "a perf event stayed open");
+    assert_unloaded(&prog_ids);
+}
+
+#[test]
+fn perf_event_cpu_clock_by_period_samples_every_cpu() {
+    let _serial = serial();
+    // Every 100 µs of CPU time: about 1000 samples in the 100 ms each CPU spins.
+    let p = cpu_clock("period", 100_000, 0);
+    let m = user_manager(vec![p.clone()], user_filters(0, 0)).unwrap();
+    run_on_every_cpu(m, p);
+}
+
+#[test]
+fn perf_event_cpu_clock_by_frequency_samples_every_cpu() {
+    let _serial = serial();
+    let p = cpu_clock("frequency", 0, 1000);
+    let m = user_manager(vec![p.clone()], user_filters(0, 0)).unwrap();
+    run_on_every_cpu(m, p);
+}
+
+#[test]
+fn perf_event_pause_stops_the_samples() {
+    let _serial = serial();
+    let p = cpu_clock("pause", 100_000, 0);
+    let mut m = user_manager(vec![p], user_filters(0, 0)).unwrap();
+    let fds_before = attachment_fds();
+    m.start().unwrap();
+    m.pause().unwrap();
+    assert_eq!(
+        attachment_fds(),
+        fds_before,
+        "paused, the events are closed"
+    );
+    let total = |m: &Manager| online_cpus().iter().map(|&c| samples(m, c)).sum::<u64>();
+    let paused = total(&m);
+    spin(Duration::from_millis(100));
+    assert_eq!(total(&m), paused, "sampled while paused");
+    m.resume().unwrap();
+    spin(Duration::from_millis(100));
+    assert!(total(&m) > paused, "no sample after resume");
+    m.stop(CleanupType::CleanAll).unwrap();
+}
+
+#[test]
+fn perf_event_needs_a_period_or_a_frequency() {
+    let p = cpu_clock("neither", 0, 0);
+    let id = p.id();
+    match user_manager(vec![p], Default::default()).unwrap_err() {
+        Error::InvalidProbe { id: got, reason } => {
+            assert_eq!(got, id);
+            assert_eq!(
+                reason,
+                "a perf_event probe needs sample_period or sample_frequency"
+            );
+        }
+        other => panic!("expected InvalidProbe, got {other:?}"),
+    }
+}
+
+#[test]
+fn perf_event_period_and_frequency_are_exclusive() {
+    let p = cpu_clock("both", 100_000, 1000);
+    let id = p.id();
+    match user_manager(vec![p], Default::default()).unwrap_err() {
+        Error::InvalidProbe { id: got, reason } => {
+            assert_eq!(got, id);
+            assert_eq!(reason, "set sample_period or sample_frequency, not both");
+        }
+        other => panic!("expected InvalidProbe, got {other:?}"),
+    }
+}
+
+#[test]
+fn perf_event_fields_of_other_families_are_refused() {
+    let p = Probe {
+        binary_path: Some("/bin/sh".into()),
+        ..cpu_clock("uprobe-field", 100_000, 0)
+    };
+    match user_manager(vec![p], Default::default()).unwrap_err() {
+        Error::InvalidProbe { reason, .. } => {
+            assert!(reason.starts_with("binary_path does not apply"), "{reason}");
+        }
+        other => panic!("expected InvalidProbe, got {other:?}"),
+    }
+}
