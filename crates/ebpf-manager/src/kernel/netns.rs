@@ -17,16 +17,38 @@ pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     fd.try_clone_to_owned()
 }
 
-/// While alive, the calling thread is in another network namespace; dropping it returns.
-pub(crate) struct Entered {
-    home: OwnedFd,
+/// The calling thread's network namespace.
+pub(crate) fn current() -> io::Result<OwnedFd> {
+    open(Path::new("/proc/thread-self/ns/net"))
 }
 
-/// Moves the calling thread into `netns` (needs CAP_SYS_ADMIN).
+/// Whether two namespace files name the same namespace.
+fn same(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<bool> {
+    let stat = |fd: BorrowedFd<'_>| {
+        // SAFETY: a valid fd and a zeroed stat buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((st.st_dev, st.st_ino))
+    };
+    Ok(stat(a)? == stat(b)?)
+}
+
+/// While alive, the calling thread is in another network namespace; dropping it returns.
+pub(crate) struct Entered {
+    /// `None` when the thread was in that namespace already.
+    home: Option<OwnedFd>,
+}
+
+/// Moves the calling thread into `netns` (needs CAP_SYS_ADMIN), unless it is there already.
 pub(crate) fn enter(netns: BorrowedFd<'_>) -> io::Result<Entered> {
-    let home = open(Path::new("/proc/thread-self/ns/net"))?;
+    let home = current()?;
+    if same(home.as_fd(), netns)? {
+        return Ok(Entered { home: None });
+    }
     setns(netns)?;
-    Ok(Entered { home })
+    Ok(Entered { home: Some(home) })
 }
 
 fn setns(fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -39,7 +61,8 @@ fn setns(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        if let Err(e) = setns(self.home.as_fd()) {
+        let Some(home) = &self.home else { return };
+        if let Err(e) = setns(home.as_fd()) {
             // The thread would stay in the other namespace: nothing sane can continue.
             panic!("cannot return to the original network namespace: {e}");
         }

@@ -10,6 +10,7 @@ use aya::programs::{
     cgroup_sysctl::CgroupSysctlLink, links::CgroupAttachMode, sock_ops::SockOpsLink,
     CgroupSkbAttachType, Program,
 };
+use aya::util::KernelVersion;
 
 use super::{AttachInfo, AttachMethod, Link};
 use crate::{Error, ProbeIdentificationPair, Result};
@@ -54,7 +55,16 @@ pub(crate) fn attach(
         source,
     };
     let fd = File::open(cgroup).map_err(|e| fail(Box::new(e)))?;
-    let mode = CgroupAttachMode::AllowMultiple;
+    // From 5.7 aya makes a BPF link, which always allows other programs on the cgroup and
+    // whose flags must be 0 (the kernel answers EINVAL to BPF_F_ALLOW_MULTI); before, it uses
+    // BPF_PROG_ATTACH, which needs BPF_F_ALLOW_MULTI not to exclude other programs. aya picks
+    // the path with this same test.
+    let links = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 7, 0));
+    let mode = if links {
+        CgroupAttachMode::Single
+    } else {
+        CgroupAttachMode::AllowMultiple
+    };
     let link = match prog {
         Program::CgroupSkb(p) => {
             // The section (cgroup_skb/ingress or /egress) gives the direction.

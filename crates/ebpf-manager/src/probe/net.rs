@@ -33,7 +33,7 @@ pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe, kind: &str) -
     if probe.if_name.is_none() && probe.if_index.is_none() {
         return Err(Error::InvalidProbe {
             id: id.clone(),
-            reason: format!("a {kind} probe needs an interface: set if_name or if_index"),
+            reason: format!("{kind} probes need an interface: set if_name or if_index"),
         });
     }
     if probe.tc_attach_method == TcAttachMethod::Tcx
@@ -42,6 +42,13 @@ pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe, kind: &str) -
         return Err(Error::InvalidProbe {
             id: id.clone(),
             reason: "tc_filter_prio and tc_filter_handle apply to netlink filters, not TCX links"
+                .into(),
+        });
+    }
+    if probe.tc_attach_method == TcAttachMethod::Tcx && probe.tc_cleanup_qdisc {
+        return Err(Error::InvalidProbe {
+            id: id.clone(),
+            reason: "tc_cleanup_qdisc applies to netlink filters (a clsact qdisc), not TCX links"
                 .into(),
         });
     }
@@ -125,9 +132,12 @@ impl Drop for SocketLink {
     }
 }
 
+/// The namespace to attach in: the probe's, else the calling thread's. It is kept with the
+/// link, so that a detach through netlink reaches the same interface whichever thread stops
+/// the manager.
 fn open_netns(target: &Target) -> std::io::Result<Option<OwnedFd>> {
     match &target.netns {
-        None => Ok(None),
+        None => netns::current().map(Some),
         Some(Netns::Path(p)) => netns::open(p).map(Some),
         // SAFETY: the caller keeps the fd open while the probe is declared (documented).
         Some(Netns::Fd(fd)) => netns::dup(unsafe { BorrowedFd::borrow_raw(*fd) }).map(Some),
@@ -287,7 +297,16 @@ pub(crate) fn attach_tc(
         } else {
             "a TCX link"
         },
-        source,
+        // The kernel only says EINVAL: name the cause.
+        source: if netlink || tcx_available {
+            source
+        } else {
+            format!(
+                "{source}: TCX links need Linux 6.6, and this kernel is older; \
+                 use TcAttachMethod::Netlink (TcAttachMethod::Default picks it here)"
+            )
+            .into()
+        },
     })?;
     Ok((
         Link::Tc(TcLink {

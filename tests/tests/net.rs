@@ -1,0 +1,685 @@
+//! XDP, TC classifiers and socket filters, in network namespaces the tests make themselves.
+//!
+//! Every test makes its own namespaces (`/var/run/netns/ebpfm<pid>-<tag>`) and sends traffic
+//! only inside them (127.0.0.1 in a test namespace, or 10.199.N.0/24 between the two ends of
+//! a veth pair), except the socket filter tests, which use 127.0.0.1 sockets of their own.
+//!
+//! What runs where:
+//! - XDP on `lo` of a test namespace: everywhere (generic XDP needs no driver).
+//! - TCX (Linux 6.6): the host and the 6.12 guest for real; in older kernels the test checks
+//!   the precise error.
+//! - netlink clsact + cls_bpf: the host for real. In the guests of tier 3, clsact and cls_bpf
+//!   are modules that are not loaded: the test checks that the kernel answers ENOENT (unknown
+//!   qdisc kind) through the manager's error.
+//! - veth pairs between namespaces: the host for real. The guests have no veth driver (a
+//!   module): the test checks that the kernel answers EOPNOTSUPP (unknown link kind) and says
+//!   so on its output.
+//!
+//! After `stop`, each test checks that the kernel no longer holds the programs (a program
+//! still attached anywhere would stay loaded), and where netlink was used, that `tc` shows no
+//! filter (and no qdisc when the probe asked for its cleanup).
+
+use std::{
+    net::{Ipv4Addr, UdpSocket},
+    os::fd::AsRawFd,
+};
+
+use aya::{programs::TcAttachType, util::KernelVersion};
+use ebpf_manager::{
+    AttachMethod, CleanupType, ConstantEditor, Error, Manager, Netns, NetworkDirection, Options,
+    Probe, ProbeState, TcAttachMethod, XdpAttachMode,
+};
+use integration_tests::{net::*, *};
+
+const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+const NETLINK: &str = "netlink clsact + cls_bpf";
+
+/// A manager over `probes`, initialized from net.bpf.o counting UDP datagrams to `port`.
+fn net_manager(probes: Vec<Probe>, port: u16) -> Manager {
+    setup();
+    let mut m = Manager {
+        probes,
+        ..Default::default()
+    };
+    m.init_with_options(
+        NET,
+        Options {
+            constant_editors: vec![ConstantEditor::new("filter_port", port)],
+            ..Default::default()
+        },
+    )
+    .expect("init of net.bpf.o");
+    m
+}
+
+/// The init error of a manager over `probes`.
+fn init_error(probes: Vec<Probe>) -> Error {
+    setup();
+    let mut m = Manager {
+        probes,
+        ..Default::default()
+    };
+    m.init(NET).expect_err("init should refuse these probes")
+}
+
+fn xdp_probe(uid: &str) -> Probe {
+    Probe {
+        if_name: Some("lo".into()),
+        ..probe(uid, "xdp_count")
+    }
+}
+
+fn tc_probe(uid: &str, function: &str) -> Probe {
+    Probe {
+        if_name: Some("lo".into()),
+        ..probe(uid, function)
+    }
+}
+
+/// Two UDP sockets on 127.0.0.1 of `ns`: the sender and the receiver.
+fn lo_sockets(ns: &TestNetns) -> (UdpSocket, UdpSocket) {
+    (ns.udp_socket(LOCALHOST), ns.udp_socket(LOCALHOST))
+}
+
+fn port(rx: &UdpSocket) -> u16 {
+    rx.local_addr().expect("bound").port()
+}
+
+/// Starts a manager whose TC probes attach through netlink. On a kernel without the clsact
+/// qdisc (the guests: sch_ingress is a module they do not load), checks that the manager
+/// reports the kernel's precise answer (ENOENT: unknown qdisc kind) and returns false.
+fn start_netlink(m: &mut Manager) -> bool {
+    match m.start() {
+        Ok(()) => true,
+        Err(Error::Attach {
+            method,
+            source,
+            hook,
+            ..
+        }) if method == NETLINK && os_error(source.as_ref()) == Some(libc::ENOENT) => {
+            assert_ne!(
+                kernel_config_builtin("CONFIG_NET_SCH_INGRESS"),
+                Some(true),
+                "clsact is built into this kernel, yet adding it failed: {source}"
+            );
+            println!(
+                "this kernel has no clsact qdisc (attaching to {hook}: {source}): checked \
+                 that error, the netlink part of this test cannot run here"
+            );
+            false
+        }
+        Err(e) => panic!("start: {e}"),
+    }
+}
+
+fn tcx_available() -> bool {
+    KernelVersion::current().expect("kernel version") >= KernelVersion::new(6, 6, 0)
+}
+
+#[test]
+fn net_xdp_on_lo_of_a_netns_given_by_path() {
+    let ns = TestNetns::new("xdp-path");
+    let (tx, rx) = lo_sockets(&ns);
+    let p = Probe {
+        netns: Some(Netns::Path(ns.path().into())),
+        ..xdp_probe("xdp-path")
+    };
+    let id = p.id();
+    let mut m = net_manager(vec![p], port(&rx));
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    m.start().unwrap();
+    let info = m.attach_info(&id).unwrap();
+    assert_eq!(info.method, AttachMethod::Xdp);
+    assert_eq!(info.hook, format!("lo in netns {}", ns.path().display()));
+    send_and_receive(&tx, &rx, 3);
+    assert_eq!(read_slot(&m, "hits", net_slot::XDP), 3);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_eq!(m.probe_state(&id), Some(ProbeState::Stopped));
+    assert_unloaded_soon(&prog_ids);
+    // Still delivered, and nothing counts them any more.
+    send_and_receive(&tx, &rx, 1);
+}
+
+#[test]
+fn net_xdp_by_if_index_in_a_netns_given_by_fd() {
+    let ns = TestNetns::new("xdp-fd");
+    let file = ns.open();
+    let (tx, rx) = lo_sockets(&ns);
+    let p = Probe {
+        if_name: None,
+        if_index: Some(1), // lo is always the first interface of a namespace
+        netns: Some(Netns::Fd(file.as_raw_fd())),
+        xdp_attach_mode: XdpAttachMode::Skb,
+        ..xdp_probe("xdp-fd")
+    };
+    let id = p.id();
+    let mut m = net_manager(vec![p], port(&rx));
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    m.start().unwrap();
+    assert_eq!(
+        m.attach_info(&id).unwrap().hook,
+        format!("lo in netns fd {}", file.as_raw_fd())
+    );
+    send_and_receive(&tx, &rx, 2);
+    assert_eq!(read_slot(&m, "hits", net_slot::XDP), 2);
+    // Pause detaches: nothing counted meanwhile; resume attaches again.
+    m.pause().unwrap();
+    send_and_receive(&tx, &rx, 1);
+    assert_eq!(read_slot(&m, "hits", net_slot::XDP), 2);
+    m.resume().unwrap();
+    send_and_receive(&tx, &rx, 1);
+    assert_eq!(read_slot(&m, "hits", net_slot::XDP), 3);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded_soon(&prog_ids);
+}
+
+#[test]
+fn net_xdp_in_the_callers_netns_is_detached_from_any_thread() {
+    let ns = TestNetns::new("xdp-caller");
+    let (tx, rx) = lo_sockets(&ns);
+    let p = xdp_probe("xdp-caller");
+    let id = p.id();
+    let port = port(&rx);
+    // No netns: the probe attaches in the namespace of the thread that starts the manager.
+    let (mut m, prog_ids) = ns.run(|| {
+        let mut m = net_manager(vec![p], port);
+        let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+        m.start().unwrap();
+        (m, prog_ids)
+    });
+    assert_eq!(m.attach_info(&id).unwrap().hook, "lo");
+    send_and_receive(&tx, &rx, 2);
+    assert_eq!(read_slot(&m, "hits", net_slot::XDP), 2);
+    // Stopped from this thread, which is in another namespace.
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded_soon(&prog_ids);
+}
+
+#[test]
+fn net_xdp_driver_mode_needs_a_driver_with_xdp() {
+    // lo has no native XDP: the kernel refuses driver mode with EOPNOTSUPP.
+    let ns = TestNetns::new("xdp-drv");
+    let p = Probe {
+        netns: Some(Netns::Path(ns.path().into())),
+        xdp_attach_mode: XdpAttachMode::Driver,
+        ..xdp_probe("xdp-drv")
+    };
+    let id = p.id();
+    let mut m = net_manager(vec![p], 0);
+    match m.start().unwrap_err() {
+        Error::Attach {
+            id: failed,
+            hook,
+            method,
+            source,
+        } => {
+            assert_eq!(failed, id);
+            assert_eq!(hook, format!("lo in netns {}", ns.path().display()));
+            assert_eq!(method, "XDP");
+            assert_eq!(
+                os_error(source.as_ref()),
+                Some(libc::EOPNOTSUPP),
+                "{source}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.probe_state(&id), Some(ProbeState::Loaded));
+    m.stop(CleanupType::CleanAll).unwrap();
+}
+
+#[test]
+fn net_xdp_missing_interface_or_netns_fails_start() {
+    let ns = TestNetns::new("xdp-missing");
+    // An interface that exists nowhere.
+    let missing = if_name("zz");
+    let p = Probe {
+        if_name: Some(missing.clone()),
+        netns: Some(Netns::Path(ns.path().into())),
+        ..xdp_probe("no-such-if")
+    };
+    let mut m = net_manager(vec![p], 0);
+    match m.start().unwrap_err() {
+        Error::Attach { hook, source, .. } => {
+            assert!(hook.starts_with(&missing), "{hook}");
+            assert_eq!(os_error(source.as_ref()), Some(libc::ENODEV), "{source}");
+        }
+        other => panic!("{other:?}"),
+    }
+    m.stop(CleanupType::CleanAll).unwrap();
+    // A namespace file that does not exist.
+    let gone = ns.path().with_extension("gone");
+    let p = Probe {
+        netns: Some(Netns::Path(gone.clone())),
+        ..xdp_probe("no-such-netns")
+    };
+    let mut m = net_manager(vec![p], 0);
+    match m.start().unwrap_err() {
+        Error::Attach { hook, source, .. } => {
+            assert!(hook.contains(&gone.display().to_string()), "{hook}");
+            assert_eq!(os_error(source.as_ref()), Some(libc::ENOENT), "{source}");
+        }
+        other => panic!("{other:?}"),
+    }
+    m.stop(CleanupType::CleanAll).unwrap();
+}
+
+#[test]
+fn net_xdp_on_a_veth_end_in_driver_mode() {
+    let Some(pair) = VethPair::new_or_no_veth("xv", 1) else {
+        return;
+    };
+    let tx = pair.ns_a.udp_socket(pair.addr_a);
+    let rx = pair.ns_b.udp_socket(pair.addr_b);
+    // veth has native XDP: driver mode on the receiving end.
+    let p = Probe {
+        if_name: Some(pair.b.clone()),
+        netns: Some(Netns::Path(pair.ns_b.path().into())),
+        xdp_attach_mode: XdpAttachMode::Driver,
+        ..probe("xdp-veth", "xdp_count")
+    };
+    let id = p.id();
+    let mut m = net_manager(vec![p], port(&rx));
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    m.start().unwrap();
+    send_and_receive(&tx, &rx, 3);
+    assert_eq!(read_slot(&m, "hits", net_slot::XDP), 3);
+    let link = pair.ns_b.ip(&["link", "show", "dev", &pair.b]);
+    assert!(
+        link.contains(" xdp "),
+        "no XDP program on {}: {link}",
+        pair.b
+    );
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded_soon(&prog_ids);
+    let link = pair.ns_b.ip(&["link", "show", "dev", &pair.b]);
+    assert!(!link.contains("xdp"), "XDP left on {}: {link}", pair.b);
+}
+
+#[test]
+fn net_tc_tcx_on_lo_or_the_precise_error_before_linux_6_6() {
+    let ns = TestNetns::new("tcx");
+    let (tx, rx) = lo_sockets(&ns);
+    let p = Probe {
+        netns: Some(Netns::Path(ns.path().into())),
+        tc_attach_method: TcAttachMethod::Tcx,
+        ..tc_probe("tcx", "tc_ingress")
+    };
+    let id = p.id();
+    let mut m = net_manager(vec![p], port(&rx));
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    if !tcx_available() {
+        match m.start().unwrap_err() {
+            Error::Attach { method, source, .. } => {
+                assert_eq!(method, "a TCX link");
+                let text = source.to_string();
+                assert!(
+                    text.contains("TCX links need Linux 6.6")
+                        && text.contains("TcAttachMethod::Netlink"),
+                    "{text}"
+                );
+                println!("TCX is refused on this kernel, as expected: {text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        m.stop(CleanupType::CleanAll).unwrap();
+        assert_unloaded_soon(&prog_ids);
+        return;
+    }
+    m.start().unwrap();
+    assert_eq!(m.attach_info(&id).unwrap().method, AttachMethod::Tcx);
+    assert_eq!(
+        ns.tcx_programs("lo", TcAttachType::Ingress),
+        prog_ids,
+        "the TCX program of lo"
+    );
+    send_and_receive(&tx, &rx, 3);
+    assert_eq!(read_slot(&m, "hits", net_slot::TC_INGRESS), 3);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert!(ns.tcx_programs("lo", TcAttachType::Ingress).is_empty());
+    assert_unloaded_soon(&prog_ids);
+}
+
+#[test]
+fn net_tc_default_method_is_tcx_from_linux_6_6_else_netlink() {
+    let ns = TestNetns::new("tc-default");
+    let (tx, rx) = lo_sockets(&ns);
+    let p = Probe {
+        netns: Some(Netns::Path(ns.path().into())),
+        network_direction: NetworkDirection::Egress,
+        ..tc_probe("tc-default", "tc_egress")
+    };
+    let id = p.id();
+    let mut m = net_manager(vec![p], port(&rx));
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    let expected = if tcx_available() {
+        m.start().unwrap();
+        AttachMethod::Tcx
+    } else {
+        if !start_netlink(&mut m) {
+            m.stop(CleanupType::CleanAll).unwrap();
+            return;
+        }
+        AttachMethod::TcNetlink
+    };
+    assert_eq!(m.attach_info(&id).unwrap().method, expected);
+    send_and_receive(&tx, &rx, 2);
+    assert_eq!(read_slot(&m, "hits", net_slot::TC_EGRESS), 2);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded_soon(&prog_ids);
+}
+
+#[test]
+fn net_tc_netlink_with_priority_and_handle() {
+    let ns = TestNetns::new("tc-prio");
+    let (tx, rx) = lo_sockets(&ns);
+    let p = Probe {
+        netns: Some(Netns::Path(ns.path().into())),
+        tc_attach_method: TcAttachMethod::Netlink,
+        tc_filter_prio: 42,
+        tc_filter_handle: 7,
+        ..tc_probe("tc-prio", "tc_ingress")
+    };
+    let id = p.id();
+    let mut m = net_manager(vec![p], port(&rx));
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    if !start_netlink(&mut m) {
+        m.stop(CleanupType::CleanAll).unwrap();
+        assert_unloaded_soon(&prog_ids);
+        return;
+    }
+    assert_eq!(m.attach_info(&id).unwrap().method, AttachMethod::TcNetlink);
+    let filters = ns.tc(&["filter", "show", "dev", "lo", "ingress"]);
+    assert!(
+        filters.contains("pref 42 bpf")
+            && filters.contains("handle 0x7 tc_ingress")
+            && filters.contains(&format!("id {}", prog_ids[0])),
+        "{filters}"
+    );
+    send_and_receive(&tx, &rx, 3);
+    assert_eq!(read_slot(&m, "hits", net_slot::TC_INGRESS), 3);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded_soon(&prog_ids);
+    assert_eq!(ns.tc(&["filter", "show", "dev", "lo", "ingress"]), "");
+    // tc_cleanup_qdisc is off: the clsact qdisc the probe added stays.
+    let qdiscs = ns.tc(&["qdisc", "show", "dev", "lo"]);
+    assert!(qdiscs.contains("clsact"), "{qdiscs}");
+}
+
+#[test]
+fn net_tc_cleanup_qdisc_removes_the_clsact_it_added() {
+    let ns = TestNetns::new("tc-cleanup");
+    let (tx, rx) = lo_sockets(&ns);
+    let p = Probe {
+        netns: Some(Netns::Path(ns.path().into())),
+        network_direction: NetworkDirection::Egress,
+        tc_attach_method: TcAttachMethod::Netlink,
+        tc_cleanup_qdisc: true,
+        ..tc_probe("tc-cleanup", "tc_egress")
+    };
+    let id = p.id();
+    let mut m = net_manager(vec![p], port(&rx));
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    if !start_netlink(&mut m) {
+        m.stop(CleanupType::CleanAll).unwrap();
+        return;
+    }
+    assert!(ns.tc(&["qdisc", "show", "dev", "lo"]).contains("clsact"));
+    send_and_receive(&tx, &rx, 1);
+    assert_eq!(read_slot(&m, "hits", net_slot::TC_EGRESS), 1);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded_soon(&prog_ids);
+    let qdiscs = ns.tc(&["qdisc", "show", "dev", "lo"]);
+    assert!(!qdiscs.contains("clsact"), "{qdiscs}");
+}
+
+#[test]
+fn net_tc_cleanup_qdisc_keeps_a_clsact_in_use_or_not_its_own() {
+    let ns = TestNetns::new("tc-keep");
+    let probe_with_prio = |uid: &str, prio| Probe {
+        netns: Some(Netns::Path(ns.path().into())),
+        tc_attach_method: TcAttachMethod::Netlink,
+        tc_filter_prio: prio,
+        tc_cleanup_qdisc: true,
+        ..tc_probe(uid, "tc_ingress")
+    };
+    // The first manager adds the qdisc; the second finds it there.
+    let mut first = net_manager(vec![probe_with_prio("first", 1)], 0);
+    let mut second = net_manager(vec![probe_with_prio("second", 2)], 0);
+    if !start_netlink(&mut first) {
+        first.stop(CleanupType::CleanAll).unwrap();
+        second.stop(CleanupType::CleanAll).unwrap();
+        return;
+    }
+    second.start().unwrap();
+    let show = || ns.tc(&["filter", "show", "dev", "lo", "ingress"]);
+    assert!(
+        show().contains("pref 1 ") && show().contains("pref 2 "),
+        "{}",
+        show()
+    );
+    // The second filter still uses the qdisc: it stays.
+    first.stop(CleanupType::CleanAll).unwrap();
+    let filters = show();
+    assert!(
+        !filters.contains("pref 1 ") && filters.contains("pref 2 "),
+        "{filters}"
+    );
+    assert!(ns.tc(&["qdisc", "show", "dev", "lo"]).contains("clsact"));
+    // The second probe did not add the qdisc: it leaves it, even with no filter left.
+    second.stop(CleanupType::CleanAll).unwrap();
+    assert_eq!(show(), "");
+    assert!(ns.tc(&["qdisc", "show", "dev", "lo"]).contains("clsact"));
+}
+
+#[test]
+fn net_tc_netlink_in_the_callers_netns_is_detached_from_any_thread() {
+    let ns = TestNetns::new("tc-caller");
+    let p = Probe {
+        tc_attach_method: TcAttachMethod::Netlink,
+        tc_filter_prio: 3,
+        tc_cleanup_qdisc: true,
+        ..tc_probe("tc-caller", "tc_ingress")
+    };
+    let id = p.id();
+    // No netns: the filter goes to lo of the namespace of the thread that starts.
+    let started = ns.run(|| {
+        let mut m = net_manager(vec![p], 0);
+        let started = start_netlink(&mut m);
+        (m, started)
+    });
+    let (mut m, started) = started;
+    if !started {
+        m.stop(CleanupType::CleanAll).unwrap();
+        return;
+    }
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    assert_eq!(m.attach_info(&id).unwrap().hook, "lo");
+    assert!(ns
+        .tc(&["filter", "show", "dev", "lo", "ingress"])
+        .contains("pref 3 "));
+    // Stopped from this thread, in another namespace: the filter and the qdisc of the
+    // namespace it was attached in go.
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded_soon(&prog_ids);
+    assert_eq!(ns.tc(&["filter", "show", "dev", "lo", "ingress"]), "");
+    assert!(!ns.tc(&["qdisc", "show", "dev", "lo"]).contains("clsact"));
+}
+
+#[test]
+fn net_tc_on_both_ends_of_a_veth_pair() {
+    let Some(pair) = VethPair::new_or_no_veth("tv", 2) else {
+        return;
+    };
+    let tx = pair.ns_a.udp_socket(pair.addr_a);
+    let rx = pair.ns_b.udp_socket(pair.addr_b);
+    let ns_a = pair.ns_a.open();
+    let egress = Probe {
+        if_name: Some(pair.a.clone()),
+        netns: Some(Netns::Fd(ns_a.as_raw_fd())),
+        network_direction: NetworkDirection::Egress,
+        ..probe("veth-egress", "tc_egress")
+    };
+    let ingress = Probe {
+        if_name: Some(pair.b.clone()),
+        netns: Some(Netns::Path(pair.ns_b.path().into())),
+        tc_attach_method: TcAttachMethod::Netlink,
+        tc_cleanup_qdisc: true,
+        ..probe("veth-ingress", "tc_ingress")
+    };
+    let ids = [egress.id(), ingress.id()];
+    let mut m = net_manager(vec![egress, ingress], port(&rx));
+    let prog_ids = program_ids(&m, &ids);
+    m.start().unwrap();
+    assert_eq!(
+        m.attach_info(&ids[1]).unwrap().method,
+        AttachMethod::TcNetlink
+    );
+    send_and_receive(&tx, &rx, 3);
+    assert_eq!(read_slot(&m, "hits", net_slot::TC_EGRESS), 3);
+    assert_eq!(read_slot(&m, "hits", net_slot::TC_INGRESS), 3);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded_soon(&prog_ids);
+    assert_eq!(
+        pair.ns_b.tc(&["filter", "show", "dev", &pair.b, "ingress"]),
+        ""
+    );
+    assert!(!pair
+        .ns_b
+        .tc(&["qdisc", "show", "dev", &pair.b])
+        .contains("clsact"));
+    assert_eq!(
+        pair.ns_a.tc(&["filter", "show", "dev", &pair.a, "egress"]),
+        ""
+    );
+}
+
+#[test]
+fn net_socket_filter_counts_what_its_socket_receives() {
+    let rx = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let tx = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    let p = Probe {
+        socket_fd: Some(rx.as_raw_fd()),
+        ..probe("socket", "socket_count")
+    };
+    let id = p.id();
+    let mut m = net_manager(vec![p], 0);
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    m.start().unwrap();
+    let info = m.attach_info(&id).unwrap();
+    assert_eq!(info.method, AttachMethod::SocketOption);
+    assert_eq!(info.hook, format!("socket fd {}", rx.as_raw_fd()));
+    send_and_receive(&tx, &rx, 3);
+    assert_eq!(read_slot(&m, "hits", net_slot::SOCKET), 3);
+    m.pause().unwrap();
+    send_and_receive(&tx, &rx, 2);
+    assert_eq!(read_slot(&m, "hits", net_slot::SOCKET), 3);
+    m.resume().unwrap();
+    send_and_receive(&tx, &rx, 1);
+    assert_eq!(read_slot(&m, "hits", net_slot::SOCKET), 4);
+    m.stop(CleanupType::CleanAll).unwrap();
+    // The socket held the program while attached: unloaded means detached.
+    assert_unloaded_soon(&prog_ids);
+    send_and_receive(&tx, &rx, 1);
+}
+
+#[test]
+fn net_required_fields_are_checked_at_init() {
+    let cases = [
+        (probe("xdp", "xdp_count"), "XDP probes need an interface"),
+        (probe("tc", "tc_ingress"), "TC probes need an interface"),
+        (
+            probe("socket", "socket_count"),
+            "a socket filter needs socket_fd",
+        ),
+    ];
+    for (p, reason) in cases {
+        let id = p.id();
+        match init_error(vec![p]) {
+            Error::InvalidProbe {
+                id: failed,
+                reason: r,
+            } => {
+                assert_eq!(failed, id);
+                assert!(r.starts_with(reason), "{r}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn net_fields_that_do_not_apply_are_refused_at_init() {
+    let lo = |p: Probe| Probe {
+        if_name: Some("lo".into()),
+        ..p
+    };
+    let cases = [
+        (
+            Probe {
+                network_direction: NetworkDirection::Egress,
+                ..lo(probe("xdp", "xdp_count"))
+            },
+            "network_direction does not apply to `xdp_count`, a XDP program",
+        ),
+        (
+            Probe {
+                tc_filter_prio: 1,
+                ..lo(probe("xdp", "xdp_count"))
+            },
+            "tc_filter_prio does not apply",
+        ),
+        (
+            Probe {
+                cgroup_path: Some("/sys/fs/cgroup".into()),
+                ..lo(probe("xdp", "xdp_count"))
+            },
+            "cgroup_path does not apply",
+        ),
+        (
+            Probe {
+                xdp_attach_mode: XdpAttachMode::Skb,
+                ..lo(probe("tc", "tc_ingress"))
+            },
+            "xdp_attach_mode does not apply to `tc_ingress`, a TC classifier program",
+        ),
+        (
+            Probe {
+                socket_fd: Some(0),
+                ..lo(probe("tc", "tc_ingress"))
+            },
+            "socket_fd does not apply",
+        ),
+        (
+            Probe {
+                socket_fd: Some(0),
+                ..lo(probe("socket", "socket_count"))
+            },
+            "if_name does not apply to `socket_count`, a socket filter program",
+        ),
+        (
+            Probe {
+                tc_attach_method: TcAttachMethod::Tcx,
+                tc_filter_handle: 1,
+                ..lo(probe("tcx", "tc_ingress"))
+            },
+            "tc_filter_prio and tc_filter_handle apply to netlink filters, not TCX links",
+        ),
+        (
+            Probe {
+                tc_attach_method: TcAttachMethod::Tcx,
+                tc_cleanup_qdisc: true,
+                ..lo(probe("tcx", "tc_ingress"))
+            },
+            "tc_cleanup_qdisc applies to netlink filters",
+        ),
+    ];
+    for (p, reason) in cases {
+        match init_error(vec![p]) {
+            Error::InvalidProbe { reason: r, .. } => assert!(r.starts_with(reason), "{r}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
