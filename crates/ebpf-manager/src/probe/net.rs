@@ -301,8 +301,14 @@ pub(crate) fn attach_tc(
         source: if netlink || tcx_available {
             source
         } else {
+            let mut cause = source.to_string();
+            let mut next = source.source();
+            while let Some(e) = next {
+                cause = format!("{cause}: {e}");
+                next = e.source();
+            }
             format!(
-                "{source}: TCX links need Linux 6.6, and this kernel is older; \
+                "{cause}; TCX links need Linux 6.6, and this kernel is older: \
                  use TcAttachMethod::Netlink (TcAttachMethod::Default picks it here)"
             )
             .into()
