@@ -226,6 +226,25 @@ fn net_xdp_driver_mode_needs_a_driver_with_xdp() {
     }
     assert_eq!(m.probe_state(&id), Some(ProbeState::Loaded));
     m.stop(CleanupType::CleanAll).unwrap();
+    // Nor can lo offload XDP to hardware.
+    let p = Probe {
+        netns: Some(Netns::Path(ns.path().into())),
+        xdp_attach_mode: XdpAttachMode::Hardware,
+        ..xdp_probe("xdp-hw")
+    };
+    let mut m = net_manager(vec![p], 0);
+    match m.start().unwrap_err() {
+        Error::Attach { method, source, .. } => {
+            assert_eq!(method, "XDP");
+            assert_eq!(
+                os_error(source.as_ref()),
+                Some(libc::EOPNOTSUPP),
+                "{source}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    m.stop(CleanupType::CleanAll).unwrap();
 }
 
 #[test]
@@ -398,6 +417,18 @@ fn net_tc_netlink_with_priority_and_handle() {
     );
     send_and_receive(&tx, &rx, 3);
     assert_eq!(read_slot(&m, "hits", net_slot::TC_INGRESS), 3);
+    // Pause deletes the filter; resume adds it again, with the same priority and handle.
+    m.pause().unwrap();
+    assert_eq!(ns.tc(&["filter", "show", "dev", "lo", "ingress"]), "");
+    send_and_receive(&tx, &rx, 1);
+    m.resume().unwrap();
+    let filters = ns.tc(&["filter", "show", "dev", "lo", "ingress"]);
+    assert!(
+        filters.contains("handle 0x7 tc_ingress") && filters.contains("pref 42 bpf"),
+        "{filters}"
+    );
+    send_and_receive(&tx, &rx, 1);
+    assert_eq!(read_slot(&m, "hits", net_slot::TC_INGRESS), 4);
     m.stop(CleanupType::CleanAll).unwrap();
     assert_unloaded_soon(&prog_ids);
     assert_eq!(ns.tc(&["filter", "show", "dev", "lo", "ingress"]), "");
