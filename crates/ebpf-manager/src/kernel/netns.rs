@@ -25,8 +25,9 @@ pub(crate) fn current() -> io::Result<OwnedFd> {
 /// Whether two namespace files name the same namespace.
 fn same(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<bool> {
     let stat = |fd: BorrowedFd<'_>| {
-        // SAFETY: a valid fd and a zeroed stat buffer.
+        // SAFETY: stat is plain data, valid when zeroed.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid fd and a stat buffer.
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
             return Err(io::Error::last_os_error());
         }

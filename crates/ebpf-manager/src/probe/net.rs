@@ -65,6 +65,13 @@ pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe, kind: &str) -
     })
 }
 
+/// Enters the namespace a link was made in, to detach it there.
+fn enter_to_detach(ns: &OwnedFd) -> Option<netns::Entered> {
+    netns::enter(ns.as_fd())
+        .map_err(|e| log::warn!("cannot enter the network namespace of a link to detach it: {e}"))
+        .ok()
+}
+
 /// A link made inside a network namespace: dropped inside it too.
 #[derive(Debug)]
 pub(crate) struct InNetns<T> {
@@ -74,10 +81,7 @@ pub(crate) struct InNetns<T> {
 
 impl<T> Drop for InNetns<T> {
     fn drop(&mut self) {
-        let _entered = self
-            .netns
-            .as_ref()
-            .and_then(|ns| netns::enter(ns.as_fd()).ok());
+        let _entered = self.netns.as_ref().and_then(enter_to_detach);
         drop(self.inner.take());
     }
 }
@@ -92,10 +96,7 @@ pub(crate) struct TcLink {
 
 impl Drop for TcLink {
     fn drop(&mut self) {
-        let _entered = self
-            .netns
-            .as_ref()
-            .and_then(|ns| netns::enter(ns.as_fd()).ok());
+        let _entered = self.netns.as_ref().and_then(enter_to_detach);
         drop(self.link.take());
         if let Some(if_index) = self.remove_qdisc {
             // Only when no filter (ours or another tool's) is left on it.
