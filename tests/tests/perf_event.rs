@@ -141,3 +141,49 @@ fn perf_event_fields_of_other_families_are_refused() {
         other => panic!("expected InvalidProbe, got {other:?}"),
     }
 }
+
+/// Hardware events need the CPU's PMU (`/sys/bus/event_source/devices/cpu`), which the
+/// development host and the QEMU guests lack: there, start fails on `perf_event_open`
+/// (ENOENT) with a message that says so, and nothing stays attached. With a PMU, the
+/// cycles event samples every CPU.
+#[test]
+fn perf_event_hardware_cycles_sample_or_name_the_missing_pmu() {
+    let _serial = serial();
+    let p = Probe {
+        perf_event_type: 0,   // PERF_TYPE_HARDWARE
+        perf_event_config: 0, // PERF_COUNT_HW_CPU_CYCLES
+        sample_period: 1_000_000,
+        ..probe("cycles", "perf_event_cpu_clock")
+    };
+    let id = p.id();
+    let mut m = user_manager(vec![p.clone()], user_filters(0, 0)).unwrap();
+    if std::path::Path::new("/sys/bus/event_source/devices/cpu").exists() {
+        return run_on_every_cpu(m, p);
+    }
+    let fds_before = attachment_fds();
+    let e = m.start().unwrap_err();
+    let message = e.to_string();
+    match e {
+        Error::Attach {
+            id: got,
+            hook,
+            method,
+            ..
+        } => {
+            assert_eq!(got, id);
+            assert_eq!(hook, "perf event type 0 config 0");
+            assert_eq!(method, "perf events");
+        }
+        other => panic!("expected Error::Attach, got {other:?}"),
+    }
+    assert!(
+        message.ends_with(
+            "`perf_event_open` failed: No such file or directory (os error 2) (on CPU 0: the \
+             kernel has no such event; hardware events need a PMU, which virtual machines \
+             often lack)"
+        ),
+        "{message}"
+    );
+    assert_eq!(m.probe_state(&id), Some(ProbeState::Loaded));
+    assert_eq!(attachment_fds(), fds_before);
+}

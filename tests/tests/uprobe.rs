@@ -163,7 +163,16 @@ fn uprobe_pid_of_no_process_fails_at_start() {
     let id = p.id();
     let mut m = user_manager(vec![p], user_filters(0, 0)).unwrap();
     let prog_ids = program_ids(&m, std::slice::from_ref(&id));
-    match m.start().unwrap_err() {
+    let e = m.start().unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.ends_with(&format!(
+            "`perf_event_open` failed: No such process (os error 3) \
+             (uprobe_pid {gone} names no running process)"
+        )),
+        "{message}"
+    );
+    match e {
         Error::Attach {
             id: got,
             hook,
@@ -345,7 +354,15 @@ fn uprobe_on_a_missing_symbol_fails_at_start_and_leaves_nothing() {
     let ids = [good.id(), bad.id()];
     let mut m = user_manager(vec![good, bad], user_filters(0, 0)).unwrap();
     let prog_ids = program_ids(&m, &ids);
-    match m.start().unwrap_err() {
+    let e = m.start().unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.ends_with(
+            "failed: error resolving symbol: unknown symbol `uprobe_target_no_such_function`"
+        ),
+        "{message}"
+    );
+    match e {
         Error::Attach { id, hook, .. } => {
             assert_eq!(id, ids[1]);
             assert_eq!(

@@ -68,7 +68,7 @@ pub(crate) fn attach(
         id: id.clone(),
         hook: target.to_owned(),
         method: "a BTF link",
-        source: Box::new(e),
+        source: super::uprobe::with_causes(e, None),
     })?;
     Ok((
         link,
