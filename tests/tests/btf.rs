@@ -21,26 +21,20 @@ fn assert_refused(error: &Error, id: &ProbeIdentificationPair, program_type: &st
         "this kernel must load `{}`: {error}",
         id.ebpf_func_name
     );
-    let Error::Load {
+    let Error::ProgramTypeRefused {
         id: got,
         function,
+        program_type: refused,
         source,
+        ..
     } = error
     else {
-        panic!("expected Error::Load (EPERM, no verifier log), got {error:?}");
+        panic!("expected Error::ProgramTypeRefused (EPERM, no verifier log), got {error:?}");
     };
     assert_eq!(got, id);
     assert_eq!(function, &id.ebpf_func_name);
-    let ProgramError::IOError(io_error) = source.as_ref() else {
-        panic!("expected the kernel's refusal, got {source:?}");
-    };
-    assert_eq!(io_error.kind(), std::io::ErrorKind::PermissionDenied);
-    let cause = io_error
-        .get_ref()
-        .and_then(|e| e.source())
-        .and_then(|e| e.downcast_ref::<std::io::Error>())
-        .expect("the syscall's error");
-    assert_eq!(cause.raw_os_error(), Some(libc::EPERM));
+    assert_eq!(*refused, program_type);
+    assert_eq!(source.raw_os_error(), Some(libc::EPERM));
     let message = error.to_string();
     for part in [
         "EPERM without a verifier log",

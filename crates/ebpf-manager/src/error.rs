@@ -128,6 +128,24 @@ pub enum Error {
         log: String,
     },
 
+    /// The kernel refuses the program's type outright: `BPF_PROG_LOAD` failed with EPERM and
+    /// no verifier log although the process has CAP_BPF or CAP_SYS_ADMIN (the development
+    /// host's 6.18 refuses fentry, fexit and LSM programs so).
+    #[error("probe {id}: the running kernel refuses {program_type} programs such as `{function}` (BPF_PROG_LOAD returned EPERM without a verifier log, although this process has CAP_BPF or CAP_SYS_ADMIN); they need {needs}, and kernel lockdown or a security policy can also forbid them")]
+    ProgramTypeRefused {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The program's function.
+        function: String,
+        /// The refused program type.
+        program_type: &'static str,
+        /// What that program type needs.
+        needs: &'static str,
+        /// The syscall's error (EPERM).
+        #[source]
+        source: io::Error,
+    },
+
     /// Loading the program failed for a reason other than the verifier.
     #[error("probe {id}: loading `{function}` failed: {source}")]
     Load {
@@ -161,8 +179,9 @@ pub enum Error {
         reason: String,
     },
 
-    /// No kernel function matches `attach_to_func_name`.
-    #[error("probe {id}: no kernel function matches attach_to_func_name `{pattern}` ({searched} functions searched in {source_file}); check the pattern against that file")]
+    /// No function matches `attach_to_func_name` (kernel functions for kprobes, the binary's
+    /// symbols for uprobes).
+    #[error("probe {id}: no function of {source_file} matches attach_to_func_name `{pattern}` ({searched} functions searched); check the pattern against that file")]
     NoMatchingFunction {
         /// The probe.
         id: ProbeIdentificationPair,

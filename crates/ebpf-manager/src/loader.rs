@@ -180,17 +180,12 @@ pub(crate) fn load_program(
             if io_error.raw_os_error() == Some(libc::EPERM) && verifier_log.to_string().is_empty() {
                 // Privileged, and no verifier log: the verifier did not reject the program,
                 // the kernel refused its type before verifying it.
-                let refused = Refused {
-                    program_type,
-                    source: io_error,
-                };
-                return Err(Error::Load {
+                return Err(Error::ProgramTypeRefused {
                     id: id.clone(),
                     function: function.to_owned(),
-                    source: Box::new(ProgramError::IOError(std::io::Error::new(
-                        std::io::ErrorKind::PermissionDenied,
-                        refused,
-                    ))),
+                    program_type,
+                    needs: needs(program_type),
+                    source: io_error,
                 });
             }
             Err(Error::Verifier {
@@ -208,39 +203,16 @@ pub(crate) fn load_program(
     }
 }
 
-/// `BPF_PROG_LOAD` failed with EPERM and no verifier log although the process has the BPF
-/// capabilities: the running kernel refuses this program type (the development host's 6.18
-/// refuses fentry, fexit and LSM programs so).
-#[derive(Debug)]
-struct Refused {
-    program_type: &'static str,
-    source: std::io::Error,
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let needs = match self.program_type {
-            "fentry" | "fexit" => "BPF trampolines: Linux 5.5 with BTF",
-            "LSM" => {
-                "BPF trampolines and the BPF LSM: Linux 5.7 with `bpf` in the `lsm=` boot parameter"
-            }
-            "tp_btf" => "Linux 5.5 with BTF",
-            "iterator" => "Linux 5.8 with BTF",
-            _ => "a kernel that supports them",
-        };
-        write!(
-            f,
-            "the BPF_PROG_LOAD syscall returned EPERM without a verifier log, although this \
-             process has CAP_BPF or CAP_SYS_ADMIN: the running kernel refuses {} programs \
-             (they need {needs}; kernel lockdown or a security policy can also forbid them)",
-            self.program_type
-        )
-    }
-}
-
-impl std::error::Error for Refused {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+/// What a program type needs from the kernel, for [`Error::ProgramTypeRefused`].
+fn needs(program_type: &str) -> &'static str {
+    match program_type {
+        "fentry" | "fexit" => "BPF trampolines: Linux 5.5 with BTF",
+        "LSM" => {
+            "BPF trampolines and the BPF LSM: Linux 5.7 with `bpf` in the `lsm=` boot parameter"
+        }
+        "tp_btf" => "Linux 5.5 with BTF",
+        "iterator" => "Linux 5.8 with BTF",
+        _ => "a kernel that supports them",
     }
 }
 

@@ -310,6 +310,7 @@ impl Manager {
             record.state = ProbeState::Stopped;
         }
         self.state.objects.clear();
+        self.state.btf.release();
         self.state.phase = ManagerState::Stopped;
         Ok(())
     }

@@ -214,6 +214,10 @@ impl Manager {
                 Ok(())
             }
         });
+        // After start, the BTF a hook or clone needed is released as start releases it.
+        if running && !state.keep_kernel_btf {
+            state.btf.release();
+        }
         if let Err(e) = result {
             state.records.pop();
             return Err(e);

@@ -338,3 +338,58 @@ pub(crate) enum Link {
     Xdp(net::InNetns<aya::programs::xdp::XdpLink>),
     Tc(net::TcLink),
 }
+
+/// aya's error with its causes in its message, and `hint` after them.
+///
+/// aya's messages leave the cause to the source chain ("`perf_event_open` failed", "error
+/// resolving symbol"), and [`Error::Attach`] prints its source's message only: the cause
+/// (ESRCH, the unknown symbol) would be lost to anyone printing the error with `{}`.
+pub(crate) fn with_causes(
+    error: aya::programs::ProgramError,
+    hint: Option<String>,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(c) = cause {
+        message.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    if let Some(hint) = hint {
+        message.push_str(&format!(" ({hint})"));
+    }
+    Box::new(WithCauses { message, error })
+}
+
+/// See [`with_causes`].
+#[derive(Debug)]
+struct WithCauses {
+    message: String,
+    error: aya::programs::ProgramError,
+}
+
+impl std::fmt::Display for WithCauses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for WithCauses {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// The errno of a failed system call behind `error`, if that is what it is.
+pub(crate) fn syscall_errno(error: &aya::programs::ProgramError) -> Option<i32> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(c) = cause {
+        if let Some(errno) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Some(errno);
+        }
+        cause = c.source();
+    }
+    None
+}

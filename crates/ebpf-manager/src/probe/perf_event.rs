@@ -88,18 +88,18 @@ pub(crate) fn attach(
                 false,
             )
             .map_err(|e| {
-                let hint = match super::uprobe::syscall_errno(&e) {
+                let hint = match super::syscall_errno(&e) {
                     Some(libc::ENOENT) => format!(
                         "on CPU {cpu}: the kernel has no such event; hardware events need a \
                          PMU, which virtual machines often lack"
                     ),
                     _ => format!("on CPU {cpu}"),
                 };
-                fail(super::uprobe::with_causes(e, Some(hint)))
+                fail(super::with_causes(e, Some(hint)))
             })?;
         links.push(
             prog.take_link(link_id)
-                .map_err(|e| fail(super::uprobe::with_causes(e, None)))?,
+                .map_err(|e| fail(super::with_causes(e, None)))?,
         );
     }
     Ok((

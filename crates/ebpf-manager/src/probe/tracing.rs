@@ -68,7 +68,7 @@ pub(crate) fn attach(
         id: id.clone(),
         hook: target.to_owned(),
         method: "a BTF link",
-        source: super::uprobe::with_causes(e, None),
+        source: super::with_causes(e, None),
     })?;
     Ok((
         link,

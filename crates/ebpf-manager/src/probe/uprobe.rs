@@ -132,7 +132,7 @@ pub(crate) fn attach(
         .attach(location, &target.binary, scope)
         .and_then(|link_id| prog.take_link(link_id))
         .map_err(|e| {
-            let hint = match (syscall_errno(&e), target.pid) {
+            let hint = match (super::syscall_errno(&e), target.pid) {
                 (Some(libc::ESRCH), Some(pid)) => {
                     Some(format!("uprobe_pid {pid} names no running process"))
                 }
@@ -142,7 +142,7 @@ pub(crate) fn attach(
                 id: id.clone(),
                 hook: hook.clone(),
                 method: "the uprobe PMU",
-                source: with_causes(e, hint),
+                source: super::with_causes(e, hint),
             }
         })?;
     Ok((
@@ -152,61 +152,6 @@ pub(crate) fn attach(
             method: AttachMethod::Uprobe,
         },
     ))
-}
-
-/// aya's error with its causes in its message, and `hint` after them.
-///
-/// aya's messages leave the cause to the source chain ("`perf_event_open` failed", "error
-/// resolving symbol"), and [`Error::Attach`] prints its source's message only: the cause
-/// (ESRCH, the unknown symbol) would be lost to anyone printing the error with `{}`.
-pub(super) fn with_causes(
-    error: aya::programs::ProgramError,
-    hint: Option<String>,
-) -> Box<dyn std::error::Error + Send + Sync> {
-    let mut message = error.to_string();
-    let mut cause = std::error::Error::source(&error);
-    while let Some(c) = cause {
-        message.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    if let Some(hint) = hint {
-        message.push_str(&format!(" ({hint})"));
-    }
-    Box::new(WithCauses { message, error })
-}
-
-/// See [`with_causes`].
-#[derive(Debug)]
-struct WithCauses {
-    message: String,
-    error: aya::programs::ProgramError,
-}
-
-impl std::fmt::Display for WithCauses {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for WithCauses {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
-    }
-}
-
-/// The errno of a failed system call behind `error`, if that is what it is.
-pub(super) fn syscall_errno(error: &aya::programs::ProgramError) -> Option<i32> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(c) = cause {
-        if let Some(errno) = c
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-        {
-            return Some(errno);
-        }
-        cause = c.source();
-    }
-    None
 }
 
 #[cfg(test)]
