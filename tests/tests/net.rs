@@ -355,6 +355,13 @@ fn net_tc_tcx_on_lo_or_the_precise_error_before_linux_6_6() {
     send_and_receive(&tx, &rx, 3);
     assert_eq!(read_slot(&m, "hits", net_slot::TC_INGRESS), 3);
     m.stop(CleanupType::CleanAll).unwrap();
+    // The kernel may release a closed link a moment later (deferred bpf_link_put).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !ns.tcx_programs("lo", TcAttachType::Ingress).is_empty()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(ns.tcx_programs("lo", TcAttachType::Ingress).is_empty());
     assert_unloaded_soon(&prog_ids);
 }

@@ -1,0 +1,252 @@
+//! The manager's records: loading, attaching, validating and detaching probes one by one, in
+//! an order that `stop`, a failed call and `Drop` can undo.
+
+use aya::programs::Program;
+
+use super::{Record, State};
+use crate::{
+    loader,
+    probe::{
+        cgroup, kprobe, net, perf_event, resolve, tracepoint, tracing, uprobe, Hook, ProbeState,
+    },
+    Error, Probe, ProbeIdentificationPair, ProbesSelector, Result,
+};
+
+impl State {
+    pub(super) fn record(&self, id: &ProbeIdentificationPair) -> Option<usize> {
+        self.records.iter().position(|r| &r.id == id)
+    }
+
+    pub(super) fn is_excluded(&self, function: &str) -> bool {
+        self.excluded.iter().any(|f| f == function)
+    }
+
+    /// Whether the selectors enable this probe (all probes are, without selectors).
+    pub(super) fn enabled(&self, id: &ProbeIdentificationPair) -> bool {
+        self.selectors.is_empty() || self.selectors.iter().any(|s| s.probes().contains(&id))
+    }
+
+    /// Adds a record for `probe`, whose program is `function` of object `object`; its hook is
+    /// resolved now, so a bad declaration fails before anything attaches.
+    pub(super) fn add_record(
+        &mut self,
+        probe: Probe,
+        function: String,
+        section: &str,
+        object: usize,
+    ) -> Result<usize> {
+        let id = probe.id();
+        let prog = self.objects[object]
+            .as_ref()
+            .and_then(|o| o.program(&function))
+            .ok_or_else(|| Error::ProgramNotFound {
+                id: id.clone(),
+                name: function.clone(),
+                available: self.elf.functions(),
+            })?;
+        let hook = resolve::hook(&id, &probe, &function, section, prog, &mut self.functions)?;
+        let (state, error) = if self.is_excluded(&function) {
+            (
+                ProbeState::Disabled,
+                Some(format!("`{function}` is in Options::excluded_functions")),
+            )
+        } else if !self.enabled(&id) {
+            (
+                ProbeState::Disabled,
+                Some("no selector of activated_probes names it".into()),
+            )
+        } else {
+            (ProbeState::Loaded, None)
+        };
+        self.records.push(Record {
+            probe,
+            id,
+            function,
+            object,
+            hook,
+            state,
+            error,
+            attach: None,
+            link: None,
+        });
+        Ok(self.records.len() - 1)
+    }
+
+    pub(super) fn program_mut(&mut self, index: usize) -> Option<&mut Program> {
+        let record = &self.records[index];
+        self.objects
+            .get_mut(record.object)?
+            .as_mut()?
+            .program_mut(&record.function)
+    }
+
+    /// Loads the record's program unless it already is (probes may share a program).
+    pub(super) fn ensure_loaded(&mut self, index: usize) -> Result<()> {
+        let id = self.records[index].id.clone();
+        let function = self.records[index].function.clone();
+        if self.is_excluded(&function) {
+            return Err(Error::InvalidProbe {
+                id,
+                reason: format!("`{function}` is in Options::excluded_functions"),
+            });
+        }
+        let State {
+            objects,
+            records,
+            btf,
+            ..
+        } = self;
+        let record = &records[index];
+        let prog = objects[record.object]
+            .as_mut()
+            .and_then(|o| o.program_mut(&record.function))
+            .expect("records point at existing programs");
+        if !loader::is_loaded(prog) {
+            loader::load_program(prog, &id, &function, &record.hook, btf)?;
+        }
+        Ok(())
+    }
+
+    /// Records a probe's failure.
+    pub(super) fn fail(&mut self, index: usize, error: &Error) {
+        log::info!("probe {} failed: {error}", self.records[index].id);
+        self.records[index].state = ProbeState::Failed;
+        self.records[index].error = Some(error.to_string());
+    }
+
+    /// Attaches the records at `indices`. Without selectors, all or nothing; with selectors,
+    /// failures are recorded and the selectors decide. On error, what this call attached is
+    /// detached again.
+    pub(super) fn attach_enabled(&mut self, indices: &[usize]) -> Result<()> {
+        let before = self.attached.len();
+        for &index in indices {
+            let result = self
+                .ensure_loaded(index)
+                .and_then(|()| self.attach_one(index));
+            match result {
+                Ok(()) => {}
+                Err(e) if self.selectors.is_empty() => {
+                    self.detach_since(before, ProbeState::Loaded);
+                    return Err(e);
+                }
+                Err(e) => self.fail(index, &e),
+            }
+        }
+        if let Err(e) = self.validate(&self.selectors) {
+            self.detach_since(before, ProbeState::Loaded);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Checks `selectors` against the running probes.
+    pub(super) fn validate(&self, selectors: &[ProbesSelector]) -> Result<()> {
+        let running = |id: &ProbeIdentificationPair| {
+            self.record(id)
+                .is_some_and(|i| self.records[i].state == ProbeState::Running)
+        };
+        let cause = |id: &ProbeIdentificationPair| match self.record(id) {
+            Some(i) => self.records[i]
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("not running ({:?})", self.records[i].state)),
+            None => "not declared".into(),
+        };
+        for selector in selectors {
+            if let Err(failures) = selector.validate(&running, &cause) {
+                return Err(Error::SelectorValidation {
+                    selector: selector.to_string(),
+                    failures,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn attach_one(&mut self, index: usize) -> Result<()> {
+        let State {
+            objects,
+            records,
+            attached,
+            functions,
+            default_kprobe_attach_method,
+            ..
+        } = self;
+        let record = &mut records[index];
+        let prog = objects[record.object]
+            .as_mut()
+            .and_then(|o| o.program_mut(&record.function))
+            .expect("records point at existing programs");
+        let id = &record.id;
+        let (link, info) = match (&record.hook, prog) {
+            (Hook::Kprobe { symbol, .. }, Program::KProbe(p)) => kprobe::attach(
+                p,
+                id,
+                &record.probe,
+                symbol,
+                *default_kprobe_attach_method,
+                functions,
+            )?,
+            (Hook::Tracepoint { category, name }, Program::TracePoint(p)) => {
+                tracepoint::attach(p, id, category, name)?
+            }
+            (Hook::RawTracepoint { name }, Program::RawTracePoint(p)) => {
+                tracepoint::attach_raw(p, id, name)?
+            }
+            (Hook::Uprobe(target), Program::UProbe(p)) => uprobe::attach(p, id, target)?,
+            (Hook::Btf { target, .. }, p) => tracing::attach(p, id, target)?,
+            (Hook::PerfEvent(target), Program::PerfEvent(p)) => perf_event::attach(p, id, target)?,
+            (Hook::Socket(fd), Program::SocketFilter(p)) => net::attach_socket(p, id, *fd)?,
+            (Hook::Net(target), Program::Xdp(p)) => net::attach_xdp(p, id, target)?,
+            (Hook::Net(target), Program::SchedClassifier(p)) => net::attach_tc(p, id, target)?,
+            (Hook::Cgroup(path), p) => cgroup::attach(p, id, path)?,
+            (hook, prog) => unreachable!(
+                "init resolved {hook:?} for a {} program",
+                resolve::type_name(prog)
+            ),
+        };
+        log::debug!(
+            "probe {id} attached to {} through {}",
+            info.hook,
+            info.method
+        );
+        record.link = Some(link);
+        record.attach = Some(info);
+        record.state = ProbeState::Running;
+        record.error = None;
+        attached.push(index);
+        Ok(())
+    }
+
+    /// Detaches one attached record, leaving it in `state`.
+    pub(super) fn detach_one(&mut self, index: usize, state: ProbeState) {
+        if let Some(pos) = self.attached.iter().position(|&i| i == index) {
+            self.attached.remove(pos);
+        }
+        let record = &mut self.records[index];
+        // Dropping the link detaches it (and removes a tracefs event).
+        drop(record.link.take());
+        record.attach = None;
+        record.state = state;
+    }
+
+    /// Detaches, in reverse order, what was attached after the first `len` attachments.
+    pub(super) fn detach_since(&mut self, len: usize, state: ProbeState) {
+        while self.attached.len() > len {
+            let index = *self.attached.last().expect("longer than len");
+            self.detach_one(index, state);
+        }
+    }
+
+    /// Detaches every attached probe, in reverse attach order.
+    pub(super) fn detach_all(&mut self, state: ProbeState) {
+        self.detach_since(0, state);
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // Links first, in reverse attach order; the programs and maps go with `objects` after.
+        self.detach_all(ProbeState::Stopped);
+    }
+}
