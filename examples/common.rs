@@ -63,3 +63,105 @@ pub fn exit(result: ebpf_manager::Result<()>) -> std::process::ExitCode {
         }
     }
 }
+
+/// Network namespaces and veth pairs for the XDP and TC examples (iproute2 needed).
+pub mod veth {
+    use std::{
+        error::Error,
+        fs::File,
+        net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+        os::fd::AsRawFd,
+        path::PathBuf,
+        process::Command,
+        time::Duration,
+    };
+
+    /// Runs `ip ARGS`; its stderr becomes the error.
+    pub fn ip(args: &[&str]) -> Result<(), Box<dyn Error>> {
+        let out = Command::new("ip").args(args).output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Two namespaces and a veth pair between them; dropping it deletes them all.
+    pub struct Veth {
+        /// The namespaces' names (under /var/run/netns).
+        pub ns: [String; 2],
+        /// The pair's ends: `ends[i]` lives in `ns[i]`.
+        pub ends: [String; 2],
+        /// The addresses of the ends.
+        pub addrs: [std::net::Ipv4Addr; 2],
+    }
+
+    impl Veth {
+        /// Namespaces `ebpfm<pid>-<tag>-a`/`-b` joined by the pair `ebpfm<pid><t>a`/`b` (`t`: the
+        /// tag's first letter), addressed `10.200.<subnet>.1` and `.2`.
+        pub fn new(tag: &str, subnet: u8) -> Result<Self, Box<dyn Error>> {
+            let pid = std::process::id();
+            let t = &tag[..1];
+            let veth = Veth {
+                ns: [format!("ebpfm{pid}-{tag}-a"), format!("ebpfm{pid}-{tag}-b")],
+                ends: [format!("ebpfm{pid}{t}a"), format!("ebpfm{pid}{t}b")],
+                addrs: [
+                    std::net::Ipv4Addr::new(10, 200, subnet, 1),
+                    std::net::Ipv4Addr::new(10, 200, subnet, 2),
+                ],
+            };
+            let (a_addr, b_addr) = (
+                format!("{}/24", veth.addrs[0]),
+                format!("{}/24", veth.addrs[1]),
+            );
+            let [na, nb] = &veth.ns;
+            let [a, b] = &veth.ends;
+            ip(&["netns", "add", na])?;
+            ip(&["netns", "add", nb])?;
+            ip(&[
+                "-n", na, "link", "add", a, "type", "veth", "peer", "name", b, "netns", nb,
+            ])?;
+            ip(&["-n", na, "addr", "add", &a_addr, "dev", a])?;
+            ip(&["-n", nb, "addr", "add", &b_addr, "dev", b])?;
+            ip(&["-n", na, "link", "set", a, "up"])?;
+            ip(&["-n", nb, "link", "set", b, "up"])?;
+            Ok(veth)
+        }
+
+        /// The namespace file of `ns[i]`.
+        pub fn path(&self, i: usize) -> PathBuf {
+            PathBuf::from(format!("/var/run/netns/{}", self.ns[i]))
+        }
+
+        /// A UDP socket bound to `addr` in namespace `i`: made by a thread that entered it.
+        pub fn socket(&self, i: usize, addr: Ipv4Addr) -> Result<UdpSocket, Box<dyn Error>> {
+            let ns = File::open(self.path(i))?;
+            let socket = std::thread::spawn(move || {
+                // SAFETY: a valid namespace fd; only this short-lived thread moves.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                UdpSocket::bind(SocketAddrV4::new(addr, 0))
+            })
+            .join()
+            .expect("the socket thread panicked")?;
+            socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+            Ok(socket)
+        }
+    }
+
+    impl Drop for Veth {
+        fn drop(&mut self) {
+            // Deleting a namespace deletes its end of the pair, and so the pair.
+            for ns in &self.ns {
+                if let Err(e) = ip(&["netns", "del", ns]) {
+                    eprintln!("{e}");
+                }
+            }
+        }
+    }
+}

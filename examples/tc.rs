@@ -10,12 +10,8 @@
 
 use std::{
     error::Error,
-    fs::File,
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    os::fd::AsRawFd,
-    path::PathBuf,
+    net::Ipv4Addr,
     process::{Command, ExitCode},
-    time::Duration,
 };
 
 use ebpf_manager::{
@@ -27,78 +23,6 @@ use ebpf_manager::{
 /// `hits` the UDP datagrams sent to the constant `filter_port`, and let every packet through.
 const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/net.bpf.o");
 const DATAGRAMS: u64 = 5;
-
-fn ip(args: &[&str]) -> Result<(), Box<dyn Error>> {
-    let out = Command::new("ip").args(args).output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// Two namespaces and a veth pair between them; dropping it deletes them all.
-struct Veth {
-    ns: [String; 2],
-    ends: [String; 2],
-}
-
-impl Veth {
-    fn new() -> Result<Self, Box<dyn Error>> {
-        let pid = std::process::id();
-        let veth = Veth {
-            ns: [format!("ebpfm{pid}-tc-a"), format!("ebpfm{pid}-tc-b")],
-            ends: [format!("ebpfm{pid}ta"), format!("ebpfm{pid}tb")],
-        };
-        let [na, nb] = &veth.ns;
-        let [a, b] = &veth.ends;
-        ip(&["netns", "add", na])?;
-        ip(&["netns", "add", nb])?;
-        ip(&[
-            "-n", na, "link", "add", a, "type", "veth", "peer", "name", b, "netns", nb,
-        ])?;
-        ip(&["-n", na, "addr", "add", "10.200.2.1/24", "dev", a])?;
-        ip(&["-n", nb, "addr", "add", "10.200.2.2/24", "dev", b])?;
-        ip(&["-n", na, "link", "set", a, "up"])?;
-        ip(&["-n", nb, "link", "set", b, "up"])?;
-        Ok(veth)
-    }
-
-    fn path(&self, i: usize) -> PathBuf {
-        PathBuf::from(format!("/var/run/netns/{}", self.ns[i]))
-    }
-
-    /// A UDP socket bound to `addr` in namespace `i`: made by a thread that entered it.
-    fn socket(&self, i: usize, addr: Ipv4Addr) -> Result<UdpSocket, Box<dyn Error>> {
-        let ns = File::open(self.path(i))?;
-        let socket = std::thread::spawn(move || {
-            // SAFETY: a valid namespace fd; only this short-lived thread moves.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            UdpSocket::bind(SocketAddrV4::new(addr, 0))
-        })
-        .join()
-        .expect("the socket thread panicked")?;
-        socket.set_read_timeout(Some(Duration::from_secs(5)))?;
-        Ok(socket)
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes its end of the pair, and so the pair.
-        for ns in &self.ns {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("{e}");
-            }
-        }
-    }
-}
 
 fn tc(ns: &str, args: &[&str]) -> Result<String, Box<dyn Error>> {
     let out = Command::new("tc").args(["-n", ns]).args(args).output()?;
@@ -115,7 +39,7 @@ fn tc(ns: &str, args: &[&str]) -> Result<String, Box<dyn Error>> {
 
 fn run() -> Result<(), Box<dyn Error>> {
     examples::check_privileges();
-    let veth = Veth::new()?;
+    let veth = examples::veth::Veth::new("tc", 2)?;
     println!(
         "made {} <-> {} between namespaces {} and {}",
         veth.ends[0], veth.ends[1], veth.ns[0], veth.ns[1]
