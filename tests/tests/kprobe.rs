@@ -45,16 +45,21 @@ fn run_kprobe(
     assert!(own_tracefs_events("kprobe_events").is_empty());
 }
 
+/// The facility a kprobe with the default attach method takes on this kernel.
+fn default_method() -> AttachMethod {
+    if ebpf_manager::kernel::has_kprobe_pmu() {
+        AttachMethod::KprobePmu
+    } else {
+        AttachMethod::KprobeTracefs
+    }
+}
+
 #[test]
 fn kprobe_from_section_fires_on_mkdir() {
     let p = probe("kp", "kprobe_vfs_mkdir");
     let id = p.id();
     let m = counting_manager(vec![p]);
-    let method = if ebpf_manager::kernel::has_kprobe_pmu() {
-        AttachMethod::KprobePmu
-    } else {
-        AttachMethod::KprobeTracefs
-    };
+    let method = default_method();
     run_kprobe(m, id, slot::KPROBE, "vfs_mkdir", method);
 }
 
@@ -80,11 +85,7 @@ fn kretprobe_fires_on_return() {
     let p = probe("krp", "kretprobe_vfs_mkdir");
     let id = p.id();
     let m = counting_manager(vec![p]);
-    let method = if ebpf_manager::kernel::has_kprobe_pmu() {
-        AttachMethod::KprobePmu
-    } else {
-        AttachMethod::KprobeTracefs
-    };
+    let method = default_method();
     run_kprobe(m, id, slot::KRETPROBE, "vfs_mkdir", method);
 }
 
@@ -113,11 +114,7 @@ fn syscall_func_name_gets_the_kernel_prefix() {
     };
     let id = p.id();
     let m = counting_manager(vec![p]);
-    let method = if ebpf_manager::kernel::has_kprobe_pmu() {
-        AttachMethod::KprobePmu
-    } else {
-        AttachMethod::KprobeTracefs
-    };
+    let method = default_method();
     // x86_64 kernels since 4.17 name syscalls __x64_sys_*.
     run_kprobe(m, id, slot::KPROBE_GENERIC, "__x64_sys_mkdir", method);
 }
@@ -130,11 +127,7 @@ fn attach_to_func_name_pattern_resolves_to_a_kernel_function() {
     };
     let id = p.id();
     let m = counting_manager(vec![p]);
-    let method = if ebpf_manager::kernel::has_kprobe_pmu() {
-        AttachMethod::KprobePmu
-    } else {
-        AttachMethod::KprobeTracefs
-    };
+    let method = default_method();
     run_kprobe(m, id, slot::KPROBE_GENERIC, "vfs_mkdir", method);
 }
 
