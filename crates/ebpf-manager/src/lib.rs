@@ -37,6 +37,7 @@ mod error;
 pub mod kernel;
 mod loader;
 mod manager;
+pub mod maps;
 mod options;
 mod probe;
 mod selectors;
@@ -44,6 +45,7 @@ mod selectors;
 pub use error::{Error, Result};
 pub use kernel::FunctionIndex;
 pub use manager::{CleanupType, Manager, ManagerState};
+pub use maps::{PerfMap, RingBuffer};
 pub use options::{ConstantEditor, MapEditor, Options};
 pub use probe::{
     AttachInfo, AttachMethod, KprobeAttachMethod, Probe, ProbeIdentificationPair, ProbeState,

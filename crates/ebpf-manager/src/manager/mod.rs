@@ -109,6 +109,10 @@ struct Record {
 pub struct Manager {
     /// The probes to load and attach. Read by `init`; the manager works on its own copy after.
     pub probes: Vec<Probe>,
+    /// Perf event arrays to read from `start` to `stop`.
+    pub perf_maps: Vec<crate::PerfMap>,
+    /// Ring buffers to read from `start` to `stop`.
+    pub ring_buffers: Vec<crate::RingBuffer>,
     /// The manager's own records. Public only so that `Manager { probes, ..Default::default() }`
     /// compiles; its contents are private: leave it to `Default`.
     #[doc(hidden)]
@@ -133,6 +137,9 @@ pub struct State {
     keep_kernel_btf: bool,
     default_kprobe_attach_method: KprobeAttachMethod,
     selectors: Vec<ProbesSelector>,
+    readers: crate::maps::Readers,
+    perf_maps: Vec<crate::PerfMap>,
+    ring_buffers: Vec<crate::RingBuffer>,
     excluded: Vec<String>,
     constant_editors: Vec<ConstantEditor>,
     map_editors: Vec<MapEditor>,
@@ -211,6 +218,9 @@ impl Manager {
             keep_kernel_btf: options.keep_kernel_btf,
             default_kprobe_attach_method: options.default_kprobe_attach_method,
             selectors: options.activated_probes,
+            readers: Default::default(),
+            perf_maps: self.perf_maps.clone(),
+            ring_buffers: self.ring_buffers.clone(),
             excluded: options.excluded_functions,
             constant_editors: options.constant_editors,
             map_editors: options.map_editors,
@@ -247,12 +257,28 @@ impl Manager {
     pub fn start(&mut self) -> Result<()> {
         self.expect("start", &[ManagerState::Initialized])?;
         remove_leftover_tracefs_events();
+        {
+            let State {
+                objects,
+                readers,
+                perf_maps,
+                ring_buffers,
+                ..
+            } = &mut self.state;
+            let main = objects[0]
+                .as_mut()
+                .expect("the main object lives until stop");
+            readers.start(main, perf_maps, ring_buffers)?;
+        }
         let indices: Vec<usize> = (0..self.state.records.len())
             .filter(|&i| self.state.records[i].state != ProbeState::Disabled)
             .collect();
         let result = self.state.attach_enabled(&indices);
         if !self.state.keep_kernel_btf {
             self.state.btf.release();
+        }
+        if result.is_err() {
+            self.state.readers.stop();
         }
         result?;
         self.state.phase = ManagerState::Running;
@@ -305,6 +331,7 @@ impl Manager {
         )?;
         log::debug!("stopping ({cleanup:?})");
         self.state.detach_all(ProbeState::Stopped);
+        self.state.readers.stop();
         for record in &mut self.state.records {
             record.state = ProbeState::Stopped;
         }

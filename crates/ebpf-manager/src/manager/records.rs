@@ -248,5 +248,7 @@ impl Drop for State {
     fn drop(&mut self) {
         // Links first, in reverse attach order; the programs and maps go with `objects` after.
         self.detach_all(ProbeState::Stopped);
+        // Readers last: they drain what the probes wrote before they were detached.
+        self.readers.stop();
     }
 }
