@@ -44,9 +44,9 @@ mod selectors;
 
 pub use error::{Error, Result};
 pub use kernel::FunctionIndex;
-pub use manager::{CleanupType, Manager, ManagerState};
+pub use manager::{CleanupType, Manager, ManagerState, MapEntry};
 pub use maps::{PerfMap, RingBuffer};
-pub use options::{ConstantEditor, MapEditor, Options};
+pub use options::{ConstantEditor, MapEditor, MapSpecEditor, Options};
 pub use probe::{
     AttachInfo, AttachMethod, KprobeAttachMethod, Probe, ProbeIdentificationPair, ProbeState,
 };

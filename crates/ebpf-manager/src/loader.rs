@@ -8,7 +8,7 @@ use aya::{programs::Program, Ebpf, EbpfError, EbpfLoader};
 use crate::{
     kernel,
     probe::{resolve, tracing, Hook},
-    ConstantEditor, Error, MapEditor, ProbeIdentificationPair, Result,
+    ConstantEditor, Error, MapEditor, MapSpecEditor, ProbeIdentificationPair, Result,
 };
 
 /// The kernel's BTF, parsed on first use (it takes tens of milliseconds) and kept until the
@@ -42,7 +42,7 @@ impl KernelBtf {
 /// A copy of `object` aligned for ELF parsing, when it is not already: object's ELF reader needs
 /// 8-byte alignment, which a `Vec<u8>` from the allocator has.
 pub(crate) fn aligned_copy(object: &[u8]) -> Option<Vec<u8>> {
-    (object.as_ptr() as usize % 8 != 0).then(|| object.to_vec())
+    (!(object.as_ptr() as usize).is_multiple_of(8)).then(|| object.to_vec())
 }
 
 /// Loads `object` with the constants of `constants` (later editors win) and the maps of
@@ -51,8 +51,14 @@ pub(crate) fn load_object(
     object: &[u8],
     constants: &[&ConstantEditor],
     maps: &[MapEditor],
+    specs: &[MapSpecEditor],
 ) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
+    for spec in specs {
+        if let Some(n) = spec.max_entries {
+            loader.map_max_entries(spec.name.as_str(), n);
+        }
+    }
     for editor in constants {
         loader.override_global(
             editor.name.as_str(),
@@ -71,7 +77,24 @@ pub(crate) fn load_object(
         }
         loader.map_pin_path(editor.name.as_str(), editor.pin_path.as_path());
     }
-    loader.load(object).map_err(object_error)
+    let ebpf = loader.load(object).map_err(object_error)?;
+    // aya ignores editors of maps that do not exist: a typo must not pass silently.
+    for name in specs
+        .iter()
+        .map(|e| &e.name)
+        .chain(maps.iter().map(|e| &e.name))
+    {
+        if ebpf.map(name).is_none() {
+            return Err(Error::InvalidOption {
+                option: format!("map editor `{name}`"),
+                reason: format!(
+                    "the object has no map `{name}` (it has: {})",
+                    ebpf.maps().map(|(n, _)| n).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    Ok(ebpf)
 }
 
 /// Pins the maps of `ebpf` that a clone shares (every map but the `.rodata`/`.data`/`.bss`

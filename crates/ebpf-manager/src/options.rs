@@ -33,6 +33,8 @@ pub struct Options {
     pub constant_editors: Vec<ConstantEditor>,
     /// Maps pinned elsewhere used in place of the object's maps of the same name.
     pub map_editors: Vec<MapEditor>,
+    /// Changes to the object's map definitions, applied before the maps are created.
+    pub map_spec_editors: Vec<MapSpecEditor>,
     /// How kprobes whose own [`Probe::kprobe_attach_method`](crate::Probe::kprobe_attach_method)
     /// is `Default` attach.
     pub default_kprobe_attach_method: KprobeAttachMethod,
@@ -87,4 +89,27 @@ pub struct MapEditor {
     pub name: String,
     /// Where the map to use is pinned.
     pub pin_path: PathBuf,
+}
+
+/// A change to a map's definition before the map is created.
+///
+/// aya 0.14 can change `max_entries` only: a map's type and flags come from the object as
+/// compiled.
+///
+/// ```
+/// use ebpf_manager::{MapSpecEditor, Options};
+///
+/// let options = Options {
+///     map_spec_editors: vec![MapSpecEditor { name: "events".into(), max_entries: Some(4096) }],
+///     ..Default::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MapSpecEditor {
+    /// The map's name in the object.
+    pub name: String,
+    /// The new number of entries (for a ring buffer: its size in bytes, a power of two
+    /// multiple of the page size).
+    pub max_entries: Option<u32>,
 }

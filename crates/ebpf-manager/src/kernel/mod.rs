@@ -5,6 +5,7 @@ pub mod symbols;
 pub mod trace_pipe;
 pub mod tracefs;
 
+pub(crate) mod bpf_map;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod perf;

@@ -2,6 +2,8 @@
 //! behind it (load, attach, validate, detach one probe) are in `records.rs`; changes at runtime
 //! (selectors, hooks, clones) in `runtime.rs`.
 
+mod dump;
+pub use dump::MapEntry;
 mod records;
 mod runtime;
 
@@ -143,6 +145,7 @@ pub struct State {
     excluded: Vec<String>,
     constant_editors: Vec<ConstantEditor>,
     map_editors: Vec<MapEditor>,
+    map_spec_editors: Vec<crate::MapSpecEditor>,
 }
 
 impl fmt::Debug for Manager {
@@ -204,7 +207,12 @@ impl Manager {
             crate::kernel::lift_memlock_rlimit();
         }
         let constants: Vec<&ConstantEditor> = options.constant_editors.iter().collect();
-        let ebpf = loader::load_object(&object, &constants, &options.map_editors)?;
+        let ebpf = loader::load_object(
+            &object,
+            &constants,
+            &options.map_editors,
+            &options.map_spec_editors,
+        )?;
 
         let mut state = State {
             phase: ManagerState::New,
@@ -224,6 +232,7 @@ impl Manager {
             excluded: options.excluded_functions,
             constant_editors: options.constant_editors,
             map_editors: options.map_editors,
+            map_spec_editors: options.map_spec_editors,
         };
         for (probe, function, section) in matched {
             state.add_record(probe, function, &section, 0)?;

@@ -130,7 +130,7 @@ impl Manager {
             .iter()
             .chain(constant_editors.iter())
             .collect();
-        let ebpf = loader::load_object(&state.object, &constants, &maps)?;
+        let ebpf = loader::load_object(&state.object, &constants, &maps, &state.map_spec_editors)?;
         drop(shared);
         state.objects.push(Some(ebpf));
         let object = state.objects.len() - 1;

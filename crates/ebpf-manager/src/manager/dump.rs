@@ -1,0 +1,171 @@
+//! `Manager::dump_maps`: the contents of maps, for debugging.
+
+use std::{io::Write, os::fd::AsFd};
+
+use aya::maps::{Map, MapData, MapType};
+
+use super::Manager;
+use crate::{kernel::bpf_map, Error, Result};
+
+/// One entry of a map, as [`Manager::dump_maps_with`] hands it to its handler.
+#[derive(Debug, Clone, Copy)]
+pub struct MapEntry<'a> {
+    /// The map's name.
+    pub map: &'a str,
+    /// The key's bytes.
+    pub key: &'a [u8],
+    /// The value's bytes (for per-CPU maps, every possible CPU's value, each padded to 8 bytes).
+    pub value: &'a [u8],
+}
+
+fn data(map: &Map) -> &MapData {
+    match map {
+        Map::Array(m)
+        | Map::ArrayOfMaps(m)
+        | Map::BloomFilter(m)
+        | Map::CgroupArray(m)
+        | Map::CgroupStorage(m)
+        | Map::CgrpStorage(m)
+        | Map::CpuMap(m)
+        | Map::DevMap(m)
+        | Map::DevMapHash(m)
+        | Map::HashMap(m)
+        | Map::HashOfMaps(m)
+        | Map::InodeStorage(m)
+        | Map::LpmTrie(m)
+        | Map::LruHashMap(m)
+        | Map::PerCpuArray(m)
+        | Map::PerCpuCgroupStorage(m)
+        | Map::PerCpuHashMap(m)
+        | Map::PerCpuLruHashMap(m)
+        | Map::PerfEventArray(m)
+        | Map::ProgramArray(m)
+        | Map::Queue(m)
+        | Map::ReusePortSockArray(m)
+        | Map::RingBuf(m)
+        | Map::SockHash(m)
+        | Map::SockMap(m)
+        | Map::SkStorage(m)
+        | Map::Stack(m)
+        | Map::StackTraceMap(m)
+        | Map::Unsupported(m)
+        | Map::XskMap(m) => m,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Manager {
+    /// Writes the entries of the maps named in `names` (every map of the object when empty)
+    /// to `out`, one `map key=<hex> value=<hex>` line each. Maps that hold no key-value pairs
+    /// (ring buffers, perf event arrays, queues, stacks) are listed without entries.
+    ///
+    /// ```no_run
+    /// # let manager = ebpf_manager::Manager::default();
+    /// manager.dump_maps(&mut std::io::stdout(), &["hits"])?;
+    /// # Ok::<(), ebpf_manager::Error>(())
+    /// ```
+    pub fn dump_maps(&self, out: &mut dyn Write, names: &[&str]) -> Result<()> {
+        let mut failed = None;
+        self.dump_maps_with(names, &mut |e: MapEntry<'_>| {
+            if failed.is_none() {
+                if let Err(err) =
+                    writeln!(out, "{} key={} value={}", e.map, hex(e.key), hex(e.value))
+                {
+                    failed = Some(err);
+                }
+            }
+        })?;
+        match failed {
+            Some(source) => Err(Error::Io {
+                path: "dump_maps output".into(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands every entry of the maps named in `names` (every map when empty) to `handler`.
+    pub fn dump_maps_with(
+        &self,
+        names: &[&str],
+        handler: &mut dyn FnMut(MapEntry<'_>),
+    ) -> Result<()> {
+        let ebpf =
+            self.state
+                .objects
+                .first()
+                .and_then(Option::as_ref)
+                .ok_or(Error::InvalidState {
+                    operation: "dump the maps of",
+                    state: self.state(),
+                    hint: "maps exist between init and stop",
+                })?;
+        let mut maps: Vec<(&str, &Map)> = ebpf.maps().collect();
+        maps.sort_by_key(|(name, _)| *name);
+        for name in names {
+            if !maps.iter().any(|(n, _)| n == name) {
+                return Err(Error::InvalidOption {
+                    option: "dump_maps".into(),
+                    reason: format!(
+                        "the object has no map `{name}` (it has: {})",
+                        maps.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+        }
+        for (name, map) in maps {
+            if !names.is_empty() && !names.contains(&name) {
+                continue;
+            }
+            let io = |source| Error::Io {
+                path: format!("map {name}").into(),
+                source,
+            };
+            let info = data(map)
+                .info()
+                .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+            let map_type = info.map_type().ok();
+            if matches!(
+                map_type,
+                Some(
+                    MapType::RingBuf
+                        | MapType::PerfEventArray
+                        | MapType::Queue
+                        | MapType::Stack
+                        | MapType::BloomFilter
+                )
+            ) {
+                continue;
+            }
+            let per_cpu = matches!(
+                map_type,
+                Some(
+                    MapType::PerCpuArray
+                        | MapType::PerCpuHash
+                        | MapType::LruPerCpuHash
+                        | MapType::PerCpuCgroupStorage
+                )
+            );
+            let value_size = if per_cpu {
+                let cpus = aya::util::nr_cpus().map_err(|(_, e)| io(e))?;
+                (info.value_size() as usize).div_ceil(8) * 8 * cpus
+            } else {
+                info.value_size() as usize
+            };
+            let fd = data(map).fd();
+            let entries =
+                bpf_map::entries(fd.as_fd(), info.key_size() as usize, value_size).map_err(io)?;
+            for (key, value) in &entries {
+                handler(MapEntry {
+                    map: name,
+                    key,
+                    value,
+                });
+            }
+        }
+        Ok(())
+    }
+}
