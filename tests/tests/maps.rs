@@ -137,3 +137,47 @@ fn maps_dump_prints_keys_and_values_in_hex() {
     assert!(err.to_string().contains("no map `nope`"), "{err}");
     m.stop(CleanupType::CleanAll).unwrap();
 }
+
+#[test]
+fn maps_constant_editor_for_some_probes_gives_them_their_own_program() {
+    setup();
+    let a = probe("a", "tagged_sys_enter_mkdir");
+    let b = probe("b", "tagged_sys_enter_mkdir");
+    let mut m = Manager {
+        probes: vec![a.clone(), b.clone()],
+        ..Default::default()
+    };
+    let mut options = this_thread_only();
+    options.constant_editors.push(ebpf_manager::ConstantEditor {
+        probes: vec![b.id()],
+        ..ebpf_manager::ConstantEditor::new("clone_tag", 1u32)
+    });
+    m.init_with_options(PROBES, options).unwrap();
+    assert!(own_bpffs_entries().is_empty(), "temporary pins left");
+    let ids = program_ids(&m, &[a.id(), b.id()]);
+    assert_ne!(ids[0], ids[1], "b has its own program");
+    m.start().unwrap();
+    mkdir_rmdir("per-probe");
+    // a counts in slot 0 (the default), b in slot 1 (its own constant), one shared map.
+    assert_eq!(read_slot(&m, "tagged", 0), 1);
+    assert_eq!(read_slot(&m, "tagged", 1), 1);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded(&ids);
+
+    let mut m = Manager {
+        probes: vec![a],
+        ..Default::default()
+    };
+    let options = Options {
+        constant_editors: vec![ebpf_manager::ConstantEditor {
+            probes: vec![b.id()],
+            ..ebpf_manager::ConstantEditor::new("clone_tag", 1u32)
+        }],
+        ..Default::default()
+    };
+    let err = m.init_with_options(PROBES, options).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidOption { reason, .. } if reason.contains("not declared")),
+        "{err:?}"
+    );
+}

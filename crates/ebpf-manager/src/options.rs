@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{KprobeAttachMethod, ProbesSelector};
+use crate::{KprobeAttachMethod, ProbeIdentificationPair, ProbesSelector};
 
 /// Options of [`Manager::init_with_options`](crate::Manager::init_with_options).
 ///
@@ -57,6 +57,10 @@ pub struct ConstantEditor {
     pub value: Vec<u8>,
     /// Do not fail when the object has no such global.
     pub allow_missing: bool,
+    /// The probes this value is for; empty: every probe. Probes named here get their own copy
+    /// of their program (sharing every map but the globals' with the others), since a loaded
+    /// program has one value per constant.
+    pub probes: Vec<ProbeIdentificationPair>,
 }
 
 impl ConstantEditor {
@@ -77,6 +81,7 @@ impl ConstantEditor {
             name: name.into(),
             value: bytes.to_vec(),
             allow_missing: false,
+            probes: Vec::new(),
         }
     }
 }

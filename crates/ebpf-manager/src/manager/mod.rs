@@ -206,7 +206,13 @@ impl Manager {
         if !options.keep_memlock_rlimit {
             crate::kernel::lift_memlock_rlimit();
         }
-        let constants: Vec<&ConstantEditor> = options.constant_editors.iter().collect();
+        check_constant_editors(&options.constant_editors, &matched)?;
+        // Per-probe editors apply to those probes' own copies, below.
+        let constants: Vec<&ConstantEditor> = options
+            .constant_editors
+            .iter()
+            .filter(|e| e.probes.is_empty())
+            .collect();
         let ebpf = loader::load_object(
             &object,
             &constants,
@@ -234,8 +240,24 @@ impl Manager {
             map_editors: options.map_editors,
             map_spec_editors: options.map_spec_editors,
         };
+        // Probes with constants of their own load from a copy of the object; probes with the
+        // same set of editors share one.
+        let mut copies: Vec<(Vec<usize>, usize)> = Vec::new();
         for (probe, function, section) in matched {
-            state.add_record(probe, function, &section, 0)?;
+            let id = probe.id();
+            let own: Vec<usize> = (0..state.constant_editors.len())
+                .filter(|&i| state.constant_editors[i].probes.contains(&id))
+                .collect();
+            let object = if own.is_empty() {
+                0
+            } else if let Some((_, object)) = copies.iter().find(|(set, _)| *set == own) {
+                *object
+            } else {
+                let object = state.load_copy(&own)?;
+                copies.push((own, object));
+                object
+            };
+            state.add_record(probe, function, &section, object)?;
         }
         for index in 0..state.records.len() {
             let record = &state.records[index];
@@ -505,6 +527,24 @@ fn match_program(probe: &Probe, elf: &ElfIndex) -> Result<(String, String)> {
         (None, _) => unreachable!("an empty name without a section is handled above"),
     };
     Ok((program.function.clone(), program.section.clone()))
+}
+
+/// Constant editors may only name declared probes.
+fn check_constant_editors(
+    editors: &[ConstantEditor],
+    matched: &[(Probe, String, String)],
+) -> Result<()> {
+    for editor in editors {
+        for id in &editor.probes {
+            if !matched.iter().any(|(p, ..)| &p.id() == id) {
+                return Err(Error::InvalidOption {
+                    option: format!("constant editor `{}`", editor.name),
+                    reason: format!("it names {id}, which is not declared"),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Selectors may only name declared probes: a typo would otherwise pass silently in a

@@ -13,6 +13,28 @@ use crate::{
 };
 
 impl State {
+    /// Loads a copy of the object with the global constant editors, then the editors at
+    /// `own` (indices into `constant_editors`), sharing the main object's other maps.
+    /// Returns its index in `objects`.
+    pub(super) fn load_copy(&mut self, own: &[usize]) -> Result<usize> {
+        let main = self.objects[0]
+            .as_ref()
+            .expect("the main object lives until stop");
+        let mut maps = self.map_editors.clone();
+        let shared = loader::SharedMaps::pin(main, &maps)?;
+        maps.extend(shared.editors.iter().cloned());
+        let constants: Vec<&crate::ConstantEditor> = self
+            .constant_editors
+            .iter()
+            .filter(|e| e.probes.is_empty())
+            .chain(own.iter().map(|&i| &self.constant_editors[i]))
+            .collect();
+        let ebpf = loader::load_object(&self.object, &constants, &maps, &self.map_spec_editors)?;
+        drop(shared);
+        self.objects.push(Some(ebpf));
+        Ok(self.objects.len() - 1)
+    }
+
     pub(super) fn record(&self, id: &ProbeIdentificationPair) -> Option<usize> {
         self.records.iter().position(|r| &r.id == id)
     }

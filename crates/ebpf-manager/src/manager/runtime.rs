@@ -128,6 +128,7 @@ impl Manager {
         let constants: Vec<&ConstantEditor> = state
             .constant_editors
             .iter()
+            .filter(|e| e.probes.is_empty())
             .chain(constant_editors.iter())
             .collect();
         let ebpf = loader::load_object(&state.object, &constants, &maps, &state.map_spec_editors)?;
