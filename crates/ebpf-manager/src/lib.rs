@@ -46,7 +46,7 @@ pub use error::{Error, Result};
 pub use kernel::FunctionIndex;
 pub use manager::{CleanupType, Manager, ManagerState, MapEntry};
 pub use maps::{PerfMap, RingBuffer};
-pub use options::{ConstantEditor, MapEditor, MapSpecEditor, Options};
+pub use options::{ConstantEditor, MapEditor, MapRoute, MapSpecEditor, Options, TailCallRoute};
 pub use probe::{
     AttachInfo, AttachMethod, KprobeAttachMethod, Probe, ProbeIdentificationPair, ProbeState,
 };

@@ -7,7 +7,7 @@ use aya::{programs::Program, Ebpf, EbpfError, EbpfLoader};
 
 use crate::{
     kernel,
-    probe::{resolve, tracing, Hook},
+    probe::{resolve, tracing},
     ConstantEditor, Error, MapEditor, MapSpecEditor, ProbeIdentificationPair, Result,
 };
 
@@ -155,13 +155,13 @@ pub(crate) fn load_program(
     prog: &mut Program,
     id: &ProbeIdentificationPair,
     function: &str,
-    hook: &Hook,
+    btf_target: Option<&str>,
     btf: &mut KernelBtf,
 ) -> Result<()> {
     use aya::programs::ProgramError;
     let program_type = resolve::type_name(prog);
-    let result = match (prog, hook) {
-        (prog, Hook::Btf { target, .. }) => {
+    let result = match (prog, btf_target) {
+        (prog, Some(target)) => {
             let btf = btf.get()?;
             tracing::load(prog, target, btf).expect("a BTF hook is only resolved for BTF programs")
         }

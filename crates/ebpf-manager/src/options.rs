@@ -35,6 +35,10 @@ pub struct Options {
     pub map_editors: Vec<MapEditor>,
     /// Changes to the object's map definitions, applied before the maps are created.
     pub map_spec_editors: Vec<MapSpecEditor>,
+    /// Programs put into program arrays at `start`, before any probe attaches.
+    pub tail_call_router: Vec<TailCallRoute>,
+    /// Maps put into maps of maps at `start`, before any probe attaches.
+    pub map_router: Vec<MapRoute>,
     /// How kprobes whose own [`Probe::kprobe_attach_method`](crate::Probe::kprobe_attach_method)
     /// is `Default` attach.
     pub default_kprobe_attach_method: KprobeAttachMethod,
@@ -117,4 +121,28 @@ pub struct MapSpecEditor {
     /// The new number of entries (for a ring buffer: its size in bytes, a power of two
     /// multiple of the page size).
     pub max_entries: Option<u32>,
+}
+
+/// Puts a program of the object into a program array (`BPF_MAP_TYPE_PROG_ARRAY`, Linux 4.2), for
+/// `bpf_tail_call`. The program is loaded when needed; it is not attached anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TailCallRoute {
+    /// The program array's name in the object.
+    pub prog_array_name: String,
+    /// The index to write.
+    pub key: u32,
+    /// The program's function in the object (its `uid` is not used).
+    pub probe_identification_pair: ProbeIdentificationPair,
+}
+
+/// Puts a map of the object into a map of maps (`BPF_MAP_TYPE_ARRAY_OF_MAPS` or
+/// `HASH_OF_MAPS`, Linux 4.12).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MapRoute {
+    /// The map of maps' name in the object.
+    pub routing_map_name: String,
+    /// The index (array) or key (hash, a `u32` key) to write.
+    pub key: u32,
+    /// The inner map's name in the object.
+    pub map_name: String,
 }

@@ -18,7 +18,7 @@ pub struct MapEntry<'a> {
     pub value: &'a [u8],
 }
 
-fn data(map: &Map) -> &MapData {
+pub(super) fn data(map: &Map) -> &MapData {
     match map {
         Map::Array(m)
         | Map::ArrayOfMaps(m)

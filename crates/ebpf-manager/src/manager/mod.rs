@@ -5,6 +5,7 @@
 mod dump;
 pub use dump::MapEntry;
 mod records;
+mod router;
 mod runtime;
 
 use std::{collections::HashSet, fmt};
@@ -146,6 +147,8 @@ pub struct State {
     constant_editors: Vec<ConstantEditor>,
     map_editors: Vec<MapEditor>,
     map_spec_editors: Vec<crate::MapSpecEditor>,
+    tail_call_router: Vec<crate::TailCallRoute>,
+    map_router: Vec<crate::MapRoute>,
 }
 
 impl fmt::Debug for Manager {
@@ -239,6 +242,8 @@ impl Manager {
             constant_editors: options.constant_editors,
             map_editors: options.map_editors,
             map_spec_editors: options.map_spec_editors,
+            tail_call_router: options.tail_call_router,
+            map_router: options.map_router,
         };
         // Probes with constants of their own load from a copy of the object; probes with the
         // same set of editors share one.
@@ -288,6 +293,15 @@ impl Manager {
     pub fn start(&mut self) -> Result<()> {
         self.expect("start", &[ManagerState::Initialized])?;
         remove_leftover_tracefs_events();
+        {
+            let routes = (
+                std::mem::take(&mut self.state.tail_call_router),
+                std::mem::take(&mut self.state.map_router),
+            );
+            let applied = self.state.apply_routes(&routes.0, &routes.1);
+            (self.state.tail_call_router, self.state.map_router) = routes;
+            applied?;
+        }
         {
             let State {
                 objects,

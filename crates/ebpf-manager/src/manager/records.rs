@@ -124,7 +124,11 @@ impl State {
             .and_then(|o| o.program_mut(&record.function))
             .expect("records point at existing programs");
         if !loader::is_loaded(prog) {
-            loader::load_program(prog, &id, &function, &record.hook, btf)?;
+            let btf_target = match &record.hook {
+                Hook::Btf { target, .. } => Some(target.as_str()),
+                _ => None,
+            };
+            loader::load_program(prog, &id, &function, btf_target, btf)?;
         }
         Ok(())
     }

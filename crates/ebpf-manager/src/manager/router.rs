@@ -1,0 +1,128 @@
+//! Routers: programs into program arrays (tail calls) and maps into maps of maps, at `start`
+//! before probes attach, and at runtime.
+
+use aya::maps::{ArrayOfMaps, HashOfMaps, Map, MapFd, ProgramArray};
+
+use super::{Manager, ManagerState, State};
+use crate::{loader, Error, MapRoute, Result, TailCallRoute};
+
+fn route_error(route: String, reason: impl std::fmt::Display) -> Error {
+    Error::InvalidOption {
+        option: route,
+        reason: reason.to_string(),
+    }
+}
+
+impl State {
+    /// Writes every route into its map.
+    pub(super) fn apply_routes(
+        &mut self,
+        tail_calls: &[TailCallRoute],
+        maps: &[MapRoute],
+    ) -> Result<()> {
+        for route in tail_calls {
+            self.route_tail_call(route)?;
+        }
+        for route in maps {
+            self.route_map(route)?;
+        }
+        Ok(())
+    }
+
+    fn route_tail_call(&mut self, route: &TailCallRoute) -> Result<()> {
+        let name = format!("tail call route {}[{}]", route.prog_array_name, route.key);
+        let function = &route.probe_identification_pair.ebpf_func_name;
+        let ebpf = self.objects[0]
+            .as_mut()
+            .expect("the main object lives until stop");
+        let prog = ebpf.program_mut(function).ok_or_else(|| {
+            route_error(
+                name.clone(),
+                format!("the object has no program `{function}`"),
+            )
+        })?;
+        if !loader::is_loaded(prog) {
+            loader::load_program(
+                prog,
+                &route.probe_identification_pair,
+                function,
+                None,
+                &mut self.btf,
+            )?;
+        }
+        let fd = prog
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(Into::into))
+            .map_err(|e| route_error(name.clone(), e))?;
+        let map = ebpf.map_mut(&route.prog_array_name).ok_or_else(|| {
+            route_error(
+                name.clone(),
+                format!("the object has no map `{}`", route.prog_array_name),
+            )
+        })?;
+        let mut array = ProgramArray::try_from(map)
+            .map_err(|e| route_error(name.clone(), format!("not a program array: {e}")))?;
+        array
+            .set(route.key, &fd, 0)
+            .map_err(|e| route_error(name, e))
+    }
+
+    fn route_map(&mut self, route: &MapRoute) -> Result<()> {
+        let name = format!("map route {}[{}]", route.routing_map_name, route.key);
+        let ebpf = self.objects[0]
+            .as_mut()
+            .expect("the main object lives until stop");
+        let [outer, inner] =
+            ebpf.maps_disjoint_mut([route.routing_map_name.as_str(), route.map_name.as_str()]);
+        let missing =
+            |map: &str| route_error(name.clone(), format!("the object has no map `{map}`"));
+        let outer = outer.ok_or_else(|| missing(&route.routing_map_name))?;
+        let inner = inner.ok_or_else(|| missing(&route.map_name))?;
+        // A second fd of the inner map, opened by id: aya keeps its own fds private.
+        let inner_fd: MapFd = super::dump::data(inner)
+            .info()
+            .and_then(|info| info.fd())
+            .map_err(|e| route_error(name.clone(), e))?;
+        let result = match outer {
+            Map::ArrayOfMaps(_) => ArrayOfMaps::<_, MapFd>::try_from(outer)
+                .and_then(|mut m| m.set(route.key, &inner_fd, 0)),
+            Map::HashOfMaps(_) => HashOfMaps::<_, u32, MapFd>::try_from(outer)
+                .and_then(|mut m| m.insert(route.key, &inner_fd, 0)),
+            _ => {
+                return Err(route_error(
+                    name,
+                    format!("`{}` is not a map of maps", route.routing_map_name),
+                ))
+            }
+        };
+        result.map_err(|e| route_error(name, e))
+    }
+}
+
+impl Manager {
+    /// Writes more tail-call routes (on an initialized or running manager).
+    pub fn update_tail_call_routes(&mut self, routes: &[TailCallRoute]) -> Result<()> {
+        self.expect(
+            "update the tail call routes of",
+            &[
+                ManagerState::Initialized,
+                ManagerState::Running,
+                ManagerState::Paused,
+            ],
+        )?;
+        self.state.apply_routes(routes, &[])
+    }
+
+    /// Writes more map routes (on an initialized or running manager).
+    pub fn update_map_routes(&mut self, routes: &[MapRoute]) -> Result<()> {
+        self.expect(
+            "update the map routes of",
+            &[
+                ManagerState::Initialized,
+                ManagerState::Running,
+                ManagerState::Paused,
+            ],
+        )?;
+        self.state.apply_routes(&[], routes)
+    }
+}

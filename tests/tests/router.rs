@@ -1,0 +1,153 @@
+//! Tail-call and map routers, at start and at runtime.
+
+use ebpf_manager::{
+    CleanupType, ConstantEditor, Error, Manager, MapRoute, Options, Probe,
+    ProbeIdentificationPair as Id, TailCallRoute,
+};
+use integration_tests::*;
+
+const ROUTER: &[u8] = include_bytes!("../../ebpf-fixtures/router.bpf.o");
+
+fn count(m: &Manager, map: &str) -> u64 {
+    let map = m.get_map(map).expect("map");
+    aya::maps::Array::<_, u64>::try_from(map)
+        .expect("array")
+        .get(&0, 0)
+        .expect("slot 0")
+}
+
+fn routed(tail: Vec<TailCallRoute>, maps: Vec<MapRoute>) -> ebpf_manager::Result<Manager> {
+    setup();
+    let mut m = Manager {
+        probes: vec![probe("entry", "router_entry")],
+        ..Default::default()
+    };
+    m.init_with_options(
+        ROUTER,
+        Options {
+            constant_editors: vec![ConstantEditor::new("filter_tid", gettid())],
+            tail_call_router: tail,
+            map_router: maps,
+            ..Default::default()
+        },
+    )?;
+    Ok(m)
+}
+
+fn tail_route() -> TailCallRoute {
+    TailCallRoute {
+        prog_array_name: "jump_table".into(),
+        key: 1,
+        probe_identification_pair: Id::new("", "tail_target"),
+    }
+}
+
+fn map_route(inner: &str) -> MapRoute {
+    MapRoute {
+        routing_map_name: "outer".into(),
+        key: 0,
+        map_name: inner.into(),
+    }
+}
+
+#[test]
+fn router_routes_apply_at_start_and_update_at_runtime() {
+    let mut m = routed(vec![tail_route()], vec![map_route("inner_b")]).unwrap();
+    m.start().unwrap();
+    mkdir_rmdir("router-1");
+    assert_eq!(count(&m, "inner_b"), 1, "outer[0] routes to inner_b");
+    assert_eq!(count(&m, "inner_a"), 0);
+    assert_eq!(
+        count(&m, "tail_hits"),
+        1,
+        "the tail call reached tail_target"
+    );
+
+    m.update_map_routes(&[map_route("inner_a")]).unwrap();
+    mkdir_rmdir("router-2");
+    assert_eq!(count(&m, "inner_a"), 1, "outer[0] now routes to inner_a");
+    assert_eq!(count(&m, "inner_b"), 1);
+    assert_eq!(count(&m, "tail_hits"), 2);
+    m.stop(CleanupType::CleanAll).unwrap();
+}
+
+#[test]
+fn router_without_routes_reaches_nothing() {
+    let mut m = routed(vec![], vec![]).unwrap();
+    m.start().unwrap();
+    mkdir_rmdir("router-none");
+    assert_eq!(
+        count(&m, "tail_hits"),
+        0,
+        "an empty program array slot: no tail call"
+    );
+    assert_eq!(count(&m, "inner_a") + count(&m, "inner_b"), 0);
+    m.update_tail_call_routes(&[tail_route()]).unwrap();
+    mkdir_rmdir("router-late");
+    assert_eq!(count(&m, "tail_hits"), 1);
+    m.stop(CleanupType::CleanAll).unwrap();
+}
+
+#[test]
+fn router_bad_routes_are_errors_at_start() {
+    let cases = [
+        (
+            vec![TailCallRoute {
+                prog_array_name: "no_such_map".into(),
+                ..tail_route()
+            }],
+            vec![],
+            "no map `no_such_map`",
+        ),
+        (
+            vec![TailCallRoute {
+                probe_identification_pair: Id::new("", "no_such_program"),
+                ..tail_route()
+            }],
+            vec![],
+            "no program `no_such_program`",
+        ),
+        (
+            vec![TailCallRoute {
+                prog_array_name: "outer".into(),
+                ..tail_route()
+            }],
+            vec![],
+            "not a program array",
+        ),
+        (
+            vec![],
+            vec![map_route("no_such_inner")],
+            "no map `no_such_inner`",
+        ),
+        (
+            vec![],
+            vec![MapRoute {
+                routing_map_name: "inner_a".into(),
+                ..map_route("inner_b")
+            }],
+            "not a map of maps",
+        ),
+    ];
+    for (tail, maps, expected) in cases {
+        let mut m = routed(tail, maps).unwrap();
+        let ids = program_ids(&m, &[Id::new("entry", "router_entry")]);
+        let err = m.start().unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidOption { .. }) && err.to_string().contains(expected),
+            "{expected}: {err:?}"
+        );
+        assert_eq!(m.state(), ebpf_manager::ManagerState::Initialized);
+        drop(m);
+        assert_unloaded(&ids);
+    }
+}
+
+#[test]
+fn router_probe_is_a_plain_probe() {
+    // The tail-call target is not a probe: declaring the entry alone is enough.
+    let m = routed(vec![tail_route()], vec![]).unwrap();
+    assert!(m.get_probe(&Id::new("entry", "router_entry")).is_some());
+    assert!(m.get_probe(&Id::new("", "tail_target")).is_none());
+    let _ = Probe::default();
+}
