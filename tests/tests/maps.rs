@@ -181,3 +181,97 @@ fn maps_constant_editor_for_some_probes_gives_them_their_own_program() {
         "{err:?}"
     );
 }
+
+/// A pin path unique to this test, removed when dropped whatever happens.
+struct PinPath(std::path::PathBuf);
+
+impl PinPath {
+    fn new(tag: &str) -> Self {
+        Self(format!("/sys/fs/bpf/ebpf_manager_{}_{tag}", std::process::id()).into())
+    }
+}
+
+impl Drop for PinPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn pinned_manager(uid: &str, pin: &PinPath) -> Manager {
+    setup();
+    let mut m = Manager {
+        probes: vec![probe(uid, "tracepoint_sys_enter_mkdir")],
+        maps: vec![ebpf_manager::Map {
+            name: "hits".into(),
+            pin_path: Some(pin.0.clone()),
+        }],
+        ..Default::default()
+    };
+    m.init_with_options(PROBES, this_thread_only()).unwrap();
+    m
+}
+
+#[test]
+fn maps_pinned_by_one_manager_are_reused_by_the_next() {
+    let pin = PinPath::new("pin_reuse");
+    let mut first = pinned_manager("first", &pin);
+    assert!(pin.0.exists(), "the first manager pins the map");
+    first.start().unwrap();
+    mkdir_rmdir("pin-1");
+    // The second manager finds the pin and uses the same map: it sees the first one's count.
+    let mut second = pinned_manager("second", &pin);
+    assert_eq!(hits(&second, slot::TRACEPOINT), 1);
+    second.start().unwrap();
+    mkdir_rmdir("pin-2");
+    assert_eq!(
+        hits(&first, slot::TRACEPOINT),
+        3,
+        "1 + both managers on the second mkdir"
+    );
+    // Pausing or detaching never removes a pin; stop removes by CleanupType.
+    second.pause().unwrap();
+    assert!(pin.0.exists());
+    second.stop(CleanupType::CleanInternal).unwrap();
+    assert!(
+        pin.0.exists(),
+        "the second manager reused the pin: not internal to it"
+    );
+    first.stop(CleanupType::CleanExternal).unwrap();
+    assert!(
+        pin.0.exists(),
+        "the first manager created the pin: not external to it"
+    );
+    let mut third = pinned_manager("third", &pin);
+    third.stop(CleanupType::CleanAll).unwrap();
+    assert!(!pin.0.exists(), "CleanAll removes every pin");
+}
+
+#[test]
+fn maps_pin_created_by_a_failed_init_is_removed() {
+    setup();
+    let pin = PinPath::new("pin_failed_init");
+    let mut m = Manager {
+        probes: vec![probe("", "no_such_function")],
+        maps: vec![ebpf_manager::Map {
+            name: "hits".into(),
+            pin_path: Some(pin.0.clone()),
+        }],
+        ..Default::default()
+    };
+    assert!(m.init(PROBES).is_err());
+    assert!(!pin.0.exists(), "a failed init left its pin");
+    let mut m = Manager {
+        probes: vec![Probe {
+            tracepoint_name: Some("sys_enter_mkdir".into()),
+            ..probe("", "kprobe_vfs_mkdir")
+        }],
+        maps: vec![ebpf_manager::Map {
+            name: "hits".into(),
+            pin_path: Some(pin.0.clone()),
+        }],
+        ..Default::default()
+    };
+    // A probe refused after the maps exist: the pin goes too.
+    assert!(matches!(m.init(PROBES), Err(Error::InvalidProbe { .. })));
+    assert!(!pin.0.exists());
+}

@@ -46,7 +46,9 @@ pub use error::{Error, Result};
 pub use kernel::FunctionIndex;
 pub use manager::{CleanupType, Manager, ManagerState, MapEntry};
 pub use maps::{PerfMap, RingBuffer};
-pub use options::{ConstantEditor, MapEditor, MapRoute, MapSpecEditor, Options, TailCallRoute};
+pub use options::{
+    ConstantEditor, Map, MapEditor, MapRoute, MapSpecEditor, Options, TailCallRoute,
+};
 pub use probe::{
     AttachInfo, AttachMethod, KprobeAttachMethod, Probe, ProbeIdentificationPair, ProbeState,
 };

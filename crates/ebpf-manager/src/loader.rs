@@ -53,7 +53,22 @@ pub(crate) fn load_object(
     maps: &[MapEditor],
     specs: &[MapSpecEditor],
 ) -> Result<Ebpf> {
+    load_object_pinning(object, constants, maps, specs, &[])
+}
+
+/// [`load_object`], with `pinned` maps pinned at their path: reused when a pin exists there,
+/// created and pinned otherwise.
+pub(crate) fn load_object_pinning(
+    object: &[u8],
+    constants: &[&ConstantEditor],
+    maps: &[MapEditor],
+    specs: &[MapSpecEditor],
+    pinned: &[MapEditor],
+) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
+    for pin in pinned {
+        loader.map_pin_path(pin.name.as_str(), pin.pin_path.as_path());
+    }
     for spec in specs {
         if let Some(n) = spec.max_entries {
             loader.map_max_entries(spec.name.as_str(), n);
@@ -82,7 +97,7 @@ pub(crate) fn load_object(
     for name in specs
         .iter()
         .map(|e| &e.name)
-        .chain(maps.iter().map(|e| &e.name))
+        .chain(maps.iter().chain(pinned).map(|e| &e.name))
     {
         if ebpf.map(name).is_none() {
             return Err(Error::InvalidOption {

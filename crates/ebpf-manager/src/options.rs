@@ -146,3 +146,22 @@ pub struct MapRoute {
     /// The inner map's name in the object.
     pub map_name: String,
 }
+
+/// A map of the object with options of its own, declared in
+/// [`Manager::maps`](crate::Manager::maps).
+///
+/// ```
+/// use ebpf_manager::Map;
+///
+/// let map = Map { name: "hits".into(), pin_path: Some("/sys/fs/bpf/my_tool_hits".into()) };
+/// # let _ = map;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Map {
+    /// The map's name in the object.
+    pub name: String,
+    /// Pin the map here on bpffs (its directory must exist). A map already pinned there is
+    /// reused instead of created, so managers (and processes) declaring the same path share it.
+    /// [`CleanupType`](crate::CleanupType) decides whether `stop` removes the pin.
+    pub pin_path: Option<PathBuf>,
+}

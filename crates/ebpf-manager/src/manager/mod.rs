@@ -4,6 +4,7 @@
 
 mod dump;
 pub use dump::MapEntry;
+mod pins;
 mod records;
 mod router;
 mod runtime;
@@ -50,19 +51,18 @@ impl fmt::Display for ManagerState {
     }
 }
 
-/// What `stop` cleans up.
-///
-/// Every variant detaches every probe and unloads every program and map the manager created.
-/// The variants will differ once pinned objects and maps handed in from outside exist: the
-/// internal ones are the manager's own, the external ones are those it was given.
+/// What `stop` cleans up besides detaching every probe and unloading every program and map:
+/// which pins of [`Map::pin_path`](crate::Map::pin_path) it removes. Internal pins are those
+/// this manager created at init; external ones existed before (made by another manager or
+/// tool) and were reused. Nothing else removes pins: not `pause`, not `detach_hook`, not drop.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CleanupType {
-    /// Clean up what the manager created.
+    /// Remove the pins this manager created.
     CleanInternal,
-    /// Clean up what the manager was given.
+    /// Remove the pins this manager reused.
     CleanExternal,
-    /// Clean up both.
+    /// Remove every pin of this manager's maps.
     #[default]
     CleanAll,
 }
@@ -116,6 +116,8 @@ pub struct Manager {
     pub perf_maps: Vec<crate::PerfMap>,
     /// Ring buffers to read from `start` to `stop`.
     pub ring_buffers: Vec<crate::RingBuffer>,
+    /// Maps of the object with options of their own (pinning).
+    pub maps: Vec<crate::Map>,
     /// The manager's own records. Public only so that `Manager { probes, ..Default::default() }`
     /// compiles; its contents are private: leave it to `Default`.
     #[doc(hidden)]
@@ -149,6 +151,7 @@ pub struct State {
     map_spec_editors: Vec<crate::MapSpecEditor>,
     tail_call_router: Vec<crate::TailCallRoute>,
     map_router: Vec<crate::MapRoute>,
+    pins: Vec<pins::Pin>,
 }
 
 impl fmt::Debug for Manager {
@@ -216,12 +219,37 @@ impl Manager {
             .iter()
             .filter(|e| e.probes.is_empty())
             .collect();
-        let ebpf = loader::load_object(
+        // Declared pins: reused when present (external), created by aya otherwise (internal).
+        let pins: Vec<pins::Pin> = self
+            .maps
+            .iter()
+            .filter_map(|m| m.pin_path.clone())
+            .map(|path| pins::Pin {
+                created: !path.exists(),
+                path,
+            })
+            .collect();
+        let pinned: Vec<MapEditor> = self
+            .maps
+            .iter()
+            .filter_map(|m| {
+                m.pin_path.clone().map(|pin_path| MapEditor {
+                    name: m.name.clone(),
+                    pin_path,
+                })
+            })
+            .collect();
+        let ebpf = loader::load_object_pinning(
             &object,
             &constants,
             &options.map_editors,
             &options.map_spec_editors,
-        )?;
+            &pinned,
+        )
+        .inspect_err(|_| {
+            // A failed init removes the pins it created, and only those.
+            pins::remove(&pins, CleanupType::CleanInternal)
+        })?;
 
         let mut state = State {
             phase: ManagerState::New,
@@ -244,38 +272,12 @@ impl Manager {
             map_spec_editors: options.map_spec_editors,
             tail_call_router: options.tail_call_router,
             map_router: options.map_router,
+            pins,
         };
-        // Probes with constants of their own load from a copy of the object; probes with the
-        // same set of editors share one.
-        let mut copies: Vec<(Vec<usize>, usize)> = Vec::new();
-        for (probe, function, section) in matched {
-            let id = probe.id();
-            let own: Vec<usize> = (0..state.constant_editors.len())
-                .filter(|&i| state.constant_editors[i].probes.contains(&id))
-                .collect();
-            let object = if own.is_empty() {
-                0
-            } else if let Some((_, object)) = copies.iter().find(|(set, _)| *set == own) {
-                *object
-            } else {
-                let object = state.load_copy(&own)?;
-                copies.push((own, object));
-                object
-            };
-            state.add_record(probe, function, &section, object)?;
-        }
-        for index in 0..state.records.len() {
-            let record = &state.records[index];
-            let wanted = state.enabled(&record.id) || options.load_unselected_probes;
-            if state.is_excluded(&record.function) || !wanted {
-                continue;
-            }
-            if let Err(e) = state.ensure_loaded(index) {
-                if state.selectors.is_empty() {
-                    return Err(e);
-                }
-                state.fail(index, &e);
-            }
+        if let Err(e) = state.populate(matched, options.load_unselected_probes) {
+            // Dropping `state` unloads what it loaded; the pins it created go too.
+            pins::remove(&state.pins, CleanupType::CleanInternal);
+            return Err(e);
         }
         state.phase = ManagerState::Initialized;
         self.state = state;
@@ -381,6 +383,7 @@ impl Manager {
             record.state = ProbeState::Stopped;
         }
         self.state.objects.clear();
+        pins::remove(&self.state.pins, cleanup);
         self.state.btf.release();
         self.state.phase = ManagerState::Stopped;
         Ok(())

@@ -13,6 +13,48 @@ use crate::{
 };
 
 impl State {
+    /// Records every matched probe (loading the object copies that per-probe constants need),
+    /// then loads the programs of the enabled ones.
+    pub(super) fn populate(
+        &mut self,
+        matched: Vec<(Probe, String, String)>,
+        load_unselected: bool,
+    ) -> Result<()> {
+        // Probes with constants of their own load from a copy of the object; probes with the
+        // same set of editors share one.
+        let mut copies: Vec<(Vec<usize>, usize)> = Vec::new();
+        for (probe, function, section) in matched {
+            let id = probe.id();
+            let own: Vec<usize> = (0..self.constant_editors.len())
+                .filter(|&i| self.constant_editors[i].probes.contains(&id))
+                .collect();
+            let object = if own.is_empty() {
+                0
+            } else if let Some((_, object)) = copies.iter().find(|(set, _)| *set == own) {
+                *object
+            } else {
+                let object = self.load_copy(&own)?;
+                copies.push((own, object));
+                object
+            };
+            self.add_record(probe, function, &section, object)?;
+        }
+        for index in 0..self.records.len() {
+            let record = &self.records[index];
+            let wanted = self.enabled(&record.id) || load_unselected;
+            if self.is_excluded(&record.function) || !wanted {
+                continue;
+            }
+            if let Err(e) = self.ensure_loaded(index) {
+                if self.selectors.is_empty() {
+                    return Err(e);
+                }
+                self.fail(index, &e);
+            }
+        }
+        Ok(())
+    }
+
     /// Loads a copy of the object with the global constant editors, then the editors at
     /// `own` (indices into `constant_editors`), sharing the main object's other maps.
     /// Returns its index in `objects`.
