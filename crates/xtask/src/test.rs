@@ -33,6 +33,10 @@ const EXAMPLES: &[&str] = &[
     "cgroup",
     "xdp",
     "tc",
+    "constant_editor",
+    "mapspec_editor",
+    "program_router",
+    "object_pinning",
 ];
 /// Examples that need what the guests lack (iproute2 and the veth, clsact and cls_bpf
 /// modules): tier 2 only.
