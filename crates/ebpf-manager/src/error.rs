@@ -293,6 +293,67 @@ pub enum Error {
         /// The identification pair looked for.
         id: ProbeIdentificationPair,
     },
+
+    /// A perf map or ring buffer names a map the object does not have.
+    #[error(
+        "{kind} `{map}`: the object has no map named `{map}` (it has: {available}); check map_name"
+    )]
+    MapNotFound {
+        /// The map name looked for.
+        map: String,
+        /// What declared it: "perf map" or "ring buffer".
+        kind: &'static str,
+        /// The maps the object does have.
+        available: String,
+    },
+
+    /// A perf map or ring buffer names a map of another type.
+    #[error("{kind} `{map}`: the map is a {found}, not a {expected}; declare it as the right reader, or fix map_name")]
+    WrongMapType {
+        /// The map.
+        map: String,
+        /// What declared it: "perf map" or "ring buffer".
+        kind: &'static str,
+        /// The map type the reader needs.
+        expected: &'static str,
+        /// The map's type.
+        found: String,
+    },
+
+    /// A perf map or ring buffer declaration is incomplete or invalid.
+    #[error("{kind} `{map}`: {reason}")]
+    InvalidReader {
+        /// The map.
+        map: String,
+        /// What declared it: "perf map" or "ring buffer".
+        kind: &'static str,
+        /// What is wrong and what to set.
+        reason: String,
+    },
+
+    /// Starting the reader of a perf map or ring buffer failed (opening, mapping or polling its
+    /// buffers, or starting its thread).
+    #[error("{kind} `{map}`: starting its reader failed: {source}")]
+    ReaderStart {
+        /// The map.
+        map: String,
+        /// What declared it: "perf map" or "ring buffer".
+        kind: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// `start_reader` / `stop_reader` named no declared perf map or ring buffer.
+    #[error(
+        "no perf map or ring buffer `{map}` is declared in this manager (declared: {declared})"
+    )]
+    ReaderNotFound {
+        /// The name looked for.
+        map: String,
+        /// The declared readers' map names.
+        declared: String,
+    },
 }
 
 /// The crate's result type.

@@ -5,6 +5,7 @@
 mod dump;
 pub use dump::MapEntry;
 mod pins;
+mod readers;
 mod records;
 mod router;
 mod runtime;
@@ -378,7 +379,8 @@ impl Manager {
         )?;
         log::debug!("stopping ({cleanup:?})");
         self.state.detach_all(ProbeState::Stopped);
-        self.state.readers.stop();
+        // After the detach, so the readers drain everything the programs wrote.
+        self.state.readers.release();
         for record in &mut self.state.records {
             record.state = ProbeState::Stopped;
         }

@@ -1,31 +1,577 @@
 //! Maps: the readers of perf and ring buffers.
+//!
+//! Each declared [`PerfMap`] and [`RingBuffer`] gets one reader thread, which waits with epoll
+//! on its buffers and on a stop eventfd: it sleeps until records arrive, and wakes at once
+//! when it is stopped. Stopping drains what the buffers hold before it returns.
 
 pub mod perf;
 pub mod ringbuf;
 
-pub use perf::PerfMap;
-pub use ringbuf::RingBuffer;
+pub use perf::{PerfDataHandler, PerfLostHandler, PerfMap, DEFAULT_PERF_RING_PAGES};
+pub use ringbuf::{RingBuffer, RingDataHandler};
 
-use aya::Ebpf;
+use std::{
+    fmt, io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    thread::JoinHandle,
+};
 
-use crate::Result;
+use aya::{
+    maps::{
+        perf::{PerfEvent, PerfEventArrayBuffer},
+        Map, MapData, PerfEventArray, RingBuf,
+    },
+    Ebpf,
+};
 
-/// The running readers of a manager.
-#[derive(Debug, Default)]
-pub(crate) struct Readers {}
+use crate::{Error, Result};
+
+const PERF: &str = "perf map";
+const RING: &str = "ring buffer";
+/// The epoll data of the stop eventfd.
+const STOP: u64 = u64::MAX;
+
+/// A declared reader and the map it took.
+enum Source {
+    Perf {
+        decl: PerfMap,
+        array: PerfEventArray<MapData>,
+    },
+    Ring {
+        decl: RingBuffer,
+        /// `None` while the reader thread owns it.
+        ring: Option<RingBuf<MapData>>,
+        /// The ring's size in bytes: the most a final drain reads.
+        size: usize,
+    },
+}
+
+/// A running reader thread.
+struct Running {
+    stop: OwnedFd,
+    thread: JoinHandle<Option<RingBuf<MapData>>>,
+}
+
+struct Reader {
+    name: String,
+    source: Source,
+    running: Option<Running>,
+}
+
+impl Reader {
+    fn kind(&self) -> &'static str {
+        match self.source {
+            Source::Perf { .. } => PERF,
+            Source::Ring { .. } => RING,
+        }
+    }
+
+    fn skip_start(&self) -> bool {
+        match &self.source {
+            Source::Perf { decl, .. } => decl.skip_start,
+            Source::Ring { decl, .. } => decl.skip_start,
+        }
+    }
+
+    fn start(&mut self) -> Result<()> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        let kind = self.kind();
+        let name = self.name.clone();
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::ReaderStart {
+            map: name.clone(),
+            kind,
+            source,
+        };
+        let epoll = Epoll::new().map_err(|e| fail(Box::new(e)))?;
+        // SAFETY: eventfd has no memory preconditions; the fd is checked before use.
+        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if stop < 0 {
+            return Err(fail(Box::new(io::Error::last_os_error())));
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        let stop = unsafe { OwnedFd::from_raw_fd(stop) };
+        epoll
+            .add(stop.as_raw_fd(), STOP)
+            .map_err(|e| fail(Box::new(e)))?;
+        let thread_name: String = format!("rd:{}", self.name).chars().take(15).collect();
+        let builder = std::thread::Builder::new().name(thread_name);
+        let thread = match &mut self.source {
+            Source::Perf { decl, array } => {
+                let cpus = aya::util::online_cpus()
+                    .map_err(|(path, e)| fail(format!("{path}: {e}").into()))?;
+                let pages = decl.ring_pages();
+                let mut buffers = Vec::with_capacity(cpus.len());
+                for (i, cpu) in cpus.into_iter().enumerate() {
+                    let buffer = array
+                        .open(cpu, Some(pages))
+                        .map_err(|e| fail(format!("opening the ring of cpu {cpu}: {e}").into()))?;
+                    epoll
+                        .add(buffer.as_raw_fd(), i as u64)
+                        .map_err(|e| fail(Box::new(e)))?;
+                    buffers.push((cpu, buffer));
+                }
+                let reader = PerfReader {
+                    name: self.name.clone(),
+                    buffers,
+                    data: decl.data_handler.clone().expect("checked at start"),
+                    lost: decl.lost_handler.clone(),
+                    scratch: Vec::new(),
+                };
+                builder.spawn(move || {
+                    reader.run(epoll);
+                    None
+                })
+            }
+            Source::Ring { decl, ring, size } => {
+                let taken = ring
+                    .take()
+                    .expect("a stopped ring buffer reader holds its ring");
+                if let Err(e) = epoll.add(taken.as_raw_fd(), 0) {
+                    *ring = Some(taken);
+                    return Err(fail(Box::new(e)));
+                }
+                let reader = RingReader {
+                    name: self.name.clone(),
+                    ring: taken,
+                    data: decl.data_handler.clone().expect("checked at start"),
+                    timeout: decl
+                        .poll_timeout
+                        .map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32),
+                    size: *size,
+                };
+                builder.spawn(move || Some(reader.run(epoll)))
+            }
+        }
+        .map_err(|e| fail(Box::new(e)))?;
+        self.running = Some(Running { stop, thread });
+        Ok(())
+    }
+
+    /// Wakes the thread, waits until it has drained its buffers, and takes back its ring.
+    fn stop(&mut self) {
+        let Some(Running { stop, thread }) = self.running.take() else {
+            return;
+        };
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
+        let written = unsafe { libc::write(stop.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if written != 8 {
+            log::error!(
+                "{} `{}`: cannot wake its reader: {}",
+                self.kind(),
+                self.name,
+                io::Error::last_os_error()
+            );
+        }
+        match thread.join() {
+            Ok(Some(taken)) => {
+                if let Source::Ring { ring, .. } = &mut self.source {
+                    *ring = Some(taken);
+                }
+            }
+            Ok(None) => {}
+            Err(_) => log::error!(
+                "{} `{}`: a handler panicked; its reader stopped then",
+                self.kind(),
+                self.name
+            ),
+        }
+    }
+}
+
+/// The readers of a manager: the maps they took and their threads.
+#[derive(Default)]
+pub(crate) struct Readers {
+    readers: Vec<Reader>,
+}
+
+impl fmt::Debug for Readers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(
+                self.readers
+                    .iter()
+                    .map(|r| (&r.name, r.kind(), r.running.is_some())),
+            )
+            .finish()
+    }
+}
 
 impl Readers {
     /// Starts the readers of `perf_maps` and `ring_buffers` that do not opt out, taking their
     /// maps from `ebpf`. Called by `start` before any probe attaches, so no event is missed.
+    ///
+    /// Every declaration is checked before any map is taken; if a reader fails to start, the
+    /// ones started before it are stopped (their maps stay taken, so `start` can be retried).
     pub(crate) fn start(
         &mut self,
-        _ebpf: &mut Ebpf,
-        _perf_maps: &[PerfMap],
-        _ring_buffers: &[RingBuffer],
+        ebpf: &mut Ebpf,
+        perf_maps: &[PerfMap],
+        ring_buffers: &[RingBuffer],
     ) -> Result<()> {
+        if self.readers.is_empty() {
+            self.take(ebpf, perf_maps, ring_buffers)?;
+        }
+        let mut started = Vec::new();
+        for i in 0..self.readers.len() {
+            let reader = &mut self.readers[i];
+            if reader.skip_start() || reader.running.is_some() {
+                continue;
+            }
+            if let Err(e) = reader.start() {
+                for &j in started.iter().rev() {
+                    let r: &mut Reader = &mut self.readers[j];
+                    r.stop();
+                }
+                return Err(e);
+            }
+            started.push(i);
+        }
         Ok(())
     }
 
-    /// Stops every reader: called by `stop` after every probe is detached.
-    pub(crate) fn stop(&mut self) {}
+    fn take(
+        &mut self,
+        ebpf: &mut Ebpf,
+        perf_maps: &[PerfMap],
+        ring_buffers: &[RingBuffer],
+    ) -> Result<()> {
+        let mut names = std::collections::HashSet::new();
+        let declared = perf_maps
+            .iter()
+            .map(|p| (PERF, &p.map_name, p.data_handler.is_some(), Some(p)))
+            .chain(
+                ring_buffers
+                    .iter()
+                    .map(|r| (RING, &r.map_name, r.data_handler.is_some(), None)),
+            );
+        for (kind, name, has_handler, perf) in declared {
+            let invalid = |reason: &str| Error::InvalidReader {
+                map: name.clone(),
+                kind,
+                reason: reason.into(),
+            };
+            if !names.insert(name.as_str()) {
+                return Err(invalid(
+                    "declared twice: declare each map once, as a perf map or a ring buffer",
+                ));
+            }
+            if !has_handler {
+                return Err(invalid("no data_handler: set one to receive the records"));
+            }
+            if let Some(p) = perf {
+                if !p.ring_pages().is_power_of_two() {
+                    return Err(invalid(&format!(
+                        "perf_ring_pages is {}: it must be a power of two (or 0 for the default, {DEFAULT_PERF_RING_PAGES})",
+                        p.perf_ring_pages
+                    )));
+                }
+            }
+            let map = ebpf.map(name).ok_or_else(|| Error::MapNotFound {
+                map: name.clone(),
+                kind,
+                available: {
+                    let mut all: Vec<&str> = ebpf.maps().map(|(n, _)| n).collect();
+                    all.sort_unstable();
+                    all.join(", ")
+                },
+            })?;
+            let (ok, expected) = match (kind, map) {
+                (PERF, Map::PerfEventArray(_)) => (true, "BPF_MAP_TYPE_PERF_EVENT_ARRAY"),
+                (PERF, _) => (false, "BPF_MAP_TYPE_PERF_EVENT_ARRAY"),
+                (_, Map::RingBuf(_)) => (true, "BPF_MAP_TYPE_RINGBUF"),
+                _ => (false, "BPF_MAP_TYPE_RINGBUF"),
+            };
+            if !ok {
+                return Err(Error::WrongMapType {
+                    map: name.clone(),
+                    kind,
+                    expected,
+                    found: format!("{map:?}")
+                        .split(['(', ' ', '{'])
+                        .next()
+                        .map_or_else(String::new, |variant| format!("{variant} map")),
+                });
+            }
+        }
+
+        for decl in perf_maps {
+            let map = ebpf.take_map(&decl.map_name).expect("checked above");
+            let array = PerfEventArray::try_from(map).map_err(|e| Error::ReaderStart {
+                map: decl.map_name.clone(),
+                kind: PERF,
+                source: Box::new(e),
+            })?;
+            self.readers.push(Reader {
+                name: decl.map_name.clone(),
+                source: Source::Perf {
+                    decl: decl.clone(),
+                    array,
+                },
+                running: None,
+            });
+        }
+        for decl in ring_buffers {
+            let map = ebpf.take_map(&decl.map_name).expect("checked above");
+            let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::ReaderStart {
+                map: decl.map_name.clone(),
+                kind: RING,
+                source,
+            };
+            let size = match &map {
+                Map::RingBuf(data) => {
+                    data.info().map_err(|e| fail(Box::new(e)))?.max_entries() as usize
+                }
+                _ => unreachable!("checked above"),
+            };
+            let ring = RingBuf::try_from(map).map_err(|e| fail(Box::new(e)))?;
+            self.readers.push(Reader {
+                name: decl.map_name.clone(),
+                source: Source::Ring {
+                    decl: decl.clone(),
+                    ring: Some(ring),
+                    size,
+                },
+                running: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops every reader, in reverse order, each after draining its buffers; the maps stay
+    /// taken. Called by `stop` after every probe is detached.
+    pub(crate) fn stop(&mut self) {
+        if self.readers.iter().any(|r| r.running.is_some()) {
+            wait_for_running_programs();
+        }
+        for reader in self.readers.iter_mut().rev() {
+            reader.stop();
+        }
+    }
+
+    /// Stops every reader and releases the maps they took.
+    pub(crate) fn release(&mut self) {
+        self.stop();
+        self.readers.clear();
+    }
+
+    fn find(&mut self, name: &str) -> Result<&mut Reader> {
+        let declared = self
+            .readers
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.readers
+            .iter_mut()
+            .find(|r| r.name == name)
+            .ok_or_else(|| Error::ReaderNotFound {
+                map: name.to_owned(),
+                declared,
+            })
+    }
+
+    /// Starts the reader of `name` (no-op when it runs).
+    pub(crate) fn start_one(&mut self, name: &str) -> Result<()> {
+        self.find(name)?.start()
+    }
+
+    /// Stops the reader of `name` after draining its buffers (no-op when it is stopped).
+    pub(crate) fn stop_one(&mut self, name: &str) -> Result<()> {
+        self.find(name)?.stop();
+        Ok(())
+    }
+
+    /// Whether the reader of `name` runs; `None` when no reader has that map.
+    pub(crate) fn is_running(&self, name: &str) -> Option<bool> {
+        self.readers
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.running.is_some())
+    }
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until every eBPF program that is running now has returned, so that the drain sees
+/// what a program running during the detach wrote: `membarrier(MEMBARRIER_CMD_GLOBAL)` is a
+/// `synchronize_rcu()` in the kernel (Linux 4.3), and non-sleepable programs run under RCU.
+fn wait_for_running_programs() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: no pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0) };
+    if rc < 0 {
+        log::debug!(
+            "membarrier: {}: a record written during the detach may be missed",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// An epoll instance.
+struct Epoll(OwnedFd);
+
+impl Epoll {
+    fn new() -> io::Result<Self> {
+        // SAFETY: no pointers; the fd is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn add(&self, fd: RawFd, data: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: data,
+        };
+        // SAFETY: `event` is a live epoll_event; the kernel copies it.
+        let rc =
+            unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits for events (`timeout` in ms, -1 for ever) and returns their data; `None` when
+    /// epoll failed for another reason than a signal.
+    fn wait<'a>(
+        &self,
+        events: &'a mut [libc::epoll_event],
+        timeout: i32,
+    ) -> io::Result<impl Iterator<Item = u64> + 'a> {
+        loop {
+            // SAFETY: `events` is a live, writable array of its length.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.0.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    timeout,
+                )
+            };
+            if n >= 0 {
+                return Ok(events[..n as usize].iter().map(|e| e.u64));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+struct PerfReader {
+    name: String,
+    buffers: Vec<(u32, PerfEventArrayBuffer<MapData>)>,
+    data: PerfDataHandler,
+    lost: Option<PerfLostHandler>,
+    /// Where a record that wraps around the ring's end is made contiguous.
+    scratch: Vec<u8>,
+}
+
+impl PerfReader {
+    fn run(mut self, epoll: Epoll) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 32];
+        loop {
+            let ready = match epoll.wait(&mut events, -1) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    log::error!("perf map `{}`: epoll_wait failed: {e}", self.name);
+                    break;
+                }
+            };
+            let mut stopping = false;
+            for data in ready {
+                if data == STOP {
+                    stopping = true;
+                } else {
+                    self.read(data as usize);
+                }
+            }
+            if stopping {
+                break;
+            }
+        }
+        // Drain: the probes are detached (or the caller stops this reader on purpose).
+        for i in 0..self.buffers.len() {
+            self.read(i);
+        }
+    }
+
+    fn read(&mut self, index: usize) {
+        let Self {
+            name,
+            buffers,
+            data,
+            lost,
+            scratch,
+        } = self;
+        let Some((cpu, buffer)) = buffers.get_mut(index) else {
+            return;
+        };
+        let cpu = *cpu;
+        buffer.for_each(|event| match event {
+            PerfEvent::Sample { head, tail: [] } => data(cpu, head),
+            PerfEvent::Sample { head, tail } => {
+                scratch.clear();
+                scratch.extend_from_slice(head);
+                scratch.extend_from_slice(tail);
+                data(cpu, scratch);
+            }
+            PerfEvent::Lost { count } => match lost {
+                Some(lost) => lost(cpu, count),
+                None => log::warn!("perf map `{name}`: {count} records lost on cpu {cpu}"),
+            },
+        });
+    }
+}
+
+struct RingReader {
+    name: String,
+    ring: RingBuf<MapData>,
+    data: RingDataHandler,
+    timeout: i32,
+    size: usize,
+}
+
+impl RingReader {
+    fn run(mut self, epoll: Epoll) -> RingBuf<MapData> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        loop {
+            self.drain(usize::MAX);
+            match epoll.wait(&mut events, self.timeout) {
+                Ok(mut ready) => {
+                    if ready.any(|d| d == STOP) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    log::error!("ring buffer `{}`: epoll_wait failed: {e}", self.name);
+                    break;
+                }
+            }
+        }
+        // Drain what is there, at most one ring's worth in case the producer still runs.
+        self.drain(self.size);
+        self.ring
+    }
+
+    fn drain(&mut self, limit: usize) {
+        let mut read = 0;
+        while read < limit {
+            let Some(item) = self.ring.next() else { break };
+            read += item.len() + 8;
+            (self.data)(&item);
+        }
+    }
 }

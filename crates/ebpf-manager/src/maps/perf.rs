@@ -1,8 +1,83 @@
 //! [`PerfMap`]: a `BPF_MAP_TYPE_PERF_EVENT_ARRAY` and its reader.
 
+use std::{fmt, sync::Arc};
+
+/// Receives each record of a perf buffer: the CPU it was written on, and its bytes.
+///
+/// The bytes borrow the kernel's ring (or a scratch buffer of the reader when a record wraps
+/// around the ring's end): no allocation per record. They include the padding the kernel adds
+/// so that the record, with its 4-byte size, is a multiple of 8 bytes (a 56-byte struct arrives
+/// as 60 bytes), like the Go library's `RawSample`.
+pub type PerfDataHandler = Arc<dyn Fn(u32, &[u8]) + Send + Sync>;
+
+/// Receives the kernel's reports of records lost because a CPU's buffer was full: the CPU and
+/// how many were lost. The kernel reports a loss when it next writes to that CPU's buffer.
+pub type PerfLostHandler = Arc<dyn Fn(u32, u64) + Send + Sync>;
+
+/// The default size of each CPU's perf ring, in pages.
+pub const DEFAULT_PERF_RING_PAGES: usize = 64;
+
 /// A perf event array of the object, and how to read it.
-#[derive(Debug, Clone, Default)]
+///
+/// From [`Manager::start`](crate::Manager::start) to [`Manager::stop`](crate::Manager::stop), one
+/// thread per `PerfMap` reads the rings of every online CPU (epoll on their perf fds) and calls
+/// [`data_handler`](Self::data_handler) for each record and [`lost_handler`](Self::lost_handler)
+/// for each loss report. `stop` detaches the probes first, then drains what the rings still hold
+/// before it returns, so every record the programs wrote is either handled or reported lost.
+///
+/// The reader takes the map out of the loaded object: from `start` on,
+/// [`Manager::get_map`](crate::Manager::get_map) returns `None` for it.
+///
+/// Wakeups: aya 0.14 opens each ring with `wakeup_events = 1` (the reader wakes for every record)
+/// and does not let the caller set `wakeup_events` or a watermark in bytes, so this version has
+/// no such setting (the Go library's `Watermark` / `WakeupEvents`).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use ebpf_manager::PerfMap;
+///
+/// let events = PerfMap {
+///     map_name: "perf_events".into(),
+///     data_handler: Some(Arc::new(|cpu, data: &[u8]| println!("cpu {cpu}: {} bytes", data.len()))),
+///     lost_handler: Some(Arc::new(|cpu, count| eprintln!("cpu {cpu}: {count} lost"))),
+///     ..Default::default()
+/// };
+/// ```
+#[derive(Clone, Default)]
 pub struct PerfMap {
     /// The map's name in the object.
     pub map_name: String,
+    /// Called for each record (required: `start` fails without it).
+    pub data_handler: Option<PerfDataHandler>,
+    /// Called for each loss report; without it, losses are logged at `warn` level.
+    pub lost_handler: Option<PerfLostHandler>,
+    /// Size of each CPU's ring in pages, a power of two; 0 means
+    /// [`DEFAULT_PERF_RING_PAGES`].
+    pub perf_ring_pages: usize,
+    /// Do not start this reader in `start`: start it later with
+    /// [`Manager::start_reader`](crate::Manager::start_reader). Its map is taken all the same.
+    pub skip_start: bool,
+}
+
+impl PerfMap {
+    /// The ring size in pages that the reader uses.
+    pub fn ring_pages(&self) -> usize {
+        if self.perf_ring_pages == 0 {
+            DEFAULT_PERF_RING_PAGES
+        } else {
+            self.perf_ring_pages
+        }
+    }
+}
+
+impl fmt::Debug for PerfMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerfMap")
+            .field("map_name", &self.map_name)
+            .field("data_handler", &self.data_handler.as_ref().map(|_| "Fn"))
+            .field("lost_handler", &self.lost_handler.as_ref().map(|_| "Fn"))
+            .field("perf_ring_pages", &self.perf_ring_pages)
+            .field("skip_start", &self.skip_start)
+            .finish()
+    }
 }

@@ -1,8 +1,54 @@
 //! [`RingBuffer`]: a `BPF_MAP_TYPE_RINGBUF` (Linux 5.8) and its reader.
 
-/// A ring buffer of the object, and how to read it.
-#[derive(Debug, Clone, Default)]
+use std::{fmt, sync::Arc, time::Duration};
+
+/// Receives each record of a ring buffer. The bytes borrow the kernel's ring: no allocation per
+/// record; the record is released to the kernel when the handler returns.
+pub type RingDataHandler = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// A ring buffer of the object (Linux 5.8), and how to read it.
+///
+/// From [`Manager::start`](crate::Manager::start) to [`Manager::stop`](crate::Manager::stop), one
+/// thread per `RingBuffer` waits on the map's fd (epoll) and calls
+/// [`data_handler`](Self::data_handler) for each record. `stop` detaches the probes first, then
+/// drains what the ring still holds before it returns. A ring buffer never reports losses to
+/// user space: `bpf_ringbuf_output` / `bpf_ringbuf_reserve` fail in the program instead.
+///
+/// The reader takes the map out of the loaded object: from `start` on,
+/// [`Manager::get_map`](crate::Manager::get_map) returns `None` for it.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use ebpf_manager::RingBuffer;
+///
+/// let events = RingBuffer {
+///     map_name: "ring_events".into(),
+///     data_handler: Some(Arc::new(|data: &[u8]| println!("{} bytes", data.len()))),
+///     ..Default::default()
+/// };
+/// ```
+#[derive(Clone, Default)]
 pub struct RingBuffer {
     /// The map's name in the object.
     pub map_name: String,
+    /// Called for each record (required: `start` fails without it).
+    pub data_handler: Option<RingDataHandler>,
+    /// Also look for records every `poll_timeout`, without waiting for the kernel's
+    /// notification: for programs that write with `BPF_RB_NO_WAKEUP`. `None` (the default)
+    /// waits for notifications only.
+    pub poll_timeout: Option<Duration>,
+    /// Do not start this reader in `start`: start it later with
+    /// [`Manager::start_reader`](crate::Manager::start_reader). Its map is taken all the same.
+    pub skip_start: bool,
+}
+
+impl fmt::Debug for RingBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingBuffer")
+            .field("map_name", &self.map_name)
+            .field("data_handler", &self.data_handler.as_ref().map(|_| "Fn"))
+            .field("poll_timeout", &self.poll_timeout)
+            .field("skip_start", &self.skip_start)
+            .finish()
+    }
 }

@@ -1,0 +1,569 @@
+//! Perf maps and ring buffers: readers started by `start`, stopped (and drained) by `stop`.
+//!
+//! ebpf-fixtures/src/readers.bpf.c emits one 56-byte record per getppid(2) of the thread named
+//! by `filter_tid`, to `perf_events` (perf_emit) or `ring_events` (ring_emit), and counts in
+//! `counts` what it produced and what the kernel refused.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Condvar, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use ebpf_manager::{
+    CleanupType, ConstantEditor, Error, Manager, ManagerState, Options, PerfMap, Probe, ProbeState,
+    RingBuffer,
+};
+use integration_tests::*;
+
+const READERS: &[u8] = include_bytes!("../../ebpf-fixtures/readers.bpf.o");
+const PERF_PRODUCED: u32 = 0;
+const PERF_FAILED: u32 = 1;
+const RING_PRODUCED: u32 = 2;
+const RING_FAILED: u32 = 3;
+/// The record's size in the program, and what a perf reader gets (with the kernel's padding).
+const RECORD: usize = 56;
+const PERF_RECORD: usize = 60;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One record as the program writes it.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    seq: u64,
+    cpu: u32,
+    tid: u32,
+}
+
+fn parse(data: &[u8]) -> Record {
+    Record {
+        seq: u64::from_ne_bytes(data[0..8].try_into().unwrap()),
+        cpu: u32::from_ne_bytes(data[8..12].try_into().unwrap()),
+        tid: u32::from_ne_bytes(data[12..16].try_into().unwrap()),
+    }
+}
+
+/// What a handler saw, and a condition variable to wait on it.
+#[derive(Default)]
+struct Seen {
+    state: Mutex<SeenState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct SeenState {
+    /// (handler cpu, record, length)
+    records: Vec<(u32, Record, usize)>,
+    lost: u64,
+}
+
+impl Seen {
+    fn record(&self, cpu: u32, data: &[u8]) {
+        self.state
+            .lock()
+            .unwrap()
+            .records
+            .push((cpu, parse(data), data.len()));
+        self.changed.notify_all();
+    }
+
+    fn lost(&self, count: u64) {
+        self.state.lock().unwrap().lost += count;
+        self.changed.notify_all();
+    }
+
+    fn received(&self) -> usize {
+        self.state.lock().unwrap().records.len()
+    }
+
+    fn lost_count(&self) -> u64 {
+        self.state.lock().unwrap().lost
+    }
+
+    /// Waits until `done` holds, at most `timeout`.
+    fn wait_for(&self, timeout: Duration, done: impl Fn(&SeenState) -> bool) -> bool {
+        let guard = self.state.lock().unwrap();
+        let (_guard, result) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |s| !done(s))
+            .unwrap();
+        !result.timed_out()
+    }
+
+    fn perf_map(self: &Arc<Self>, name: &str) -> PerfMap {
+        let data = Arc::clone(self);
+        let lost = Arc::clone(self);
+        PerfMap {
+            map_name: name.into(),
+            data_handler: Some(Arc::new(move |cpu, bytes: &[u8]| data.record(cpu, bytes))),
+            lost_handler: Some(Arc::new(move |_cpu, count| lost.lost(count))),
+            ..Default::default()
+        }
+    }
+
+    fn ring_buffer(self: &Arc<Self>, name: &str) -> RingBuffer {
+        let data = Arc::clone(self);
+        RingBuffer {
+            map_name: name.into(),
+            data_handler: Some(Arc::new(move |bytes: &[u8]| data.record(u32::MAX, bytes))),
+            ..Default::default()
+        }
+    }
+}
+
+/// Pins the calling thread to the CPU it runs on, so that all its records go to one perf ring.
+fn pin_to_current_cpu() -> u32 {
+    // SAFETY: plain syscalls on a zeroed, then filled, cpu_set_t of this thread.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+        cpu as u32
+    }
+}
+
+/// `n` records from the calling thread.
+fn emit(n: usize) {
+    for _ in 0..n {
+        // SAFETY: getppid has no preconditions.
+        unsafe { libc::getppid() };
+    }
+}
+
+fn manager(
+    functions: &[&str],
+    tid: u32,
+    perf_maps: Vec<PerfMap>,
+    ring_buffers: Vec<RingBuffer>,
+) -> Manager {
+    setup();
+    let mut m = Manager {
+        probes: functions.iter().map(|f| probe(f, f)).collect(),
+        perf_maps,
+        ring_buffers,
+        ..Default::default()
+    };
+    m.init_with_options(
+        READERS,
+        Options {
+            constant_editors: vec![ConstantEditor::new("filter_tid", tid)],
+            ..Default::default()
+        },
+    )
+    .expect("init of readers.bpf.o");
+    m
+}
+
+fn map_id(m: &Manager, name: &str) -> u32 {
+    match m.get_map(name).expect("the object has this map") {
+        aya::maps::Map::PerfEventArray(d) | aya::maps::Map::RingBuf(d) => {
+            d.info().expect("map info").id()
+        }
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// Asserts that these maps leave the kernel. The kernel frees a program's maps after an RCU
+/// grace period once the program is unloaded, so this waits for that, at most `WAIT`.
+fn assert_maps_unloaded(ids: &[u32]) {
+    let started = Instant::now();
+    loop {
+        let loaded: Vec<u32> = aya::maps::loaded_maps()
+            .filter_map(Result::ok)
+            .map(|m| m.id())
+            .filter(|id| ids.contains(id))
+            .collect();
+        if loaded.is_empty() {
+            return;
+        }
+        assert!(started.elapsed() < WAIT, "maps {loaded:?} are still loaded");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn readers_perf_data_arrives_with_its_cpu() {
+    let cpu = pin_to_current_cpu();
+    let seen = Arc::new(Seen::default());
+    let mut m = manager(
+        &["perf_emit"],
+        gettid(),
+        vec![seen.perf_map("perf_events")],
+        vec![],
+    );
+    let prog_ids = program_ids(&m, &[probe("perf_emit", "perf_emit").id()]);
+    let map_ids = [map_id(&m, "perf_events")];
+    m.start().unwrap();
+    assert!(
+        m.get_map("perf_events").is_none(),
+        "the reader takes its map"
+    );
+    assert_eq!(m.is_reader_running("perf_events"), Some(true));
+    const N: usize = 200;
+    emit(N);
+    assert!(
+        seen.wait_for(WAIT, |s| s.records.len() >= N),
+        "received {} of {N}",
+        seen.received()
+    );
+    assert_eq!(read_slot(&m, "counts", PERF_PRODUCED), N as u64);
+    assert_eq!(read_slot(&m, "counts", PERF_FAILED), 0);
+    m.stop(CleanupType::CleanAll).unwrap();
+    let state = seen.state.lock().unwrap();
+    assert_eq!(state.records.len(), N);
+    assert_eq!(state.lost, 0);
+    for (i, (handler_cpu, record, len)) in state.records.iter().enumerate() {
+        assert_eq!(*handler_cpu, cpu, "record {i} came from another cpu");
+        assert_eq!(record.cpu, cpu, "record {i}");
+        assert_eq!(record.seq, i as u64, "records in order");
+        assert_eq!(record.tid, gettid());
+        assert_eq!(
+            *len, PERF_RECORD,
+            "a {RECORD}-byte record and the kernel's padding"
+        );
+    }
+    assert_unloaded(&prog_ids);
+    assert_maps_unloaded(&map_ids);
+}
+
+#[test]
+fn readers_perf_lost_records_are_reported_when_the_buffer_is_tiny_and_the_consumer_slow() {
+    pin_to_current_cpu();
+    let seen = Arc::new(Seen::default());
+    // The handler blocks on its first record until the burst is over.
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let perf = {
+        let data = Arc::clone(&seen);
+        let gate = Arc::clone(&gate);
+        PerfMap {
+            data_handler: Some(Arc::new(move |cpu, bytes: &[u8]| {
+                let (open, cv) = &*gate;
+                let _open = cv.wait_while(open.lock().unwrap(), |o| !*o).unwrap();
+                data.record(cpu, bytes);
+            })),
+            perf_ring_pages: 1,
+            ..seen.perf_map("perf_events")
+        }
+    };
+    let mut m = manager(&["perf_emit"], gettid(), vec![perf], vec![]);
+    m.start().unwrap();
+    const BURST: usize = 2000;
+    emit(BURST);
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    // The kernel reports a loss when it next writes to that ring: emit one record at a time
+    // until the accounting closes (the last record received means every loss was reported).
+    let mut closed = false;
+    for _ in 0..2000 {
+        let produced = read_slot(&m, "counts", PERF_PRODUCED);
+        if seen.received() as u64 + seen.lost_count() == produced {
+            closed = true;
+            break;
+        }
+        let before = seen.received();
+        emit(1);
+        seen.wait_for(Duration::from_millis(200), |s| s.records.len() > before);
+    }
+    let produced = read_slot(&m, "counts", PERF_PRODUCED);
+    let failed = read_slot(&m, "counts", PERF_FAILED);
+    let (received, lost) = (seen.received() as u64, seen.lost_count());
+    assert!(
+        closed,
+        "received {received} + lost {lost} != produced {produced}"
+    );
+    assert!(lost > 0, "a 1-page ring took {BURST} records without loss");
+    assert_eq!(lost, failed, "the kernel reports every record it refused");
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_eq!(seen.received() as u64 + seen.lost_count(), produced);
+}
+
+#[test]
+fn readers_ring_buffer_receives_every_record() {
+    let seen = Arc::new(Seen::default());
+    let mut m = manager(
+        &["ring_emit"],
+        gettid(),
+        vec![],
+        vec![seen.ring_buffer("ring_events")],
+    );
+    let prog_ids = program_ids(&m, &[probe("ring_emit", "ring_emit").id()]);
+    let map_ids = [map_id(&m, "ring_events")];
+    m.start().unwrap();
+    assert!(m.get_map("ring_events").is_none());
+    const N: usize = 1000;
+    emit(N);
+    assert!(
+        seen.wait_for(WAIT, |s| s.records.len() >= N),
+        "received {} of {N}",
+        seen.received()
+    );
+    assert_eq!(read_slot(&m, "counts", RING_PRODUCED), N as u64);
+    assert_eq!(read_slot(&m, "counts", RING_FAILED), 0);
+    m.stop(CleanupType::CleanAll).unwrap();
+    let state = seen.state.lock().unwrap();
+    assert_eq!(state.records.len(), N);
+    for (i, (_, record, len)) in state.records.iter().enumerate() {
+        assert_eq!(record.seq, i as u64, "records in order");
+        assert_eq!(*len, RECORD);
+    }
+    assert_unloaded(&prog_ids);
+    assert_maps_unloaded(&map_ids);
+}
+
+#[test]
+fn readers_skip_start_then_start_reader_receives() {
+    let perf_seen = Arc::new(Seen::default());
+    let ring_seen = Arc::new(Seen::default());
+    let mut m = manager(
+        &["perf_emit", "ring_emit"],
+        gettid(),
+        vec![PerfMap {
+            skip_start: true,
+            ..perf_seen.perf_map("perf_events")
+        }],
+        vec![RingBuffer {
+            skip_start: true,
+            ..ring_seen.ring_buffer("ring_events")
+        }],
+    );
+    match m.start_reader("ring_events").unwrap_err() {
+        Error::InvalidState { state, .. } => assert_eq!(state, ManagerState::Initialized),
+        other => panic!("{other:?}"),
+    }
+    m.start().unwrap();
+    assert!(
+        m.get_map("perf_events").is_none(),
+        "taken even when skipped"
+    );
+    assert_eq!(m.is_reader_running("perf_events"), Some(false));
+    assert_eq!(m.is_reader_running("ring_events"), Some(false));
+    // No perf ring is open yet: the program's output fails. The ring buffer keeps its records.
+    emit(10);
+    assert_eq!(read_slot(&m, "counts", PERF_FAILED), 10);
+    m.start_reader("ring_events").unwrap();
+    m.start_reader("perf_events").unwrap();
+    m.start_reader("perf_events").unwrap(); // already running: nothing to do
+    assert_eq!(m.is_reader_running("perf_events"), Some(true));
+    assert!(ring_seen.wait_for(WAIT, |s| s.records.len() >= 10));
+    emit(10);
+    assert!(perf_seen.wait_for(WAIT, |s| s.records.len() >= 10));
+    assert!(ring_seen.wait_for(WAIT, |s| s.records.len() >= 20));
+
+    // Stopped by hand, then started again: the ring buffer keeps what came meanwhile.
+    m.stop_reader("ring_events").unwrap();
+    assert_eq!(m.is_reader_running("ring_events"), Some(false));
+    emit(5);
+    assert_eq!(ring_seen.received(), 20);
+    m.start_reader("ring_events").unwrap();
+    assert!(ring_seen.wait_for(WAIT, |s| s.records.len() >= 25));
+
+    match m.start_reader("nope").unwrap_err() {
+        Error::ReaderNotFound { map, declared } => {
+            assert_eq!(map, "nope");
+            assert!(declared.contains("perf_events") && declared.contains("ring_events"));
+        }
+        other => panic!("{other:?}"),
+    }
+    m.stop(CleanupType::CleanAll).unwrap();
+    // 10 refused before the reader started, 10 after, 5 while the ring reader was stopped.
+    assert_eq!(perf_seen.received(), 15);
+    assert_eq!(ring_seen.received(), 25);
+    assert_eq!(m.is_reader_running("ring_events"), None);
+}
+
+#[test]
+fn readers_stop_while_events_flow_is_prompt_and_accounts_for_everything() {
+    let perf_seen = Arc::new(Seen::default());
+    let ring_seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let emitted = Arc::new(AtomicU64::new(0));
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let producer = {
+        let stop = Arc::clone(&stop);
+        let emitted = Arc::clone(&emitted);
+        std::thread::spawn(move || {
+            tid_tx.send(gettid()).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                emit(1);
+                emitted.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let tid = tid_rx.recv().unwrap();
+    let mut m = manager(
+        &["perf_emit", "ring_emit"],
+        tid,
+        vec![perf_seen.perf_map("perf_events")],
+        vec![ring_seen.ring_buffer("ring_events")],
+    );
+    // Keep `counts` alive past stop, to read what was produced.
+    let counts_id = match m.get_map("counts").unwrap() {
+        aya::maps::Map::Array(d) => d.info().unwrap().id(),
+        other => panic!("{other:?}"),
+    };
+    let counts = aya::maps::Array::<_, u64>::try_from(aya::maps::Map::Array(
+        aya::maps::MapData::from_id(counts_id).unwrap(),
+    ))
+    .unwrap();
+    m.start().unwrap();
+    assert!(perf_seen.wait_for(WAIT, |s| s.records.len() >= 1000));
+    assert!(ring_seen.wait_for(WAIT, |s| s.records.len() >= 1000));
+    let started = Instant::now();
+    m.stop(CleanupType::CleanAll).unwrap();
+    let took = started.elapsed();
+    let at_stop = emitted.load(Ordering::Relaxed);
+    // Still flowing: the producer keeps calling getppid after the stop.
+    while emitted.load(Ordering::Relaxed) < at_stop + 100 {
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
+
+    let get = |slot| counts.get(&slot, 0).unwrap();
+    let (perf_produced, perf_failed) = (get(PERF_PRODUCED), get(PERF_FAILED));
+    let (ring_produced, ring_failed) = (get(RING_PRODUCED), get(RING_FAILED));
+    let (perf_received, perf_lost) = (perf_seen.received() as u64, perf_seen.lost_count());
+    assert_eq!(
+        perf_received + perf_failed,
+        perf_produced,
+        "perf: received {perf_received}, refused {perf_failed} (reported lost {perf_lost})"
+    );
+    // A loss is reported when the kernel next writes to that ring: the last ones may not be.
+    assert!(perf_lost <= perf_failed);
+    assert_eq!(ring_seen.received() as u64 + ring_failed, ring_produced);
+    for (name, seen) in [("perf", &perf_seen), ("ring", &ring_seen)] {
+        let state = seen.state.lock().unwrap();
+        let mut seqs: Vec<u64> = state.records.iter().map(|(_, r, _)| r.seq).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), state.records.len(), "{name}: a record twice");
+    }
+}
+
+#[test]
+fn readers_wrong_map_name_or_type_is_a_typed_error_and_start_undoes_everything() {
+    let seen = Arc::new(Seen::default());
+    let cases: Vec<(Vec<PerfMap>, Vec<RingBuffer>)> = vec![
+        (vec![seen.perf_map("nope")], vec![]),
+        (vec![seen.perf_map("ring_events")], vec![]),
+        (vec![], vec![seen.ring_buffer("counts")]),
+        (
+            vec![PerfMap {
+                data_handler: None,
+                ..seen.perf_map("perf_events")
+            }],
+            vec![],
+        ),
+        (
+            vec![PerfMap {
+                perf_ring_pages: 3,
+                ..seen.perf_map("perf_events")
+            }],
+            vec![],
+        ),
+        // A good reader before a bad one: the good one is not left running.
+        (
+            vec![seen.perf_map("perf_events")],
+            vec![seen.ring_buffer("perf_events")],
+        ),
+    ];
+    for (i, (perf_maps, ring_buffers)) in cases.into_iter().enumerate() {
+        let mut m = manager(&["perf_emit"], gettid(), perf_maps, ring_buffers);
+        let id = probe("perf_emit", "perf_emit").id();
+        let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+        let err = m.start().unwrap_err();
+        let message = err.to_string();
+        match (i, &err) {
+            (
+                0,
+                Error::MapNotFound {
+                    map,
+                    kind,
+                    available,
+                },
+            ) => {
+                assert_eq!((map.as_str(), *kind), ("nope", "perf map"));
+                assert!(available.contains("perf_events"), "{available}");
+            }
+            (
+                1,
+                Error::WrongMapType {
+                    map,
+                    expected,
+                    found,
+                    ..
+                },
+            ) => {
+                assert_eq!(map, "ring_events");
+                assert_eq!(*expected, "BPF_MAP_TYPE_PERF_EVENT_ARRAY");
+                assert_eq!(found, "RingBuf map");
+            }
+            (
+                2,
+                Error::WrongMapType {
+                    map, kind, found, ..
+                },
+            ) => {
+                assert_eq!((map.as_str(), *kind), ("counts", "ring buffer"));
+                assert_eq!(found, "Array map");
+            }
+            (3, Error::InvalidReader { reason, .. }) => assert!(reason.contains("data_handler")),
+            (4, Error::InvalidReader { reason, .. }) => assert!(reason.contains("power of two")),
+            (5, Error::InvalidReader { map, reason, .. }) => {
+                assert_eq!(map, "perf_events");
+                assert!(reason.contains("twice"), "{reason}");
+            }
+            _ => panic!("case {i}: {err:?}"),
+        }
+        assert!(!message.is_empty());
+        assert_eq!(m.state(), ManagerState::Initialized, "case {i}");
+        assert_eq!(m.probe_state(&id), Some(ProbeState::Loaded), "case {i}");
+        assert!(
+            m.get_map("perf_events").is_some(),
+            "case {i}: nothing taken"
+        );
+        m.stop(CleanupType::CleanAll).unwrap();
+        assert_unloaded(&prog_ids);
+    }
+    assert_eq!(seen.received(), 0);
+}
+
+#[test]
+fn readers_are_clone_and_debug() {
+    let seen = Arc::new(Seen::default());
+    let p = PerfMap {
+        perf_ring_pages: 8,
+        ..seen.perf_map("perf_events")
+    };
+    let q = p.clone();
+    let debug = format!("{q:?}");
+    assert!(
+        debug.contains("perf_events") && debug.contains("perf_ring_pages: 8"),
+        "{debug}"
+    );
+    assert_eq!(p.ring_pages(), 8);
+    assert_eq!(
+        PerfMap::default().ring_pages(),
+        ebpf_manager::maps::DEFAULT_PERF_RING_PAGES
+    );
+    let r = RingBuffer {
+        poll_timeout: Some(Duration::from_millis(5)),
+        ..seen.ring_buffer("ring_events")
+    };
+    assert!(format!("{:?}", r.clone()).contains("ring_events"));
+    let _ = Probe::default();
+}
