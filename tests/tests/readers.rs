@@ -567,3 +567,42 @@ fn readers_are_clone_and_debug() {
     assert!(format!("{:?}", r.clone()).contains("ring_events"));
     let _ = Probe::default();
 }
+
+#[test]
+fn readers_a_panicking_handler_stops_its_reader_and_start_reader_restarts_it() {
+    let seen = Arc::new(Seen::default());
+    let ring = {
+        let data = Arc::clone(&seen);
+        RingBuffer {
+            data_handler: Some(Arc::new(move |bytes: &[u8]| {
+                let record = parse(bytes);
+                assert_ne!(record.seq, 2, "the test's handler panics on record 2");
+                data.record(u32::MAX, bytes);
+            })),
+            ..seen.ring_buffer("ring_events")
+        }
+    };
+    let mut m = manager(&["ring_emit"], gettid(), vec![], vec![ring]);
+    m.start().unwrap();
+    emit(5);
+    let started = Instant::now();
+    while m.is_reader_running("ring_events") == Some(true) {
+        assert!(started.elapsed() < WAIT, "the reader survived its panic");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(seen.received(), 2, "records 0 and 1");
+    m.start_reader("ring_events").unwrap();
+    assert_eq!(m.is_reader_running("ring_events"), Some(true));
+    // Record 2 was consumed by the panic; 3 and 4 wait in the ring.
+    assert!(seen.wait_for(WAIT, |s| s.records.len() >= 4));
+    m.stop(CleanupType::CleanAll).unwrap();
+    let seqs: Vec<u64> = seen
+        .state
+        .lock()
+        .unwrap()
+        .records
+        .iter()
+        .map(|(_, r, _)| r.seq)
+        .collect();
+    assert_eq!(seqs, [0, 1, 3, 4]);
+}

@@ -5,8 +5,8 @@ use crate::Result;
 
 impl Manager {
     /// Starts the reader of the perf map or ring buffer whose map is `map_name`: one declared
-    /// with `skip_start`, or one stopped by [`stop_reader`](Self::stop_reader). Does nothing
-    /// when it already runs. Needs a started manager (running or paused).
+    /// with `skip_start`, one stopped by [`stop_reader`](Self::stop_reader), or one whose
+    /// handler panicked. Does nothing when it already runs. Needs a started manager (running or paused).
     pub fn start_reader(&mut self, map_name: &str) -> Result<()> {
         self.expect(
             "start_reader",
@@ -26,8 +26,9 @@ impl Manager {
         self.state.readers.stop_one(map_name)
     }
 
-    /// Whether the reader of `map_name` runs; `None` when the manager has not started or has
-    /// no perf map or ring buffer of that name.
+    /// Whether the reader of `map_name` runs (false once stopped, or once a handler of it
+    /// panicked); `None` when the manager has not started or has no perf map or ring buffer of
+    /// that name.
     pub fn is_reader_running(&self, map_name: &str) -> Option<bool> {
         self.state.readers.is_running(map_name)
     }

@@ -12,7 +12,9 @@ pub use ringbuf::{RingBuffer, RingDataHandler};
 
 use std::{
     fmt, io,
+    ops::ControlFlow,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    panic::{catch_unwind, AssertUnwindSafe},
     thread::JoinHandle,
 };
 
@@ -74,8 +76,11 @@ impl Reader {
     }
 
     fn start(&mut self) -> Result<()> {
-        if self.running.is_some() {
-            return Ok(());
+        match &self.running {
+            // Its handler panicked: collect the thread (and the ring) and start again.
+            Some(running) if running.thread.is_finished() => self.stop(),
+            Some(_) => return Ok(()),
+            None => {}
         }
         let kind = self.kind();
         let name = self.name.clone();
@@ -125,9 +130,9 @@ impl Reader {
                 })
             }
             Source::Ring { decl, ring, size } => {
-                let taken = ring
-                    .take()
-                    .expect("a stopped ring buffer reader holds its ring");
+                let Some(taken) = ring.take() else {
+                    return Err(fail("its ring was lost with its reader thread".into()));
+                };
                 if let Err(e) = epoll.add(taken.as_raw_fd(), 0) {
                     *ring = Some(taken);
                     return Err(fail(Box::new(e)));
@@ -173,7 +178,7 @@ impl Reader {
             }
             Ok(None) => {}
             Err(_) => log::error!(
-                "{} `{}`: a handler panicked; its reader stopped then",
+                "{} `{}`: its reader thread panicked",
                 self.kind(),
                 self.name
             ),
@@ -389,7 +394,7 @@ impl Readers {
         self.readers
             .iter()
             .find(|r| r.name == name)
-            .map(|r| r.running.is_some())
+            .map(|r| r.running.as_ref().is_some_and(|r| !r.thread.is_finished()))
     }
 }
 
@@ -495,7 +500,9 @@ impl PerfReader {
                 if data == STOP {
                     stopping = true;
                 } else {
-                    self.read(data as usize);
+                    if self.read(data as usize).is_break() {
+                        return;
+                    }
                 }
             }
             if stopping {
@@ -504,11 +511,14 @@ impl PerfReader {
         }
         // Drain: the probes are detached (or the caller stops this reader on purpose).
         for i in 0..self.buffers.len() {
-            self.read(i);
+            if self.read(i).is_break() {
+                return;
+            }
         }
     }
 
-    fn read(&mut self, index: usize) {
+    /// Hands the records of one ring to the handlers; breaks when a handler panicked.
+    fn read(&mut self, index: usize) -> ControlFlow<()> {
         let Self {
             name,
             buffers,
@@ -517,22 +527,25 @@ impl PerfReader {
             scratch,
         } = self;
         let Some((cpu, buffer)) = buffers.get_mut(index) else {
-            return;
+            return ControlFlow::Continue(());
         };
         let cpu = *cpu;
-        buffer.for_each(|event| match event {
-            PerfEvent::Sample { head, tail: [] } => data(cpu, head),
-            PerfEvent::Sample { head, tail } => {
-                scratch.clear();
-                scratch.extend_from_slice(head);
-                scratch.extend_from_slice(tail);
-                data(cpu, scratch);
-            }
-            PerfEvent::Lost { count } => match lost {
-                Some(lost) => lost(cpu, count),
-                None => log::warn!("perf map `{name}`: {count} records lost on cpu {cpu}"),
-            },
-        });
+        buffer.try_fold((), |(), event| {
+            let handled = catch_unwind(AssertUnwindSafe(|| match event {
+                PerfEvent::Sample { head, tail: [] } => data(cpu, head),
+                PerfEvent::Sample { head, tail } => {
+                    scratch.clear();
+                    scratch.extend_from_slice(head);
+                    scratch.extend_from_slice(tail);
+                    data(cpu, scratch);
+                }
+                PerfEvent::Lost { count } => match lost {
+                    Some(lost) => lost(cpu, count),
+                    None => log::warn!("perf map `{name}`: {count} records lost on cpu {cpu}"),
+                },
+            }));
+            handler_result(PERF, name, handled)
+        })
     }
 }
 
@@ -548,7 +561,9 @@ impl RingReader {
     fn run(mut self, epoll: Epoll) -> RingBuf<MapData> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
         loop {
-            self.drain(usize::MAX);
+            if self.drain(usize::MAX).is_break() {
+                return self.ring;
+            }
             match epoll.wait(&mut events, self.timeout) {
                 Ok(mut ready) => {
                     if ready.any(|d| d == STOP) {
@@ -562,16 +577,32 @@ impl RingReader {
             }
         }
         // Drain what is there, at most one ring's worth in case the producer still runs.
-        self.drain(self.size);
+        let _ = self.drain(self.size);
         self.ring
     }
 
-    fn drain(&mut self, limit: usize) {
+    /// Hands up to `limit` bytes of records to the handler; breaks when it panicked.
+    fn drain(&mut self, limit: usize) -> ControlFlow<()> {
         let mut read = 0;
         while read < limit {
             let Some(item) = self.ring.next() else { break };
             read += item.len() + 8;
-            (self.data)(&item);
+            let handled = catch_unwind(AssertUnwindSafe(|| (self.data)(&item)));
+            handler_result(RING, &self.name, handled)?;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// A handler that panicked stops its reader (the panic hook has printed the panic already).
+fn handler_result(kind: &str, name: &str, handled: std::thread::Result<()>) -> ControlFlow<()> {
+    match handled {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(_) => {
+            log::error!(
+                "{kind} `{name}`: a handler panicked; the reader stopped (start_reader starts it again)"
+            );
+            ControlFlow::Break(())
         }
     }
 }

@@ -25,6 +25,10 @@ pub const DEFAULT_PERF_RING_PAGES: usize = 64;
 /// for each loss report. `stop` detaches the probes first, then drains what the rings still hold
 /// before it returns, so every record the programs wrote is either handled or reported lost.
 ///
+/// A handler runs on the reader's thread; if it panics, the reader stops (the panic is
+/// caught and logged) and [`Manager::start_reader`](crate::Manager::start_reader) starts it
+/// again.
+///
 /// The reader takes the map out of the loaded object: from `start` on,
 /// [`Manager::get_map`](crate::Manager::get_map) returns `None` for it.
 ///

@@ -14,6 +14,10 @@ pub type RingDataHandler = Arc<dyn Fn(&[u8]) + Send + Sync>;
 /// drains what the ring still holds before it returns. A ring buffer never reports losses to
 /// user space: `bpf_ringbuf_output` / `bpf_ringbuf_reserve` fail in the program instead.
 ///
+/// A handler runs on the reader's thread; if it panics, the reader stops (the panic is
+/// caught and logged) and [`Manager::start_reader`](crate::Manager::start_reader) starts it
+/// again.
+///
 /// The reader takes the map out of the loaded object: from `start` on,
 /// [`Manager::get_map`](crate::Manager::get_map) returns `None` for it.
 ///
