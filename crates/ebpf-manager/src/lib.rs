@@ -45,7 +45,7 @@ mod selectors;
 pub use error::{Error, Result};
 pub use kernel::FunctionIndex;
 pub use manager::{CleanupType, Manager, ManagerState, MapEntry};
-pub use maps::{PerfMap, RingBuffer};
+pub use maps::{PerfDataHandler, PerfLostHandler, PerfMap, RingBuffer, RingDataHandler};
 pub use options::{
     ConstantEditor, Map, MapEditor, MapRoute, MapSpecEditor, Options, TailCallRoute,
 };

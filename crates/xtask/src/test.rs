@@ -37,6 +37,8 @@ const EXAMPLES: &[&str] = &[
     "mapspec_editor",
     "program_router",
     "object_pinning",
+    "perf_buffer",
+    "ring_buffer",
 ];
 /// Examples that need what the guests lack (iproute2 and the veth, clsact and cls_bpf
 /// modules): tier 2 only.
