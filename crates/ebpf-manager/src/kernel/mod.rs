@@ -6,6 +6,7 @@ pub mod trace_pipe;
 pub mod tracefs;
 
 pub(crate) mod bpf_map;
+pub(crate) mod epoll;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod perf;

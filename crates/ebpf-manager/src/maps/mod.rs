@@ -13,25 +13,25 @@ pub use ringbuf::{RingBuffer, RingDataHandler};
 use std::{
     fmt, io,
     ops::ControlFlow,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-    panic::{catch_unwind, AssertUnwindSafe},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     thread::JoinHandle,
 };
 
 use aya::{
-    maps::{
-        perf::{PerfEvent, PerfEventArrayBuffer},
-        Map, MapData, PerfEventArray, RingBuf,
-    },
+    maps::{Map, MapData, PerfEventArray, RingBuf},
     Ebpf,
 };
 
-use crate::{Error, Result};
+use self::{perf::PerfReader, ringbuf::RingReader};
+use crate::{
+    kernel::epoll::{wait_for_running_programs, Epoll},
+    Error, Result,
+};
 
-const PERF: &str = "perf map";
-const RING: &str = "ring buffer";
+pub(super) const PERF: &str = "perf map";
+pub(super) const RING: &str = "ring buffer";
 /// The epoll data of the stop eventfd.
-const STOP: u64 = u64::MAX;
+pub(super) const STOP: u64 = u64::MAX;
 
 /// A declared reader and the map it took.
 enum Source {
@@ -404,198 +404,12 @@ impl Drop for Readers {
     }
 }
 
-/// Waits until every eBPF program that is running now has returned, so that the drain sees
-/// what a program running during the detach wrote: `membarrier(MEMBARRIER_CMD_GLOBAL)` is a
-/// `synchronize_rcu()` in the kernel (Linux 4.3), and non-sleepable programs run under RCU.
-fn wait_for_running_programs() {
-    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
-    // SAFETY: no pointers.
-    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0) };
-    if rc < 0 {
-        log::debug!(
-            "membarrier: {}: a record written during the detach may be missed",
-            io::Error::last_os_error()
-        );
-    }
-}
-
-/// An epoll instance.
-struct Epoll(OwnedFd);
-
-impl Epoll {
-    fn new() -> io::Result<Self> {
-        // SAFETY: no pointers; the fd is checked.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd that nothing else owns.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn add(&self, fd: RawFd, data: u64) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: data,
-        };
-        // SAFETY: `event` is a live epoll_event; the kernel copies it.
-        let rc =
-            unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Waits for events (`timeout` in ms, -1 for ever) and returns their data; `None` when
-    /// epoll failed for another reason than a signal.
-    fn wait<'a>(
-        &self,
-        events: &'a mut [libc::epoll_event],
-        timeout: i32,
-    ) -> io::Result<impl Iterator<Item = u64> + 'a> {
-        loop {
-            // SAFETY: `events` is a live, writable array of its length.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.0.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout,
-                )
-            };
-            if n >= 0 {
-                return Ok(events[..n as usize].iter().map(|e| e.u64));
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-}
-
-struct PerfReader {
-    name: String,
-    buffers: Vec<(u32, PerfEventArrayBuffer<MapData>)>,
-    data: PerfDataHandler,
-    lost: Option<PerfLostHandler>,
-    /// Where a record that wraps around the ring's end is made contiguous.
-    scratch: Vec<u8>,
-}
-
-impl PerfReader {
-    fn run(mut self, epoll: Epoll) {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 32];
-        loop {
-            let ready = match epoll.wait(&mut events, -1) {
-                Ok(ready) => ready,
-                Err(e) => {
-                    log::error!("perf map `{}`: epoll_wait failed: {e}", self.name);
-                    break;
-                }
-            };
-            let mut stopping = false;
-            for data in ready {
-                if data == STOP {
-                    stopping = true;
-                } else {
-                    if self.read(data as usize).is_break() {
-                        return;
-                    }
-                }
-            }
-            if stopping {
-                break;
-            }
-        }
-        // Drain: the probes are detached (or the caller stops this reader on purpose).
-        for i in 0..self.buffers.len() {
-            if self.read(i).is_break() {
-                return;
-            }
-        }
-    }
-
-    /// Hands the records of one ring to the handlers; breaks when a handler panicked.
-    fn read(&mut self, index: usize) -> ControlFlow<()> {
-        let Self {
-            name,
-            buffers,
-            data,
-            lost,
-            scratch,
-        } = self;
-        let Some((cpu, buffer)) = buffers.get_mut(index) else {
-            return ControlFlow::Continue(());
-        };
-        let cpu = *cpu;
-        buffer.try_fold((), |(), event| {
-            let handled = catch_unwind(AssertUnwindSafe(|| match event {
-                PerfEvent::Sample { head, tail: [] } => data(cpu, head),
-                PerfEvent::Sample { head, tail } => {
-                    scratch.clear();
-                    scratch.extend_from_slice(head);
-                    scratch.extend_from_slice(tail);
-                    data(cpu, scratch);
-                }
-                PerfEvent::Lost { count } => match lost {
-                    Some(lost) => lost(cpu, count),
-                    None => log::warn!("perf map `{name}`: {count} records lost on cpu {cpu}"),
-                },
-            }));
-            handler_result(PERF, name, handled)
-        })
-    }
-}
-
-struct RingReader {
-    name: String,
-    ring: RingBuf<MapData>,
-    data: RingDataHandler,
-    timeout: i32,
-    size: usize,
-}
-
-impl RingReader {
-    fn run(mut self, epoll: Epoll) -> RingBuf<MapData> {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
-        loop {
-            if self.drain(usize::MAX).is_break() {
-                return self.ring;
-            }
-            match epoll.wait(&mut events, self.timeout) {
-                Ok(mut ready) => {
-                    if ready.any(|d| d == STOP) {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    log::error!("ring buffer `{}`: epoll_wait failed: {e}", self.name);
-                    break;
-                }
-            }
-        }
-        // Drain what is there, at most one ring's worth in case the producer still runs.
-        let _ = self.drain(self.size);
-        self.ring
-    }
-
-    /// Hands up to `limit` bytes of records to the handler; breaks when it panicked.
-    fn drain(&mut self, limit: usize) -> ControlFlow<()> {
-        let mut read = 0;
-        while read < limit {
-            let Some(item) = self.ring.next() else { break };
-            read += item.len() + 8;
-            let handled = catch_unwind(AssertUnwindSafe(|| (self.data)(&item)));
-            handler_result(RING, &self.name, handled)?;
-        }
-        ControlFlow::Continue(())
-    }
-}
-
 /// A handler that panicked stops its reader (the panic hook has printed the panic already).
-fn handler_result(kind: &str, name: &str, handled: std::thread::Result<()>) -> ControlFlow<()> {
+pub(super) fn handler_result(
+    kind: &str,
+    name: &str,
+    handled: std::thread::Result<()>,
+) -> ControlFlow<()> {
     match handled {
         Ok(()) => ControlFlow::Continue(()),
         Err(_) => {

@@ -1,6 +1,19 @@
 //! [`PerfMap`]: a `BPF_MAP_TYPE_PERF_EVENT_ARRAY` and its reader.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    ops::ControlFlow,
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::Arc,
+};
+
+use aya::maps::{
+    perf::{PerfEvent, PerfEventArrayBuffer},
+    MapData,
+};
+
+use super::{handler_result, PERF, STOP};
+use crate::kernel::epoll::Epoll;
 
 /// Receives each record of a perf buffer: the CPU it was written on, and its bytes.
 ///
@@ -83,5 +96,80 @@ impl fmt::Debug for PerfMap {
             .field("perf_ring_pages", &self.perf_ring_pages)
             .field("skip_start", &self.skip_start)
             .finish()
+    }
+}
+
+/// The thread of one perf map: waits on every CPU's buffer and the stop eventfd.
+pub(super) struct PerfReader {
+    pub(super) name: String,
+    pub(super) buffers: Vec<(u32, PerfEventArrayBuffer<MapData>)>,
+    pub(super) data: PerfDataHandler,
+    pub(super) lost: Option<PerfLostHandler>,
+    /// Where a record that wraps around the ring's end is made contiguous.
+    pub(super) scratch: Vec<u8>,
+}
+
+impl PerfReader {
+    pub(super) fn run(mut self, epoll: Epoll) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 32];
+        loop {
+            let ready = match epoll.wait(&mut events, -1) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    log::error!("perf map `{}`: epoll_wait failed: {e}", self.name);
+                    break;
+                }
+            };
+            let mut stopping = false;
+            for data in ready {
+                if data == STOP {
+                    stopping = true;
+                } else {
+                    if self.read(data as usize).is_break() {
+                        return;
+                    }
+                }
+            }
+            if stopping {
+                break;
+            }
+        }
+        // Drain: the probes are detached (or the caller stops this reader on purpose).
+        for i in 0..self.buffers.len() {
+            if self.read(i).is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Hands the records of one ring to the handlers; breaks when a handler panicked.
+    fn read(&mut self, index: usize) -> ControlFlow<()> {
+        let Self {
+            name,
+            buffers,
+            data,
+            lost,
+            scratch,
+        } = self;
+        let Some((cpu, buffer)) = buffers.get_mut(index) else {
+            return ControlFlow::Continue(());
+        };
+        let cpu = *cpu;
+        buffer.try_fold((), |(), event| {
+            let handled = catch_unwind(AssertUnwindSafe(|| match event {
+                PerfEvent::Sample { head, tail: [] } => data(cpu, head),
+                PerfEvent::Sample { head, tail } => {
+                    scratch.clear();
+                    scratch.extend_from_slice(head);
+                    scratch.extend_from_slice(tail);
+                    data(cpu, scratch);
+                }
+                PerfEvent::Lost { count } => match lost {
+                    Some(lost) => lost(cpu, count),
+                    None => log::warn!("perf map `{name}`: {count} records lost on cpu {cpu}"),
+                },
+            }));
+            handler_result(PERF, name, handled)
+        })
     }
 }

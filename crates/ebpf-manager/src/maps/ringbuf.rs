@@ -1,6 +1,17 @@
 //! [`RingBuffer`]: a `BPF_MAP_TYPE_RINGBUF` (Linux 5.8) and its reader.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    ops::ControlFlow,
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::Arc,
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+
+use super::{handler_result, RING, STOP};
+use crate::kernel::epoll::Epoll;
 
 /// Receives each record of a ring buffer. The bytes borrow the kernel's ring: no allocation per
 /// record; the record is released to the kernel when the handler returns.
@@ -54,5 +65,51 @@ impl fmt::Debug for RingBuffer {
             .field("poll_timeout", &self.poll_timeout)
             .field("skip_start", &self.skip_start)
             .finish()
+    }
+}
+
+/// The thread of one ring buffer: waits on the ring and the stop eventfd.
+pub(super) struct RingReader {
+    pub(super) name: String,
+    pub(super) ring: RingBuf<MapData>,
+    pub(super) data: RingDataHandler,
+    pub(super) timeout: i32,
+    pub(super) size: usize,
+}
+
+impl RingReader {
+    pub(super) fn run(mut self, epoll: Epoll) -> RingBuf<MapData> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        loop {
+            if self.drain(usize::MAX).is_break() {
+                return self.ring;
+            }
+            match epoll.wait(&mut events, self.timeout) {
+                Ok(mut ready) => {
+                    if ready.any(|d| d == STOP) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    log::error!("ring buffer `{}`: epoll_wait failed: {e}", self.name);
+                    break;
+                }
+            }
+        }
+        // Drain what is there, at most one ring's worth in case the producer still runs.
+        let _ = self.drain(self.size);
+        self.ring
+    }
+
+    /// Hands up to `limit` bytes of records to the handler; breaks when it panicked.
+    fn drain(&mut self, limit: usize) -> ControlFlow<()> {
+        let mut read = 0;
+        while read < limit {
+            let Some(item) = self.ring.next() else { break };
+            read += item.len() + 8;
+            let handled = catch_unwind(AssertUnwindSafe(|| (self.data)(&item)));
+            handler_result(RING, &self.name, handled)?;
+        }
+        ControlFlow::Continue(())
     }
 }
