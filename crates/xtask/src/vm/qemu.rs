@@ -36,7 +36,10 @@ pub(super) fn boot(
 ) -> Result<GuestRun> {
     let mut command = Command::new("qemu-system-x86_64");
     command
-        .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
+        // Single-threaded TCG: with thread=multi, two guest CPUs patching kernel text at once
+        // (attaching tracepoints flips static keys) locked up a 6.1 guest for good (soft
+        // lockups on both CPUs, RCU stalls). Two vCPUs are kept for per-CPU behaviour.
+        .args(["-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2"])
         .args(["-m", &memory.to_string()])
         .args(["-nodefaults", "-no-reboot", "-display", "none"])
         .args(["-serial", "stdio"])
