@@ -161,13 +161,25 @@ pub fn program_ids(m: &Manager, ids: &[ProbeIdentificationPair]) -> Vec<u32> {
 }
 
 /// Asserts that none of these program ids is loaded in the kernel any more.
+///
+/// The last reference to a program may be dropped a moment after its fds close (a perf event
+/// or link released through RCU or a workqueue), so this waits up to 5 s for the ids to go.
 pub fn assert_unloaded(ids: &[u32]) {
-    let loaded: Vec<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| p.id())
-        .collect();
-    for id in ids {
-        assert!(!loaded.contains(id), "program {id} is still loaded");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let loaded: Vec<u32> = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|p| p.id())
+            .filter(|id| ids.contains(id))
+            .collect();
+        if loaded.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "programs {loaded:?} are still loaded 5 s after their manager released them"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
