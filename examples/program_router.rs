@@ -2,7 +2,8 @@
 //! routes to, then tail-calls `jump_table[1]`. The manager fills both at start
 //! (`tail_call_router`, `map_router`) and changes the map route at runtime.
 //!
-//! Run: `cargo run --example program_router` (as root). `map_router` is the same example.
+//! Run: `cargo run --example program_router` (as root). `map_router` routes another manager's
+//! map.
 
 use std::process::ExitCode;
 
@@ -33,6 +34,7 @@ fn route(inner: &str) -> MapRoute {
         routing_map_name: "outer".into(),
         key: 0,
         map_name: inner.into(),
+        ..Default::default()
     }
 }
 

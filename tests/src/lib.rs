@@ -218,4 +218,5 @@ pub fn mkdir_and_read_trace_pipe(message: &str) -> Option<String> {
 }
 
 pub mod net;
+pub mod readers;
 pub mod user;

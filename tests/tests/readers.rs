@@ -12,187 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ebpf_manager::{
-    CleanupType, ConstantEditor, Error, Manager, ManagerState, Options, PerfMap, Probe, ProbeState,
-    RingBuffer,
-};
-use integration_tests::*;
-
-const READERS: &[u8] = include_bytes!("../../ebpf-fixtures/readers.bpf.o");
-const PERF_PRODUCED: u32 = 0;
-const PERF_FAILED: u32 = 1;
-const RING_PRODUCED: u32 = 2;
-const RING_FAILED: u32 = 3;
-/// The record's size in the program, and what a perf reader gets (with the kernel's padding).
-const RECORD: usize = 56;
-const PERF_RECORD: usize = 60;
-const WAIT: Duration = Duration::from_secs(20);
-
-/// One record as the program writes it.
-#[derive(Debug, Clone, Copy)]
-struct Record {
-    seq: u64,
-    cpu: u32,
-    tid: u32,
-}
-
-fn parse(data: &[u8]) -> Record {
-    Record {
-        seq: u64::from_ne_bytes(data[0..8].try_into().unwrap()),
-        cpu: u32::from_ne_bytes(data[8..12].try_into().unwrap()),
-        tid: u32::from_ne_bytes(data[12..16].try_into().unwrap()),
-    }
-}
-
-/// What a handler saw, and a condition variable to wait on it.
-#[derive(Default)]
-struct Seen {
-    state: Mutex<SeenState>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct SeenState {
-    /// (handler cpu, record, length)
-    records: Vec<(u32, Record, usize)>,
-    lost: u64,
-}
-
-impl Seen {
-    fn record(&self, cpu: u32, data: &[u8]) {
-        self.state
-            .lock()
-            .unwrap()
-            .records
-            .push((cpu, parse(data), data.len()));
-        self.changed.notify_all();
-    }
-
-    fn lost(&self, count: u64) {
-        self.state.lock().unwrap().lost += count;
-        self.changed.notify_all();
-    }
-
-    fn received(&self) -> usize {
-        self.state.lock().unwrap().records.len()
-    }
-
-    fn lost_count(&self) -> u64 {
-        self.state.lock().unwrap().lost
-    }
-
-    /// Waits until `done` holds, at most `timeout`.
-    fn wait_for(&self, timeout: Duration, done: impl Fn(&SeenState) -> bool) -> bool {
-        let guard = self.state.lock().unwrap();
-        let (_guard, result) = self
-            .changed
-            .wait_timeout_while(guard, timeout, |s| !done(s))
-            .unwrap();
-        !result.timed_out()
-    }
-
-    fn perf_map(self: &Arc<Self>, name: &str) -> PerfMap {
-        let data = Arc::clone(self);
-        let lost = Arc::clone(self);
-        PerfMap {
-            map_name: name.into(),
-            data_handler: Some(Arc::new(move |cpu, bytes: &[u8]| data.record(cpu, bytes))),
-            lost_handler: Some(Arc::new(move |_cpu, count| lost.lost(count))),
-            ..Default::default()
-        }
-    }
-
-    fn ring_buffer(self: &Arc<Self>, name: &str) -> RingBuffer {
-        let data = Arc::clone(self);
-        RingBuffer {
-            map_name: name.into(),
-            data_handler: Some(Arc::new(move |bytes: &[u8]| data.record(u32::MAX, bytes))),
-            ..Default::default()
-        }
-    }
-}
-
-/// Pins the calling thread to the CPU it runs on, so that all its records go to one perf ring.
-fn pin_to_current_cpu() -> u32 {
-    // SAFETY: plain syscalls on a zeroed, then filled, cpu_set_t of this thread.
-    unsafe {
-        let cpu = libc::sched_getcpu();
-        assert!(
-            cpu >= 0,
-            "sched_getcpu: {}",
-            std::io::Error::last_os_error()
-        );
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        assert_eq!(
-            rc,
-            0,
-            "sched_setaffinity: {}",
-            std::io::Error::last_os_error()
-        );
-        cpu as u32
-    }
-}
-
-/// `n` records from the calling thread.
-fn emit(n: usize) {
-    for _ in 0..n {
-        // SAFETY: getppid has no preconditions.
-        unsafe { libc::getppid() };
-    }
-}
-
-fn manager(
-    functions: &[&str],
-    tid: u32,
-    perf_maps: Vec<PerfMap>,
-    ring_buffers: Vec<RingBuffer>,
-) -> Manager {
-    setup();
-    let mut m = Manager {
-        probes: functions.iter().map(|f| probe(f, f)).collect(),
-        perf_maps,
-        ring_buffers,
-        ..Default::default()
-    };
-    m.init_with_options(
-        READERS,
-        Options {
-            constant_editors: vec![ConstantEditor::new("filter_tid", tid)],
-            ..Default::default()
-        },
-    )
-    .expect("init of readers.bpf.o");
-    m
-}
-
-fn map_id(m: &Manager, name: &str) -> u32 {
-    match m.get_map(name).expect("the object has this map") {
-        aya::maps::Map::PerfEventArray(d) | aya::maps::Map::RingBuf(d) => {
-            d.info().expect("map info").id()
-        }
-        other => panic!("{name}: {other:?}"),
-    }
-}
-
-/// Asserts that these maps leave the kernel. The kernel frees a program's maps after an RCU
-/// grace period once the program is unloaded, so this waits for that, at most `WAIT`.
-fn assert_maps_unloaded(ids: &[u32]) {
-    let started = Instant::now();
-    loop {
-        let loaded: Vec<u32> = aya::maps::loaded_maps()
-            .filter_map(Result::ok)
-            .map(|m| m.id())
-            .filter(|id| ids.contains(id))
-            .collect();
-        if loaded.is_empty() {
-            return;
-        }
-        assert!(started.elapsed() < WAIT, "maps {loaded:?} are still loaded");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use ebpf_manager::{CleanupType, Error, ManagerState, PerfMap, Probe, ProbeState, RingBuffer};
+use integration_tests::{readers::*, *};
 
 #[test]
 fn readers_perf_data_arrives_with_its_cpu() {
@@ -370,6 +191,12 @@ fn readers_skip_start_then_start_reader_receives() {
     m.start_reader("ring_events").unwrap();
     assert!(ring_seen.wait_for(WAIT, |s| s.records.len() >= 25));
 
+    // A stopped perf reader leaves no ring in the map: the program's output fails, visibly.
+    m.stop_reader("perf_events").unwrap();
+    emit(5);
+    assert_eq!(read_slot(&m, "counts", PERF_FAILED), 15);
+    m.start_reader("perf_events").unwrap();
+
     match m.start_reader("nope").unwrap_err() {
         Error::ReaderNotFound { map, declared } => {
             assert_eq!(map, "nope");
@@ -378,9 +205,10 @@ fn readers_skip_start_then_start_reader_receives() {
         other => panic!("{other:?}"),
     }
     m.stop(CleanupType::CleanAll).unwrap();
-    // 10 refused before the reader started, 10 after, 5 while the ring reader was stopped.
+    // Perf: 10 refused before the reader started, 10 received, 5 received while the ring
+    // reader was stopped, 5 refused while the perf reader was. Ring: all 30.
     assert_eq!(perf_seen.received(), 15);
-    assert_eq!(ring_seen.received(), 25);
+    assert_eq!(ring_seen.received(), 30);
     assert_eq!(m.is_reader_running("ring_events"), None);
 }
 
@@ -605,4 +433,102 @@ fn readers_a_panicking_handler_stops_its_reader_and_start_reader_restarts_it() {
         .map(|(_, r, _)| r.seq)
         .collect();
     assert_eq!(seqs, [0, 1, 3, 4]);
+}
+
+/// Emits `n` records, waits a moment, and asserts that the reader was not woken for them.
+fn emit_below_threshold(seen: &Seen, n: usize) {
+    emit(n);
+    // Long enough for a woken reader to handle them; a slow machine can only make this pass
+    // when it should fail, never the reverse.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(seen.received(), 0, "woken below the threshold");
+}
+
+#[test]
+fn readers_perf_wakeup_events_batches_wakeups_and_stop_drains_the_rest() {
+    pin_to_current_cpu();
+    let seen = Arc::new(Seen::default());
+    let perf = PerfMap {
+        wakeup_events: 50,
+        ..seen.perf_map("perf_events")
+    };
+    let mut m = manager(&["perf_emit"], gettid(), vec![perf], vec![]);
+    m.start().unwrap();
+    emit_below_threshold(&seen, 20);
+    emit(30);
+    assert!(
+        seen.wait_for(WAIT, |s| s.records.len() >= 50),
+        "the 50th record did not wake the reader: {} received",
+        seen.received()
+    );
+    emit(7);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_eq!(
+        seen.received(),
+        57,
+        "stop drains what is below the threshold"
+    );
+}
+
+#[test]
+fn readers_perf_watermark_batches_wakeups_and_stop_drains_the_rest() {
+    pin_to_current_cpu();
+    let seen = Arc::new(Seen::default());
+    // 8 KiB: a sample takes 72 bytes of the ring (header, size, 60 bytes), so about 114 records.
+    let perf = PerfMap {
+        perf_ring_pages: 8,
+        watermark: 8192,
+        ..seen.perf_map("perf_events")
+    };
+    let mut m = manager(&["perf_emit"], gettid(), vec![perf], vec![]);
+    m.start().unwrap();
+    emit_below_threshold(&seen, 100);
+    emit(50);
+    assert!(
+        seen.wait_for(WAIT, |s| !s.records.is_empty()),
+        "crossing the watermark did not wake the reader"
+    );
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_eq!(seen.received(), 150);
+    assert_eq!(seen.lost_count(), 0);
+}
+
+#[test]
+fn readers_perf_wakeup_settings_are_checked_at_start() {
+    let seen = Arc::new(Seen::default());
+    let cases = [
+        (
+            PerfMap {
+                wakeup_events: 10,
+                watermark: 100,
+                ..seen.perf_map("perf_events")
+            },
+            "wakeup_events (10) and watermark (100) are both set: set one of them",
+        ),
+        (
+            PerfMap {
+                perf_ring_pages: 1,
+                watermark: 1 << 20,
+                ..seen.perf_map("perf_events")
+            },
+            "watermark is 1048576 bytes: it must be smaller than each CPU's ring",
+        ),
+    ];
+    for (perf, expected) in cases {
+        let mut m = manager(&["perf_emit"], gettid(), vec![perf], vec![]);
+        let prog_ids = program_ids(&m, &[probe("perf_emit", "perf_emit").id()]);
+        match m.start().unwrap_err() {
+            Error::InvalidReader { map, reason, .. } => {
+                assert_eq!(map, "perf_events");
+                assert!(reason.starts_with(expected), "{reason}");
+            }
+            other => panic!("expected InvalidReader, got {other:?}"),
+        }
+        assert_eq!(
+            m.probe_state(&probe("perf_emit", "perf_emit").id()),
+            Some(ProbeState::Loaded)
+        );
+        drop(m);
+        assert_unloaded(&prog_ids);
+    }
 }

@@ -47,6 +47,7 @@ fn map_route(inner: &str) -> MapRoute {
         routing_map_name: "outer".into(),
         key: 0,
         map_name: inner.into(),
+        ..Default::default()
     }
 }
 
@@ -150,4 +151,37 @@ fn router_probe_is_a_plain_probe() {
     assert!(m.get_probe(&Id::new("entry", "router_entry")).is_some());
     assert!(m.get_probe(&Id::new("", "tail_target")).is_none());
     let _ = Probe::default();
+}
+
+#[test]
+fn router_map_of_another_manager_is_routed() {
+    setup();
+    // B only holds maps; A's program counts into B's `inner_a` through A's `outer[0]`.
+    let mut b = Manager::default();
+    b.init(ROUTER).unwrap();
+    let shared = std::sync::Arc::new(b.map_fd("inner_a").unwrap());
+    let route = MapRoute {
+        map: Some(std::sync::Arc::clone(&shared)),
+        ..map_route("inner_a of manager b")
+    };
+    let mut a = routed(vec![tail_route()], vec![route]).unwrap();
+    a.start().unwrap();
+    mkdir_rmdir("router-shared");
+    assert_eq!(count(&b, "inner_a"), 1, "A counted into B's map");
+    assert_eq!(count(&a, "inner_a"), 0, "not into its own");
+    assert_eq!(count(&a, "tail_hits"), 1);
+    a.stop(CleanupType::CleanAll).unwrap();
+    assert_eq!(count(&b, "inner_a"), 1, "B's map outlives A");
+    match b.map_fd("no_such_map").unwrap_err() {
+        Error::MapNotFound {
+            map,
+            kind,
+            available,
+        } => {
+            assert_eq!((map.as_str(), kind), ("no_such_map", "map"));
+            assert!(available.contains("inner_a"), "{available}");
+        }
+        other => panic!("expected MapNotFound, got {other:?}"),
+    }
+    b.stop(CleanupType::CleanAll).unwrap();
 }

@@ -301,7 +301,7 @@ pub enum Error {
     MapNotFound {
         /// The map name looked for.
         map: String,
-        /// What declared it: "perf map" or "ring buffer".
+        /// What looked for it: "perf map", "ring buffer", or "map" (`Manager::map_fd`).
         kind: &'static str,
         /// The maps the object does have.
         available: String,

@@ -135,17 +135,55 @@ pub struct TailCallRoute {
     pub probe_identification_pair: ProbeIdentificationPair,
 }
 
-/// Puts a map of the object into a map of maps (`BPF_MAP_TYPE_ARRAY_OF_MAPS` or
-/// `HASH_OF_MAPS`, Linux 4.12).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Puts a map into a map of maps (`BPF_MAP_TYPE_ARRAY_OF_MAPS` or `HASH_OF_MAPS`, Linux 4.12):
+/// a map of the object, or one from elsewhere (another manager's, through
+/// [`Manager::map_fd`](crate::Manager::map_fd)).
+///
+/// ```no_run
+/// # fn run(other: &ebpf_manager::Manager) -> ebpf_manager::Result<()> {
+/// use std::sync::Arc;
+/// use ebpf_manager::MapRoute;
+///
+/// let route = MapRoute {
+///     routing_map_name: "outer".into(),
+///     key: 0,
+///     map_name: "shared_counts".into(),
+///     map: Some(Arc::new(other.map_fd("shared_counts")?)),
+/// };
+/// # let _ = route;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
 pub struct MapRoute {
     /// The map of maps' name in the object.
     pub routing_map_name: String,
     /// The index (array) or key (hash, a `u32` key) to write.
     pub key: u32,
-    /// The inner map's name in the object.
+    /// The inner map's name: in the object, or only for messages when [`map`](Self::map) is
+    /// set.
     pub map_name: String,
+    /// A map from elsewhere to route instead of the object's `map_name` (the Go library's
+    /// `MapRoute.Map`). It must match the map of maps' inner definition.
+    pub map: Option<std::sync::Arc<aya::maps::MapFd>>,
 }
+
+impl PartialEq for MapRoute {
+    /// Routes are equal when they write the same entry with the same map (the same shared fd).
+    fn eq(&self, other: &Self) -> bool {
+        let same_map = match (&self.map, &other.map) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.routing_map_name == other.routing_map_name
+            && self.key == other.key
+            && self.map_name == other.map_name
+            && same_map
+    }
+}
+
+impl Eq for MapRoute {}
 
 /// A map of the object with options of its own, declared in
 /// [`Manager::maps`](crate::Manager::maps).

@@ -36,6 +36,7 @@ const EXAMPLES: &[&str] = &[
     "constant_editor",
     "mapspec_editor",
     "program_router",
+    "map_router",
     "object_pinning",
     "perf_buffer",
     "ring_buffer",

@@ -1,5 +1,6 @@
 //! Raw map iteration (`BPF_MAP_GET_NEXT_KEY`, `BPF_MAP_LOOKUP_ELEM`) for maps of any key and
-//! value size: aya's typed maps need the sizes at compile time.
+//! value size: aya's typed maps need the sizes at compile time. And the perf event array
+//! entries of the manager's own perf rings, which aya's `PerfEventArray` cannot set.
 
 use std::{
     io,
@@ -7,6 +8,8 @@ use std::{
 };
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 
 /// The `map_elem` part of `union bpf_attr`.
@@ -34,6 +37,36 @@ fn bpf(cmd: libc::c_long, attr: &mut MapElemAttr) -> io::Result<()> {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+/// Stores the perf event `event` at index `cpu` of the perf event array `map`.
+pub(crate) fn set_perf_event(
+    map: BorrowedFd<'_>,
+    cpu: u32,
+    event: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let value = event.as_raw_fd() as u32;
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &cpu as *const u32 as u64,
+        value_or_next_key: &value as *const u32 as u64,
+        ..Default::default() // BPF_ANY
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
+}
+
+/// Clears index `cpu` of the perf event array `map`, so that programs writing there get
+/// ENOENT instead of filling a ring nobody reads. An empty index is not an error.
+pub(crate) fn clear_perf_event(map: BorrowedFd<'_>, cpu: u32) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &cpu as *const u32 as u64,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+        _ => Ok(()),
     }
 }
 

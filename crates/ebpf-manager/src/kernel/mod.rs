@@ -10,6 +10,7 @@ pub(crate) mod epoll;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod perf;
+pub(crate) mod perf_ring;
 
 pub use symbols::{FunctionIndex, SYSCALL_PREFIXES};
 pub use trace_pipe::TracePipe;

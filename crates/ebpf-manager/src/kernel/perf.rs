@@ -1,12 +1,19 @@
-//! `perf_event_open` of a tracefs event, and the ioctls that run a BPF program on it.
-//! aya keeps its own perf syscalls private, so the tracefs kprobe path needs these.
+//! `perf_event_open` of a tracefs event or of a BPF output event, and the ioctls that run a
+//! BPF program on an event. aya keeps its own perf syscalls private, so the tracefs kprobe path
+//! and the perf rings with wakeup settings need these.
 
 use std::{
     io,
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
 
+const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_COUNT_SW_BPF_OUTPUT: u64 = 10;
+const PERF_SAMPLE_RAW: u64 = 1 << 10;
+/// `perf_event_attr.watermark`: wake at `wakeup_watermark` bytes instead of every
+/// `wakeup_events` records.
+const FLAG_WATERMARK: u64 = 1 << 14;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 // _IO('$', 0), _IO('$', 1), _IOW('$', 8, __u32)
 const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
@@ -25,8 +32,38 @@ struct PerfEventAttr {
     sample_type: u64,
     read_format: u64,
     flags: u64,
+    /// `wakeup_events`, or `wakeup_watermark` when the watermark flag is set.
     wakeup_events: u32,
     rest: [u32; 21],
+}
+
+/// When the kernel wakes the reader of a perf ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wakeup {
+    /// After this many records (at least 1).
+    Events(u32),
+    /// Once this many bytes are waiting.
+    Watermark(u32),
+}
+
+/// Opens the `PERF_COUNT_SW_BPF_OUTPUT` event of `cpu`, whose ring receives what
+/// `bpf_perf_event_output` writes once the event's fd is stored in a perf event array.
+pub(crate) fn open_bpf_output(cpu: u32, wakeup: Wakeup) -> io::Result<OwnedFd> {
+    let (flags, wakeup_events) = match wakeup {
+        Wakeup::Events(n) => (0, n.max(1)),
+        Wakeup::Watermark(bytes) => (FLAG_WATERMARK, bytes),
+    };
+    let attr = PerfEventAttr {
+        kind: PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: PERF_COUNT_SW_BPF_OUTPUT,
+        sample_period: 1,
+        sample_type: PERF_SAMPLE_RAW,
+        flags,
+        wakeup_events,
+        ..Default::default()
+    };
+    open(&attr, -1, cpu as libc::c_int)
 }
 
 /// Opens the tracepoint `id` (a tracefs event) on all CPUs, disabled.
@@ -40,13 +77,18 @@ pub(crate) fn open_tracepoint(id: u64) -> io::Result<OwnedFd> {
         flags: 1, // disabled: enabled once the program is set
         ..Default::default()
     };
+    open(&attr, -1, 0)
+}
+
+/// `perf_event_open(attr, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)`.
+fn open(attr: &PerfEventAttr, pid: libc::pid_t, cpu: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: attr is a valid perf_event_attr of the size it declares.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            -1 as libc::pid_t, // every process
-            0 as libc::c_int,  // a tracepoint event fires on every CPU
+            attr as *const PerfEventAttr,
+            pid,
+            cpu,
             -1 as libc::c_int,
             PERF_FLAG_FD_CLOEXEC,
         )

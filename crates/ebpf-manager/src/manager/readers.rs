@@ -33,3 +33,104 @@ impl Manager {
         self.state.readers.is_running(map_name)
     }
 }
+
+#[cfg(feature = "tokio")]
+impl Manager {
+    /// Takes the perf event array `perf_map.map_name` out of the loaded object and opens a
+    /// ring per online CPU for reading from async code (cargo feature `tokio`; call it inside
+    /// a tokio runtime with IO enabled). `perf_map` gives the ring settings
+    /// (`perf_ring_pages`, `wakeup_events`, `watermark`); its handlers must be unset, since
+    /// [`AsyncPerfMap::read`](crate::maps::AsyncPerfMap::read) takes them. The map must not
+    /// be declared in [`perf_maps`](Self::perf_maps), whose reader threads own their maps.
+    ///
+    /// Needs an initialized or started manager. From then on `get_map` returns `None` for it.
+    pub fn async_perf_map(
+        &mut self,
+        perf_map: &crate::PerfMap,
+    ) -> crate::Result<crate::maps::AsyncPerfMap> {
+        use std::os::fd::AsFd;
+
+        use crate::{maps::PERF, Error};
+
+        let name = &perf_map.map_name;
+        let invalid = |reason: &str| Error::InvalidReader {
+            map: name.clone(),
+            kind: PERF,
+            reason: reason.into(),
+        };
+        if perf_map.data_handler.is_some() || perf_map.lost_handler.is_some() {
+            return Err(invalid(
+                "an async reader takes its handlers in read(): leave data_handler and lost_handler unset",
+            ));
+        }
+        perf_map.check().map_err(|reason| invalid(&reason))?;
+        let ebpf = self.async_source(name, PERF)?;
+        let Some(aya::maps::Map::PerfEventArray(map)) = ebpf.take_map(name) else {
+            unreachable!("checked by async_source")
+        };
+        let start = |e: std::io::Error| Error::ReaderStart {
+            map: name.clone(),
+            kind: PERF,
+            source: Box::new(e),
+        };
+        let rings = perf_map.open_rings(map.fd().as_fd()).map_err(start)?;
+        crate::maps::AsyncPerfMap::new(name.clone(), map, rings).map_err(start)
+    }
+
+    /// Takes the ring buffer `map_name` out of the loaded object for reading from async code
+    /// (cargo feature `tokio`; call it inside a tokio runtime with IO enabled). The map must not
+    /// be declared in [`ring_buffers`](Self::ring_buffers), whose reader threads own their
+    /// maps.
+    ///
+    /// Needs an initialized or started manager. From then on `get_map` returns `None` for it.
+    pub fn async_ring_buffer(
+        &mut self,
+        map_name: &str,
+    ) -> crate::Result<crate::maps::AsyncRingBuffer> {
+        use crate::{maps::RING, Error};
+
+        let ebpf = self.async_source(map_name, RING)?;
+        let map = ebpf.take_map(map_name).expect("checked by async_source");
+        let start = |source: Box<dyn std::error::Error + Send + Sync>| Error::ReaderStart {
+            map: map_name.to_owned(),
+            kind: RING,
+            source,
+        };
+        let ring = aya::maps::RingBuf::try_from(map).map_err(|e| start(Box::new(e)))?;
+        crate::maps::AsyncRingBuffer::new(map_name.to_owned(), ring).map_err(|e| start(Box::new(e)))
+    }
+
+    /// The loaded object, once checked that it has an undeclared map `name` of `kind`'s type.
+    fn async_source(&mut self, name: &str, kind: &'static str) -> crate::Result<&mut aya::Ebpf> {
+        self.expect(
+            "take an async reader from",
+            &[
+                ManagerState::Initialized,
+                ManagerState::Running,
+                ManagerState::Paused,
+            ],
+        )?;
+        let declared = self.perf_maps.iter().map(|p| &p.map_name);
+        if declared
+            .chain(self.ring_buffers.iter().map(|r| &r.map_name))
+            .any(|n| n == name)
+        {
+            return Err(crate::Error::InvalidReader {
+                map: name.to_owned(),
+                kind,
+                reason: "declared in the manager's perf_maps or ring_buffers, whose reader thread owns it: remove the declaration to read it from async code".into(),
+            });
+        }
+        let ebpf = self.state.objects[0]
+            .as_mut()
+            .expect("the main object lives until stop");
+        crate::maps::check_map(ebpf, name, kind)?;
+        // Before the map is taken, so that a call outside a runtime leaves it in place.
+        crate::maps::check_runtime().map_err(|e| crate::Error::ReaderStart {
+            map: name.to_owned(),
+            kind,
+            source: Box::new(e),
+        })?;
+        Ok(ebpf)
+    }
+}

@@ -72,22 +72,38 @@ impl State {
         let ebpf = self.objects[0]
             .as_mut()
             .expect("the main object lives until stop");
-        let [outer, inner] =
-            ebpf.maps_disjoint_mut([route.routing_map_name.as_str(), route.map_name.as_str()]);
         let missing =
             |map: &str| route_error(name.clone(), format!("the object has no map `{map}`"));
-        let outer = outer.ok_or_else(|| missing(&route.routing_map_name))?;
-        let inner = inner.ok_or_else(|| missing(&route.map_name))?;
-        // A second fd of the inner map, opened by id: aya keeps its own fds private.
-        let inner_fd: MapFd = super::dump::data(inner)
-            .info()
-            .and_then(|info| info.fd())
-            .map_err(|e| route_error(name.clone(), e))?;
+        let (outer, inner_fd) = match &route.map {
+            Some(_) => {
+                let outer = ebpf
+                    .map_mut(&route.routing_map_name)
+                    .ok_or_else(|| missing(&route.routing_map_name))?;
+                (outer, None)
+            }
+            None => {
+                let [outer, inner] = ebpf
+                    .maps_disjoint_mut([route.routing_map_name.as_str(), route.map_name.as_str()]);
+                let outer = outer.ok_or_else(|| missing(&route.routing_map_name))?;
+                let inner = inner.ok_or_else(|| missing(&route.map_name))?;
+                // A second fd of the inner map, opened by id: aya keeps its own fds private.
+                let fd: MapFd = super::dump::data(inner)
+                    .info()
+                    .and_then(|info| info.fd())
+                    .map_err(|e| route_error(name.clone(), e))?;
+                (outer, Some(fd))
+            }
+        };
+        let inner_fd: &MapFd = match (&route.map, &inner_fd) {
+            (Some(external), _) => external,
+            (None, Some(own)) => own,
+            (None, None) => unreachable!("opened above"),
+        };
         let result = match outer {
             Map::ArrayOfMaps(_) => ArrayOfMaps::<_, MapFd>::try_from(outer)
-                .and_then(|mut m| m.set(route.key, &inner_fd, 0)),
+                .and_then(|mut m| m.set(route.key, inner_fd, 0)),
             Map::HashOfMaps(_) => HashOfMaps::<_, u32, MapFd>::try_from(outer)
-                .and_then(|mut m| m.insert(route.key, &inner_fd, 0)),
+                .and_then(|mut m| m.insert(route.key, inner_fd, 0)),
             _ => {
                 return Err(route_error(
                     name,
@@ -100,6 +116,34 @@ impl State {
 }
 
 impl Manager {
+    /// A new fd of the map `name` of the object, opened by its id: it keeps the map alive after
+    /// this manager stops, and routes it into another manager's map of maps
+    /// ([`MapRoute::map`]).
+    pub fn map_fd(&self, name: &str) -> Result<MapFd> {
+        let map = self.get_map(name).ok_or_else(|| Error::MapNotFound {
+            map: name.to_owned(),
+            kind: "map",
+            available: {
+                let mut all: Vec<&str> = self
+                    .state
+                    .objects
+                    .first()
+                    .and_then(Option::as_ref)
+                    .map(|ebpf| ebpf.maps().map(|(n, _)| n).collect())
+                    .unwrap_or_default();
+                all.sort_unstable();
+                all.join(", ")
+            },
+        })?;
+        super::dump::data(map)
+            .info()
+            .and_then(|info| info.fd())
+            .map_err(|e| Error::InvalidOption {
+                option: format!("map_fd({name})"),
+                reason: e.to_string(),
+            })
+    }
+
     /// Writes more tail-call routes (on an initialized or running manager).
     pub fn update_tail_call_routes(&mut self, routes: &[TailCallRoute]) -> Result<()> {
         self.expect(

@@ -4,8 +4,15 @@
 //! on its buffers and on a stop eventfd: it sleeps until records arrive, and wakes at once
 //! when it is stopped. Stopping drains what the buffers hold before it returns.
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
 pub mod perf;
 pub mod ringbuf;
+
+#[cfg(feature = "tokio")]
+pub(crate) use asynchronous::check_runtime;
+#[cfg(feature = "tokio")]
+pub use asynchronous::{AsyncPerfMap, AsyncRingBuffer};
 
 pub use perf::{PerfDataHandler, PerfLostHandler, PerfMap, DEFAULT_PERF_RING_PAGES};
 pub use ringbuf::{RingBuffer, RingDataHandler};
@@ -13,12 +20,12 @@ pub use ringbuf::{RingBuffer, RingDataHandler};
 use std::{
     fmt, io,
     ops::ControlFlow,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
     thread::JoinHandle,
 };
 
 use aya::{
-    maps::{Map, MapData, PerfEventArray, RingBuf},
+    maps::{Map, MapData, RingBuf},
     Ebpf,
 };
 
@@ -28,8 +35,8 @@ use crate::{
     Error, Result,
 };
 
-pub(super) const PERF: &str = "perf map";
-pub(super) const RING: &str = "ring buffer";
+pub(crate) const PERF: &str = "perf map";
+pub(crate) const RING: &str = "ring buffer";
 /// The epoll data of the stop eventfd.
 pub(super) const STOP: u64 = u64::MAX;
 
@@ -37,7 +44,9 @@ pub(super) const STOP: u64 = u64::MAX;
 enum Source {
     Perf {
         decl: PerfMap,
-        array: PerfEventArray<MapData>,
+        map: MapData,
+        /// The CPUs whose entries the running reader set.
+        cpus: Vec<u32>,
     },
     Ring {
         decl: RingBuffer,
@@ -103,20 +112,20 @@ impl Reader {
         let thread_name: String = format!("rd:{}", self.name).chars().take(15).collect();
         let builder = std::thread::Builder::new().name(thread_name);
         let thread = match &mut self.source {
-            Source::Perf { decl, array } => {
-                let cpus = aya::util::online_cpus()
-                    .map_err(|(path, e)| fail(format!("{path}: {e}").into()))?;
-                let pages = decl.ring_pages();
-                let mut buffers = Vec::with_capacity(cpus.len());
-                for (i, cpu) in cpus.into_iter().enumerate() {
-                    let buffer = array
-                        .open(cpu, Some(pages))
-                        .map_err(|e| fail(format!("opening the ring of cpu {cpu}: {e}").into()))?;
-                    epoll
-                        .add(buffer.as_raw_fd(), i as u64)
-                        .map_err(|e| fail(Box::new(e)))?;
-                    buffers.push((cpu, buffer));
+            Source::Perf { decl, map, cpus } => {
+                let buffers = decl
+                    .open_rings(map.fd().as_fd())
+                    .map_err(|e| fail(Box::new(e)))?;
+                let map_fd = map.fd().as_fd();
+                let failed = buffers
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, (_, ring))| epoll.add(ring.as_fd().as_raw_fd(), i as u64).err());
+                if let Some(e) = failed {
+                    perf::clear_rings(map_fd, buffers.iter().map(|(cpu, _)| *cpu));
+                    return Err(fail(Box::new(e)));
                 }
+                *cpus = buffers.iter().map(|(cpu, _)| *cpu).collect();
                 let reader = PerfReader {
                     name: self.name.clone(),
                     buffers,
@@ -159,6 +168,11 @@ impl Reader {
         let Some(Running { stop, thread }) = self.running.take() else {
             return;
         };
+        if let Source::Perf { map, cpus, .. } = &mut self.source {
+            // Programs still running write nowhere from now on; the drain sees the rest.
+            perf::clear_rings(map.fd().as_fd(), cpus.drain(..));
+            wait_for_running_programs();
+        }
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
         let written = unsafe { libc::write(stop.as_raw_fd(), (&one as *const u64).cast(), 8) };
@@ -267,53 +281,22 @@ impl Readers {
                 return Err(invalid("no data_handler: set one to receive the records"));
             }
             if let Some(p) = perf {
-                if !p.ring_pages().is_power_of_two() {
-                    return Err(invalid(&format!(
-                        "perf_ring_pages is {}: it must be a power of two (or 0 for the default, {DEFAULT_PERF_RING_PAGES})",
-                        p.perf_ring_pages
-                    )));
-                }
+                p.check().map_err(|reason| invalid(&reason))?;
             }
-            let map = ebpf.map(name).ok_or_else(|| Error::MapNotFound {
-                map: name.clone(),
-                kind,
-                available: {
-                    let mut all: Vec<&str> = ebpf.maps().map(|(n, _)| n).collect();
-                    all.sort_unstable();
-                    all.join(", ")
-                },
-            })?;
-            let (ok, expected) = match (kind, map) {
-                (PERF, Map::PerfEventArray(_)) => (true, "BPF_MAP_TYPE_PERF_EVENT_ARRAY"),
-                (PERF, _) => (false, "BPF_MAP_TYPE_PERF_EVENT_ARRAY"),
-                (_, Map::RingBuf(_)) => (true, "BPF_MAP_TYPE_RINGBUF"),
-                _ => (false, "BPF_MAP_TYPE_RINGBUF"),
-            };
-            if !ok {
-                return Err(Error::WrongMapType {
-                    map: name.clone(),
-                    kind,
-                    expected,
-                    found: format!("{map:?}")
-                        .split(['(', ' ', '{'])
-                        .next()
-                        .map_or_else(String::new, |variant| format!("{variant} map")),
-                });
-            }
+            check_map(ebpf, name, kind)?;
         }
 
         for decl in perf_maps {
-            let map = ebpf.take_map(&decl.map_name).expect("checked above");
-            let array = PerfEventArray::try_from(map).map_err(|e| Error::ReaderStart {
-                map: decl.map_name.clone(),
-                kind: PERF,
-                source: Box::new(e),
-            })?;
+            let Map::PerfEventArray(map) = ebpf.take_map(&decl.map_name).expect("checked above")
+            else {
+                unreachable!("checked above")
+            };
             self.readers.push(Reader {
                 name: decl.map_name.clone(),
                 source: Source::Perf {
                     decl: decl.clone(),
-                    array,
+                    map,
+                    cpus: Vec::new(),
                 },
                 running: None,
             });
@@ -402,6 +385,37 @@ impl Drop for Readers {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Checks that `ebpf` has a map `name` of the type that `kind` reads.
+pub(crate) fn check_map(ebpf: &Ebpf, name: &str, kind: &'static str) -> Result<()> {
+    let map = ebpf.map(name).ok_or_else(|| Error::MapNotFound {
+        map: name.to_owned(),
+        kind,
+        available: {
+            let mut all: Vec<&str> = ebpf.maps().map(|(n, _)| n).collect();
+            all.sort_unstable();
+            all.join(", ")
+        },
+    })?;
+    let (ok, expected) = match (kind, map) {
+        (PERF, Map::PerfEventArray(_)) => (true, "BPF_MAP_TYPE_PERF_EVENT_ARRAY"),
+        (PERF, _) => (false, "BPF_MAP_TYPE_PERF_EVENT_ARRAY"),
+        (_, Map::RingBuf(_)) => (true, "BPF_MAP_TYPE_RINGBUF"),
+        _ => (false, "BPF_MAP_TYPE_RINGBUF"),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(Error::WrongMapType {
+        map: name.to_owned(),
+        kind,
+        expected,
+        found: format!("{map:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .map_or_else(String::new, |variant| format!("{variant} map")),
+    })
 }
 
 /// A handler that panicked stops its reader (the panic hook has printed the panic already).

@@ -1,19 +1,20 @@
 //! [`PerfMap`]: a `BPF_MAP_TYPE_PERF_EVENT_ARRAY` and its reader.
 
 use std::{
-    fmt,
+    fmt, io,
     ops::ControlFlow,
+    os::fd::{AsFd, BorrowedFd},
     panic::{catch_unwind, AssertUnwindSafe},
     sync::Arc,
 };
 
-use aya::maps::{
-    perf::{PerfEvent, PerfEventArrayBuffer},
-    MapData,
-};
-
 use super::{handler_result, PERF, STOP};
-use crate::kernel::epoll::Epoll;
+use crate::kernel::{
+    bpf_map,
+    epoll::Epoll,
+    perf::Wakeup,
+    perf_ring::{PerfRing, Record},
+};
 
 /// Receives each record of a perf buffer: the CPU it was written on, and its bytes.
 ///
@@ -45,9 +46,11 @@ pub const DEFAULT_PERF_RING_PAGES: usize = 64;
 /// The reader takes the map out of the loaded object: from `start` on,
 /// [`Manager::get_map`](crate::Manager::get_map) returns `None` for it.
 ///
-/// Wakeups: aya 0.14 opens each ring with `wakeup_events = 1` (the reader wakes for every record)
-/// and does not let the caller set `wakeup_events` or a watermark in bytes, so this version has
-/// no such setting (the Go library's `Watermark` / `WakeupEvents`).
+/// Wakeups: by default the kernel wakes the reader for every record. Under a high event rate,
+/// [`wakeup_events`](Self::wakeup_events) or [`watermark`](Self::watermark) batch the wakeups
+/// (fewer context switches); what is left below the threshold at `stop` is drained all the same.
+/// While a reader is stopped, its CPUs' entries of the map are cleared, so
+/// `bpf_perf_event_output` fails with `-ENOENT` instead of filling rings that nobody reads.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -71,6 +74,13 @@ pub struct PerfMap {
     /// Size of each CPU's ring in pages, a power of two; 0 means
     /// [`DEFAULT_PERF_RING_PAGES`].
     pub perf_ring_pages: usize,
+    /// Wake the reader after this many records instead of after each one (the Go library's
+    /// `WakeupEvents`); 0 means 1. Exclusive with [`watermark`](Self::watermark).
+    pub wakeup_events: u32,
+    /// Wake the reader once this many bytes wait in a CPU's ring (the Go library's
+    /// `Watermark`); 0 means no watermark. Must be smaller than the ring. Exclusive with
+    /// [`wakeup_events`](Self::wakeup_events).
+    pub watermark: u32,
     /// Do not start this reader in `start`: start it later with
     /// [`Manager::start_reader`](crate::Manager::start_reader). Its map is taken all the same.
     pub skip_start: bool,
@@ -85,6 +95,72 @@ impl PerfMap {
             self.perf_ring_pages
         }
     }
+
+    /// What is wrong with the ring settings, if anything.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let pages = self.ring_pages();
+        if !pages.is_power_of_two() {
+            return Err(format!(
+                "perf_ring_pages is {}: it must be a power of two (or 0 for the default, {DEFAULT_PERF_RING_PAGES})",
+                self.perf_ring_pages
+            ));
+        }
+        if self.wakeup_events > 0 && self.watermark > 0 {
+            return Err(format!(
+                "wakeup_events ({}) and watermark ({}) are both set: set one of them",
+                self.wakeup_events, self.watermark
+            ));
+        }
+        // SAFETY: sysconf has no preconditions.
+        let ring = pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        if self.watermark as usize >= ring {
+            return Err(format!(
+                "watermark is {} bytes: it must be smaller than each CPU's ring ({ring} bytes, {pages} pages)",
+                self.watermark
+            ));
+        }
+        Ok(())
+    }
+
+    fn wakeup(&self) -> Wakeup {
+        if self.watermark > 0 {
+            Wakeup::Watermark(self.watermark)
+        } else {
+            Wakeup::Events(self.wakeup_events.max(1))
+        }
+    }
+
+    /// Opens a ring per online CPU and stores each in `map`; on failure, clears what it
+    /// stored.
+    pub(crate) fn open_rings(&self, map: BorrowedFd<'_>) -> io::Result<Vec<(u32, PerfRing)>> {
+        let cpus = aya::util::online_cpus()
+            .map_err(|(path, e)| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+        let mut rings = Vec::with_capacity(cpus.len());
+        for cpu in cpus {
+            let opened = PerfRing::open(cpu, self.ring_pages(), self.wakeup())
+                .and_then(|ring| bpf_map::set_perf_event(map, cpu, ring.as_fd()).map(|()| ring));
+            match opened {
+                Ok(ring) => rings.push((cpu, ring)),
+                Err(e) => {
+                    clear_rings(map, rings.iter().map(|(cpu, _)| *cpu));
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("opening the ring of cpu {cpu}: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok(rings)
+    }
+}
+
+/// Clears the map's entries of these CPUs (best effort: a failure is logged).
+pub(crate) fn clear_rings(map: BorrowedFd<'_>, cpus: impl Iterator<Item = u32>) {
+    for cpu in cpus {
+        if let Err(e) = bpf_map::clear_perf_event(map, cpu) {
+            log::warn!("perf map: clearing the entry of cpu {cpu}: {e}");
+        }
+    }
 }
 
 impl fmt::Debug for PerfMap {
@@ -94,6 +170,8 @@ impl fmt::Debug for PerfMap {
             .field("data_handler", &self.data_handler.as_ref().map(|_| "Fn"))
             .field("lost_handler", &self.lost_handler.as_ref().map(|_| "Fn"))
             .field("perf_ring_pages", &self.perf_ring_pages)
+            .field("wakeup_events", &self.wakeup_events)
+            .field("watermark", &self.watermark)
             .field("skip_start", &self.skip_start)
             .finish()
     }
@@ -102,7 +180,7 @@ impl fmt::Debug for PerfMap {
 /// The thread of one perf map: waits on every CPU's buffer and the stop eventfd.
 pub(super) struct PerfReader {
     pub(super) name: String,
-    pub(super) buffers: Vec<(u32, PerfEventArrayBuffer<MapData>)>,
+    pub(super) buffers: Vec<(u32, PerfRing)>,
     pub(super) data: PerfDataHandler,
     pub(super) lost: Option<PerfLostHandler>,
     /// Where a record that wraps around the ring's end is made contiguous.
@@ -155,21 +233,43 @@ impl PerfReader {
             return ControlFlow::Continue(());
         };
         let cpu = *cpu;
-        buffer.try_fold((), |(), event| {
-            let handled = catch_unwind(AssertUnwindSafe(|| match event {
-                PerfEvent::Sample { head, tail: [] } => data(cpu, head),
-                PerfEvent::Sample { head, tail } => {
-                    scratch.clear();
-                    scratch.extend_from_slice(head);
-                    scratch.extend_from_slice(tail);
-                    data(cpu, scratch);
-                }
-                PerfEvent::Lost { count } => match lost {
+        buffer.read(scratch, |record| {
+            let handled = catch_unwind(AssertUnwindSafe(|| match record {
+                Record::Sample(bytes) => data(cpu, bytes),
+                Record::Lost(count) => match lost {
                     Some(lost) => lost(cpu, count),
                     None => log::warn!("perf map `{name}`: {count} records lost on cpu {cpu}"),
                 },
             }));
             handler_result(PERF, name, handled)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn perf(pages: usize, wakeup_events: u32, watermark: u32) -> PerfMap {
+        PerfMap {
+            map_name: "events".into(),
+            perf_ring_pages: pages,
+            wakeup_events,
+            watermark,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ring_settings_are_checked() {
+        assert_eq!(perf(0, 0, 0).check(), Ok(()));
+        assert_eq!(perf(0, 0, 0).wakeup(), Wakeup::Events(1));
+        assert_eq!(perf(4, 64, 0).wakeup(), Wakeup::Events(64));
+        assert_eq!(perf(4, 0, 4096).check(), Ok(()));
+        assert_eq!(perf(4, 0, 4096).wakeup(), Wakeup::Watermark(4096));
+        let err = |p: PerfMap| p.check().unwrap_err();
+        assert!(err(perf(3, 0, 0)).contains("power of two"));
+        assert!(err(perf(4, 8, 8)).contains("set one of them"));
+        assert!(err(perf(1, 0, 1 << 20)).contains("smaller than each CPU's ring"));
     }
 }
