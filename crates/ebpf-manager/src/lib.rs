@@ -26,9 +26,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Supported so far: kprobes and kretprobes (kprobe PMU, Linux 4.17; or tracefs
-//! `kprobe_events`, Linux 4.1, with maxactive), tracepoints (Linux 4.7) and raw tracepoints
-//! (Linux 4.17). The minimum kernel the project tests is 5.10.
+//! Program families: kprobes and kretprobes (kprobe PMU, Linux 4.17; or tracefs
+//! `kprobe_events`, with maxactive), uprobes, tracepoints and raw tracepoints, fentry/fexit,
+//! tp_btf, LSM and iterators, perf_event programs, socket filters, the cgroup family, XDP and
+//! TC (TCX or netlink). Maps: constant and map spec editors, map editors and pinning, tail-call
+//! and map routers, and the [`PerfMap`] and [`RingBuffer`] readers (threads, or async code
+//! with the cargo feature `tokio`). The minimum kernel the project tests is 5.10; each item
+//! states the kernel that introduced what it needs.
 
 #![deny(missing_docs)]
 

@@ -173,8 +173,16 @@ fn print_line((name, counts, elapsed): &(String, Counts, Duration)) {
 fn tier1(filter: &[String]) -> Result<Counts> {
     println!("== tier 1: unit tests");
     let mut cmd = cargo::cargo();
-    cmd.args(["test", "-p", "ebpf-manager", "-p", "xtask", "--"])
-        .args(filter);
+    cmd.args([
+        "test",
+        "-p",
+        "ebpf-manager",
+        "-p",
+        "xtask",
+        "--all-features",
+        "--",
+    ])
+    .args(filter);
     let (ok, out) = cargo::run_echoed(&mut cmd)?;
     let mut counts = cargo::parse_libtest(&out);
     if !ok && counts.failed == 0 {

@@ -281,35 +281,3 @@ pub fn cli(args: &[String]) -> Result<()> {
     };
     std::process::exit(code)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Boots Linux 6.1 (downloaded on first use): `cargo test -p xtask -- --ignored`.
-    #[test]
-    #[ignore]
-    fn runs_payloads_in_order_in_a_guest() {
-        // Busybox picks its applet from its name, /payload/<name>: name payloads after shells.
-        let sh = |name: &str, script: &str| Payload {
-            name: name.into(),
-            binary: PathBuf::from("/bin/busybox"),
-            args: vec!["-c".into(), script.into()],
-            env: vec![("WHO".into(), "a 'quoted' value".into())],
-        };
-        let payloads = [sh("sh", "echo \"$WHO\"; exit 4"), sh("ash", "pwd")];
-        let kernel = kernel("6.1").unwrap();
-        let guest = run(&kernel, &payloads, Duration::from_secs(120), false).unwrap();
-        assert_eq!(
-            guest.results,
-            [("sh".to_string(), Some(4)), ("ash".to_string(), Some(0))]
-        );
-        assert!(
-            guest.console.contains("a 'quoted' value\n"),
-            "{}",
-            guest.console
-        );
-        assert!(guest.console.contains("/tmp\n"), "{}", guest.console);
-        assert!(!guest.timed_out && !guest.panicked);
-    }
-}
