@@ -275,3 +275,62 @@ fn maps_pin_created_by_a_failed_init_is_removed() {
     assert!(matches!(m.init(PROBES), Err(Error::InvalidProbe { .. })));
     assert!(!pin.0.exists());
 }
+
+fn pinned_program(uid: &str, pin: &PinPath) -> ebpf_manager::Result<Manager> {
+    setup();
+    let mut m = Manager {
+        probes: vec![Probe {
+            pin_path: Some(pin.0.clone()),
+            ..probe(uid, "tracepoint_sys_enter_mkdir")
+        }],
+        ..Default::default()
+    };
+    m.init_with_options(PROBES, this_thread_only())?;
+    Ok(m)
+}
+
+#[test]
+fn maps_program_pinned_by_one_manager_is_reused_by_the_next() {
+    let pin = PinPath::new("prog_reuse");
+    let mut first = pinned_program("first", &pin).unwrap();
+    assert!(
+        pin.0.exists(),
+        "the first manager pins its program once loaded"
+    );
+    let id = probe("first", "tracepoint_sys_enter_mkdir").id();
+    let prog_ids = program_ids(&first, &[id]);
+    // The second manager runs the pinned program instead of loading its own.
+    let mut second = pinned_program("second", &pin).unwrap();
+    let second_id = probe("second", "tracepoint_sys_enter_mkdir").id();
+    assert_eq!(program_ids(&second, &[second_id]), prog_ids);
+    // Only the second attaches (the kernel refuses one program twice on a tracepoint): the
+    // program it runs is the first manager's, counting in the first manager's map.
+    second.start().unwrap();
+    mkdir_rmdir("prog-pin");
+    assert_eq!(hits(&first, slot::TRACEPOINT), 1);
+    assert_eq!(hits(&second, slot::TRACEPOINT), 0);
+    second.stop(CleanupType::CleanInternal).unwrap();
+    assert!(pin.0.exists(), "reused by the second manager: not internal");
+    first.stop(CleanupType::CleanExternal).unwrap();
+    assert!(pin.0.exists(), "created by the first manager: not external");
+    let mut third = pinned_program("third", &pin).unwrap();
+    third.stop(CleanupType::CleanAll).unwrap();
+    assert!(!pin.0.exists(), "CleanAll removes every pin");
+    assert_unloaded(&prog_ids);
+}
+
+#[test]
+fn maps_program_pin_holding_no_program_is_an_error_and_leaves_it() {
+    let pin = PinPath::new("prog_pin_is_a_map");
+    let mut holder = pinned_manager("holder", &pin); // pins the `hits` map at that path
+    match pinned_program("reuser", &pin).unwrap_err() {
+        Error::InvalidProbe { id, reason } => {
+            assert_eq!(id.uid, "reuser");
+            assert!(reason.contains("holds no usable program"), "{reason}");
+        }
+        other => panic!("expected InvalidProbe, got {other:?}"),
+    }
+    assert!(pin.0.exists(), "another manager's pin is not removed");
+    holder.stop(CleanupType::CleanAll).unwrap();
+    assert!(!pin.0.exists());
+}

@@ -1,7 +1,10 @@
 //! From object bytes to an [`aya::Ebpf`], with constant and map editors applied, and from a
 //! program to a loaded program, with errors that name the probe.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::{Path, PathBuf},
+};
 
 use aya::{programs::Program, Ebpf, EbpfError, EbpfLoader};
 
@@ -255,6 +258,74 @@ fn needs(program_type: &str) -> &'static str {
 }
 
 /// Whether the program is loaded in the kernel.
+/// The program pinned at `path`, as the same kind of program as `prog` (the object's, not yet
+/// loaded), to use in its place.
+pub(crate) fn from_pin(
+    prog: &Program,
+    path: &Path,
+    id: &ProbeIdentificationPair,
+) -> Result<Program> {
+    use aya::programs::*;
+    let pinned = match prog {
+        Program::KProbe(p) => KProbe::from_pin(path, p.kind()).map(Program::KProbe),
+        Program::UProbe(p) => UProbe::from_pin(path, p.kind()).map(Program::UProbe),
+        Program::TracePoint(_) => TracePoint::from_pin(path).map(Program::TracePoint),
+        Program::RawTracePoint(_) => RawTracePoint::from_pin(path).map(Program::RawTracePoint),
+        Program::PerfEvent(_) => PerfEvent::from_pin(path).map(Program::PerfEvent),
+        Program::BtfTracePoint(_) => BtfTracePoint::from_pin(path).map(Program::BtfTracePoint),
+        Program::FEntry(_) => FEntry::from_pin(path).map(Program::FEntry),
+        Program::FExit(_) => FExit::from_pin(path).map(Program::FExit),
+        Program::Lsm(_) => Lsm::from_pin(path).map(Program::Lsm),
+        Program::Iter(_) => Iter::from_pin(path).map(Program::Iter),
+        Program::SocketFilter(_) => SocketFilter::from_pin(path).map(Program::SocketFilter),
+        Program::SchedClassifier(_) => {
+            SchedClassifier::from_pin(path).map(Program::SchedClassifier)
+        }
+        Program::Xdp(_) => {
+            Xdp::from_pin(path, aya_obj::programs::XdpAttachType::Interface).map(Program::Xdp)
+        }
+        Program::CgroupSkb(p) => match p.expected_attach_type() {
+            Some(kind) => CgroupSkb::from_pin(path, *kind).map(Program::CgroupSkb),
+            None => {
+                return Err(Error::InvalidProbe {
+                    id: id.clone(),
+                    reason: "pin_path: a cgroup_skb program without an expected attach type cannot be reused from a pin; use cgroup_skb/ingress or cgroup_skb/egress".into(),
+                })
+            }
+        },
+        Program::CgroupSysctl(_) => CgroupSysctl::from_pin(path).map(Program::CgroupSysctl),
+        Program::CgroupDevice(_) => CgroupDevice::from_pin(path).map(Program::CgroupDevice),
+        Program::SockOps(_) => SockOps::from_pin(path).map(Program::SockOps),
+        other => {
+            return Err(Error::InvalidProbe {
+                id: id.clone(),
+                reason: format!(
+                    "pin_path: reusing a pinned {:?} program is not supported (aya 0.14 needs details the pin does not keep); remove pin_path",
+                    other.prog_type()
+                ),
+            })
+        }
+    };
+    let unusable = |why: String| {
+        Error::InvalidProbe {
+        id: id.clone(),
+        reason: format!(
+            "pin_path: {} holds no usable program of this type: {why}; remove the stale pin or pick another path",
+            path.display()
+        ),
+    }
+    };
+    let pinned = pinned.map_err(|e| unusable(e.to_string()))?;
+    // aya reads a pinned map's info as if it were a program's: ask the kernel what the fd is.
+    let fd = pinned.fd().map_err(|e| unusable(e.to_string()))?;
+    let fdinfo = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+    match std::fs::read_to_string(&fdinfo) {
+        Ok(info) if info.contains("prog_type:") => Ok(pinned),
+        Ok(_) => Err(unusable("it is not a program (a map or a link?)".into())),
+        Err(e) => Err(unusable(format!("{fdinfo}: {e}"))),
+    }
+}
+
 pub(crate) fn is_loaded(prog: &Program) -> bool {
     prog.fd().is_ok()
 }

@@ -53,9 +53,10 @@ impl fmt::Display for ManagerState {
 }
 
 /// What `stop` cleans up besides detaching every probe and unloading every program and map:
-/// which pins of [`Map::pin_path`](crate::Map::pin_path) it removes. Internal pins are those
-/// this manager created at init; external ones existed before (made by another manager or
-/// tool) and were reused. Nothing else removes pins: not `pause`, not `detach_hook`, not drop.
+/// which pins of [`Map::pin_path`](crate::Map::pin_path) and
+/// [`Probe::pin_path`](crate::Probe::pin_path) it removes. Internal pins are those this
+/// manager created; external ones existed before (made by another manager or tool) and were
+/// reused. Nothing else removes pins: not `pause`, not `detach_hook`, not drop.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CleanupType {
@@ -63,7 +64,7 @@ pub enum CleanupType {
     CleanInternal,
     /// Remove the pins this manager reused.
     CleanExternal,
-    /// Remove every pin of this manager's maps.
+    /// Remove every pin of this manager's maps and programs.
     #[default]
     CleanAll,
 }

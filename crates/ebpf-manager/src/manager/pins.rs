@@ -1,12 +1,12 @@
-//! Maps pinned on bpffs through [`Map::pin_path`](crate::Map::pin_path): a pin found at init is
-//! reused (external: another manager or tool made it), a missing one is created (internal:
-//! this manager made it). `stop` removes pins by [`CleanupType`]; detaching never does.
+//! Maps and programs pinned on bpffs through [`Map::pin_path`](crate::Map::pin_path) and
+//! [`Probe::pin_path`](crate::Probe::pin_path): a pin found at load is reused (external: another
+//! manager or tool made it), a missing one is created (internal: this manager made it). `stop` removes pins by [`CleanupType`]; detaching never does.
 
 use std::path::PathBuf;
 
 use super::CleanupType;
 
-/// A map pin of this manager.
+/// A map or program pin of this manager.
 #[derive(Debug, Clone)]
 pub(super) struct Pin {
     pub(super) path: PathBuf,

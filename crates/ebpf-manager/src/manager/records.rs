@@ -3,7 +3,7 @@
 
 use aya::programs::Program;
 
-use super::{Record, State};
+use super::{pins::Pin, Record, State};
 use crate::{
     loader,
     probe::{
@@ -158,6 +158,7 @@ impl State {
             objects,
             records,
             btf,
+            pins,
             ..
         } = self;
         let record = &records[index];
@@ -165,12 +166,36 @@ impl State {
             .as_mut()
             .and_then(|o| o.program_mut(&record.function))
             .expect("records point at existing programs");
+        let pin_path = record.probe.pin_path.as_deref();
+        let ours = |path: &std::path::Path| pins.iter().any(|p| p.path == path);
         if !loader::is_loaded(prog) {
+            if let Some(path) = pin_path.filter(|p| p.exists() && !ours(p)) {
+                // Pinned by another manager or process: run that program instead of loading.
+                *prog = loader::from_pin(prog, path, &id)?;
+                pins.push(Pin {
+                    path: path.to_owned(),
+                    created: false,
+                });
+                return Ok(());
+            }
             let btf_target = match &record.hook {
                 Hook::Btf { target, .. } => Some(target.as_str()),
                 _ => None,
             };
             loader::load_program(prog, &id, &function, btf_target, btf)?;
+        }
+        if let Some(path) = pin_path.filter(|p| !ours(p)) {
+            prog.pin(path).map_err(|e| Error::InvalidProbe {
+                id: id.clone(),
+                reason: format!(
+                    "pin_path: pinning the program at {} failed: {e} (the directory must exist on a bpffs; a probe sharing this function reuses its program, so give both the same pin_path)",
+                    path.display()
+                ),
+            })?;
+            pins.push(Pin {
+                path: path.to_owned(),
+                created: true,
+            });
         }
         Ok(())
     }

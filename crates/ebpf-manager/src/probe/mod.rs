@@ -179,6 +179,11 @@ pub struct Probe {
     pub perf_event_type: u32,
     /// perf_event programs: the event of that type (`PERF_COUNT_SW_CPU_CLOCK` is 0).
     pub perf_event_config: u64,
+    /// Pin the program here on bpffs once loaded (its directory must exist). A program already
+    /// pinned there is reused instead of loaded, so managers (and processes) declaring the same
+    /// path run one kernel program. [`CleanupType`](crate::CleanupType) decides whether `stop`
+    /// removes the pin; detaching never does.
+    pub pin_path: Option<PathBuf>,
 }
 
 /// A network namespace, for XDP and TC probes.
