@@ -162,24 +162,41 @@ pub fn program_ids(m: &Manager, ids: &[ProbeIdentificationPair]) -> Vec<u32> {
 
 /// Asserts that none of these program ids is loaded in the kernel any more.
 ///
-/// The last reference to a program may be dropped a moment after its fds close (a perf event
-/// or link released through RCU or a workqueue), so this waits up to 5 s for the ids to go.
+/// The kernel may drop its last reference to a program a moment after the manager closed its
+/// fds (perf events, links, socket and cls_bpf filters, cgroup and BTF programs are released
+/// after an RCU grace period or from a workqueue), so this waits up to 5 s for the ids to go.
 pub fn assert_unloaded(ids: &[u32]) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let loaded: Vec<u32> = aya::programs::loaded_programs()
+    wait_until_gone("programs", ids, || {
+        aya::programs::loaded_programs()
             .filter_map(Result::ok)
             .map(|p| p.id())
-            .filter(|id| ids.contains(id))
-            .collect();
-        if loaded.is_empty() {
+            .collect()
+    });
+}
+
+/// Asserts that these map ids leave the kernel, which frees a program's maps after an RCU
+/// grace period once the program is unloaded: waits up to 5 s.
+pub fn assert_maps_unloaded(ids: &[u32]) {
+    wait_until_gone("maps", ids, || {
+        aya::maps::loaded_maps()
+            .filter_map(Result::ok)
+            .map(|m| m.id())
+            .collect()
+    });
+}
+
+fn wait_until_gone(what: &str, ids: &[u32], loaded: impl Fn() -> Vec<u32>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = loaded().into_iter().filter(|id| ids.contains(id)).collect();
+        if left.is_empty() {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "programs {loaded:?} are still loaded 5 s after their manager released them"
+            "{what} {left:?} are still loaded 5 s after their manager released them"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -766,28 +766,6 @@ pub mod child {
     }
 }
 
-/// Asserts that none of these program ids is loaded any more, waiting up to 5 s: the kernel
-/// drops its last reference to a socket filter, a cls_bpf filter or a cgroup program after an
-/// RCU grace period, so the id may linger a moment after the detach returned.
-pub fn assert_unloaded_soon(ids: &[u32]) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let loaded: Vec<u32> = aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .map(|p| p.id())
-            .filter(|id| ids.contains(id))
-            .collect();
-        if loaded.is_empty() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "programs {loaded:?} are still loaded 5 s after stop"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The first OS error code in the chain of `error`'s sources.
 pub fn os_error(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut next = Some(error);

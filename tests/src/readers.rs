@@ -5,7 +5,7 @@
 
 use std::{
     sync::{Arc, Condvar, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use ebpf_manager::{ConstantEditor, Manager, Options, PerfMap, RingBuffer};
@@ -169,23 +169,5 @@ pub fn map_id(m: &Manager, name: &str) -> u32 {
             d.info().expect("map info").id()
         }
         other => panic!("{name}: {other:?}"),
-    }
-}
-
-/// Asserts that these maps leave the kernel. The kernel frees a program's maps after an RCU
-/// grace period once the program is unloaded, so this waits for that, at most `WAIT`.
-pub fn assert_maps_unloaded(ids: &[u32]) {
-    let started = Instant::now();
-    loop {
-        let loaded: Vec<u32> = aya::maps::loaded_maps()
-            .filter_map(Result::ok)
-            .map(|m| m.id())
-            .filter(|id| ids.contains(id))
-            .collect();
-        if loaded.is_empty() {
-            return;
-        }
-        assert!(started.elapsed() < WAIT, "maps {loaded:?} are still loaded");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -396,28 +396,6 @@ pub fn attachment_fds() -> usize {
         .unwrap_or(0)
 }
 
-/// Asserts that none of these program ids is loaded, waiting up to 5 s: a BPF link of a
-/// BTF-typed program (fentry, fexit, tp_btf, LSM, iterator) drops its program after an RCU
-/// grace period, not when its last descriptor closes.
-pub fn assert_unloaded_soon(ids: &[u32]) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let loaded: Vec<u32> = ebpf_manager::aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .map(|p| p.id())
-            .filter(|id| ids.contains(id))
-            .collect();
-        if loaded.is_empty() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "programs {loaded:?} are still loaded 5 s after stop"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The online CPUs, from /sys/devices/system/cpu/online (`0-3,5`).
 pub fn online_cpus() -> Vec<u32> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("online CPUs");

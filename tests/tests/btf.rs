@@ -66,7 +66,7 @@ fn mkdir_counted_once_or_refused(function: &str, program_type: &str, slot: u32) 
     );
     m.stop(CleanupType::CleanAll).unwrap();
     assert_eq!(m.probe_state(&id), Some(ProbeState::Stopped));
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn btf_tp_btf_counts_mkdir_syscalls() {
     mkdir_rmdir("tp_btf");
     assert_eq!(slot_of(&m, "btf_hits", btf_slot::TP_BTF), 1);
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
 }
 
 /// The `<tgid> <pid>` lines an iter/task run printed.
@@ -140,7 +140,7 @@ fn btf_iter_task_lists_this_process_and_thread() {
     let listed = slot_of(&m, "btf_hits", btf_slot::ITER);
     assert_eq!(listed, (first.len() + second.len()) as u64);
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
 }
 
 #[test]

@@ -48,7 +48,7 @@ fn count_in_cgroup(tag: &str, function: &str, slot: u32, action: fn() -> i32) ->
     let count = read_slot(&m, "hits", slot);
     m.stop(CleanupType::CleanAll).unwrap();
     assert_eq!(m.probe_state(&id), Some(ProbeState::Stopped));
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
     count
 }
 
@@ -84,7 +84,7 @@ fn cgroup_skb_ingress_and_egress() {
         2 * child::DATAGRAMS
     );
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
 }
 
 #[test]
@@ -178,7 +178,7 @@ fn cgroup_every_family_in_one_manager() {
         );
     }
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
 }
 
 #[test]

@@ -135,7 +135,7 @@ fn net_xdp_on_lo_of_a_netns_given_by_path() {
     assert_eq!(read_slot(&m, "hits", net_slot::XDP), 3);
     m.stop(CleanupType::CleanAll).unwrap();
     assert_eq!(m.probe_state(&id), Some(ProbeState::Stopped));
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
     // Still delivered, and nothing counts them any more.
     send_and_receive(&tx, &rx, 1);
 }
@@ -170,7 +170,7 @@ fn net_xdp_by_if_index_in_a_netns_given_by_fd() {
     send_and_receive(&tx, &rx, 1);
     assert_eq!(read_slot(&m, "hits", net_slot::XDP), 3);
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
 }
 
 #[test]
@@ -192,7 +192,7 @@ fn net_xdp_in_the_callers_netns_is_detached_from_any_thread() {
     assert_eq!(read_slot(&m, "hits", net_slot::XDP), 2);
     // Stopped from this thread, which is in another namespace.
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
 }
 
 #[test]
@@ -310,7 +310,7 @@ fn net_xdp_on_a_veth_end_in_driver_mode() {
         pair.b
     );
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
     let link = pair.ns_b.ip(&["link", "show", "dev", &pair.b]);
     assert!(!link.contains("xdp"), "XDP left on {}: {link}", pair.b);
 }
@@ -342,7 +342,7 @@ fn net_tc_tcx_on_lo_or_the_precise_error_before_linux_6_6() {
             other => panic!("{other:?}"),
         }
         m.stop(CleanupType::CleanAll).unwrap();
-        assert_unloaded_soon(&prog_ids);
+        assert_unloaded(&prog_ids);
         return;
     }
     m.start().unwrap();
@@ -363,7 +363,7 @@ fn net_tc_tcx_on_lo_or_the_precise_error_before_linux_6_6() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(ns.tcx_programs("lo", TcAttachType::Ingress).is_empty());
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
 }
 
 #[test]
@@ -392,7 +392,7 @@ fn net_tc_default_method_is_tcx_from_linux_6_6_else_netlink() {
     send_and_receive(&tx, &rx, 2);
     assert_eq!(read_slot(&m, "hits", net_slot::TC_EGRESS), 2);
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
 }
 
 #[test]
@@ -411,7 +411,7 @@ fn net_tc_netlink_with_priority_and_handle() {
     let prog_ids = program_ids(&m, std::slice::from_ref(&id));
     if !start_netlink(&mut m) {
         m.stop(CleanupType::CleanAll).unwrap();
-        assert_unloaded_soon(&prog_ids);
+        assert_unloaded(&prog_ids);
         return;
     }
     assert_eq!(m.attach_info(&id).unwrap().method, AttachMethod::TcNetlink);
@@ -437,7 +437,7 @@ fn net_tc_netlink_with_priority_and_handle() {
     send_and_receive(&tx, &rx, 1);
     assert_eq!(read_slot(&m, "hits", net_slot::TC_INGRESS), 4);
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
     assert_eq!(ns.tc(&["filter", "show", "dev", "lo", "ingress"]), "");
     // tc_cleanup_qdisc is off: the clsact qdisc the probe added stays.
     let qdiscs = ns.tc(&["qdisc", "show", "dev", "lo"]);
@@ -466,7 +466,7 @@ fn net_tc_cleanup_qdisc_removes_the_clsact_it_added() {
     send_and_receive(&tx, &rx, 1);
     assert_eq!(read_slot(&m, "hits", net_slot::TC_EGRESS), 1);
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
     let qdiscs = ns.tc(&["qdisc", "show", "dev", "lo"]);
     assert!(!qdiscs.contains("clsact"), "{qdiscs}");
 }
@@ -539,7 +539,7 @@ fn net_tc_netlink_in_the_callers_netns_is_detached_from_any_thread() {
     // Stopped from this thread, in another namespace: the filter and the qdisc of the
     // namespace it was attached in go.
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
     assert_eq!(ns.tc(&["filter", "show", "dev", "lo", "ingress"]), "");
     assert!(!ns.tc(&["qdisc", "show", "dev", "lo"]).contains("clsact"));
 }
@@ -577,7 +577,7 @@ fn net_tc_on_both_ends_of_a_veth_pair() {
     assert_eq!(read_slot(&m, "hits", net_slot::TC_EGRESS), 3);
     assert_eq!(read_slot(&m, "hits", net_slot::TC_INGRESS), 3);
     m.stop(CleanupType::CleanAll).unwrap();
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
     assert_eq!(
         pair.ns_b.tc(&["filter", "show", "dev", &pair.b, "ingress"]),
         ""
@@ -619,7 +619,7 @@ fn net_socket_filter_counts_what_its_socket_receives() {
     assert_eq!(read_slot(&m, "hits", net_slot::SOCKET), 4);
     m.stop(CleanupType::CleanAll).unwrap();
     // The socket held the program while attached: unloaded means detached.
-    assert_unloaded_soon(&prog_ids);
+    assert_unloaded(&prog_ids);
     send_and_receive(&tx, &rx, 1);
 }
 
