@@ -40,6 +40,7 @@ const EXAMPLES: &[&str] = &[
     "object_pinning",
     "perf_buffer",
     "ring_buffer",
+    "async_readers",
 ];
 /// Examples that need what the guests lack (iproute2 and the veth, clsact and cls_bpf
 /// modules): tier 2 only.
