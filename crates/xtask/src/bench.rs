@@ -1,20 +1,31 @@
-//! `cargo xtask bench startup [--kernel V]...`: the startup benchmark on the host and, for
-//! each `--kernel`, in that guest kernel (where the helloworld case takes the kprobe path).
+//! `cargo xtask bench startup|readers`: the benchmarks, each printing ratios against a
+//! baseline measured in the same run.
+//!
+//! - `startup [--kernel V]...`: on the host and, for each `--kernel`, in that guest kernel
+//!   (where the helloworld case takes the kprobe path).
+//! - `readers`: on the host; see [`readers`].
+
+mod readers;
 
 use std::time::Duration;
 
 use crate::{cargo, vm, Result};
 
+const USAGE: &str = "usage: cargo xtask bench startup [--kernel V]... | readers";
+
 /// Entry point of `cargo xtask bench`.
 pub fn run(args: &[String]) -> Result<()> {
-    let (which, rest) = args
-        .split_first()
-        .ok_or("usage: cargo xtask bench startup [--kernel V]...")?;
-    if which != "startup" {
-        return Err(format!(
-            "unknown benchmark `{which}`: the benchmarks are: startup"
-        ));
+    let (which, rest) = args.split_first().ok_or(USAGE)?;
+    match which.as_str() {
+        "startup" => startup(rest),
+        "readers" => readers::run(rest),
+        other => Err(format!(
+            "unknown benchmark `{other}`: the benchmarks are: startup, readers\n{USAGE}"
+        )),
     }
+}
+
+fn startup(rest: &[String]) -> Result<()> {
     let mut kernels = Vec::new();
     let mut it = rest.iter();
     while let Some(arg) = it.next() {

@@ -18,44 +18,56 @@ use crate::Result;
 /// `apt-get install -y --no-install-recommends` with the packages of the missing commands,
 /// then checks that the commands are now found.
 pub fn ensure(tools: &[(&str, &str)]) -> Result<()> {
-    let mut commands: Vec<&str> = Vec::new();
+    install_missing(tools, "commands", |command| find(command).is_some())
+}
+
+/// Like [`ensure`], for files that a package installs and that are not commands (headers,
+/// libraries): `(absolute path, debian package)` pairs.
+pub fn ensure_files(files: &[(&str, &str)]) -> Result<()> {
+    install_missing(files, "files", |path| Path::new(path).exists())
+}
+
+/// Installs the packages of the `wanted` items (`what` names them in messages) that are not
+/// `present`, then checks that they are.
+fn install_missing(
+    wanted: &[(&str, &str)],
+    what: &str,
+    present: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let mut missing: Vec<&str> = Vec::new();
     let mut packages: Vec<&str> = Vec::new();
-    for &(command, package) in tools {
-        if find(command).is_none() {
-            if !commands.contains(&command) {
-                commands.push(command);
+    for &(item, package) in wanted {
+        if !present(item) {
+            if !missing.contains(&item) {
+                missing.push(item);
             }
             if !packages.contains(&package) {
                 packages.push(package);
             }
         }
     }
-    if commands.is_empty() {
+    if missing.is_empty() {
         return Ok(());
     }
     let pkgs = packages.join(" ");
-    let cmds = commands.join(", ");
+    let names = missing.join(", ");
     let by_hand = format!(
         "install them yourself (`sudo apt-get install {pkgs}` on Debian or Ubuntu) and run again"
     );
     if find("apt-get").is_none() {
         return Err(format!(
-            "missing commands: {cmds}, and there is no apt-get to install them: {by_hand}"
+            "missing {what}: {names}, and there is no apt-get to install them: {by_hand}"
         ));
     }
-    eprintln!("xtask: installing {pkgs} (missing: {cmds})");
+    eprintln!("xtask: installing {pkgs} (missing {what}: {names})");
     apt_get(&["update", "-q"]).map_err(|e| format!("{e}; {by_hand}"))?;
     let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
     install.extend(&packages);
     apt_get(&install).map_err(|e| format!("{e}; {by_hand}"))?;
-    let still: Vec<&str> = commands
-        .iter()
-        .copied()
-        .filter(|c| find(c).is_none())
-        .collect();
+    let still: Vec<&str> = missing.iter().copied().filter(|c| !present(c)).collect();
     if !still.is_empty() {
         return Err(format!(
-            "installed {pkgs} but still cannot find {} on PATH; {by_hand}",
+            "installed {pkgs} but still cannot find {}; {by_hand}",
             still.join(", ")
         ));
     }

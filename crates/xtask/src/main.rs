@@ -4,6 +4,7 @@
 //! - `cargo xtask test [--kernel V]... [FILTER]`: the three test tiers.
 //! - `cargo xtask vm --kernel V -- BINARY [ARGS]...`: run a static binary in a guest kernel.
 //! - `cargo xtask bench startup`: manager against raw aya.
+//! - `cargo xtask bench readers`: ring and perf buffer readers against raw aya and libbpf.
 
 mod bench;
 mod cargo;
@@ -22,7 +23,8 @@ fn usage() -> &'static str {
      \n  fixtures [--check]                 rebuild (or check) ebpf-fixtures/*.o with clang\
      \n  test [--kernel V]... [--tier N]... [FILTER]\n                                     unit, host and QEMU tiers (V: 5.10, 6.1, 6.12)\
      \n  vm --kernel V -- BINARY [ARGS]...  run a static binary as a child of a guest's /init\
-     \n  bench startup [--kernel V]...      init+start+stop: manager against raw aya\n"
+     \n  bench startup [--kernel V]...      init+start+stop: manager against raw aya\
+     \n  bench readers                      ring/perf buffer readers: manager, raw aya, libbpf\n"
 }
 
 fn main() -> ExitCode {
