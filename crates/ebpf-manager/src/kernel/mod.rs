@@ -11,6 +11,7 @@ pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod perf;
 pub(crate) mod perf_ring;
+pub(crate) mod ringbuf;
 
 pub use symbols::{FunctionIndex, SYSCALL_PREFIXES};
 pub use trace_pipe::TracePipe;

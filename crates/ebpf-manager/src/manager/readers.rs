@@ -90,14 +90,19 @@ impl Manager {
         use crate::{maps::RING, Error};
 
         let ebpf = self.async_source(map_name, RING)?;
-        let map = ebpf.take_map(map_name).expect("checked by async_source");
-        let start = |source: Box<dyn std::error::Error + Send + Sync>| Error::ReaderStart {
+        let Some(aya::maps::Map::RingBuf(map)) = ebpf.take_map(map_name) else {
+            unreachable!("checked by async_source")
+        };
+        let start = |e: std::io::Error| Error::ReaderStart {
             map: map_name.to_owned(),
             kind: RING,
-            source,
+            source: Box::new(e),
         };
-        let ring = aya::maps::RingBuf::try_from(map).map_err(|e| start(Box::new(e)))?;
-        crate::maps::AsyncRingBuffer::new(map_name.to_owned(), ring).map_err(|e| start(Box::new(e)))
+        let size = map
+            .info()
+            .map_err(|e| start(std::io::Error::other(e.to_string())))?
+            .max_entries() as usize;
+        crate::maps::AsyncRingBuffer::new(map_name.to_owned(), map, size).map_err(start)
     }
 
     /// The loaded object, once checked that it has an undeclared map `name` of `kind`'s type.

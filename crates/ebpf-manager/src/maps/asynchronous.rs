@@ -7,13 +7,14 @@ use std::{
     os::fd::{AsFd, AsRawFd, RawFd},
 };
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::MapData;
 use tokio::io::{unix::AsyncFd, Interest};
 
 use super::perf::clear_rings;
 use crate::kernel::{
     epoll::Epoll,
     perf_ring::{PerfRing, Record},
+    ringbuf::RingConsumer,
 };
 
 impl AsRawFd for Epoll {
@@ -35,7 +36,7 @@ pub(crate) fn check_runtime() -> io::Result<()> {
 /// Registers `inner` with the current tokio runtime for readability.
 fn register<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
     check_runtime()?;
-    // SAFETY: `T` is an Epoll or a RingBuf, which own their fd for their whole life and always
+    // SAFETY: `T` is an Epoll or a RingConsumer, which own their fd for their whole life and always
     // return that same fd from as_raw_fd.
     unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
@@ -198,14 +199,20 @@ impl Drop for AsyncPerfMap {
 /// ```
 pub struct AsyncRingBuffer {
     name: String,
-    ring: AsyncFd<RingBuf<MapData>>,
+    ring: AsyncFd<RingConsumer>,
+    size: usize,
+    /// Kept so that the map lives as long as the reader.
+    _map: MapData,
 }
 
 impl AsyncRingBuffer {
-    pub(crate) fn new(name: String, ring: RingBuf<MapData>) -> io::Result<Self> {
+    pub(crate) fn new(name: String, map: MapData, size: usize) -> io::Result<Self> {
+        let ring = RingConsumer::new(map.fd().as_fd(), size)?;
         Ok(Self {
             name,
             ring: register(ring)?,
+            size,
+            _map: map,
         })
     }
 
@@ -214,12 +221,14 @@ impl AsyncRingBuffer {
         &self.name
     }
 
-    /// Waits until records arrive, then hands those there are (at most 4096) to `data`;
-    /// returns how many (at least 1). Cancel-safe: a record is handled once, by the call that takes it.
+    /// Waits until records arrive, then hands those there are (at most one ring's worth) to
+    /// `data`; returns how many (at least 1). Cancel-safe: a record is handled once, by the
+    /// call that takes it.
     pub async fn read(&mut self, mut data: impl FnMut(&[u8])) -> io::Result<usize> {
+        let batch = self.size;
         loop {
             let mut guard = self.ring.readable_mut().await?;
-            let handled = drain_ring(guard.get_inner_mut(), &mut data, READ_BATCH);
+            let handled = drain_ring(guard.get_inner_mut(), &mut data, batch);
             if handled > 0 {
                 return Ok(handled);
             }
@@ -242,16 +251,12 @@ impl std::fmt::Debug for AsyncRingBuffer {
     }
 }
 
-/// The most records one `read` of a ring buffer hands over, so that a busy ring does not keep
-/// the task from yielding.
-const READ_BATCH: usize = 4096;
-
-fn drain_ring(ring: &mut RingBuf<MapData>, data: &mut impl FnMut(&[u8]), limit: usize) -> usize {
-    let mut handled = 0;
-    while handled < limit {
-        let Some(item) = ring.next() else { break };
-        data(&item);
-        handled += 1;
-    }
-    handled
+/// Hands up to `max_bytes` of records to `data` (a bound, so that a busy ring does not keep the
+/// task from yielding).
+fn drain_ring(ring: &mut RingConsumer, data: &mut impl FnMut(&[u8]), max_bytes: usize) -> usize {
+    ring.read(max_bytes, |record| {
+        data(record);
+        ControlFlow::Continue(())
+    })
+    .0
 }

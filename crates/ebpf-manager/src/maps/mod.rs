@@ -25,13 +25,16 @@ use std::{
 };
 
 use aya::{
-    maps::{Map, MapData, RingBuf},
+    maps::{Map, MapData},
     Ebpf,
 };
 
 use self::{perf::PerfReader, ringbuf::RingReader};
 use crate::{
-    kernel::epoll::{wait_for_running_programs, Epoll},
+    kernel::{
+        epoll::{wait_for_running_programs, Epoll},
+        ringbuf::RingConsumer,
+    },
     Error, Result,
 };
 
@@ -50,8 +53,7 @@ enum Source {
     },
     Ring {
         decl: RingBuffer,
-        /// `None` while the reader thread owns it.
-        ring: Option<RingBuf<MapData>>,
+        map: MapData,
         /// The ring's size in bytes: the most a final drain reads.
         size: usize,
     },
@@ -60,7 +62,7 @@ enum Source {
 /// A running reader thread.
 struct Running {
     stop: OwnedFd,
-    thread: JoinHandle<Option<RingBuf<MapData>>>,
+    thread: JoinHandle<()>,
 }
 
 struct Reader {
@@ -133,29 +135,24 @@ impl Reader {
                     lost: decl.lost_handler.clone(),
                     scratch: Vec::new(),
                 };
-                builder.spawn(move || {
-                    reader.run(epoll);
-                    None
-                })
+                builder.spawn(move || reader.run(epoll))
             }
-            Source::Ring { decl, ring, size } => {
-                let Some(taken) = ring.take() else {
-                    return Err(fail("its ring was lost with its reader thread".into()));
-                };
-                if let Err(e) = epoll.add(taken.as_raw_fd(), 0) {
-                    *ring = Some(taken);
-                    return Err(fail(Box::new(e)));
-                }
+            Source::Ring { decl, map, size } => {
+                let ring =
+                    RingConsumer::new(map.fd().as_fd(), *size).map_err(|e| fail(Box::new(e)))?;
+                epoll
+                    .add(ring.as_raw_fd(), 0)
+                    .map_err(|e| fail(Box::new(e)))?;
                 let reader = RingReader {
                     name: self.name.clone(),
-                    ring: taken,
+                    ring,
                     data: decl.data_handler.clone().expect("checked at start"),
                     timeout: decl
                         .poll_timeout
                         .map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32),
                     size: *size,
                 };
-                builder.spawn(move || Some(reader.run(epoll)))
+                builder.spawn(move || reader.run(epoll))
             }
         }
         .map_err(|e| fail(Box::new(e)))?;
@@ -185,12 +182,7 @@ impl Reader {
             );
         }
         match thread.join() {
-            Ok(Some(taken)) => {
-                if let Source::Ring { ring, .. } = &mut self.source {
-                    *ring = Some(taken);
-                }
-            }
-            Ok(None) => {}
+            Ok(()) => {}
             Err(_) => log::error!(
                 "{} `{}`: its reader thread panicked",
                 self.kind(),
@@ -302,25 +294,20 @@ impl Readers {
             });
         }
         for decl in ring_buffers {
-            let map = ebpf.take_map(&decl.map_name).expect("checked above");
-            let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::ReaderStart {
+            let Map::RingBuf(map) = ebpf.take_map(&decl.map_name).expect("checked above") else {
+                unreachable!("checked above")
+            };
+            let size = map.info().map_err(|e| Error::ReaderStart {
                 map: decl.map_name.clone(),
                 kind: RING,
-                source,
-            };
-            let size = match &map {
-                Map::RingBuf(data) => {
-                    data.info().map_err(|e| fail(Box::new(e)))?.max_entries() as usize
-                }
-                _ => unreachable!("checked above"),
-            };
-            let ring = RingBuf::try_from(map).map_err(|e| fail(Box::new(e)))?;
+                source: Box::new(e),
+            })?;
             self.readers.push(Reader {
                 name: decl.map_name.clone(),
                 source: Source::Ring {
                     decl: decl.clone(),
-                    ring: Some(ring),
-                    size,
+                    map,
+                    size: size.max_entries() as usize,
                 },
                 running: None,
             });

@@ -8,10 +8,8 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
-
 use super::{handler_result, RING, STOP};
-use crate::kernel::epoll::Epoll;
+use crate::kernel::{epoll::Epoll, ringbuf::RingConsumer};
 
 /// Receives each record of a ring buffer. The bytes borrow the kernel's ring: no allocation per
 /// record; the record is released to the kernel when the handler returns.
@@ -71,18 +69,18 @@ impl fmt::Debug for RingBuffer {
 /// The thread of one ring buffer: waits on the ring and the stop eventfd.
 pub(super) struct RingReader {
     pub(super) name: String,
-    pub(super) ring: RingBuf<MapData>,
+    pub(super) ring: RingConsumer,
     pub(super) data: RingDataHandler,
     pub(super) timeout: i32,
     pub(super) size: usize,
 }
 
 impl RingReader {
-    pub(super) fn run(mut self, epoll: Epoll) -> RingBuf<MapData> {
+    pub(super) fn run(mut self, epoll: Epoll) {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
         loop {
             if self.drain(usize::MAX).is_break() {
-                return self.ring;
+                return;
             }
             match epoll.wait(&mut events, self.timeout) {
                 Ok(mut ready) => {
@@ -98,18 +96,17 @@ impl RingReader {
         }
         // Drain what is there, at most one ring's worth in case the producer still runs.
         let _ = self.drain(self.size);
-        self.ring
     }
 
     /// Hands up to `limit` bytes of records to the handler; breaks when it panicked.
     fn drain(&mut self, limit: usize) -> ControlFlow<()> {
-        let mut read = 0;
-        while read < limit {
-            let Some(item) = self.ring.next() else { break };
-            read += item.len() + 8;
-            let handled = catch_unwind(AssertUnwindSafe(|| (self.data)(&item)));
-            handler_result(RING, &self.name, handled)?;
-        }
-        ControlFlow::Continue(())
+        let Self {
+            name, ring, data, ..
+        } = self;
+        ring.read(limit, |record| {
+            let handled = catch_unwind(AssertUnwindSafe(|| data(record)));
+            handler_result(RING, name, handled)
+        })
+        .1
     }
 }
