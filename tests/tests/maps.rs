@@ -334,3 +334,32 @@ fn maps_program_pin_holding_no_program_is_an_error_and_leaves_it() {
     holder.stop(CleanupType::CleanAll).unwrap();
     assert!(!pin.0.exists());
 }
+
+#[test]
+fn maps_program_pin_of_another_type_is_an_error_and_leaves_it() {
+    let pin = PinPath::new("prog_pin_other_type");
+    let mut holder = pinned_program("holder", &pin).unwrap(); // a tracepoint program
+    setup();
+    let mut m = Manager {
+        probes: vec![Probe {
+            pin_path: Some(pin.0.clone()),
+            ..probe("kprobe", "kprobe_vfs_mkdir")
+        }],
+        ..Default::default()
+    };
+    match m.init_with_options(PROBES, this_thread_only()).unwrap_err() {
+        Error::InvalidProbe { id, reason } => {
+            assert_eq!(id.uid, "kprobe");
+            assert!(
+                reason.contains(
+                    "BPF_PROG_TYPE_TRACEPOINT program, the object's is a BPF_PROG_TYPE_KPROBE"
+                ),
+                "{reason}"
+            );
+        }
+        other => panic!("expected InvalidProbe, got {other:?}"),
+    }
+    assert!(pin.0.exists(), "another manager's pin is not removed");
+    holder.stop(CleanupType::CleanAll).unwrap();
+    assert!(!pin.0.exists());
+}

@@ -257,7 +257,6 @@ fn needs(program_type: &str) -> &'static str {
     }
 }
 
-/// Whether the program is loaded in the kernel.
 /// The program pinned at `path`, as the same kind of program as `prog` (the object's, not yet
 /// loaded), to use in its place.
 pub(crate) fn from_pin(
@@ -320,12 +319,24 @@ pub(crate) fn from_pin(
     let fd = pinned.fd().map_err(|e| unusable(e.to_string()))?;
     let fdinfo = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
     match std::fs::read_to_string(&fdinfo) {
-        Ok(info) if info.contains("prog_type:") => Ok(pinned),
-        Ok(_) => Err(unusable("it is not a program (a map or a link?)".into())),
-        Err(e) => Err(unusable(format!("{fdinfo}: {e}"))),
+        Ok(info) if info.contains("prog_type:") => {}
+        Ok(_) => return Err(unusable("it is not a program (a map or a link?)".into())),
+        Err(e) => return Err(unusable(format!("{fdinfo}: {e}"))),
     }
+    let found = pinned
+        .info()
+        .map_err(|e| unusable(e.to_string()))?
+        .program_type();
+    let expected = aya_obj::generated::bpf_prog_type::from(prog.prog_type());
+    if found != expected {
+        return Err(unusable(format!(
+            "it is a {found:?} program, the object's is a {expected:?} program"
+        )));
+    }
+    Ok(pinned)
 }
 
+/// Whether the program is loaded in the kernel.
 pub(crate) fn is_loaded(prog: &Program) -> bool {
     prog.fd().is_ok()
 }

@@ -78,37 +78,29 @@ impl PerfRing {
         unsafe { &*self.base.as_ptr().add(offset).cast::<AtomicU64>() }
     }
 
-    fn data(&self) -> &[u8] {
-        // SAFETY: `size` bytes are mapped after the metadata page. The kernel writes only
-        // between data_head and data_tail, which this reader does not read.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(self.page_size), self.size) }
-    }
-
-    /// Hands every record written so far to `handle`, in order, and gives their space back to
-    /// the kernel. Records that wrap around the ring's end are copied into `scratch` first.
-    /// Stops after the record for which `handle` breaks.
+    /// Hands the records written so far (up to the `data_head` read on entry) to `handle`, in
+    /// order, and gives their space back to the kernel. Records that wrap around the ring's end
+    /// are copied into `scratch` first. Stops after the record for which `handle` breaks.
+    ///
+    /// One snapshot of the head per call: a busy CPU cannot keep the reader from the others;
+    /// records written meanwhile come with a wakeup of their own.
     pub(crate) fn read(
         &mut self,
         scratch: &mut Vec<u8>,
         mut handle: impl FnMut(Record<'_>) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        loop {
-            // Acquire: the records before head are fully written.
-            let head = self.counter(DATA_HEAD).load(Ordering::Acquire);
-            let mut tail = self.counter(DATA_TAIL).load(Ordering::Relaxed);
-            if tail == head {
-                return ControlFlow::Continue(());
-            }
-            let mut flow = ControlFlow::Continue(());
-            while tail < head && flow.is_continue() {
-                let (len, f) = self.record_at(tail, head, scratch, &mut handle);
-                tail += len;
-                flow = f;
-            }
-            // Release: the kernel may reuse the space once it sees the new tail.
-            self.counter(DATA_TAIL).store(tail, Ordering::Release);
-            flow?;
+        // Acquire: the records before head are fully written.
+        let head = self.counter(DATA_HEAD).load(Ordering::Acquire);
+        let mut tail = self.counter(DATA_TAIL).load(Ordering::Relaxed);
+        let mut flow = ControlFlow::Continue(());
+        while tail < head && flow.is_continue() {
+            let (len, f) = self.record_at(tail, head, scratch, &mut handle);
+            tail += len;
+            flow = f;
         }
+        // Release: the kernel may reuse the space once it sees the new tail.
+        self.counter(DATA_TAIL).store(tail, Ordering::Release);
+        flow
     }
 
     /// Hands the record at `tail` to `handle`; returns its length.
@@ -119,23 +111,32 @@ impl PerfRing {
         scratch: &mut Vec<u8>,
         handle: &mut impl FnMut(Record<'_>) -> ControlFlow<()>,
     ) -> (u64, ControlFlow<()>) {
-        let data = self.data();
         let start = (tail % self.size as u64) as usize;
+        // SAFETY: the data area starts one page into the mapping and spans `size` bytes.
+        let data = unsafe { self.base.as_ptr().add(self.page_size) };
         // Records are 8-byte aligned and sized, so the 8-byte header never wraps.
-        let header = &data[start..start + 8];
+        let mut header = [0u8; 8];
+        // SAFETY: 8 bytes at an 8-aligned offset below `size`, between tail and head: written.
+        unsafe { std::ptr::copy_nonoverlapping(data.add(start), header.as_mut_ptr(), 8) };
         let kind = u32::from_ne_bytes(header[..4].try_into().expect("4 bytes"));
         let len = u16::from_ne_bytes(header[6..8].try_into().expect("2 bytes")) as usize;
-        if len < 8 {
-            // Cannot happen with a sane kernel; give up on what is left rather than spin.
-            log::error!("perf ring: a record of {len} bytes; skipping to the head");
+        if len < 8 || len as u64 > head - tail || len > self.size {
+            // Cannot happen with a sane kernel; give up on what is left rather than misread.
+            log::error!("perf ring: a record of {len} bytes at {tail}; skipping to the head");
             return (head - tail, ControlFlow::Continue(()));
         }
         let record: &[u8] = if start + len <= self.size {
-            &data[start..start + len]
+            // SAFETY: the record lies between tail and head, written and not reused until the
+            // tail passes it.
+            unsafe { std::slice::from_raw_parts(data.add(start), len) }
         } else {
+            let first = self.size - start;
             scratch.clear();
-            scratch.extend_from_slice(&data[start..]);
-            scratch.extend_from_slice(&data[..len - (self.size - start)]);
+            // SAFETY: as above, in two pieces: to the ring's end, then from its start.
+            unsafe {
+                scratch.extend_from_slice(std::slice::from_raw_parts(data.add(start), first));
+                scratch.extend_from_slice(std::slice::from_raw_parts(data, len - first));
+            }
             scratch
         };
         (

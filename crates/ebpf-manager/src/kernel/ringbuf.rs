@@ -9,7 +9,7 @@ use std::{
     ops::ControlFlow,
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
     ptr::NonNull,
-    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    sync::atomic::{AtomicU32, AtomicUsize, Ordering},
 };
 
 /// The record is being written; stop here.
@@ -17,7 +17,20 @@ const BUSY: u32 = 1 << 31;
 /// The program discarded the record; skip it.
 const DISCARD: u32 = 1 << 30;
 /// Each record starts with `{ u32 len; u32 pg_off; }`.
-const HEADER: u64 = 8;
+const HEADER: usize = 8;
+
+/// Where a [`RingConsumer::read`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// At the producer position: the ring is empty; the kernel notifies the next record.
+    Empty,
+    /// At a record still being written; the kernel notifies when it is committed.
+    Busy,
+    /// At the byte limit: records may remain, with no notification to come for them.
+    Limit,
+    /// The handler broke.
+    Broke,
+}
 
 /// A mapped ring buffer; unmapped on drop.
 pub(crate) struct RingConsumer {
@@ -61,58 +74,59 @@ impl RingConsumer {
         })
     }
 
-    fn position(&self, page: NonNull<u8>) -> &AtomicU64 {
-        // SAFETY: the first u64 of a mapped, page-aligned position page of self, which the
-        // kernel also accesses atomically; the borrow of self keeps it mapped.
-        unsafe { &*page.as_ptr().cast::<AtomicU64>() }
+    fn position(&self, page: NonNull<u8>) -> &AtomicUsize {
+        // SAFETY: the first `unsigned long` of a mapped, page-aligned position page of self,
+        // which the kernel also accesses atomically; the borrow of self keeps it mapped.
+        unsafe { &*page.as_ptr().cast::<AtomicUsize>() }
     }
 
     /// Hands the records written so far to `handle`, in order, giving each one's space back to
     /// the kernel after it, until `max_bytes` of the ring are consumed or `handle` breaks.
-    /// Returns how many records it handed over.
+    /// Returns how many records it handed over, and where it stopped.
     pub(crate) fn read(
         &mut self,
         max_bytes: usize,
         mut handle: impl FnMut(&[u8]) -> ControlFlow<()>,
-    ) -> (usize, ControlFlow<()>) {
+    ) -> (usize, Stopped) {
         let consumer = self.position(self.consumer);
         let producer = self.position(self.producer);
-        let mask = self.size as u64 - 1;
+        let mask = self.size - 1;
         // SAFETY: the data starts one page into the producer mapping and spans 2 * size bytes.
         let data = unsafe { self.producer.as_ptr().add(self.page_size) };
         let mut cons = consumer.load(Ordering::Acquire);
-        let limit = cons.saturating_add(max_bytes as u64);
+        let limit = cons.saturating_add(max_bytes);
         let mut handled = 0;
         loop {
             // Acquire: the headers up to `prod` are published.
             let prod = producer.load(Ordering::Acquire);
-            if cons >= prod || cons >= limit {
-                return (handled, ControlFlow::Continue(()));
+            if cons >= prod {
+                return (handled, Stopped::Empty);
             }
-            while cons < prod && cons < limit {
-                let at = (cons & mask) as usize;
+            while cons < prod {
+                if cons >= limit {
+                    return (handled, Stopped::Limit);
+                }
+                let at = cons & mask;
                 // SAFETY: an aligned u32 header inside the data; the kernel sets it atomically.
                 let len = unsafe { &*data.add(at).cast::<AtomicU32>() }.load(Ordering::Acquire);
                 if len & BUSY != 0 {
-                    return (handled, ControlFlow::Continue(()));
+                    return (handled, Stopped::Busy);
                 }
-                let body = (len & !DISCARD) as u64;
-                let next = cons + ((body + HEADER + 7) & !7);
+                let body = (len & !DISCARD) as usize;
                 let mut flow = ControlFlow::Continue(());
                 if len & DISCARD == 0 {
-                    // SAFETY: the record lies within the doubled data mapping (body < size),
-                    // and the kernel does not touch it until the consumer position passes it.
-                    let record = unsafe {
-                        std::slice::from_raw_parts(data.add(at + HEADER as usize), body as usize)
-                    };
+                    // SAFETY: the kernel commits records shorter than the ring, and the doubled
+                    // mapping holds any of them whole from its header on; the kernel does not
+                    // touch it until the consumer position passes it.
+                    let record = unsafe { std::slice::from_raw_parts(data.add(at + HEADER), body) };
                     handled += 1;
                     flow = handle(record);
                 }
-                cons = next;
+                cons += (body + HEADER + 7) & !7;
                 // Release: the kernel may reuse the space once it sees the new position.
                 consumer.store(cons, Ordering::Release);
                 if flow.is_break() {
-                    return (handled, flow);
+                    return (handled, Stopped::Broke);
                 }
             }
         }

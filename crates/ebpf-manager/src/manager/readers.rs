@@ -65,16 +65,30 @@ impl Manager {
         }
         perf_map.check().map_err(|reason| invalid(&reason))?;
         let ebpf = self.async_source(name, PERF)?;
-        let Some(aya::maps::Map::PerfEventArray(map)) = ebpf.take_map(name) else {
-            unreachable!("checked by async_source")
-        };
         let start = |e: std::io::Error| Error::ReaderStart {
             map: name.clone(),
             kind: PERF,
             source: Box::new(e),
         };
-        let rings = perf_map.open_rings(map.fd().as_fd()).map_err(start)?;
-        crate::maps::AsyncPerfMap::new(name.clone(), map, rings).map_err(start)
+        // Set up through the object's map, and take it only once that worked.
+        let Some(aya::maps::Map::PerfEventArray(map)) = ebpf.map(name) else {
+            unreachable!("checked by async_source")
+        };
+        let map_fd = map.fd().as_fd();
+        let rings = perf_map.open_rings(map_fd).map_err(start)?;
+        let epoll = crate::maps::AsyncPerfMap::watch(&rings).map_err(|e| {
+            crate::maps::clear_rings(map_fd, rings.iter().map(|(cpu, _)| *cpu));
+            start(e)
+        })?;
+        let Some(aya::maps::Map::PerfEventArray(map)) = ebpf.take_map(name) else {
+            unreachable!("checked by async_source")
+        };
+        Ok(crate::maps::AsyncPerfMap::new(
+            name.clone(),
+            map,
+            rings,
+            epoll,
+        ))
     }
 
     /// Takes the ring buffer `map_name` out of the loaded object for reading from async code
@@ -87,22 +101,32 @@ impl Manager {
         &mut self,
         map_name: &str,
     ) -> crate::Result<crate::maps::AsyncRingBuffer> {
+        use std::os::fd::AsFd;
+
         use crate::{maps::RING, Error};
 
         let ebpf = self.async_source(map_name, RING)?;
+        let Some(aya::maps::Map::RingBuf(map)) = ebpf.map(map_name) else {
+            unreachable!("checked by async_source")
+        };
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::ReaderStart {
+            map: map_name.to_owned(),
+            kind: RING,
+            source,
+        };
+        // Set up through the object's map, and take it only once that worked.
+        let size = map.info().map_err(|e| fail(Box::new(e)))?.max_entries() as usize;
+        let ring = crate::maps::AsyncRingBuffer::watch(map.fd().as_fd(), size)
+            .map_err(|e| fail(Box::new(e)))?;
         let Some(aya::maps::Map::RingBuf(map)) = ebpf.take_map(map_name) else {
             unreachable!("checked by async_source")
         };
-        let start = |e: std::io::Error| Error::ReaderStart {
-            map: map_name.to_owned(),
-            kind: RING,
-            source: Box::new(e),
-        };
-        let size = map
-            .info()
-            .map_err(|e| start(std::io::Error::other(e.to_string())))?
-            .max_entries() as usize;
-        crate::maps::AsyncRingBuffer::new(map_name.to_owned(), map, size).map_err(start)
+        Ok(crate::maps::AsyncRingBuffer::new(
+            map_name.to_owned(),
+            map,
+            ring,
+            size,
+        ))
     }
 
     /// The loaded object, once checked that it has an undeclared map `name` of `kind`'s type.

@@ -4,7 +4,7 @@
 use std::{
     io,
     ops::ControlFlow,
-    os::fd::{AsFd, AsRawFd, RawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
 };
 
 use aya::maps::MapData;
@@ -14,7 +14,7 @@ use super::perf::clear_rings;
 use crate::kernel::{
     epoll::Epoll,
     perf_ring::{PerfRing, Record},
-    ringbuf::RingConsumer,
+    ringbuf::{RingConsumer, Stopped},
 };
 
 impl AsRawFd for Epoll {
@@ -77,28 +77,27 @@ pub struct AsyncPerfMap {
 }
 
 impl AsyncPerfMap {
-    pub(crate) fn new(name: String, map: MapData, rings: Vec<(u32, PerfRing)>) -> io::Result<Self> {
-        let clear = |map: &MapData, rings: &[(u32, PerfRing)]| {
-            clear_rings(map.fd().as_fd(), rings.iter().map(|(cpu, _)| *cpu))
-        };
-        let epoll = Epoll::new().and_then(|epoll| {
-            for (i, (_, ring)) in rings.iter().enumerate() {
-                epoll.add(ring.as_fd().as_raw_fd(), i as u64)?;
-            }
-            register(epoll)
-        });
-        match epoll {
-            Ok(epoll) => Ok(Self {
-                name,
-                map,
-                rings,
-                epoll,
-                scratch: Vec::new(),
-            }),
-            Err(e) => {
-                clear(&map, &rings);
-                Err(e)
-            }
+    /// An epoll instance over `rings`, registered with the current tokio runtime.
+    pub(crate) fn watch(rings: &[(u32, PerfRing)]) -> io::Result<AsyncFd<Epoll>> {
+        let epoll = Epoll::new()?;
+        for (i, (_, ring)) in rings.iter().enumerate() {
+            epoll.add(ring.as_fd().as_raw_fd(), i as u64)?;
+        }
+        register(epoll)
+    }
+
+    pub(crate) fn new(
+        name: String,
+        map: MapData,
+        rings: Vec<(u32, PerfRing)>,
+        epoll: AsyncFd<Epoll>,
+    ) -> Self {
+        Self {
+            name,
+            map,
+            rings,
+            epoll,
+            scratch: Vec::new(),
         }
     }
 
@@ -206,14 +205,24 @@ pub struct AsyncRingBuffer {
 }
 
 impl AsyncRingBuffer {
-    pub(crate) fn new(name: String, map: MapData, size: usize) -> io::Result<Self> {
-        let ring = RingConsumer::new(map.fd().as_fd(), size)?;
-        Ok(Self {
+    /// The ring buffer `map` (of `size` bytes) mapped, and registered with the current tokio
+    /// runtime.
+    pub(crate) fn watch(map: BorrowedFd<'_>, size: usize) -> io::Result<AsyncFd<RingConsumer>> {
+        register(RingConsumer::new(map, size)?)
+    }
+
+    pub(crate) fn new(
+        name: String,
+        map: MapData,
+        ring: AsyncFd<RingConsumer>,
+        size: usize,
+    ) -> Self {
+        Self {
             name,
-            ring: register(ring)?,
+            ring,
             size,
             _map: map,
-        })
+        }
     }
 
     /// The map's name in the object.
@@ -224,22 +233,29 @@ impl AsyncRingBuffer {
     /// Waits until records arrive, then hands those there are (at most one ring's worth) to
     /// `data`; returns how many (at least 1). Cancel-safe: a record is handled once, by the
     /// call that takes it.
+    ///
+    /// It waits for the kernel's notifications: records a program writes with
+    /// `BPF_RB_NO_WAKEUP` are taken only along with later ones, or by [`drain`](Self::drain).
     pub async fn read(&mut self, mut data: impl FnMut(&[u8])) -> io::Result<usize> {
         let batch = self.size;
         loop {
             let mut guard = self.ring.readable_mut().await?;
-            let handled = drain_ring(guard.get_inner_mut(), &mut data, batch);
+            let (handled, stopped) = read_ring(guard.get_inner_mut(), &mut data, batch);
             if handled > 0 {
                 return Ok(handled);
             }
-            guard.clear_ready();
+            // A batch of discarded records only: more may follow, with no notification to come.
+            if stopped != Stopped::Limit {
+                guard.clear_ready();
+            }
         }
     }
 
-    /// Hands what the ring holds now to `data`, without waiting; returns how many records.
-    /// Call it after the manager stopped to take the rest.
+    /// Hands what the ring holds now (at most one ring's worth, in case a program still writes)
+    /// to `data`, without waiting; returns how many records. Call it after the manager stopped
+    /// to take the rest.
     pub fn drain(&mut self, mut data: impl FnMut(&[u8])) -> usize {
-        drain_ring(self.ring.get_mut(), &mut data, usize::MAX)
+        read_ring(self.ring.get_mut(), &mut data, self.size).0
     }
 }
 
@@ -253,10 +269,13 @@ impl std::fmt::Debug for AsyncRingBuffer {
 
 /// Hands up to `max_bytes` of records to `data` (a bound, so that a busy ring does not keep the
 /// task from yielding).
-fn drain_ring(ring: &mut RingConsumer, data: &mut impl FnMut(&[u8]), max_bytes: usize) -> usize {
+fn read_ring(
+    ring: &mut RingConsumer,
+    data: &mut impl FnMut(&[u8]),
+    max_bytes: usize,
+) -> (usize, Stopped) {
     ring.read(max_bytes, |record| {
         data(record);
         ControlFlow::Continue(())
     })
-    .0
 }

@@ -13,6 +13,8 @@ pub mod ringbuf;
 pub(crate) use asynchronous::check_runtime;
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncPerfMap, AsyncRingBuffer};
+#[cfg(feature = "tokio")]
+pub(crate) use perf::clear_rings;
 
 pub use perf::{PerfDataHandler, PerfLostHandler, PerfMap, DEFAULT_PERF_RING_PAGES};
 pub use ringbuf::{RingBuffer, RingDataHandler};
@@ -115,27 +117,36 @@ impl Reader {
         let builder = std::thread::Builder::new().name(thread_name);
         let thread = match &mut self.source {
             Source::Perf { decl, map, cpus } => {
-                let buffers = decl
-                    .open_rings(map.fd().as_fd())
-                    .map_err(|e| fail(Box::new(e)))?;
                 let map_fd = map.fd().as_fd();
+                let own_fd = map_fd.try_clone_to_owned().map_err(|e| fail(Box::new(e)))?;
+                let buffers = decl.open_rings(map_fd).map_err(|e| fail(Box::new(e)))?;
+                let opened: Vec<u32> = buffers.iter().map(|(cpu, _)| *cpu).collect();
                 let failed = buffers
                     .iter()
                     .enumerate()
                     .find_map(|(i, (_, ring))| epoll.add(ring.as_fd().as_raw_fd(), i as u64).err());
                 if let Some(e) = failed {
-                    perf::clear_rings(map_fd, buffers.iter().map(|(cpu, _)| *cpu));
+                    perf::clear_rings(map_fd, opened.into_iter());
                     return Err(fail(Box::new(e)));
                 }
-                *cpus = buffers.iter().map(|(cpu, _)| *cpu).collect();
                 let reader = PerfReader {
                     name: self.name.clone(),
+                    map: own_fd,
                     buffers,
                     data: decl.data_handler.clone().expect("checked at start"),
                     lost: decl.lost_handler.clone(),
                     scratch: Vec::new(),
                 };
-                builder.spawn(move || reader.run(epoll))
+                match builder.spawn(move || reader.run(epoll)) {
+                    Ok(thread) => {
+                        *cpus = opened;
+                        Ok(thread)
+                    }
+                    Err(e) => {
+                        perf::clear_rings(map_fd, opened.into_iter());
+                        Err(e)
+                    }
+                }
             }
             Source::Ring { decl, map, size } => {
                 let ring =
@@ -277,10 +288,23 @@ impl Readers {
             }
             check_map(ebpf, name, kind)?;
         }
+        // Every fallible step comes before the first map is taken: a failure leaves them all.
+        let mut sizes = Vec::with_capacity(ring_buffers.len());
+        for decl in ring_buffers {
+            let info = match ebpf.map(&decl.map_name) {
+                Some(Map::RingBuf(data)) => data.info(),
+                _ => unreachable!("checked above"),
+            };
+            let info = info.map_err(|e| Error::ReaderStart {
+                map: decl.map_name.clone(),
+                kind: RING,
+                source: Box::new(e),
+            })?;
+            sizes.push(info.max_entries() as usize);
+        }
 
         for decl in perf_maps {
-            let Map::PerfEventArray(map) = ebpf.take_map(&decl.map_name).expect("checked above")
-            else {
+            let Some(Map::PerfEventArray(map)) = ebpf.take_map(&decl.map_name) else {
                 unreachable!("checked above")
             };
             self.readers.push(Reader {
@@ -293,21 +317,16 @@ impl Readers {
                 running: None,
             });
         }
-        for decl in ring_buffers {
-            let Map::RingBuf(map) = ebpf.take_map(&decl.map_name).expect("checked above") else {
+        for (decl, size) in ring_buffers.iter().zip(sizes) {
+            let Some(Map::RingBuf(map)) = ebpf.take_map(&decl.map_name) else {
                 unreachable!("checked above")
             };
-            let size = map.info().map_err(|e| Error::ReaderStart {
-                map: decl.map_name.clone(),
-                kind: RING,
-                source: Box::new(e),
-            })?;
             self.readers.push(Reader {
                 name: decl.map_name.clone(),
                 source: Source::Ring {
                     decl: decl.clone(),
                     map,
-                    size: size.max_entries() as usize,
+                    size,
                 },
                 running: None,
             });

@@ -3,7 +3,7 @@
 use std::{
     fmt, io,
     ops::ControlFlow,
-    os::fd::{AsFd, BorrowedFd},
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
     panic::{catch_unwind, AssertUnwindSafe},
     sync::Arc,
 };
@@ -48,7 +48,8 @@ pub const DEFAULT_PERF_RING_PAGES: usize = 64;
 ///
 /// Wakeups: by default the kernel wakes the reader for every record. Under a high event rate,
 /// [`wakeup_events`](Self::wakeup_events) or [`watermark`](Self::watermark) batch the wakeups
-/// (fewer context switches); what is left below the threshold at `stop` is drained all the same.
+/// (fewer context switches, many times the throughput); the price is latency: records below
+/// the threshold wait for the next wakeup of that CPU's ring, or for `stop`, which drains them.
 /// While a reader is stopped, its CPUs' entries of the map are cleared, so
 /// `bpf_perf_event_output` fails with `-ENOENT` instead of filling rings that nobody reads.
 ///
@@ -180,6 +181,8 @@ impl fmt::Debug for PerfMap {
 /// The thread of one perf map: waits on every CPU's buffer and the stop eventfd.
 pub(super) struct PerfReader {
     pub(super) name: String,
+    /// A descriptor of the map, to clear the rings' entries when a handler panics.
+    pub(super) map: OwnedFd,
     pub(super) buffers: Vec<(u32, PerfRing)>,
     pub(super) data: PerfDataHandler,
     pub(super) lost: Option<PerfLostHandler>,
@@ -202,10 +205,8 @@ impl PerfReader {
             for data in ready {
                 if data == STOP {
                     stopping = true;
-                } else {
-                    if self.read(data as usize).is_break() {
-                        return;
-                    }
+                } else if self.read(data as usize).is_break() {
+                    return self.abandon();
                 }
             }
             if stopping {
@@ -215,9 +216,15 @@ impl PerfReader {
         // Drain: the probes are detached (or the caller stops this reader on purpose).
         for i in 0..self.buffers.len() {
             if self.read(i).is_break() {
-                return;
+                return self.abandon();
             }
         }
+    }
+
+    /// After a handler panicked: the rings close with this thread, so their entries go too,
+    /// and programs get ENOENT rather than write to rings nobody reads.
+    fn abandon(self) {
+        clear_rings(self.map.as_fd(), self.buffers.iter().map(|(cpu, _)| *cpu));
     }
 
     /// Hands the records of one ring to the handlers; breaks when a handler panicked.
@@ -225,6 +232,7 @@ impl PerfReader {
         let Self {
             name,
             buffers,
+            map: _,
             data,
             lost,
             scratch,

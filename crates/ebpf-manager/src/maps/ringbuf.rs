@@ -9,7 +9,10 @@ use std::{
 };
 
 use super::{handler_result, RING, STOP};
-use crate::kernel::{epoll::Epoll, ringbuf::RingConsumer};
+use crate::kernel::{
+    epoll::Epoll,
+    ringbuf::{RingConsumer, Stopped},
+};
 
 /// Receives each record of a ring buffer. The bytes borrow the kernel's ring: no allocation per
 /// record; the record is released to the kernel when the handler returns.
@@ -79,7 +82,10 @@ impl RingReader {
     pub(super) fn run(mut self, epoll: Epoll) {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
         loop {
-            if self.drain(usize::MAX).is_break() {
+            // At most one ring's worth between checks of the stop eventfd, so that a producer
+            // faster than the handler cannot keep stop_reader waiting; what is left keeps the
+            // (level-triggered) ring fd ready.
+            if self.drain(self.size).is_break() {
                 return;
             }
             match epoll.wait(&mut events, self.timeout) {
@@ -103,10 +109,13 @@ impl RingReader {
         let Self {
             name, ring, data, ..
         } = self;
-        ring.read(limit, |record| {
+        let (_, stopped) = ring.read(limit, |record| {
             let handled = catch_unwind(AssertUnwindSafe(|| data(record)));
             handler_result(RING, name, handled)
-        })
-        .1
+        });
+        match stopped {
+            Stopped::Broke => ControlFlow::Break(()),
+            Stopped::Empty | Stopped::Busy | Stopped::Limit => ControlFlow::Continue(()),
+        }
     }
 }

@@ -180,9 +180,11 @@ pub struct Probe {
     /// perf_event programs: the event of that type (`PERF_COUNT_SW_CPU_CLOCK` is 0).
     pub perf_event_config: u64,
     /// Pin the program here on bpffs once loaded (its directory must exist). A program already
-    /// pinned there is reused instead of loaded, so managers (and processes) declaring the same
-    /// path run one kernel program. [`CleanupType`](crate::CleanupType) decides whether `stop`
-    /// removes the pin; detaching never does.
+    /// pinned there (of the same type) is reused instead of loaded, so managers (and
+    /// processes) declaring the same path run one kernel program; that program uses the maps
+    /// of whoever loaded it, so share them too ([`Map::pin_path`](crate::Map::pin_path)) to
+    /// see what it writes. [`CleanupType`](crate::CleanupType) decides whether `stop` removes
+    /// the pin (`CleanAll` removes a reused one too); detaching never does.
     pub pin_path: Option<PathBuf>,
 }
 
