@@ -117,6 +117,8 @@ impl Kind {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reader {
     Manager,
+    /// The manager with `PerfMap::wakeup_events`: perf only (a ring buffer has no such setting).
+    ManagerBatched,
     Aya,
     Libbpf,
 }
@@ -125,6 +127,7 @@ impl Reader {
     fn name(self) -> &'static str {
         match self {
             Reader::Manager => "ebpf-manager",
+            Reader::ManagerBatched => "  wakeup 64",
             Reader::Aya => "raw aya",
             Reader::Libbpf => "libbpf (C)",
         }
@@ -319,7 +322,10 @@ fn measure(kind: Kind, prog: RawFd, tally: &Tally, read_counts: impl Fn() -> (u6
 }
 
 /// This library: a `RingBuffer` or `PerfMap` reader, the program loaded but never attached.
-fn through_manager(kind: Kind) -> Run {
+/// `wakeup_events` of the batched perf variant.
+const BATCHED_WAKEUP: u32 = 64;
+
+fn through_manager(kind: Kind, wakeup_events: u32) -> Run {
     let tally = Arc::new(Tally::default());
     let probe = Probe {
         ebpf_func_name: kind.program().into(),
@@ -347,6 +353,7 @@ fn through_manager(kind: Kind) -> Run {
                 data_handler: Some(Arc::new(move |_cpu, d: &[u8]| data.record(d))),
                 lost_handler: Some(Arc::new(move |_cpu, count| lost.lost(count))),
                 perf_ring_pages: PERF_PAGES,
+                wakeup_events,
                 ..Default::default()
             }]
         }
@@ -518,7 +525,8 @@ fn through_libbpf(kind: Kind, program: &str) -> Run {
 
 fn run_one(kind: Kind, reader: Reader, libbpf: Option<&str>) -> Run {
     let run = match reader {
-        Reader::Manager => through_manager(kind),
+        Reader::Manager => through_manager(kind, 0),
+        Reader::ManagerBatched => through_manager(kind, BATCHED_WAKEUP),
         Reader::Aya => through_aya(kind),
         Reader::Libbpf => through_libbpf(kind, libbpf.expect("only run with the baseline")),
     };
@@ -544,7 +552,7 @@ fn main() {
     setup();
     let cpu = pin_to_one_cpu();
     let libbpf = std::env::var(LIBBPF_ENV).ok();
-    let mut readers = vec![Reader::Manager, Reader::Aya];
+    let mut readers = vec![Reader::Manager, Reader::ManagerBatched, Reader::Aya];
     if libbpf.is_some() {
         readers.push(Reader::Libbpf);
     } else {
@@ -558,6 +566,9 @@ fn main() {
             // Rotate which reader goes first, so none always runs on a warmer machine.
             for i in 0..readers.len() {
                 let r = (i + round) % readers.len();
+                if kind == Kind::Ring && readers[r] == Reader::ManagerBatched {
+                    continue;
+                }
                 let run = run_one(kind, readers[r], libbpf.as_deref());
                 // Round 0 warms up.
                 if round > 0 {
@@ -612,6 +623,9 @@ fn main() {
             .position(|&r| r == Reader::Libbpf)
             .map(&stats);
         for (r, reader) in readers.iter().enumerate() {
+            if runs[k * readers.len() + r].is_empty() {
+                continue;
+            }
             let (rate, time, refused, lost) = stats(r);
             let (rate_ratio, time_ratio) = match baseline {
                 Some((base_rate, base_time, ..)) => (
@@ -637,6 +651,8 @@ fn main() {
         "Mevents/s: records handled per second of wall time (first record produced to last one \
          handled)\nreader ns/ev: wall time minus the program's run time, per record handled\n\
          at least as good as libbpf: rate x libbpf >= 1 and time x libbpf <= 1\n\
-         refused: records a full buffer refused to the program; lost: losses perf reported"
+         refused: records a full buffer refused to the program; lost: losses perf reported\n\
+         wakeup 64: the manager's perf reader with PerfMap::wakeup_events = 64 (one wakeup \
+         per 64 records)"
     );
 }
