@@ -305,14 +305,13 @@ pub(crate) fn from_pin(
             })
         }
     };
-    let unusable = |why: String| {
-        Error::InvalidProbe {
+    let unusable = |why: String| Error::InvalidProbe {
         id: id.clone(),
         reason: format!(
-            "pin_path: {} holds no usable program of this type: {why}; remove the stale pin or pick another path",
+            "pin_path: {} holds no usable program of this type: {why}; \
+             remove the stale pin or pick another path",
             path.display()
         ),
-    }
     };
     let pinned = pinned.map_err(|e| unusable(e.to_string()))?;
     // aya reads a pinned map's info as if it were a program's: ask the kernel what the fd is.

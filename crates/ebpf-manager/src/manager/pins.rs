@@ -1,6 +1,7 @@
 //! Maps and programs pinned on bpffs through [`Map::pin_path`](crate::Map::pin_path) and
 //! [`Probe::pin_path`](crate::Probe::pin_path): a pin found at load is reused (external: another
-//! manager or tool made it), a missing one is created (internal: this manager made it). `stop` removes pins by [`CleanupType`]; detaching never does.
+//! manager or tool made it), a missing one is created (internal: this manager made it). `stop`
+//! removes pins by [`CleanupType`]; detaching never does.
 
 use std::path::PathBuf;
 

@@ -13,6 +13,11 @@ fn route_error(route: String, reason: impl std::fmt::Display) -> Error {
     }
 }
 
+/// A second fd of `map`, opened by its id: aya keeps its own fds private.
+fn reopen(map: &Map) -> std::result::Result<MapFd, aya::maps::MapError> {
+    super::dump::data(map).info().and_then(|info| info.fd())
+}
+
 impl State {
     /// Writes every route into its map.
     pub(super) fn apply_routes(
@@ -74,31 +79,23 @@ impl State {
             .expect("the main object lives until stop");
         let missing =
             |map: &str| route_error(name.clone(), format!("the object has no map `{map}`"));
-        let (outer, inner_fd) = match &route.map {
-            Some(_) => {
-                let outer = ebpf
-                    .map_mut(&route.routing_map_name)
-                    .ok_or_else(|| missing(&route.routing_map_name))?;
-                (outer, None)
-            }
+        let own = match &route.map {
+            Some(_) => None,
             None => {
-                let [outer, inner] = ebpf
-                    .maps_disjoint_mut([route.routing_map_name.as_str(), route.map_name.as_str()]);
-                let outer = outer.ok_or_else(|| missing(&route.routing_map_name))?;
-                let inner = inner.ok_or_else(|| missing(&route.map_name))?;
-                // A second fd of the inner map, opened by id: aya keeps its own fds private.
-                let fd: MapFd = super::dump::data(inner)
-                    .info()
-                    .and_then(|info| info.fd())
-                    .map_err(|e| route_error(name.clone(), e))?;
-                (outer, Some(fd))
+                let inner = ebpf
+                    .map(&route.map_name)
+                    .ok_or_else(|| missing(&route.map_name))?;
+                Some(reopen(inner).map_err(|e| route_error(name.clone(), e))?)
             }
         };
-        let inner_fd: &MapFd = match (&route.map, &inner_fd) {
-            (Some(external), _) => external,
-            (None, Some(own)) => own,
-            (None, None) => unreachable!("opened above"),
-        };
+        let inner_fd: &MapFd = route
+            .map
+            .as_deref()
+            .or(own.as_ref())
+            .expect("one of the two is set");
+        let outer = ebpf
+            .map_mut(&route.routing_map_name)
+            .ok_or_else(|| missing(&route.routing_map_name))?;
         let result = match outer {
             Map::ArrayOfMaps(_) => ArrayOfMaps::<_, MapFd>::try_from(outer)
                 .and_then(|mut m| m.set(route.key, inner_fd, 0)),
@@ -120,28 +117,18 @@ impl Manager {
     /// this manager stops, and routes it into another manager's map of maps
     /// ([`MapRoute::map`]).
     pub fn map_fd(&self, name: &str) -> Result<MapFd> {
-        let map = self.get_map(name).ok_or_else(|| Error::MapNotFound {
-            map: name.to_owned(),
-            kind: "map",
-            available: {
-                let mut all: Vec<&str> = self
-                    .state
-                    .objects
-                    .first()
-                    .and_then(Option::as_ref)
-                    .map(|ebpf| ebpf.maps().map(|(n, _)| n).collect())
-                    .unwrap_or_default();
-                all.sort_unstable();
-                all.join(", ")
-            },
-        })?;
-        super::dump::data(map)
-            .info()
-            .and_then(|info| info.fd())
-            .map_err(|e| Error::InvalidOption {
-                option: format!("map_fd({name})"),
-                reason: e.to_string(),
-            })
+        let main = self.state.objects.first().and_then(Option::as_ref);
+        let map = main
+            .and_then(|ebpf| ebpf.map(name))
+            .ok_or_else(|| Error::MapNotFound {
+                map: name.to_owned(),
+                kind: "map",
+                available: main.map(crate::maps::map_names).unwrap_or_default(),
+            })?;
+        reopen(map).map_err(|e| Error::InvalidOption {
+            option: format!("map_fd({name})"),
+            reason: e.to_string(),
+        })
     }
 
     /// Writes more tail-call routes (on an initialized or running manager).

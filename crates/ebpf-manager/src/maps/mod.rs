@@ -171,16 +171,32 @@ impl Reader {
         Ok(())
     }
 
-    /// Wakes the thread, waits until it has drained its buffers, and takes back its ring.
+    /// Stops the reader: unhooks its rings, lets running programs return, then joins it.
     fn stop(&mut self) {
+        if self.unhook() {
+            wait_for_running_programs();
+        }
+        self.join();
+    }
+
+    /// Clears the perf map entries of a running perf reader, so that programs write nowhere
+    /// from now on; returns whether it did (the caller then waits for running programs, and
+    /// the drain sees the rest).
+    fn unhook(&mut self) -> bool {
+        match (&mut self.source, &self.running) {
+            (Source::Perf { map, cpus, .. }, Some(_)) => {
+                perf::clear_rings(map.fd().as_fd(), cpus.drain(..));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Wakes the thread and waits until it has drained its buffers.
+    fn join(&mut self) {
         let Some(Running { stop, thread }) = self.running.take() else {
             return;
         };
-        if let Source::Perf { map, cpus, .. } = &mut self.source {
-            // Programs still running write nowhere from now on; the drain sees the rest.
-            perf::clear_rings(map.fd().as_fd(), cpus.drain(..));
-            wait_for_running_programs();
-        }
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
         let written = unsafe { libc::write(stop.as_raw_fd(), (&one as *const u64).cast(), 8) };
@@ -337,11 +353,16 @@ impl Readers {
     /// Stops every reader, in reverse order, each after draining its buffers; the maps stay
     /// taken. Called by `stop` after every probe is detached.
     pub(crate) fn stop(&mut self) {
-        if self.readers.iter().any(|r| r.running.is_some()) {
+        let running = self.readers.iter().any(|r| r.running.is_some());
+        for reader in &mut self.readers {
+            reader.unhook();
+        }
+        // Once for all readers: a record written during the detach is in the buffers after it.
+        if running {
             wait_for_running_programs();
         }
         for reader in self.readers.iter_mut().rev() {
-            reader.stop();
+            reader.join();
         }
     }
 
@@ -393,16 +414,19 @@ impl Drop for Readers {
     }
 }
 
+/// The names of the object's maps, sorted, for messages.
+pub(crate) fn map_names(ebpf: &Ebpf) -> String {
+    let mut all: Vec<&str> = ebpf.maps().map(|(n, _)| n).collect();
+    all.sort_unstable();
+    all.join(", ")
+}
+
 /// Checks that `ebpf` has a map `name` of the type that `kind` reads.
 pub(crate) fn check_map(ebpf: &Ebpf, name: &str, kind: &'static str) -> Result<()> {
     let map = ebpf.map(name).ok_or_else(|| Error::MapNotFound {
         map: name.to_owned(),
         kind,
-        available: {
-            let mut all: Vec<&str> = ebpf.maps().map(|(n, _)| n).collect();
-            all.sort_unstable();
-            all.join(", ")
-        },
+        available: map_names(ebpf),
     })?;
     let (ok, expected) = match (kind, map) {
         (PERF, Map::PerfEventArray(_)) => (true, "BPF_MAP_TYPE_PERF_EVENT_ARRAY"),
