@@ -32,6 +32,7 @@ fn run() -> Result<(), Error> {
             map_spec_editors: vec![MapSpecEditor {
                 name: "hits".into(),
                 max_entries: Some(1024),
+                ..Default::default()
             }],
             ..Default::default()
         },

@@ -237,3 +237,73 @@ pub fn mkdir_and_read_trace_pipe(message: &str) -> Option<String> {
 pub mod net;
 pub mod readers;
 pub mod user;
+
+/// The Go-world object: see ebpf-fixtures/src/gocompat.bpf.c.
+pub const GOCOMPAT: &[u8] = include_bytes!("../../ebpf-fixtures/gocompat.bpf.o");
+
+/// Runs `prog` once with BPF_PROG_TEST_RUN (Linux 4.12) on a zeroed 64-byte packet; returns
+/// its return value.
+pub fn test_run(prog: std::os::fd::BorrowedFd<'_>) -> u32 {
+    use std::os::fd::AsRawFd;
+    /// The `test` member of `union bpf_attr`, up to `ctx_out`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestRun {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+    }
+    let packet = [0u8; 64];
+    let mut attr = TestRun {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: packet.len() as u32,
+        data_in: packet.as_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a live bpf_attr prefix of the size passed; `data_in` points to
+    // `data_size_in` readable bytes; no output buffers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            10, // BPF_PROG_TEST_RUN
+            &mut attr as *mut TestRun,
+            std::mem::size_of::<TestRun>() as u32,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "BPF_PROG_TEST_RUN: {}",
+        std::io::Error::last_os_error()
+    );
+    attr.retval
+}
+
+/// The kernel's view of map `name` of `m` (`/proc/self/fdinfo` of a fresh fd): `map_type`,
+/// `key_size`, `value_size`, `max_entries`, `map_flags`, ...
+pub fn map_fdinfo(m: &Manager, name: &str) -> std::collections::HashMap<String, u64> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let fd = m.map_fd(name).expect("map_fd");
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))
+        .expect("fdinfo");
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix("0x")
+                .map_or_else(|| v.parse().ok(), |h| u64::from_str_radix(h, 16).ok())?;
+            Some((k.trim().to_owned(), v))
+        })
+        .collect()
+}

@@ -25,6 +25,7 @@ fn maps_spec_editor_changes_max_entries_before_creation() {
         map_spec_editors: vec![MapSpecEditor {
             name: "hits".into(),
             max_entries: Some(16),
+            ..Default::default()
         }],
         ..this_thread_only()
     };
@@ -48,6 +49,7 @@ fn maps_editor_of_a_missing_map_is_an_error() {
         map_spec_editors: vec![MapSpecEditor {
             name: "no_such_map".into(),
             max_entries: Some(16),
+            ..Default::default()
         }],
         ..Default::default()
     };

@@ -550,6 +550,7 @@ fn readers_ring_buffer_of_one_page_wraps_around_without_losing_count() {
             map_spec_editors: vec![ebpf_manager::MapSpecEditor {
                 name: "ring_events".into(),
                 max_entries: Some(4096),
+                ..Default::default()
             }],
             ..Default::default()
         },

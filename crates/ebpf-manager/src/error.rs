@@ -38,6 +38,49 @@ pub enum Error {
         source: Box<aya::EbpfError>,
     },
 
+    /// A legacy map definition (`struct bpf_map_def` in `SEC("maps")`) that cannot be read.
+    #[error("map `{map}` has a malformed legacy definition: {reason}")]
+    InvalidMapDefinition {
+        /// The map's name in the object.
+        map: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An asm constant (an `ld_imm64` of an undefined symbol) that no
+    /// [`ConstantEditor`](crate::ConstantEditor) sets, with
+    /// [`Options::strict_constants`](crate::Options::strict_constants).
+    #[error("asm constant `{name}` (read by {functions}) is set by no constant editor: add a ConstantEditor for it, or unset Options::strict_constants to load it as 0")]
+    UnsetConstant {
+        /// The constant's symbol name.
+        name: String,
+        /// The functions that read it.
+        functions: String,
+    },
+
+    /// An [`InstructionPatcher`](crate::InstructionPatcher) refused a program.
+    #[error("an instruction patcher failed on `{function}`: {reason}")]
+    InstructionPatcher {
+        /// The program's function.
+        function: String,
+        /// What the patcher returned.
+        reason: String,
+    },
+
+    /// An enabled probe's program is in a section aya 0.14 cannot load (see
+    /// docs/porting-from-go.md for the section names that load).
+    #[error("probe {id}: `{function}` is in section `{section}`, which cannot be loaded: {reason}; exclude the probe (activated_probes or excluded_functions)")]
+    UnsupportedSection {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The program's function.
+        function: String,
+        /// Its section, as in the object.
+        section: String,
+        /// Why it cannot load.
+        reason: &'static str,
+    },
+
     /// Two probes share the same identification pair.
     #[error("probe {id} is declared twice: give each probe a distinct uid")]
     DuplicateProbe {

@@ -43,6 +43,7 @@ mod loader;
 mod manager;
 pub mod maps;
 mod options;
+mod pipeline;
 mod probe;
 mod selectors;
 
@@ -51,8 +52,9 @@ pub use kernel::FunctionIndex;
 pub use manager::{CleanupType, Manager, ManagerState, MapEntry};
 pub use maps::{PerfDataHandler, PerfLostHandler, PerfMap, RingBuffer, RingDataHandler};
 pub use options::{
-    ConstantEditor, Map, MapEditor, MapRoute, MapSpecEditor, Options, TailCallRoute,
+    ConstantEditor, KernelTypes, Map, MapEditor, MapRoute, MapSpecEditor, Options, TailCallRoute,
 };
+pub use pipeline::{Instruction, InstructionPatcher, ProgramInstructions};
 pub use probe::{
     AttachInfo, AttachMethod, KprobeAttachMethod, Probe, ProbeIdentificationPair, ProbeState,
 };

@@ -4,42 +4,83 @@
 use std::{
     os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use aya::{programs::Program, Ebpf, EbpfError, EbpfLoader};
 
 use crate::{
     kernel,
+    pipeline::Prepared,
     probe::{resolve, tracing},
-    ConstantEditor, Error, MapEditor, MapSpecEditor, ProbeIdentificationPair, Result,
+    ConstantEditor, Error, KernelTypes, MapEditor, MapSpecEditor, ProbeIdentificationPair, Result,
 };
 
 /// The kernel's BTF, parsed on first use (it takes tens of milliseconds) and kept until the
-/// manager releases it.
+/// manager releases it; or the BTF the user gave ([`Options::kernel_btf`](crate::Options)),
+/// kept for the manager's life.
 #[derive(Debug, Default)]
-pub(crate) struct KernelBtf(Option<aya::Btf>);
+pub(crate) struct KernelBtf {
+    parsed: Option<aya::Btf>,
+    given: Option<Arc<aya::Btf>>,
+}
 
 impl KernelBtf {
+    /// The user's BTF, parsed now when it is a file.
+    pub(crate) fn given(types: Option<&KernelTypes>) -> Result<Self> {
+        let given = match types {
+            None => None,
+            Some(KernelTypes::Parsed(btf)) => Some(btf.clone()),
+            Some(KernelTypes::File(path)) => Some(Arc::new(
+                aya::Btf::parse_file(path, aya::Endianness::default()).map_err(|e| {
+                    Error::InvalidOption {
+                        option: "kernel_btf".into(),
+                        reason: format!("{} is not a BTF file aya can read: {e}", path.display()),
+                    }
+                })?,
+            )),
+        };
+        Ok(Self {
+            parsed: None,
+            given,
+        })
+    }
+
+    /// The BTF given by the user, for aya's CO-RE relocations.
+    pub(crate) fn user(&self) -> Option<&aya::Btf> {
+        self.given.as_deref()
+    }
+
     fn get(&mut self) -> Result<&aya::Btf> {
-        if self.0.is_none() {
+        if let Some(given) = &self.given {
+            return Ok(given);
+        }
+        if self.parsed.is_none() {
             let btf = aya::Btf::from_sys_fs().map_err(|e| Error::Io {
                 path: "/sys/kernel/btf/vmlinux".into(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            self.0 = Some(btf);
+            self.parsed = Some(btf);
         }
-        Ok(self.0.as_ref().expect("just set"))
+        Ok(self.parsed.as_ref().expect("just set"))
     }
 
-    /// Frees the parsed BTF.
+    /// Frees the parsed kernel BTF (the user's stays: it cannot be parsed again).
     pub(crate) fn release(&mut self) {
-        self.0 = None;
+        self.parsed = None;
     }
 
-    /// Whether the BTF is parsed and held.
+    /// Whether the kernel's BTF is parsed and held.
     pub(crate) fn is_held(&self) -> bool {
-        self.0.is_some()
+        self.parsed.is_some()
     }
+}
+
+/// What every load of a manager shares: the prepared object and how aya loads it.
+#[derive(Debug, Default)]
+pub(crate) struct Source {
+    pub(crate) object: Prepared,
+    pub(crate) verifier_log_level: Option<aya::VerifierLogLevel>,
 }
 
 /// A copy of `object` aligned for ELF parsing, when it is not already: object's ELF reader needs
@@ -48,27 +89,36 @@ pub(crate) fn aligned_copy(object: &[u8]) -> Option<Vec<u8>> {
     (!(object.as_ptr() as usize).is_multiple_of(8)).then(|| object.to_vec())
 }
 
-/// Loads `object` with the constants of `constants` (later editors win) and the maps of
+/// Loads `source` with the constants of `constants` (later editors win) and the maps of
 /// `maps` in place of the object's.
 pub(crate) fn load_object(
-    object: &[u8],
+    source: &Source,
+    btf: &KernelBtf,
     constants: &[&ConstantEditor],
     maps: &[MapEditor],
     specs: &[MapSpecEditor],
 ) -> Result<Ebpf> {
-    load_object_pinning(object, constants, maps, specs, &[])
+    load_object_pinning(source, btf, constants, maps, specs, &[])
 }
 
 /// [`load_object`], with `pinned` maps pinned at their path: reused when a pin exists there,
 /// created and pinned otherwise.
 pub(crate) fn load_object_pinning(
-    object: &[u8],
+    source: &Source,
+    btf: &KernelBtf,
     constants: &[&ConstantEditor],
     maps: &[MapEditor],
     specs: &[MapSpecEditor],
     pinned: &[MapEditor],
 ) -> Result<Ebpf> {
+    let (object, constants) = source.object.instantiate(constants)?;
     let mut loader = EbpfLoader::new();
+    if let Some(user) = btf.user() {
+        loader.btf(Some(user));
+    }
+    if let Some(level) = source.verifier_log_level {
+        loader.verifier_log_level(level);
+    }
     for pin in pinned {
         loader.map_pin_path(pin.name.as_str(), pin.pin_path.as_path());
     }
@@ -78,11 +128,8 @@ pub(crate) fn load_object_pinning(
         }
     }
     for editor in constants {
-        loader.override_global(
-            editor.name.as_str(),
-            editor.value.as_slice(),
-            !editor.allow_missing,
-        );
+        // The pipeline checked that the global exists.
+        loader.override_global(editor.name.as_str(), editor.value.as_slice(), true);
     }
     for editor in maps {
         // aya creates and pins a map when nothing is pinned at the path: refuse that, an
@@ -95,7 +142,7 @@ pub(crate) fn load_object_pinning(
         }
         loader.map_pin_path(editor.name.as_str(), editor.pin_path.as_path());
     }
-    let ebpf = loader.load(object).map_err(object_error)?;
+    let ebpf = loader.load(&object).map_err(object_error)?;
     // aya ignores editors of maps that do not exist: a typo must not pass silently.
     for name in specs
         .iter()

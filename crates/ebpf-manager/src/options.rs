@@ -46,13 +46,55 @@ pub struct Options {
     /// tp_btf, LSM and iterator programs added later). By default it is released after `start`:
     /// it takes several megabytes.
     pub keep_kernel_btf: bool,
+    /// Legacy maps (`SEC("maps")`) of the object that are not created (the Go `ExcludedMaps`),
+    /// for objects whose unused programs reference maps this kernel cannot create. Programs that
+    /// use them must be excluded too ([`excluded_functions`](Self::excluded_functions)).
+    pub excluded_maps: Vec<String>,
+    /// Fail `init` when an asm constant (`asm("%0 = NAME ll" : "=r"(v))`, the Go world's
+    /// `LOAD_CONSTANT`) is set by no [`ConstantEditor`]. By default it loads as 0 with a
+    /// warning naming it, as in the Go library.
+    pub strict_constants: bool,
+    /// Callbacks run over every program's instructions after constants are set and before
+    /// load (the Go `InstructionPatchers`).
+    pub instruction_patchers: Vec<crate::InstructionPatcher>,
+    /// The kernel types CO-RE relocations and BTF-typed hooks (fentry, fexit, tp_btf, LSM,
+    /// iterators) resolve against, instead of `/sys/kernel/btf/vmlinux` (the Go
+    /// `VerifierOptions.Programs.KernelTypes`): for kernels without BTF (a BTFHub file) and for
+    /// tests.
+    pub kernel_btf: Option<KernelTypes>,
+    /// The verifier's log level (aya's default, `DEBUG | STATS`, when `None`). The log of a
+    /// rejected program is in [`Error::Verifier`](crate::Error::Verifier); its buffer grows
+    /// until the log fits (aya 0.14 sizes it, starting at 64 KiB).
+    pub verifier_log_level: Option<aya::VerifierLogLevel>,
     /// Leave `RLIMIT_MEMLOCK` as it is. By default `init` lifts it, which kernels before 5.11
     /// need for anything but tiny maps (best effort: it needs `CAP_SYS_RESOURCE`).
     pub keep_memlock_rlimit: bool,
 }
 
-/// A value for a `volatile const` global of the object, set before load so the verifier sees it
-/// (dead branches are pruned).
+/// Kernel BTF given by the user, for [`Options::kernel_btf`].
+///
+/// ```no_run
+/// use ebpf_manager::{KernelTypes, Options};
+///
+/// let options = Options {
+///     kernel_btf: Some(KernelTypes::File("/var/lib/btfhub/5.4.0-generic.btf".into())),
+///     ..Default::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+pub enum KernelTypes {
+    /// A raw BTF file (as `/sys/kernel/btf/vmlinux`, or a BTFHub file), parsed at `init`.
+    File(PathBuf),
+    /// BTF already parsed.
+    Parsed(std::sync::Arc<aya::Btf>),
+}
+
+/// A value for a constant of the object, set before load so the verifier sees it (dead branches
+/// are pruned): a `volatile const` global (`.rodata`), or an asm constant
+/// (`asm("%0 = NAME ll" : "=r"(v))`, the Go world's `LOAD_CONSTANT`, whose value is written into
+/// the `ld_imm64` instructions that load it, zero-extended to 64 bits). A name of both kinds sets
+/// both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConstantEditor {
     /// The global's name in the object.
@@ -100,16 +142,25 @@ pub struct MapEditor {
     pub pin_path: PathBuf,
 }
 
-/// A change to a map's definition before the map is created.
+/// A change to a map's definition before the map is created (the Go `MapSpecEditor`; each
+/// `Some` field is one of its `EditorFlag`s).
 ///
-/// aya 0.14 can change `max_entries` only: a map's type and flags come from the object as
-/// compiled.
+/// `max_entries` applies to every map. Type, flags, key and value sizes apply to legacy maps
+/// (`struct bpf_map_def` in `SEC("maps")`); on a BTF-defined map (`SEC(".maps")`) they are
+/// refused with [`Error::InvalidOption`](crate::Error::InvalidOption), since aya 0.14 reads those
+/// from BTF. A combination the kernel refuses fails `init` with
+/// [`Error::Object`](crate::Error::Object) naming the map.
 ///
 /// ```
 /// use ebpf_manager::{MapSpecEditor, Options};
 ///
 /// let options = Options {
-///     map_spec_editors: vec![MapSpecEditor { name: "events".into(), max_entries: Some(4096) }],
+///     map_spec_editors: vec![MapSpecEditor {
+///         name: "events".into(),
+///         max_entries: Some(4096),
+///         map_type: Some(aya::maps::MapType::LruHash as u32),
+///         ..Default::default()
+///     }],
 ///     ..Default::default()
 /// };
 /// # let _ = options;
@@ -121,6 +172,14 @@ pub struct MapSpecEditor {
     /// The new number of entries (for a ring buffer: its size in bytes, a power of two
     /// multiple of the page size).
     pub max_entries: Option<u32>,
+    /// The new map type, a `BPF_MAP_TYPE_*` value (`aya::maps::MapType::LruHash as u32`).
+    pub map_type: Option<u32>,
+    /// The new key size in bytes.
+    pub key_size: Option<u32>,
+    /// The new value size in bytes.
+    pub value_size: Option<u32>,
+    /// The new `map_flags` (`BPF_F_*`).
+    pub flags: Option<u32>,
 }
 
 /// Puts a program of the object into a program array (`BPF_MAP_TYPE_PROG_ARRAY`, Linux 4.2), for

@@ -17,7 +17,7 @@ use aya::{programs::Program, Ebpf};
 use crate::{
     elf::ElfIndex,
     kernel::{symbols::LazyFunctions, tracefs},
-    loader,
+    loader, pipeline,
     probe::{AttachInfo, Hook, Link, ProbeState},
     ConstantEditor, Error, KprobeAttachMethod, MapEditor, Options, Probe, ProbeIdentificationPair,
     ProbesSelector, Result,
@@ -131,8 +131,10 @@ pub struct Manager {
 #[derive(Default)]
 pub struct State {
     phase: ManagerState,
-    /// The object's bytes, kept for clones.
-    object: Vec<u8>,
+    /// The object through the pipeline, kept for clones and per-probe copies.
+    source: loader::Source,
+    /// The constant editors of each object copy (index in `objects`) beyond the global ones.
+    own_constants: std::collections::HashMap<usize, Vec<ConstantEditor>>,
     elf: ElfIndex,
     /// Loaded objects: 0 is the one given to `init`; clones add theirs; `None` once unused.
     objects: Vec<Option<Ebpf>>,
@@ -210,6 +212,22 @@ impl Manager {
             &options.activated_probes,
             matched.iter().map(|(p, ..)| p.id()),
         )?;
+        let prepared = pipeline::prepare(
+            &object,
+            &elf,
+            pipeline::Settings {
+                spec_editors: &options.map_spec_editors,
+                excluded_maps: &options.excluded_maps,
+                patchers: options.instruction_patchers.clone(),
+                strict_constants: options.strict_constants,
+            },
+        )?;
+        let matched = without_hidden(matched, &prepared, &options)?;
+        let btf = loader::KernelBtf::given(options.kernel_btf.as_ref())?;
+        let source = loader::Source {
+            object: prepared,
+            verifier_log_level: options.verifier_log_level,
+        };
 
         if !options.keep_memlock_rlimit {
             crate::kernel::lift_memlock_rlimit();
@@ -242,7 +260,8 @@ impl Manager {
             })
             .collect();
         let ebpf = loader::load_object_pinning(
-            &object,
+            &source,
+            &btf,
             &constants,
             &options.map_editors,
             &options.map_spec_editors,
@@ -255,13 +274,14 @@ impl Manager {
 
         let mut state = State {
             phase: ManagerState::New,
-            object,
+            source,
+            own_constants: Default::default(),
             elf,
             objects: vec![Some(ebpf)],
             records: Vec::with_capacity(matched.len()),
             attached: Vec::new(),
             functions: LazyFunctions::default(),
-            btf: loader::KernelBtf::default(),
+            btf,
             keep_kernel_btf: options.keep_kernel_btf,
             default_kprobe_attach_method: options.default_kprobe_attach_method,
             selectors: options.activated_probes,
@@ -441,6 +461,36 @@ impl Manager {
         self.state.program_mut(index)
     }
 
+    /// The instructions of the probe's program as they load: the object's after the pipeline,
+    /// with its constants written and the instruction patchers run (the Go
+    /// `GetProgramSpec(...).Instructions`). `None` for an unknown probe.
+    pub fn program_instructions(
+        &self,
+        id: &ProbeIdentificationPair,
+    ) -> Result<Option<Vec<crate::Instruction>>> {
+        let Some(index) = self.state.record(id) else {
+            return Ok(None);
+        };
+        let record = &self.state.records[index];
+        let constants: Vec<&ConstantEditor> = self
+            .state
+            .constant_editors
+            .iter()
+            .filter(|e| e.probes.is_empty())
+            .chain(
+                self.state
+                    .own_constants
+                    .get(&record.object)
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect();
+        self.state
+            .source
+            .object
+            .instructions(&record.function, &constants)
+    }
+
     /// A new reader of the output of the iterator probe with this id (`iter/...` programs,
     /// Linux 5.8): each call runs the iterator again from the start.
     pub fn open_iterator(&mut self, id: &ProbeIdentificationPair) -> Result<std::fs::File> {
@@ -547,6 +597,38 @@ fn match_program(probe: &Probe, elf: &ElfIndex) -> Result<(String, String)> {
         (None, _) => unreachable!("an empty name without a section is handled above"),
     };
     Ok((program.function.clone(), program.section.clone()))
+}
+
+/// The matched probes without those whose program aya cannot load (see `pipeline`): an
+/// enabled one is an error; a disabled or excluded one is left out with a log line.
+fn without_hidden(
+    matched: Vec<(Probe, String, String)>,
+    prepared: &pipeline::Prepared,
+    options: &Options,
+) -> Result<Vec<(Probe, String, String)>> {
+    let mut kept = Vec::with_capacity(matched.len());
+    for (probe, function, section) in matched {
+        let Some((_, reason)) = prepared.hidden(&function) else {
+            kept.push((probe, function, section));
+            continue;
+        };
+        let id = probe.id();
+        let enabled = options.activated_probes.is_empty()
+            || options
+                .activated_probes
+                .iter()
+                .any(|s| s.probes().contains(&&id));
+        if enabled && !options.excluded_functions.contains(&function) {
+            return Err(Error::UnsupportedSection {
+                id,
+                function,
+                section,
+                reason,
+            });
+        }
+        log::info!("probe {id} left out: `{function}` in `{section}` cannot be loaded ({reason})");
+    }
+    Ok(kept)
 }
 
 /// Constant editors may only name declared probes.

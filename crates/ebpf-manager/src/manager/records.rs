@@ -71,10 +71,22 @@ impl State {
             .filter(|e| e.probes.is_empty())
             .chain(own.iter().map(|&i| &self.constant_editors[i]))
             .collect();
-        let ebpf = loader::load_object(&self.object, &constants, &maps, &self.map_spec_editors)?;
+        let ebpf = loader::load_object(
+            &self.source,
+            &self.btf,
+            &constants,
+            &maps,
+            &self.map_spec_editors,
+        )?;
         drop(shared);
         self.objects.push(Some(ebpf));
-        Ok(self.objects.len() - 1)
+        let object = self.objects.len() - 1;
+        let own = own
+            .iter()
+            .map(|&i| self.constant_editors[i].clone())
+            .collect();
+        self.own_constants.insert(object, own);
+        Ok(object)
     }
 
     pub(super) fn record(&self, id: &ProbeIdentificationPair) -> Option<usize> {

@@ -131,10 +131,17 @@ impl Manager {
             .filter(|e| e.probes.is_empty())
             .chain(constant_editors.iter())
             .collect();
-        let ebpf = loader::load_object(&state.object, &constants, &maps, &state.map_spec_editors)?;
+        let ebpf = loader::load_object(
+            &state.source,
+            &state.btf,
+            &constants,
+            &maps,
+            &state.map_spec_editors,
+        )?;
         drop(shared);
         state.objects.push(Some(ebpf));
         let object = state.objects.len() - 1;
+        state.own_constants.insert(object, constant_editors.clone());
         let result = self.add_and_attach(probe, function, &section, object);
         if result.is_err() {
             self.state.objects[object] = None;

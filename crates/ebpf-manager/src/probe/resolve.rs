@@ -5,7 +5,8 @@ use aya::programs::{ProbeKind, Program};
 
 use super::{cgroup, net, perf_event, tracing, uprobe, Hook, Probe};
 use crate::{
-    elf::section_target, kernel::symbols::LazyFunctions, Error, ProbeIdentificationPair, Result,
+    elf::section_target, kernel::symbols::LazyFunctions, pipeline, Error, ProbeIdentificationPair,
+    Result,
 };
 
 /// aya's name of a program's type, for messages.
@@ -307,7 +308,9 @@ impl Field {
     }
 }
 
-/// hook_func_name, else syscall_func_name, else attach_to_func_name, else the section's target.
+/// hook_func_name, else syscall_func_name, else attach_to_func_name, else the section's target:
+/// a syscall for `ksyscall/`/`kretsyscall/`, a pattern for `kprobe.multi/`/`kretprobe.multi/`
+/// (its first match, as for attach_to_func_name), a symbol otherwise.
 fn kprobe_symbol(
     id: &ProbeIdentificationPair,
     probe: &Probe,
@@ -317,7 +320,13 @@ fn kprobe_symbol(
     if let Some(symbol) = &probe.hook_func_name {
         return Ok(symbol.clone());
     }
-    if let Some(syscall) = &probe.syscall_func_name {
+    let target = section_target(section).map(str::to_owned);
+    let syscall = probe.syscall_func_name.clone().or_else(|| {
+        target
+            .clone()
+            .filter(|_| pipeline::targets_syscall(section))
+    });
+    if let Some(syscall) = &syscall {
         return functions
             .get()?
             .syscall(syscall)
@@ -327,7 +336,12 @@ fn kprobe_symbol(
                 tried: tried.join(", "),
             });
     }
-    if let Some(pattern) = &probe.attach_to_func_name {
+    let pattern = probe.attach_to_func_name.clone().or_else(|| {
+        target
+            .clone()
+            .filter(|_| pipeline::targets_pattern(section))
+    });
+    if let Some(pattern) = &pattern {
         let compiled = glob::Pattern::new(pattern).map_err(|e| Error::InvalidPattern {
             id: id.clone(),
             pattern: pattern.clone(),
@@ -344,13 +358,11 @@ fn kprobe_symbol(
                 source_file: index.source().to_owned(),
             });
     }
-    section_target(section)
-        .map(str::to_owned)
-        .ok_or_else(|| Error::InvalidProbe {
-            id: id.clone(),
-            reason: format!(
-                "section `{section}` names no kernel function: set hook_func_name, \
-                 syscall_func_name or attach_to_func_name"
-            ),
-        })
+    target.ok_or_else(|| Error::InvalidProbe {
+        id: id.clone(),
+        reason: format!(
+            "section `{section}` names no kernel function: set hook_func_name, \
+             syscall_func_name or attach_to_func_name"
+        ),
+    })
 }

@@ -1,0 +1,650 @@
+//! The object pipeline: between the user's bytes and aya, it makes objects written for the Go
+//! ebpf-manager (and cilium/ebpf under it) loadable by aya 0.14, which cannot be configured to
+//! accept them. aya parses an object from bytes and exposes neither its sections nor its
+//! instructions before loading, so the pipeline rewrites a copy of the ELF (with `object`'s
+//! builder) once at `init`:
+//! - program sections aya-obj does not know are renamed to the aya name of the same program
+//!   type, or hidden when aya cannot load that type ([`sections`]); `.BTF.ext`, where aya-obj
+//!   finds func info, line info and CO-RE relocations by section name, follows ([`btf`]);
+//! - legacy map definitions are normalized and edited ([`maps`]);
+//!
+//! then, for each load (the main object, per-probe constant copies, clones), writes asm
+//! constants into their `ld_imm64` instructions (aya-obj skips relocations against undefined
+//! symbols and leaves them 0) and runs the user's instruction patchers ([`insns`]).
+//! The manager keeps the original section names for hook resolution and messages.
+
+mod btf;
+mod insns;
+mod maps;
+mod sections;
+
+use std::collections::{HashMap, HashSet};
+
+use object::{
+    build::elf::{Builder, SectionData},
+    elf, Object as _, ObjectSection as _, ObjectSymbol as _, SectionKind,
+};
+
+pub use insns::{Instruction, InstructionPatcher, ProgramInstructions};
+pub(crate) use sections::{targets_pattern, targets_syscall};
+
+use crate::{elf::ElfIndex, ConstantEditor, Error, MapSpecEditor, Result};
+
+/// The Go bypass placeholder: loads as 0 without a warning when bypass is not enabled.
+const BYPASS_PLACEHOLDER: &str = "bypass_program";
+
+/// What shapes the pipeline, from [`Options`](crate::Options).
+#[derive(Debug, Default)]
+pub(crate) struct Settings<'a> {
+    pub(crate) spec_editors: &'a [MapSpecEditor],
+    pub(crate) excluded_maps: &'a [String],
+    pub(crate) patchers: Vec<InstructionPatcher>,
+    pub(crate) strict_constants: bool,
+}
+
+/// An object made loadable by aya, ready to be instantiated for each load.
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    bytes: Vec<u8>,
+    /// Programs aya cannot load, by function, with the reason.
+    hidden: HashMap<String, (String, &'static str)>,
+    asm: Vec<AsmSite>,
+    globals: HashSet<String>,
+    programs: Vec<ProgramRange>,
+    patchers: Vec<InstructionPatcher>,
+    strict_constants: bool,
+}
+
+/// An `ld_imm64` of an undefined symbol: an asm constant.
+#[derive(Debug)]
+struct AsmSite {
+    name: String,
+    /// File offset of the instruction pair.
+    at: usize,
+    function: String,
+}
+
+/// A program's instructions in the prepared bytes.
+#[derive(Debug)]
+struct ProgramRange {
+    function: String,
+    section: String,
+    at: usize,
+    len: usize,
+}
+
+fn invalid(reason: impl std::fmt::Display) -> Error {
+    Error::InvalidObject {
+        reason: reason.to_string(),
+    }
+}
+
+/// Runs the init-time stage over `original` (indexed as `elf`).
+pub(crate) fn prepare(original: &[u8], elf: &ElfIndex, settings: Settings<'_>) -> Result<Prepared> {
+    let file = object::File::parse(original).map_err(invalid)?;
+    let legacy_maps = file
+        .sections()
+        .any(|s| s.name().is_ok_and(|n| n.starts_with("maps")));
+    let renames = file.sections().any(|s| {
+        is_program_section(s.kind(), s.name().unwrap_or(""))
+            && sections::fate(s.name().unwrap_or("")) != sections::Fate::Keep
+    });
+    check_btf_map_edits(&file, &settings)?;
+    let bytes = if renames || legacy_maps || !settings.excluded_maps.is_empty() {
+        rewrite(original, &settings)?
+    } else {
+        original.to_vec()
+    };
+    let mut prepared = analyze(bytes, elf)?;
+    for p in &elf.programs {
+        if let sections::Fate::Hide(reason) = sections::fate(&p.section) {
+            prepared
+                .hidden
+                .insert(p.function.clone(), (p.section.clone(), reason));
+        }
+    }
+    prepared.patchers = settings.patchers;
+    prepared.strict_constants = settings.strict_constants;
+    Ok(prepared)
+}
+
+fn is_program_section(kind: SectionKind, name: &str) -> bool {
+    kind == SectionKind::Text && !name.starts_with(".text") && !name.is_empty()
+}
+
+/// Editors and exclusions of BTF-defined maps (`.maps`) beyond what aya can do (max_entries)
+/// are refused here, naming the map, rather than silently ignored.
+fn check_btf_map_edits(file: &object::File<'_>, settings: &Settings<'_>) -> Result<()> {
+    let Some(section) = file.section_by_name(".maps") else {
+        return Ok(());
+    };
+    let index = section.index();
+    let btf_maps: HashSet<&str> = file
+        .symbols()
+        .filter(|s| s.section_index() == Some(index))
+        .filter_map(|s| s.name().ok())
+        .collect();
+    for e in settings.spec_editors {
+        let beyond = e.map_type.is_some()
+            || e.key_size.is_some()
+            || e.value_size.is_some()
+            || e.flags.is_some();
+        if beyond && btf_maps.contains(e.name.as_str()) {
+            return Err(Error::InvalidOption {
+                option: format!("map spec editor `{}`", e.name),
+                reason: "it is a BTF-defined map (SEC(\".maps\")): only max_entries can be edited there with aya 0.14; type, flags, key and value sizes can be edited on legacy maps (SEC(\"maps\"))".into(),
+            });
+        }
+    }
+    if let Some(m) = settings
+        .excluded_maps
+        .iter()
+        .find(|m| btf_maps.contains(m.as_str()))
+    {
+        return Err(Error::InvalidOption {
+            option: format!("excluded map `{m}`"),
+            reason: "it is a BTF-defined map (SEC(\".maps\")): only legacy maps (SEC(\"maps\")) can be excluded with aya 0.14".into(),
+        });
+    }
+    Ok(())
+}
+
+/// One renamed or merged program section, for `.BTF.ext`.
+struct Moved {
+    from: String,
+    to: String,
+    shift: u32,
+}
+
+/// The init-time rewrite with `object`'s ELF builder.
+fn rewrite(original: &[u8], settings: &Settings<'_>) -> Result<Vec<u8>> {
+    let readable = without_llvm_sections(original)?;
+    let mut b = Builder::read(readable.as_slice()).map_err(invalid)?;
+    for s in b.sections.iter_mut() {
+        if s.name.as_slice().starts_with(b".llvm_addrsig") {
+            s.delete = true;
+        }
+    }
+    // clang shares one string table between section and symbol names; the builder writes
+    // section names into a table of their own.
+    if !b
+        .sections
+        .iter()
+        .any(|s| matches!(s.data, SectionData::SectionString))
+    {
+        let s = b.sections.add();
+        s.name = b".shstrtab"[..].into();
+        s.sh_type = elf::SHT_STRTAB;
+        s.sh_addralign = 1;
+        s.data = SectionData::SectionString;
+    }
+    let mut names: HashSet<String> = b
+        .sections
+        .iter()
+        .map(|s| String::from_utf8_lossy(s.name.as_slice()).into_owned())
+        .collect();
+    let mut moved = Vec::new();
+    let programs: Vec<_> = b
+        .sections
+        .iter()
+        .filter(|s| {
+            s.sh_type == elf::SHT_PROGBITS && s.sh_flags & u64::from(elf::SHF_EXECINSTR) != 0
+        })
+        .map(|s| {
+            (
+                s.id(),
+                String::from_utf8_lossy(s.name.as_slice()).into_owned(),
+            )
+        })
+        .filter(|(_, n)| !n.starts_with(".text") && !n.is_empty())
+        .collect();
+    let mut hidden = 0;
+    for (id, name) in programs {
+        let to = match sections::fate(&name) {
+            sections::Fate::Keep => continue,
+            // XDP names take no suffix in aya: sections of one such name are merged.
+            sections::Fate::Rename(to) if to.starts_with("xdp") => {
+                let target = b
+                    .sections
+                    .iter()
+                    .find(|s| s.name.as_slice() == to.as_bytes() && !s.delete);
+                if let Some(target) = target.map(|t| t.id()) {
+                    let shift = merge(&mut b, target, id)?;
+                    moved.push(Moved {
+                        from: name,
+                        to,
+                        shift,
+                    });
+                    continue;
+                }
+                to
+            }
+            // A suffix keeps names unique: aya-obj keys func info by section name.
+            sections::Fate::Rename(to) => {
+                let rest = name.split_once('/').map_or("", |(_, r)| r);
+                unique(
+                    &mut names,
+                    if rest.is_empty() {
+                        to
+                    } else {
+                        format!("{to}/{rest}")
+                    },
+                )
+            }
+            sections::Fate::Hide(_) => {
+                hidden += 1;
+                unique(&mut names, format!("socket/ebpf_manager_hidden_{hidden}"))
+            }
+        };
+        names.insert(to.clone());
+        b.sections.get_mut(id).name = to.clone().into_bytes().into();
+        moved.push(Moved {
+            from: name,
+            to,
+            shift: 0,
+        });
+    }
+    let outcome = maps::normalize(&mut b, settings.spec_editors, settings.excluded_maps)?;
+    if let Some(m) = settings
+        .excluded_maps
+        .iter()
+        .find(|m| !outcome.names.contains(m))
+    {
+        return Err(Error::InvalidOption {
+            option: format!("excluded map `{m}`"),
+            reason: format!(
+                "the object has no legacy map `{m}` (it has: {})",
+                outcome.names.join(", ")
+            ),
+        });
+    }
+    if !moved.is_empty() || !outcome.emptied.is_empty() {
+        fix_btf(&mut b, &moved, &outcome.emptied)?;
+    }
+    let mut out = Vec::new();
+    b.write(&mut out).map_err(invalid)?;
+    Ok(out)
+}
+
+/// A copy of `elf` whose LLVM-specific sections (`SHT_LLVM_ADDRSIG`, for linkers; `object`'s
+/// builder refuses their type) are plain data, deleted after reading.
+fn without_llvm_sections(elf: &[u8]) -> Result<Vec<u8>> {
+    const SHT_LOOS_LLVM: std::ops::RangeInclusive<u32> = 0x6fff_4c00..=0x6fff_4cff;
+    let mut out = elf.to_vec();
+    let truncated = || invalid("truncated ELF header");
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let shoff = elf
+        .get(0x28..0x30)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(truncated)? as usize;
+    let entsize = usize::from(u16_at(0x3a).ok_or_else(truncated)?);
+    let count = usize::from(u16_at(0x3c).ok_or_else(truncated)?);
+    for i in 0..count {
+        let at = shoff + i * entsize + 4;
+        let Some(ty) = elf.get(at..at + 4) else {
+            return Err(invalid("section headers past the end of the file"));
+        };
+        if SHT_LOOS_LLVM.contains(&u32::from_le_bytes(ty.try_into().expect("4 bytes"))) {
+            out[at..at + 4].copy_from_slice(&elf::SHT_PROGBITS.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+/// A name not in `names`, from `want`.
+fn unique(names: &mut HashSet<String>, want: String) -> String {
+    let mut name = want.clone();
+    let mut n = 0;
+    while names.contains(&name) {
+        n += 1;
+        name = format!("{want}/{n}");
+    }
+    name
+}
+
+/// Appends program section `from` to `into` (8-byte aligned), with its symbols and
+/// relocations; returns where its code starts in `into`.
+fn merge(
+    b: &mut Builder<'_>,
+    into: object::build::elf::SectionId,
+    from: object::build::elf::SectionId,
+) -> Result<u32> {
+    let SectionData::Data(code) = b.sections.get(from).data.clone() else {
+        return Err(invalid("a program section without data"));
+    };
+    let SectionData::Data(target) = &mut b.sections.get_mut(into).data else {
+        return Err(invalid("a program section without data"));
+    };
+    let target = target.to_mut();
+    target.resize(target.len().next_multiple_of(8), 0);
+    let base = target.len() as u64;
+    target.extend_from_slice(&code);
+    let size = target.len() as u64;
+    let into_section = b.sections.get_mut(into);
+    into_section.sh_size = size;
+    b.sections.get_mut(from).delete = true;
+    for s in b.symbols.iter_mut() {
+        if s.section == Some(from) {
+            s.section = Some(into);
+            s.st_value += base;
+        }
+    }
+    let into_rel = b
+        .sections
+        .iter()
+        .find(|s| s.sh_info_section == Some(into) && matches!(s.data, SectionData::Relocation(_)))
+        .map(|s| s.id());
+    let from_rels: Vec<_> = b
+        .sections
+        .iter()
+        .filter(|s| s.sh_info_section == Some(from) && !s.delete)
+        .map(|s| s.id())
+        .collect();
+    for rel_id in from_rels {
+        let rel = b.sections.get_mut(rel_id);
+        let SectionData::Relocation(rels) = &mut rel.data else {
+            continue;
+        };
+        rels.iter_mut().for_each(|r| r.r_offset += base);
+        match into_rel {
+            Some(into_rel) => {
+                let rels = std::mem::take(rels);
+                rel.delete = true;
+                if let SectionData::Relocation(target) = &mut b.sections.get_mut(into_rel).data {
+                    target.extend(rels);
+                }
+            }
+            None => rel.sh_info_section = Some(into),
+        }
+    }
+    u32::try_from(base).map_err(|_| invalid("a program section over 4 GiB"))
+}
+
+/// Makes `.BTF` and `.BTF.ext` follow renamed and merged sections.
+fn fix_btf(b: &mut Builder<'_>, moved: &[Moved], emptied: &[(String, String)]) -> Result<()> {
+    let find = |b: &Builder<'_>, name: &str| {
+        b.sections
+            .iter()
+            .find(|s| s.name.as_slice() == name.as_bytes())
+            .map(|s| s.id())
+    };
+    let Some(btf_id) = find(b, ".BTF") else {
+        return Ok(());
+    };
+    let SectionData::Data(data) = &b.sections.get(btf_id).data else {
+        return Ok(());
+    };
+    let mut btf = data.to_vec();
+    let bad = |e: String| invalid(format!("cannot rewrite its BTF: {e}"));
+    let mut offsets: HashMap<String, u32> = HashMap::new();
+    let mut offset_of = |btf: &mut Vec<u8>, name: &str| -> Result<u32> {
+        if let Some(&o) = offsets.get(name) {
+            return Ok(o);
+        }
+        let o = btf::append_string(btf, name).map_err(bad)?;
+        offsets.insert(name.to_owned(), o);
+        Ok(o)
+    };
+    for (old, new) in emptied {
+        let off = offset_of(&mut btf, new)?;
+        btf::rename_datasec(&mut btf, old, off).map_err(bad)?;
+    }
+    if let Some(ext_id) = find(b, ".BTF.ext") {
+        let SectionData::Data(raw) = &b.sections.get(ext_id).data else {
+            return Ok(());
+        };
+        let mut ext = btf::Ext::parse(raw).map_err(bad)?;
+        for m in moved {
+            let to = offset_of(&mut btf, &m.to)?;
+            let from: Vec<u32> = ext
+                .names()
+                .filter(|&o| btf::string_at(&btf, o).is_ok_and(|s| s == m.from))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            for from in from {
+                ext.move_section(from, to, m.shift).map_err(bad)?;
+            }
+        }
+        b.sections.get_mut(ext_id).data = SectionData::Data(ext.to_bytes().into());
+        // Its relocations (for linkers; aya reads none) describe the old layout.
+        for s in b.sections.iter_mut() {
+            if s.sh_info_section == Some(ext_id) {
+                s.delete = true;
+            }
+        }
+    }
+    b.sections.get_mut(btf_id).data = SectionData::Data(btf.into());
+    Ok(())
+}
+
+/// Finds asm constants, data globals and program ranges in the prepared bytes.
+fn analyze(bytes: Vec<u8>, elf: &ElfIndex) -> Result<Prepared> {
+    let file = object::File::parse(bytes.as_slice()).map_err(invalid)?;
+    let mut asm = Vec::new();
+    let mut globals = HashSet::new();
+    let mut programs = Vec::new();
+    let function_at = |section: object::SectionIndex, offset: u64| {
+        file.symbols()
+            .find(|s| {
+                s.section_index() == Some(section)
+                    && s.kind() == object::SymbolKind::Text
+                    && (s.address()..s.address() + s.size()).contains(&offset)
+            })
+            .and_then(|s| s.name().ok().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    for section in file.sections() {
+        let name = section.name().unwrap_or("");
+        if name.starts_with(".rodata") || name.starts_with(".data") || name.starts_with(".bss") {
+            for s in file
+                .symbols()
+                .filter(|s| s.section_index() == Some(section.index()))
+            {
+                if s.kind() == object::SymbolKind::Data {
+                    globals.insert(s.name().unwrap_or("").to_owned());
+                }
+            }
+        }
+        if section.kind() != SectionKind::Text {
+            continue;
+        }
+        let Some((file_off, size)) = section.file_range() else {
+            continue;
+        };
+        for (offset, rel) in section.relocations() {
+            let object::RelocationTarget::Symbol(si) = rel.target() else {
+                continue;
+            };
+            let Ok(sym) = file.symbol_by_index(si) else {
+                continue;
+            };
+            let at = file_off + offset;
+            let is_ld64 = offset + 16 <= size && bytes.get(at as usize) == Some(&insns::LD_IMM64);
+            if sym.is_undefined() && is_ld64 && !sym.name().unwrap_or("").is_empty() {
+                asm.push(AsmSite {
+                    name: sym.name().unwrap_or("").to_owned(),
+                    at: at as usize,
+                    function: function_at(section.index(), offset),
+                });
+            }
+        }
+        if name.starts_with(".text") {
+            continue;
+        }
+        for s in file
+            .symbols()
+            .filter(|s| s.section_index() == Some(section.index()))
+        {
+            if s.kind() != object::SymbolKind::Text || s.size() == 0 {
+                continue;
+            }
+            let function = s.name().unwrap_or("").to_owned();
+            let (start, len) = (s.address(), s.size());
+            if start.checked_add(len).is_none_or(|end| end > size) || len % 8 != 0 {
+                return Err(invalid(format!(
+                    "function `{function}` lies outside its section `{name}`"
+                )));
+            }
+            let section = elf
+                .by_function(&function)
+                .map_or_else(|| name.to_owned(), |p| p.section.clone());
+            programs.push(ProgramRange {
+                function,
+                section,
+                at: (file_off + start) as usize,
+                len: len as usize,
+            });
+        }
+    }
+    drop(file);
+    Ok(Prepared {
+        bytes,
+        asm,
+        globals,
+        programs,
+        ..Default::default()
+    })
+}
+
+impl Prepared {
+    /// Why aya cannot load `function` (its section and the reason), when it cannot.
+    pub(crate) fn hidden(&self, function: &str) -> Option<&(String, &'static str)> {
+        self.hidden.get(function)
+    }
+
+    /// The asm constants of the object (names of undefined symbols loaded by `ld_imm64`).
+    pub(crate) fn asm_constants(&self) -> impl Iterator<Item = &str> {
+        self.asm.iter().map(|s| s.name.as_str())
+    }
+
+    /// The bytes for one load: `constants` written into the asm constants they name (later
+    /// editors win), then the patchers run. Returns them with the editors left for aya (those
+    /// naming data globals).
+    pub(crate) fn instantiate<'e>(
+        &self,
+        constants: &[&'e ConstantEditor],
+    ) -> Result<(Vec<u8>, Vec<&'e ConstantEditor>)> {
+        let mut bytes = self.bytes.clone();
+        let mut for_aya = Vec::new();
+        for editor in constants {
+            let is_asm = self.asm.iter().any(|s| s.name == editor.name);
+            let is_global = self.globals.contains(&editor.name);
+            if !is_asm && !is_global && !editor.allow_missing {
+                return Err(Error::InvalidOption {
+                    option: format!("constant editor `{}`", editor.name),
+                    reason: format!(
+                        "the object has no constant `{}`: neither a `volatile const` global nor an asm constant (`ld_imm64` of an undefined symbol); it has globals: {}; asm constants: {}",
+                        editor.name,
+                        list(self.globals.iter().map(String::as_str)),
+                        list(self.asm_constants()),
+                    ),
+                });
+            }
+            if is_asm {
+                if editor.value.len() > 8 {
+                    return Err(Error::InvalidOption {
+                        option: format!("constant editor `{}`", editor.name),
+                        reason: format!(
+                            "its value is {} bytes; an asm constant is a 64-bit instruction immediate (8 bytes at most)",
+                            editor.value.len()
+                        ),
+                    });
+                }
+                let mut v = [0u8; 8];
+                v[..editor.value.len()].copy_from_slice(&editor.value);
+                for site in self.asm.iter().filter(|s| s.name == editor.name) {
+                    insns::write_imm64(&mut bytes, site.at, u64::from_le_bytes(v));
+                }
+            }
+            if is_global {
+                for_aya.push(*editor);
+            }
+        }
+        self.check_unset(constants)?;
+        for range in &self.programs {
+            if self.patchers.is_empty() {
+                break;
+            }
+            let code = &mut bytes[range.at..range.at + range.len];
+            let mut instructions = insns::decode(code);
+            let mut prog = ProgramInstructions {
+                function: &range.function,
+                section: &range.section,
+                instructions: &mut instructions,
+            };
+            for p in &self.patchers {
+                p.run(&mut prog)
+                    .map_err(|reason| Error::InstructionPatcher {
+                        function: range.function.clone(),
+                        reason,
+                    })?;
+            }
+            for (chunk, ins) in code.chunks_exact_mut(8).zip(&instructions) {
+                chunk.copy_from_slice(&ins.to_bytes());
+            }
+        }
+        Ok((bytes, for_aya))
+    }
+
+    /// Asm constants no editor sets load as 0: a warning naming them (the Go behaviour), or an
+    /// error with strict constants.
+    fn check_unset(&self, constants: &[&ConstantEditor]) -> Result<()> {
+        let mut unset: Vec<(&str, Vec<&str>)> = Vec::new();
+        for site in &self.asm {
+            if site.name == BYPASS_PLACEHOLDER || constants.iter().any(|e| e.name == site.name) {
+                continue;
+            }
+            match unset.iter_mut().find(|(n, _)| *n == site.name) {
+                Some((_, fns)) if !fns.contains(&site.function.as_str()) => {
+                    fns.push(&site.function)
+                }
+                Some(_) => {}
+                None => unset.push((&site.name, vec![&site.function])),
+            }
+        }
+        for (name, functions) in unset {
+            if self.strict_constants {
+                return Err(Error::UnsetConstant {
+                    name: name.to_owned(),
+                    functions: functions.join(", "),
+                });
+            }
+            log::warn!(
+                "asm constant `{name}` is set by no constant editor: it loads as 0 in {}",
+                functions.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// The instructions of `function` as they load (constants set, patchers run) with
+    /// `constants`.
+    pub(crate) fn instructions(
+        &self,
+        function: &str,
+        constants: &[&ConstantEditor],
+    ) -> Result<Option<Vec<Instruction>>> {
+        let Some(range) = self.programs.iter().find(|r| r.function == function) else {
+            return Ok(None);
+        };
+        let (bytes, _) = self.instantiate(constants)?;
+        Ok(Some(insns::decode(&bytes[range.at..range.at + range.len])))
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut v: Vec<&str> = names.filter(|n| !n.is_empty()).collect();
+    v.sort_unstable();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+//! The pipeline on fixture objects, checked with aya-obj's own parser (no kernel needed).
+
+use super::*;
+
+const GOCOMPAT: &[u8] = include_bytes!("../../../../ebpf-fixtures/gocompat.bpf.o");
+const PROBES: &[u8] = include_bytes!("../../../../ebpf-fixtures/probes.bpf.o");
+
+fn aligned(bytes: &[u8]) -> Vec<u8> {
+    bytes.to_vec()
+}
+
+fn prepared(bytes: &[u8], settings: Settings<'_>) -> Result<Prepared> {
+    let bytes = aligned(bytes);
+    let elf = ElfIndex::parse(&bytes).unwrap();
+    prepare(&bytes, &elf, settings)
+}
+
+#[test]
+fn aya_refuses_the_go_object_as_compiled() {
+    let err = aya_obj::Object::parse(&aligned(GOCOMPAT)).unwrap_err();
+    assert!(
+        err.to_string().contains("xdp/ingress") || err.to_string().contains("section"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_go_object_parses_after_the_pipeline() {
+    let p = prepared(GOCOMPAT, Settings::default()).unwrap();
+    let obj = aya_obj::Object::parse(&p.bytes).unwrap();
+    let mut programs: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+    programs.sort_unstable();
+    assert_eq!(
+        programs,
+        [
+            "classifier_egress",
+            "fmod_ret_mkdir",
+            "kprobe_multi_vfs_mkdir",
+            "ksyscall_mkdir",
+            "tc_ingress",
+            "xdp_egress",
+            "xdp_ingress",
+            "xdp_patched",
+            "xdp_unused"
+        ]
+    );
+    assert_eq!(
+        p.hidden("fmod_ret_mkdir").map(|(s, _)| s.as_str()),
+        Some("fmod_ret/security_inode_mkdir")
+    );
+    assert!(p.hidden("xdp_ingress").is_none());
+    let mut asm: Vec<&str> = p.asm_constants().collect();
+    asm.sort_unstable();
+    asm.dedup();
+    assert_eq!(
+        asm,
+        ["egress_marker", "filter_tid", "ingress_marker", "tc_marker"]
+    );
+    // The patchers see the original section names.
+    let patched = p
+        .programs
+        .iter()
+        .find(|r| r.function == "xdp_egress")
+        .unwrap();
+    assert_eq!(patched.section, "xdp/egress");
+}
+
+#[test]
+fn iovisor_map_definitions_read_as_the_go_library_reads_them() {
+    let p = prepared(GOCOMPAT, Settings::default()).unwrap();
+    let obj = aya_obj::Object::parse(&p.bytes).unwrap();
+    let results = &obj.maps["results"];
+    assert_eq!(
+        (
+            results.map_type(),
+            results.key_size(),
+            results.value_size(),
+            results.max_entries()
+        ),
+        (2, 4, 8, 8)
+    );
+    // iovisor's `pinning` (2) and namespace are ignored, as cilium/ebpf ignores them.
+    assert_eq!(results.pinning(), aya_obj::maps::PinningType::None);
+    let events = &obj.maps["events"];
+    assert_eq!(
+        (events.map_type(), events.key_size(), events.value_size()),
+        (4, 4, 4)
+    );
+}
+
+#[test]
+fn map_spec_editors_and_exclusions_apply_to_legacy_maps() {
+    let editors = [MapSpecEditor {
+        name: "edited".into(),
+        map_type: Some(9), // LRU_HASH
+        value_size: Some(16),
+        max_entries: Some(32),
+        flags: Some(2), // BPF_F_NO_COMMON_LRU
+        ..Default::default()
+    }];
+    let excluded = ["unused".to_owned()];
+    let p = prepared(
+        GOCOMPAT,
+        Settings {
+            spec_editors: &editors,
+            excluded_maps: &excluded,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let obj = aya_obj::Object::parse(&p.bytes).unwrap();
+    let edited = &obj.maps["edited"];
+    assert_eq!(
+        (
+            edited.map_type(),
+            edited.key_size(),
+            edited.value_size(),
+            edited.max_entries(),
+            edited.map_flags()
+        ),
+        (9, 4, 16, 32, 2)
+    );
+    assert!(!obj.maps.contains_key("unused"));
+    // A missing map is an error naming it.
+    let excluded = ["nope".to_owned()];
+    let err = prepared(
+        GOCOMPAT,
+        Settings {
+            excluded_maps: &excluded,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("`nope`"), "{err}");
+}
+
+#[test]
+fn btf_maps_refuse_edits_aya_cannot_make() {
+    let editors = [MapSpecEditor {
+        name: "hits".into(),
+        map_type: Some(1),
+        ..Default::default()
+    }];
+    let err = prepared(
+        PROBES,
+        Settings {
+            spec_editors: &editors,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("BTF-defined"), "{err}");
+}
+
+#[test]
+fn objects_aya_reads_as_they_are_are_not_rewritten() {
+    let p = prepared(PROBES, Settings::default()).unwrap();
+    assert_eq!(p.bytes, PROBES);
+}
+
+#[test]
+fn asm_constants_are_written_into_both_halves_and_unset_ones_fail_when_strict() {
+    let p = prepared(GOCOMPAT, Settings::default()).unwrap();
+    let editors = [
+        ConstantEditor::new("ingress_marker", 0x1122_3344_5566_7788u64),
+        ConstantEditor::new("filter_tid", 7u32),
+    ];
+    let refs: Vec<&ConstantEditor> = editors.iter().collect();
+    let ins = p.instructions("xdp_ingress", &refs).unwrap().unwrap();
+    let at = ins
+        .iter()
+        .position(|i| i.is_ld_imm64() && i.imm == 0x5566_7788)
+        .unwrap();
+    assert_eq!(ins[at + 1].imm, 0x1122_3344);
+    let (_, for_aya) = p.instantiate(&refs).unwrap();
+    assert!(for_aya.is_empty(), "asm constants are not aya's globals");
+
+    let strict = prepared(
+        GOCOMPAT,
+        Settings {
+            strict_constants: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    match strict.instantiate(&refs).unwrap_err() {
+        Error::UnsetConstant { name, .. } => {
+            assert!(name == "egress_marker" || name == "tc_marker")
+        }
+        other => panic!("{other}"),
+    }
+    let wide = ConstantEditor {
+        value: vec![0; 9],
+        ..ConstantEditor::new("tc_marker", 0u8)
+    };
+    let err = p.instantiate(&[&wide]).unwrap_err();
+    assert!(err.to_string().contains("8 bytes at most"), "{err}");
+    let missing = ConstantEditor::new("no_such_constant", 1u32);
+    let err = p.instantiate(&[&missing]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("constant editor `no_such_constant`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn patchers_see_each_program_and_replace_placeholders() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let patcher = InstructionPatcher::new(move |prog| {
+        log.lock().unwrap().push(prog.section.to_owned());
+        for ins in prog.instructions.iter_mut() {
+            if ins.is_helper_call() && ins.imm == -1 {
+                *ins = Instruction::call_helper(5);
+            }
+        }
+        Ok(())
+    });
+    let p = prepared(
+        GOCOMPAT,
+        Settings {
+            patchers: vec![patcher],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ins = p.instructions("xdp_patched", &[]).unwrap().unwrap();
+    assert_eq!(ins[0], Instruction::call_helper(5));
+    assert!(seen.lock().unwrap().contains(&"xdp/patched".to_owned()));
+    let failing = prepared(
+        GOCOMPAT,
+        Settings {
+            patchers: vec![InstructionPatcher::new(|_| Err("no".into()))],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        failing.instantiate(&[]).unwrap_err(),
+        Error::InstructionPatcher { .. }
+    ));
+}

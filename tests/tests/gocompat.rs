@@ -1,0 +1,340 @@
+//! Objects written for the Go ebpf-manager load unchanged (ebpf-fixtures/src/gocompat.bpf.c):
+//! cilium section names, asm constants, iovisor map definitions, map spec editors, excluded
+//! maps, instruction patchers, sections aya cannot load, ksyscall and kprobe.multi hooks.
+
+use std::os::fd::AsFd;
+
+use ebpf_manager::{
+    ConstantEditor, Error, Instruction, InstructionPatcher, Manager, MapSpecEditor, Options, Probe,
+    ProbeIdentificationPair, ProbesSelector,
+};
+use integration_tests::*;
+
+/// Slots of `results` in gocompat.bpf.c.
+mod r {
+    pub const XDP_INGRESS: u32 = 0;
+    pub const XDP_EGRESS: u32 = 1;
+    pub const CLASSIFIER: u32 = 2;
+    pub const TC: u32 = 3;
+    pub const KSYSCALL: u32 = 4;
+    pub const PATCHED: u32 = 5;
+    pub const MULTI: u32 = 6;
+}
+
+/// A probe of a network program that is only test-run: init needs an interface.
+fn net_probe(uid: &str, function: &str) -> Probe {
+    Probe {
+        if_name: Some("lo".into()),
+        ..probe(uid, function)
+    }
+}
+
+fn run(m: &Manager, id: &ProbeIdentificationPair) -> u32 {
+    let prog = m.get_program(id).expect("program");
+    test_run(prog.fd().expect("loaded").as_fd())
+}
+
+fn constants() -> Vec<ConstantEditor> {
+    vec![
+        ConstantEditor::new("ingress_marker", 0x1122_3344_5566_7788u64),
+        ConstantEditor::new("egress_marker", 41u64),
+        ConstantEditor::new("tc_marker", 7u32),
+        ConstantEditor::new("filter_tid", gettid()),
+    ]
+}
+
+/// The network programs: two `xdp/` sections (merged for aya), `classifier/`, `tc/`.
+fn net_manager(options: Options) -> ebpf_manager::Result<Manager> {
+    setup();
+    let mut m = Manager {
+        probes: vec![
+            net_probe("in", "xdp_ingress"),
+            net_probe("out", "xdp_egress"),
+            net_probe("cls", "classifier_egress"),
+            net_probe("tc", "tc_ingress"),
+        ],
+        ..Default::default()
+    };
+    m.init_with_options(GOCOMPAT, options)?;
+    Ok(m)
+}
+
+#[test]
+fn cilium_sections_load_and_see_their_asm_constants() {
+    let m = net_manager(Options {
+        constant_editors: constants(),
+        ..Default::default()
+    })
+    .expect("init of the Go object");
+    let id = |uid: &str, f: &str| ProbeIdentificationPair::new(uid, f);
+    assert_eq!(run(&m, &id("in", "xdp_ingress")), 2, "XDP_PASS");
+    assert_eq!(
+        read_slot(&m, "results", r::XDP_INGRESS),
+        0x1122_3344_5566_7788
+    );
+    run(&m, &id("out", "xdp_egress"));
+    // A BPF-to-BPF call in the merged section read its own asm constant.
+    assert_eq!(read_slot(&m, "results", r::XDP_EGRESS), 42);
+    run(&m, &id("tc", "tc_ingress"));
+    assert_eq!(read_slot(&m, "results", r::TC), 7);
+    run(&m, &id("cls", "classifier_egress"));
+    assert_eq!(read_slot(&m, "results", r::CLASSIFIER), 64, "skb->len");
+}
+
+#[test]
+fn unset_asm_constants_load_as_zero_or_fail_when_strict() {
+    let m = net_manager(Options::default()).expect("init without editors");
+    run(&m, &ProbeIdentificationPair::new("in", "xdp_ingress"));
+    assert_eq!(read_slot(&m, "results", r::XDP_INGRESS), 0);
+    drop(m);
+    let err = net_manager(Options {
+        strict_constants: true,
+        constant_editors: vec![ConstantEditor::new("tc_marker", 1u32)],
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsetConstant { name, .. } if name == "ingress_marker" || name == "egress_marker" || name == "filter_tid"),
+        "{err:?}"
+    );
+    let err = net_manager(Options {
+        constant_editors: vec![ConstantEditor::new("no_such_constant", 1u32)],
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidOption { option, .. } if option == "constant editor `no_such_constant`"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn per_probe_asm_constants_get_their_own_program_copy() {
+    setup();
+    let a = ProbeIdentificationPair::new("a", "xdp_ingress");
+    let b = ProbeIdentificationPair::new("b", "xdp_ingress");
+    let mut m = Manager {
+        probes: vec![net_probe("a", "xdp_ingress"), net_probe("b", "xdp_ingress")],
+        ..Default::default()
+    };
+    let own = |id: &ProbeIdentificationPair, v: u64| ConstantEditor {
+        probes: vec![id.clone()],
+        ..ConstantEditor::new("ingress_marker", v)
+    };
+    m.init_with_options(
+        GOCOMPAT,
+        Options {
+            constant_editors: vec![own(&a, 1), own(&b, 2)],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    run(&m, &a);
+    assert_eq!(read_slot(&m, "results", r::XDP_INGRESS), 1);
+    run(&m, &b);
+    assert_eq!(
+        read_slot(&m, "results", r::XDP_INGRESS),
+        2,
+        "b writes the shared map"
+    );
+    let ins = m.program_instructions(&b).unwrap().expect("instructions");
+    assert!(
+        ins.iter().any(|i| i.is_ld_imm64() && i.imm == 2),
+        "b's copy has its value"
+    );
+}
+
+#[test]
+fn legacy_maps_are_created_as_the_go_library_creates_them() {
+    let m = net_manager(Options::default()).unwrap();
+    let results = map_fdinfo(&m, "results");
+    assert_eq!(
+        (
+            results["map_type"],
+            results["key_size"],
+            results["value_size"],
+            results["max_entries"]
+        ),
+        (2, 4, 8, 8)
+    );
+    // The iovisor `pinning` field made no pin.
+    assert!(!std::path::Path::new("/sys/fs/bpf/results").exists());
+    let events = map_fdinfo(&m, "events");
+    assert_eq!(
+        (events["map_type"], events["key_size"], events["value_size"]),
+        (4, 4, 4)
+    );
+}
+
+#[test]
+fn map_spec_editor_changes_type_sizes_and_flags_of_a_legacy_map() {
+    let m = net_manager(Options {
+        map_spec_editors: vec![MapSpecEditor {
+            name: "edited".into(),
+            map_type: Some(aya::maps::MapType::LruHash as u32),
+            value_size: Some(16),
+            max_entries: Some(32),
+            flags: Some(2), // BPF_F_NO_COMMON_LRU
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    let edited = map_fdinfo(&m, "edited");
+    assert_eq!(
+        (
+            edited["map_type"],
+            edited["key_size"],
+            edited["value_size"],
+            edited["max_entries"],
+            edited["map_flags"]
+        ),
+        (9, 4, 16, 32, 2)
+    );
+    drop(m);
+    // A definition the kernel refuses fails init, naming the map.
+    let err = net_manager(Options {
+        map_spec_editors: vec![MapSpecEditor {
+            name: "edited".into(),
+            value_size: Some(0),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(matches!(err, Error::Object { .. }), "{err:?}");
+    assert!(err.to_string().contains("edited"), "{err}");
+}
+
+#[test]
+fn excluded_maps_are_not_created() {
+    let with = net_manager(Options::default()).unwrap();
+    assert!(with.get_map("unused").is_some());
+    drop(with);
+    let without = net_manager(Options {
+        excluded_maps: vec!["unused".into()],
+        excluded_functions: vec!["xdp_unused".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(without.get_map("unused").is_none());
+    assert!(without.get_map("results").is_some());
+}
+
+fn patched_manager(patchers: Vec<InstructionPatcher>) -> ebpf_manager::Result<Manager> {
+    setup();
+    let mut m = Manager {
+        probes: vec![net_probe("p", "xdp_patched")],
+        ..Default::default()
+    };
+    m.init_with_options(
+        GOCOMPAT,
+        Options {
+            instruction_patchers: patchers,
+            ..Default::default()
+        },
+    )?;
+    Ok(m)
+}
+
+#[test]
+fn a_patcher_fills_the_call_placeholder() {
+    // As compiled, `call -1` is refused by the verifier.
+    let err = patched_manager(Vec::new()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Verifier { log, .. } if log.contains("func")),
+        "{err:?}"
+    );
+    let ktime = InstructionPatcher::new(|prog| {
+        for ins in prog.instructions.iter_mut() {
+            if ins.is_helper_call() && ins.imm == -1 {
+                *ins = Instruction::call_helper(5); // bpf_ktime_get_ns
+            }
+        }
+        Ok(())
+    });
+    let m = patched_manager(vec![ktime]).expect("init with the patcher");
+    let id = ProbeIdentificationPair::new("p", "xdp_patched");
+    assert_eq!(
+        m.program_instructions(&id).unwrap().unwrap()[0],
+        Instruction::call_helper(5)
+    );
+    run(&m, &id);
+    assert!(
+        read_slot(&m, "results", r::PATCHED) > 0,
+        "bpf_ktime_get_ns ran"
+    );
+}
+
+#[test]
+fn a_section_aya_cannot_load_fails_only_the_probe_that_needs_it() {
+    setup();
+    let fmod = probe("f", "fmod_ret_mkdir");
+    let mut m = Manager {
+        probes: vec![net_probe("in", "xdp_ingress"), fmod.clone()],
+        ..Default::default()
+    };
+    let err = m.init(GOCOMPAT).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedSection { section, function, .. }
+            if section == "fmod_ret/security_inode_mkdir" && function == "fmod_ret_mkdir"),
+        "{err:?}"
+    );
+    let mut m = Manager {
+        probes: vec![net_probe("in", "xdp_ingress"), fmod.clone()],
+        ..Default::default()
+    };
+    m.init_with_options(
+        GOCOMPAT,
+        Options {
+            activated_probes: vec![ProbesSelector::Probe(ProbeIdentificationPair::new(
+                "in",
+                "xdp_ingress",
+            ))],
+            ..Default::default()
+        },
+    )
+    .expect("the object loads when the fmod_ret probe is not enabled");
+    assert!(is_loaded(
+        &m,
+        &ProbeIdentificationPair::new("in", "xdp_ingress")
+    ));
+}
+
+/// `ksyscall/mkdir` resolves to the arch's syscall symbol, `kprobe.multi/vfs_mkdi?` to the
+/// first match of its pattern.
+#[test]
+fn ksyscall_and_kprobe_multi_sections_resolve_their_hooks() {
+    setup();
+    let ks = ProbeIdentificationPair::new("ks", "ksyscall_mkdir");
+    let multi = ProbeIdentificationPair::new("multi", "kprobe_multi_vfs_mkdir");
+    let mut m = Manager {
+        probes: vec![
+            probe("ks", "ksyscall_mkdir"),
+            probe("multi", "kprobe_multi_vfs_mkdir"),
+        ],
+        ..Default::default()
+    };
+    m.init_with_options(
+        GOCOMPAT,
+        Options {
+            constant_editors: constants(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    if kernel_has_kprobes() {
+        m.start().expect("start");
+        assert!(m.attach_info(&ks).unwrap().hook.ends_with("sys_mkdir"));
+        assert_eq!(m.attach_info(&multi).unwrap().hook, "vfs_mkdir");
+        mkdir_rmdir("gocompat");
+        assert_eq!(read_slot(&m, "results", r::KSYSCALL), 1);
+        assert_eq!(read_slot(&m, "results", r::MULTI), 1);
+    } else {
+        let err = m.start().unwrap_err();
+        assert!(
+            matches!(&err, Error::KprobesUnsupported { id, hook } if *id == ks && hook.ends_with("sys_mkdir")),
+            "{err:?}"
+        );
+    }
+}
