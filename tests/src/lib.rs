@@ -307,3 +307,39 @@ pub fn map_fdinfo(m: &Manager, name: &str) -> std::collections::HashMap<String, 
         })
         .collect()
 }
+
+/// The CO-RE object: see ebpf-fixtures/src/core.bpf.c.
+pub const CORE: &[u8] = include_bytes!("../../ebpf-fixtures/core.bpf.o");
+
+/// A raw BTF file (as a BTFHub file is) with `int` and
+/// `struct task_struct { int pad[6]; int pid; }` (pid at byte 24), written under the temp
+/// directory with a name unique to this process; the caller removes it.
+pub fn small_kernel_btf() -> PathBuf {
+    let strings = b"\0int\0task_struct\0pad\0pid\0";
+    let mut types: Vec<u32> = vec![
+        // [1] INT "int": 4 bytes, signed, 32 bits.
+        1,
+        1 << 24,
+        4,
+        (1 << 24) | 32,
+        // [2] STRUCT "task_struct", 32 bytes, 2 members: pad at bit 0, pid at bit 192.
+        5,
+        (4 << 24) | 2,
+        32,
+        17,
+        1,
+        0,
+        21,
+        1,
+        192,
+    ];
+    let type_len = (types.len() * 4) as u32;
+    let mut header: Vec<u32> = vec![0, 24, 0, type_len, type_len, strings.len() as u32];
+    header[0] = 0xeb9f | (1 << 16); // magic, version 1, flags 0
+    let mut bytes: Vec<u8> = header.iter().flat_map(|w| w.to_le_bytes()).collect();
+    bytes.extend(types.drain(..).flat_map(|w| w.to_le_bytes()));
+    bytes.extend_from_slice(strings);
+    let path = std::env::temp_dir().join(format!("ebpf-manager-test-{}.btf", std::process::id()));
+    std::fs::write(&path, bytes).expect("writing the BTF file");
+    path
+}

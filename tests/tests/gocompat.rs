@@ -338,3 +338,71 @@ fn ksyscall_and_kprobe_multi_sections_resolve_their_hooks() {
         );
     }
 }
+
+fn core_offset(options: Options) -> ebpf_manager::Result<u32> {
+    setup();
+    let mut m = Manager {
+        probes: vec![net_probe("core", "core_pid_offset")],
+        ..Default::default()
+    };
+    m.init_with_options(CORE, options)?;
+    Ok(run(
+        &m,
+        &ProbeIdentificationPair::new("core", "core_pid_offset"),
+    ))
+}
+
+#[test]
+fn co_re_relocates_against_the_btf_the_user_gives() {
+    let file = small_kernel_btf();
+    let from_file = core_offset(Options {
+        kernel_btf: Some(ebpf_manager::KernelTypes::File(file.clone())),
+        ..Default::default()
+    });
+    let parsed = aya::Btf::parse_file(&file, aya::Endianness::default()).expect("parsing");
+    let from_parsed = core_offset(Options {
+        kernel_btf: Some(ebpf_manager::KernelTypes::Parsed(std::sync::Arc::new(
+            parsed,
+        ))),
+        ..Default::default()
+    });
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(from_file.expect("init against the file"), 24);
+    assert_eq!(from_parsed.expect("init against parsed BTF"), 24);
+    // Against the running kernel, pid lies far into task_struct.
+    assert!(core_offset(Options::default()).unwrap() > 100);
+    let err = core_offset(Options {
+        kernel_btf: Some(ebpf_manager::KernelTypes::File("/nonexistent.btf".into())),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidOption { option, .. } if option == "kernel_btf"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn the_verifier_log_level_shapes_the_log_of_a_rejected_program() {
+    let log = |level: Option<aya::VerifierLogLevel>| {
+        setup();
+        let mut m = Manager {
+            probes: vec![probe("r", "tracepoint_rejected")],
+            ..Default::default()
+        };
+        match m.init_with_options(
+            REJECTED,
+            Options {
+                verifier_log_level: level,
+                ..Default::default()
+            },
+        ) {
+            Err(Error::Verifier { log, .. }) => log,
+            other => panic!("{other:?}"),
+        }
+    };
+    let default = log(None);
+    let verbose = log(Some(aya::VerifierLogLevel::VERBOSE));
+    assert!(!default.is_empty());
+    assert!(verbose.len() > default.len(), "{verbose}\n---\n{default}");
+}

@@ -58,6 +58,16 @@ pub enum Error {
         functions: String,
     },
 
+    /// With [`Options::bypass_enabled`](crate::Options::bypass_enabled), a program whose
+    /// `bypass_program` placeholder cannot be replaced by the bypass prologue.
+    #[error("cannot inject the bypass prologue into `{function}`: {reason}; move CHECK_BPF_PROGRAM_BYPASSED() to the start of the program, or unset Options::bypass_enabled")]
+    Bypass {
+        /// The program's function.
+        function: String,
+        /// Why.
+        reason: String,
+    },
+
     /// An [`InstructionPatcher`](crate::InstructionPatcher) refused a program.
     #[error("an instruction patcher failed on `{function}`: {reason}")]
     InstructionPatcher {

@@ -122,6 +122,9 @@ pub(crate) fn load_object_pinning(
     for pin in pinned {
         loader.map_pin_path(pin.name.as_str(), pin.pin_path.as_path());
     }
+    if let Some((map, entries)) = source.object.bypass_map() {
+        loader.map_max_entries(map, entries);
+    }
     for spec in specs {
         if let Some(n) = spec.max_entries {
             loader.map_max_entries(spec.name.as_str(), n);

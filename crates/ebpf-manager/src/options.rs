@@ -54,6 +54,12 @@ pub struct Options {
     /// `LOAD_CONSTANT`) is set by no [`ConstantEditor`]. By default it loads as 0 with a
     /// warning naming it, as in the Go library.
     pub strict_constants: bool,
+    /// Bypass (the Go `BypassEnabled`, for objects with a `program_bypassed` array): programs
+    /// that open with an `ld_imm64` of `bypass_program` get a prologue that returns 0 while their
+    /// entry of `program_bypassed` is set, and [`Manager::pause`](crate::Manager::pause) /
+    /// [`resume`](crate::Manager::resume) set and clear it instead of detaching them. Without
+    /// it the placeholder loads as 0 and the map is not created.
+    pub bypass_enabled: bool,
     /// Callbacks run over every program's instructions after constants are set and before
     /// load (the Go `InstructionPatchers`).
     pub instruction_patchers: Vec<crate::InstructionPatcher>,

@@ -2,6 +2,7 @@
 //! behind it (load, attach, validate, detach one probe) are in `records.rs`; changes at runtime
 //! (selectors, hooks, clones) in `runtime.rs`.
 
+mod bypass;
 mod dump;
 pub use dump::MapEntry;
 mod pins;
@@ -220,6 +221,7 @@ impl Manager {
                 excluded_maps: &options.excluded_maps,
                 patchers: options.instruction_patchers.clone(),
                 strict_constants: options.strict_constants,
+                bypass_enabled: options.bypass_enabled,
             },
         )?;
         let matched = without_hidden(matched, &prepared, &options)?;
@@ -360,11 +362,14 @@ impl Manager {
         self.state.btf.is_held()
     }
 
-    /// Detaches every probe; programs and maps stay loaded, so [`resume`](Self::resume) is
-    /// quick, and no event of the paused probes reaches the programs meanwhile.
+    /// Pauses every probe; programs and maps stay loaded, so [`resume`](Self::resume) is
+    /// quick. Probes whose program bypass patched ([`Options::bypass_enabled`]) stay attached
+    /// and their programs return at once (one map write, their
+    /// [`attach_info`](Self::attach_info) stays); the others are detached, so no event of
+    /// theirs reaches the programs meanwhile.
     pub fn pause(&mut self) -> Result<()> {
         self.expect("pause", &[ManagerState::Running])?;
-        self.state.detach_all(ProbeState::Paused);
+        self.state.pause_all()?;
         self.state.phase = ManagerState::Paused;
         Ok(())
     }
@@ -373,10 +378,21 @@ impl Manager {
     /// `start`.
     pub fn resume(&mut self) -> Result<()> {
         self.expect("resume", &[ManagerState::Paused])?;
+        let bypassed = self.state.bypassed();
         let indices: Vec<usize> = (0..self.state.records.len())
             .filter(|&i| self.state.records[i].state == ProbeState::Paused)
+            .filter(|i| !bypassed.contains(i))
             .collect();
+        self.state.set_bypass(&bypassed, 0)?;
+        for &i in &bypassed {
+            self.state.records[i].state = ProbeState::Running;
+        }
         if let Err(e) = self.state.attach_enabled(&indices) {
+            // Back to paused, bypassed ones included.
+            let _ = self.state.set_bypass(&bypassed, 1);
+            for &i in &bypassed {
+                self.state.records[i].state = ProbeState::Paused;
+            }
             for &i in &indices {
                 if self.state.records[i].state == ProbeState::Loaded {
                     self.state.records[i].state = ProbeState::Paused;

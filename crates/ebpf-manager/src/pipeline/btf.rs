@@ -160,6 +160,24 @@ impl Ext {
         Ok(())
     }
 
+    /// Adds `by` to the instruction offset of every record of section `name` at or after `at`
+    /// (instructions were inserted there).
+    pub(crate) fn shift(&mut self, name: u32, at: u32, by: u32) -> Result<(), String> {
+        for region in &mut self.regions {
+            let rec_size = region.rec_size.max(4);
+            for (_, recs) in region.blocks.iter_mut().filter(|(n, _)| *n == name) {
+                for rec in recs.chunks_exact_mut(rec_size) {
+                    let off = u32_at(rec, 0)?;
+                    if off >= at {
+                        let moved = off.checked_add(by).ok_or(".BTF.ext: offset overflows")?;
+                        rec[..4].copy_from_slice(&moved.to_le_bytes());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Serializes back, with the same header size and region order.
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut body = Vec::new();

@@ -241,3 +241,84 @@ fn patchers_see_each_program_and_replace_placeholders() {
         Error::InstructionPatcher { .. }
     ));
 }
+
+const BYPASS: &[u8] = include_bytes!("../../../../ebpf-fixtures/bypass.bpf.o");
+const BYPASS_LATE: &[u8] = include_bytes!("../../../../ebpf-fixtures/bypass_late.bpf.o");
+
+#[test]
+fn bypass_injects_a_prologue_with_one_index_per_program() {
+    let p = prepared(
+        BYPASS,
+        Settings {
+            bypass_enabled: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(p.bypass_index("bypassable_mkdir"), Some(1));
+    assert_eq!(p.bypass_index("bypassable_rmdir"), Some(2));
+    assert_eq!(p.bypass_map(), Some(("program_bypassed", 3)));
+    let ins = p.instructions("bypassable_rmdir", &[]).unwrap().unwrap();
+    assert_eq!(
+        (ins[0].code, ins[0].dst, ins[0].src),
+        (0xbf, 6, 1),
+        "r6 = r1"
+    );
+    assert_eq!((ins[1].code, ins[1].imm), (0x62, 2), "stores its index");
+    assert!(ins[4].is_ld_imm64());
+    // aya-obj parses it, with the map relocation where the prologue loads it.
+    let obj = aya_obj::Object::parse(&p.bytes).unwrap();
+    assert!(obj.maps.contains_key("program_bypassed"));
+    let file = object::File::parse(p.bytes.as_slice()).unwrap();
+    let section = file
+        .section_by_name("tracepoint/syscalls/sys_enter_rmdir")
+        .unwrap();
+    let to_map: Vec<u64> = section
+        .relocations()
+        .filter(|(_, r)| match r.target() {
+            object::RelocationTarget::Symbol(i) => {
+                file.symbol_by_index(i).unwrap().name() == Ok("program_bypassed")
+            }
+            _ => false,
+        })
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(to_map, [32]);
+}
+
+#[test]
+fn without_bypass_the_placeholder_is_zero_and_the_map_is_not_created() {
+    let p = prepared(BYPASS, Settings::default()).unwrap();
+    assert_eq!(p.bypass_map(), None);
+    let obj = aya_obj::Object::parse(&p.bytes).unwrap();
+    assert!(!obj.maps.contains_key("program_bypassed"));
+    assert!(obj.maps.contains_key("counts"));
+    // Not an unset constant either, even with strict constants: users do not set it.
+    let strict = prepared(
+        BYPASS,
+        Settings {
+            strict_constants: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let tid = ConstantEditor::new("filter_tid", 1u32);
+    assert!(strict.instantiate(&[&tid]).is_ok());
+    assert!(strict.instantiate(&[]).is_err(), "filter_tid is one");
+}
+
+#[test]
+fn a_late_placeholder_is_refused_naming_its_program() {
+    let err = prepared(
+        BYPASS_LATE,
+        Settings {
+            bypass_enabled: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Bypass { function, .. } if function == "late_bypass"),
+        "{err:?}"
+    );
+}
