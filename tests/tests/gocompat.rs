@@ -406,3 +406,65 @@ fn the_verifier_log_level_shapes_the_log_of_a_rejected_program() {
     assert!(!default.is_empty());
     assert!(verbose.len() > default.len(), "{verbose}\n---\n{default}");
 }
+
+/// BTF-defined maps (`SEC(".maps")`, probes.bpf.o): every editor field and exclusions apply
+/// before the kernel creates them.
+#[test]
+fn btf_maps_are_edited_and_excluded_before_creation() {
+    setup();
+    let tp = || probe("tp", "tracepoint_sys_enter_mkdir");
+    let mut m = Manager {
+        probes: vec![tp()],
+        ..Default::default()
+    };
+    m.init_with_options(
+        PROBES,
+        Options {
+            map_spec_editors: vec![MapSpecEditor {
+                name: "tagged".into(),
+                map_type: Some(aya::maps::MapType::Hash as u32),
+                key_size: Some(8),
+                value_size: Some(16),
+                max_entries: Some(64),
+                flags: Some(1), // BPF_F_NO_PREALLOC
+            }],
+            ..this_thread_only()
+        },
+    )
+    .unwrap();
+    let tagged = map_fdinfo(&m, "tagged");
+    assert_eq!(
+        (
+            tagged["map_type"],
+            tagged["key_size"],
+            tagged["value_size"],
+            tagged["max_entries"],
+            tagged["map_flags"]
+        ),
+        (1, 8, 16, 64, 1)
+    );
+    drop(m);
+
+    let excluded = || Options {
+        excluded_maps: vec!["tagged".into()],
+        ..this_thread_only()
+    };
+    let mut m = Manager {
+        probes: vec![tp()],
+        ..Default::default()
+    };
+    m.init_with_options(PROBES, excluded()).unwrap();
+    assert!(m.get_map("tagged").is_none());
+    m.start().unwrap();
+    mkdir_rmdir("excluded");
+    assert_eq!(hits(&m, slot::TRACEPOINT), 1, "the other programs run");
+    drop(m);
+    // A program that uses an excluded map is refused by the kernel (its map load was left
+    // unrelocated), never pointed at another map.
+    let mut m = Manager {
+        probes: vec![probe("tagged", "tagged_sys_enter_mkdir")],
+        ..Default::default()
+    };
+    let err = m.init_with_options(PROBES, excluded()).unwrap_err();
+    assert!(matches!(err, Error::Verifier { .. }), "{err:?}");
+}

@@ -46,9 +46,10 @@ pub struct Options {
     /// tp_btf, LSM and iterator programs added later). By default it is released after `start`:
     /// it takes several megabytes.
     pub keep_kernel_btf: bool,
-    /// Legacy maps (`SEC("maps")`) of the object that are not created (the Go `ExcludedMaps`),
+    /// Maps of the object that are not created (the Go `ExcludedMaps`), legacy or BTF-defined,
     /// for objects whose unused programs reference maps this kernel cannot create. Programs that
-    /// use them must be excluded too ([`excluded_functions`](Self::excluded_functions)).
+    /// use them must not be loaded (the kernel refuses them): exclude them too
+    /// ([`excluded_functions`](Self::excluded_functions)).
     pub excluded_maps: Vec<String>,
     /// Fail `init` when an asm constant (`asm("%0 = NAME ll" : "=r"(v))`, the Go world's
     /// `LOAD_CONSTANT`) is set by no [`ConstantEditor`]. By default it loads as 0 with a
@@ -151,11 +152,11 @@ pub struct MapEditor {
 /// A change to a map's definition before the map is created (the Go `MapSpecEditor`; each
 /// `Some` field is one of its `EditorFlag`s).
 ///
-/// `max_entries` applies to every map. Type, flags, key and value sizes apply to legacy maps
-/// (`struct bpf_map_def` in `SEC("maps")`); on a BTF-defined map (`SEC(".maps")`) they are
-/// refused with [`Error::InvalidOption`](crate::Error::InvalidOption), since aya 0.14 reads those
-/// from BTF. A combination the kernel refuses fails `init` with
-/// [`Error::Object`](crate::Error::Object) naming the map.
+/// Every field applies to legacy maps (`struct bpf_map_def` in `SEC("maps")`, edited in the
+/// definition) and to BTF-defined maps (`SEC(".maps")`, edited in the map's BTF struct, where
+/// aya 0.14 reads them). A combination the kernel refuses fails `init` with
+/// [`Error::Object`](crate::Error::Object) naming the map; programs must still agree with the
+/// new sizes (the verifier checks their accesses).
 ///
 /// ```
 /// use ebpf_manager::{MapSpecEditor, Options};

@@ -73,10 +73,7 @@ const GROWTH: u64 = 14 * 8 - 16;
 
 /// Injects the prologue into every program opening with the placeholder; returns each patched
 /// function with its index (from 1), and the section shifts.
-pub(super) fn inject(
-    b: &mut Builder<'_>,
-    map: SymbolId,
-) -> Result<(Indexes, Vec<Shift>)> {
+pub(super) fn inject(b: &mut Builder<'_>, map: SymbolId) -> Result<(Indexes, Vec<Shift>)> {
     let Some(placeholder) = b
         .symbols
         .iter()

@@ -14,6 +14,7 @@
 //! The manager keeps the original section names for hook resolution and messages.
 
 mod btf;
+mod btf_types;
 mod bypass;
 mod insns;
 mod maps;
@@ -88,10 +89,12 @@ pub(crate) fn prepare(original: &[u8], elf: &ElfIndex, settings: Settings<'_>) -
         is_program_section(s.kind(), s.name().unwrap_or(""))
             && sections::fate(s.name().unwrap_or("")) != sections::Fate::Keep
     });
-    check_btf_map_edits(&file, &settings)?;
     let bypass_map = file.symbols().any(|s| s.name() == Ok(bypass::MAP));
+    let edits = settings.spec_editors.iter().any(|e| {
+        e.map_type.is_some() || e.key_size.is_some() || e.value_size.is_some() || e.flags.is_some()
+    });
     let (bytes, bypass) =
-        if renames || legacy_maps || bypass_map || !settings.excluded_maps.is_empty() {
+        if renames || legacy_maps || bypass_map || edits || !settings.excluded_maps.is_empty() {
             rewrite::rewrite(original, &settings)?
         } else {
             (original.to_vec(), Vec::new())
@@ -112,43 +115,6 @@ pub(crate) fn prepare(original: &[u8], elf: &ElfIndex, settings: Settings<'_>) -
 
 fn is_program_section(kind: SectionKind, name: &str) -> bool {
     kind == SectionKind::Text && !name.starts_with(".text") && !name.is_empty()
-}
-
-/// Editors and exclusions of BTF-defined maps (`.maps`) beyond what aya can do (max_entries)
-/// are refused here, naming the map, rather than silently ignored.
-fn check_btf_map_edits(file: &object::File<'_>, settings: &Settings<'_>) -> Result<()> {
-    let Some(section) = file.section_by_name(".maps") else {
-        return Ok(());
-    };
-    let index = section.index();
-    let btf_maps: HashSet<&str> = file
-        .symbols()
-        .filter(|s| s.section_index() == Some(index))
-        .filter_map(|s| s.name().ok())
-        .collect();
-    for e in settings.spec_editors {
-        let beyond = e.map_type.is_some()
-            || e.key_size.is_some()
-            || e.value_size.is_some()
-            || e.flags.is_some();
-        if beyond && btf_maps.contains(e.name.as_str()) {
-            return Err(Error::InvalidOption {
-                option: format!("map spec editor `{}`", e.name),
-                reason: "it is a BTF-defined map (SEC(\".maps\")): only max_entries can be edited there with aya 0.14; type, flags, key and value sizes can be edited on legacy maps (SEC(\"maps\"))".into(),
-            });
-        }
-    }
-    if let Some(m) = settings
-        .excluded_maps
-        .iter()
-        .find(|m| btf_maps.contains(m.as_str()))
-    {
-        return Err(Error::InvalidOption {
-            option: format!("excluded map `{m}`"),
-            reason: "it is a BTF-defined map (SEC(\".maps\")): only legacy maps (SEC(\"maps\")) can be excluded with aya 0.14".into(),
-        });
-    }
-    Ok(())
 }
 
 /// Finds asm constants, data globals and program ranges in the prepared bytes.

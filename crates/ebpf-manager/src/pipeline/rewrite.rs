@@ -8,7 +8,7 @@ use object::{
     elf,
 };
 
-use super::{btf, bypass, invalid, maps, sections, Settings};
+use super::{btf, btf_types, bypass, invalid, maps, sections, Settings};
 use crate::{Error, Result};
 
 /// One renamed or merged program section, for `.BTF.ext`.
@@ -127,16 +127,19 @@ pub(super) fn rewrite(
         });
     }
     let outcome = maps::normalize(&mut b, settings.spec_editors, &excluded)?;
+    let btf_maps = edit_btf_maps(&mut b, settings.spec_editors, &excluded)?;
     if let Some(m) = settings
         .excluded_maps
         .iter()
-        .find(|m| !outcome.names.contains(m))
+        .find(|m| !outcome.names.contains(m) && !btf_maps.contains(m))
     {
         return Err(Error::InvalidOption {
             option: format!("excluded map `{m}`"),
             reason: format!(
-                "the object has no legacy map `{m}` (it has: {})",
-                outcome.names.join(", ")
+                "the object has no map `{m}` (it has: {})",
+                [outcome.names.as_slice(), btf_maps.as_slice()]
+                    .concat()
+                    .join(", ")
             ),
         });
     }
@@ -174,6 +177,70 @@ fn without_llvm_sections(elf: &[u8]) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// Applies editors to and exclusions of BTF-defined maps (`.BTF` types, see `btf_types.rs`);
+/// returns the names of the object's BTF maps.
+fn edit_btf_maps(
+    b: &mut Builder<'_>,
+    editors: &[crate::MapSpecEditor],
+    excluded: &[String],
+) -> Result<Vec<String>> {
+    let Some(btf_id) = b
+        .sections
+        .iter()
+        .find(|s| s.name.as_slice() == b".BTF")
+        .map(|s| s.id())
+    else {
+        return Ok(Vec::new());
+    };
+    let SectionData::Data(data) = &b.sections.get(btf_id).data else {
+        return Ok(Vec::new());
+    };
+    let bad = |e: String| invalid(format!("cannot edit its BTF maps: {e}"));
+    let mut types = btf_types::Types::parse(data).map_err(bad)?;
+    let names = types.vars(".maps");
+    let gone: Vec<String> = excluded
+        .iter()
+        .filter(|m| names.contains(m))
+        .cloned()
+        .collect();
+    let edits: Vec<&crate::MapSpecEditor> = editors
+        .iter()
+        .filter(|e| names.contains(&e.name))
+        .filter(|e| {
+            e.map_type.is_some()
+                || e.key_size.is_some()
+                || e.value_size.is_some()
+                || e.flags.is_some()
+        })
+        .collect();
+    if gone.is_empty() && edits.is_empty() {
+        return Ok(names);
+    }
+    types.remove_vars(".maps", &gone);
+    for e in edits {
+        types.edit_map(e);
+    }
+    b.sections.get_mut(btf_id).data = SectionData::Data(types.to_bytes().into());
+    // Programs referencing an excluded map keep an unrelocated load (aya-obj would otherwise
+    // relocate it to another map of `.maps`): the kernel refuses them, as it should.
+    let symbols: Vec<_> = b
+        .symbols
+        .iter()
+        .filter(|s| gone.iter().any(|g| g.as_bytes() == s.name.as_slice()))
+        .filter(|s| {
+            s.section
+                .is_some_and(|id| b.sections.get(id).name.as_slice() == b".maps")
+        })
+        .map(|s| s.id())
+        .collect();
+    for s in b.sections.iter_mut() {
+        if let SectionData::Relocation(rels) = &mut s.data {
+            rels.retain(|r| !r.symbol.is_some_and(|id| symbols.contains(&id)));
+        }
+    }
+    Ok(names)
 }
 
 /// A name not in `names`, from `want`.

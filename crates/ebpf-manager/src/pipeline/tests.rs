@@ -135,21 +135,41 @@ fn map_spec_editors_and_exclusions_apply_to_legacy_maps() {
 }
 
 #[test]
-fn btf_maps_refuse_edits_aya_cannot_make() {
+fn btf_maps_take_every_edit_and_exclusion() {
     let editors = [MapSpecEditor {
         name: "hits".into(),
-        map_type: Some(1),
-        ..Default::default()
+        map_type: Some(1), // HASH
+        key_size: Some(8),
+        value_size: Some(16),
+        flags: Some(1), // BPF_F_NO_PREALLOC, a member the object does not declare
+        max_entries: Some(64),
     }];
-    let err = prepared(
+    let excluded = ["tagged".to_owned()];
+    let p = prepared(
         PROBES,
         Settings {
             spec_editors: &editors,
+            excluded_maps: &excluded,
             ..Default::default()
         },
     )
-    .unwrap_err();
-    assert!(err.to_string().contains("BTF-defined"), "{err}");
+    .unwrap();
+    let obj = aya_obj::Object::parse(&p.bytes).unwrap();
+    let hits = &obj.maps["hits"];
+    assert_eq!(
+        (
+            hits.map_type(),
+            hits.key_size(),
+            hits.value_size(),
+            hits.map_flags()
+        ),
+        (1, 8, 16, 1)
+    );
+    assert!(!obj.maps.contains_key("tagged"));
+    // aya-obj sizes and checks the edited BTF as it does before loading it into the kernel.
+    let mut obj = obj;
+    let features = aya_obj::btf::BtfFeatures::default();
+    obj.fixup_and_sanitize_btf(&features).unwrap();
 }
 
 #[test]
