@@ -468,3 +468,47 @@ fn btf_maps_are_edited_and_excluded_before_creation() {
     let err = m.init_with_options(PROBES, excluded()).unwrap_err();
     assert!(matches!(err, Error::Verifier { .. }), "{err:?}");
 }
+
+/// A legacy map of maps with its inner map named by `inner_outer_map_specs`, routed and used
+/// by a program (ebpf-fixtures/src/mapofmaps.bpf.c).
+#[test]
+fn legacy_maps_of_maps_take_their_inner_map_from_inner_outer_map_specs() {
+    const MAPOFMAPS: &[u8] = include_bytes!("../../ebpf-fixtures/mapofmaps.bpf.o");
+    setup();
+    let declare = || Manager {
+        probes: vec![probe("mom", "mom_entry")],
+        ..Default::default()
+    };
+    let err = declare().init(MAPOFMAPS).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidMapDefinition { map, reason } if map == "outer" && reason.contains("inner_outer_map_specs")),
+        "{err:?}"
+    );
+    let mut m = declare();
+    m.init_with_options(
+        MAPOFMAPS,
+        Options {
+            inner_outer_map_specs: vec![ebpf_manager::InnerOuterMapSpec {
+                outer_map_name: "outer".into(),
+                inner_map_name: "inner_template".into(),
+            }],
+            map_router: vec![ebpf_manager::MapRoute {
+                routing_map_name: "outer".into(),
+                key: 0,
+                map_name: "inner_counts".into(),
+                ..Default::default()
+            }],
+            ..this_thread_only()
+        },
+    )
+    .expect("init");
+    let outer = map_fdinfo(&m, "outer");
+    assert_eq!((outer["map_type"], outer["max_entries"]), (12, 2));
+    m.start().unwrap();
+    mkdir_rmdir("mapofmaps");
+    assert_eq!(
+        read_slot(&m, "inner_counts", 0),
+        1,
+        "counted through outer[0]"
+    );
+}

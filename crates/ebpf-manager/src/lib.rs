@@ -52,7 +52,8 @@ pub use kernel::FunctionIndex;
 pub use manager::{CleanupType, Manager, ManagerState, MapEntry};
 pub use maps::{PerfDataHandler, PerfLostHandler, PerfMap, RingBuffer, RingDataHandler};
 pub use options::{
-    ConstantEditor, KernelTypes, Map, MapEditor, MapRoute, MapSpecEditor, Options, TailCallRoute,
+    ConstantEditor, InnerOuterMapSpec, KernelTypes, Map, MapEditor, MapRoute, MapSpecEditor,
+    Options, TailCallRoute,
 };
 pub use pipeline::{Instruction, InstructionPatcher, ProgramInstructions};
 pub use probe::{

@@ -51,6 +51,11 @@ pub struct Options {
     /// use them must not be loaded (the kernel refuses them): exclude them too
     /// ([`excluded_functions`](Self::excluded_functions)).
     pub excluded_maps: Vec<String>,
+    /// Legacy maps of maps (`struct bpf_map_def` of type `ARRAY_OF_MAPS` or `HASH_OF_MAPS`)
+    /// with the legacy map whose definition their inner maps follow (the Go
+    /// `InnerOuterMapSpecs`). aya only knows inner maps from BTF, so the outer map is described
+    /// in BTF: the object needs a `.BTF` section (compile with `-g`).
+    pub inner_outer_map_specs: Vec<InnerOuterMapSpec>,
     /// Fail `init` when an asm constant (`asm("%0 = NAME ll" : "=r"(v))`, the Go world's
     /// `LOAD_CONSTANT`) is set by no [`ConstantEditor`]. By default it loads as 0 with a
     /// warning naming it, as in the Go library.
@@ -76,6 +81,29 @@ pub struct Options {
     /// Leave `RLIMIT_MEMLOCK` as it is. By default `init` lifts it, which kernels before 5.11
     /// need for anything but tiny maps (best effort: it needs `CAP_SYS_RESOURCE`).
     pub keep_memlock_rlimit: bool,
+}
+
+/// A legacy map of maps and the map its inner maps look like, for
+/// [`Options::inner_outer_map_specs`].
+///
+/// ```
+/// use ebpf_manager::{InnerOuterMapSpec, Options};
+///
+/// let options = Options {
+///     inner_outer_map_specs: vec![InnerOuterMapSpec {
+///         outer_map_name: "outer".into(),
+///         inner_map_name: "inner_template".into(),
+///     }],
+///     ..Default::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InnerOuterMapSpec {
+    /// The map of maps (a legacy `struct bpf_map_def`).
+    pub outer_map_name: String,
+    /// The legacy map whose definition the inner maps follow (created as a map of its own too).
+    pub inner_map_name: String,
 }
 
 /// Kernel BTF given by the user, for [`Options::kernel_btf`].

@@ -219,6 +219,7 @@ impl Manager {
             pipeline::Settings {
                 spec_editors: &options.map_spec_editors,
                 excluded_maps: &options.excluded_maps,
+                inner_outer: &options.inner_outer_map_specs,
                 patchers: options.instruction_patchers.clone(),
                 strict_constants: options.strict_constants,
                 bypass_enabled: options.bypass_enabled,

@@ -174,6 +174,78 @@ impl Types {
         removed
     }
 
+    /// A struct of `__uint` members (`int (*name)[value]`, 8 bytes each), plus a `values`
+    /// member (`struct inner *values[]`) when `values` is given.
+    fn map_def_struct(&mut self, fields: &[(&str, u32)], values: Option<u32>) -> u32 {
+        let mut members = Vec::new();
+        for (i, &(name, v)) in fields.iter().enumerate() {
+            let ty = self.uint_member(v);
+            members.extend([self.string(name), ty, i as u32 * 64]);
+        }
+        let size = fields.len() as u32 * 8;
+        if let Some(inner) = values {
+            let int = self.int(4);
+            let ptr = self.add(0, PTR, inner, &[]);
+            let array = self.add(0, ARRAY, 0, &[ptr, int, 0]);
+            members.extend([self.string("values"), array, size * 8]);
+        }
+        let vlen = members.len() as u32 / 3;
+        self.add(0, STRUCT, 0, &[]);
+        let id = self.types.len() as u32;
+        let t = &mut self.types[id as usize - 1];
+        put(t, 4, (STRUCT << 24) | vlen);
+        put(t, 8, size);
+        members
+            .iter()
+            .for_each(|w| t.extend_from_slice(&w.to_le_bytes()));
+        id
+    }
+
+    /// Describes a legacy map of maps moved to `.maps` as a BTF-defined one (what aya-obj reads
+    /// an inner map definition from), at `offset` in a `.maps` section of `section_size` bytes.
+    /// Definitions are (type, key size, value size, max entries, flags).
+    pub(crate) fn add_map_of_maps(
+        &mut self,
+        name: &str,
+        outer: [u32; 5],
+        inner: [u32; 5],
+        offset: u32,
+        section_size: u32,
+    ) {
+        let fields = |d: [u32; 5]| {
+            [
+                ("type", d[0]),
+                ("key_size", d[1]),
+                ("value_size", d[2]),
+                ("max_entries", d[3]),
+                ("map_flags", d[4]),
+            ]
+        };
+        let inner = self.map_def_struct(&fields(inner), None);
+        // The outer map's value is an fd: 4 bytes, whatever the definition says.
+        let outer = [outer[0], outer[1], 4, outer[3], outer[4]];
+        let outer = self.map_def_struct(&fields(outer)[..4], Some(inner));
+        let name_off = self.string(name);
+        let var = self.add(name_off, VAR, outer, &[1]); // global
+        let entry = [var, offset, super::maps::CONVERTED_SIZE as u32];
+        match self.datasec(".maps") {
+            Some(id) => {
+                let t = &mut self.types[id as usize - 1];
+                let info = word(t, 4);
+                put(t, 4, (info & !0xffff) | ((info & 0xffff) + 1));
+                put(t, 8, section_size);
+                entry
+                    .iter()
+                    .for_each(|w| t.extend_from_slice(&w.to_le_bytes()));
+            }
+            None => {
+                let ds_name = self.string(".maps");
+                let id = self.add(ds_name, DATASEC, section_size, &entry);
+                put(&mut self.types[id as usize - 1], 4, (DATASEC << 24) | 1);
+            }
+        }
+    }
+
     /// The struct defining BTF map `map` (the VAR's type through modifiers).
     fn map_struct(&self, map: &str) -> Option<u32> {
         let ds = self.ty(self.datasec(".maps")?)?;

@@ -11,7 +11,12 @@
 
 use object::{build::elf::Builder, elf};
 
-use crate::{Error, MapSpecEditor, Result};
+use crate::{Error, InnerOuterMapSpec, MapSpecEditor, Result};
+
+/// `BPF_MAP_TYPE_ARRAY_OF_MAPS` and `BPF_MAP_TYPE_HASH_OF_MAPS`.
+const MAPS_OF_MAPS: [u32; 2] = [12, 13];
+/// Bytes of the BTF struct a converted map of maps gets in `.maps` (four `__uint` members).
+pub(crate) const CONVERTED_SIZE: u64 = 32;
 
 /// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`.
 const PERF_EVENT_ARRAY: u32 = 4;
@@ -27,9 +32,6 @@ pub(crate) struct Outcome {
     pub(crate) names: Vec<String>,
     /// Whether anything changed.
     pub(crate) changed: bool,
-    /// Sections renamed because every map in them was excluded (old, new): aya refuses a
-    /// `maps` section without maps, and the BTF DATASEC of the old name must follow.
-    pub(crate) emptied: Vec<(String, String)>,
 }
 
 fn field(data: &[u8], at: usize) -> u32 {
@@ -46,6 +48,7 @@ pub(crate) fn normalize(
     b: &mut Builder<'_>,
     editors: &[MapSpecEditor],
     excluded: &[String],
+    inner_outer: &[InnerOuterMapSpec],
 ) -> Result<Outcome> {
     let mut out = Outcome::default();
     let sections: Vec<_> = b
@@ -125,6 +128,13 @@ pub(crate) fn normalize(
                 }
             }
             out.changed |= def != before.as_slice();
+            if MAPS_OF_MAPS.contains(&field(def, 0))
+                && !inner_outer.iter().any(|s| s.outer_map_name == name)
+            {
+                return Err(malformed(
+                    "it is a legacy map of maps, whose inner map aya cannot know: name it in Options::inner_outer_map_specs (the Go InnerOuterMapSpecs)".into(),
+                ));
+            }
             if size != STANDARD && size != AYA_LAYOUT {
                 log::debug!(
                     "map `{name}`: a {size}-byte legacy definition; reading its five standard fields, as the Go library does"
@@ -132,26 +142,6 @@ pub(crate) fn normalize(
                 b.symbols.get_mut(sym_id).st_size = STANDARD;
                 out.changed = true;
             }
-        }
-    }
-    if !deleted.is_empty() {
-        let emptied: Vec<_> = b
-            .sections
-            .iter()
-            .filter(|s| s.name.as_slice().starts_with(b"maps") && s.sh_type == elf::SHT_PROGBITS)
-            .filter(|s| {
-                !b.symbols
-                    .iter()
-                    .any(|y| y.section == Some(s.id()) && y.st_type() == elf::STT_OBJECT)
-            })
-            .map(|s| s.id())
-            .collect();
-        for (n, sid) in emptied.into_iter().enumerate() {
-            let s = b.sections.get_mut(sid);
-            let old = String::from_utf8_lossy(s.name.as_slice()).into_owned();
-            let new = format!(".ebpf_manager.excluded.{n}");
-            s.name = new.clone().into_bytes().into();
-            out.emptied.push((old, new));
         }
     }
     if !deleted.is_empty() {
@@ -164,4 +154,141 @@ pub(crate) fn normalize(
         }
     }
     Ok(out)
+}
+
+/// Renames the legacy map sections left without maps (excluded or converted ones moved out):
+/// aya refuses a `maps` section without maps. Returns (old, new) names for the BTF DATASECs.
+pub(crate) fn rename_emptied(b: &mut Builder<'_>) -> Vec<(String, String)> {
+    let emptied: Vec<_> = b
+        .sections
+        .iter()
+        .filter(|s| s.name.as_slice().starts_with(b"maps") && s.sh_type == elf::SHT_PROGBITS)
+        .filter(|s| {
+            !b.symbols
+                .iter()
+                .any(|y| y.section == Some(s.id()) && y.st_type() == elf::STT_OBJECT)
+        })
+        .map(|s| s.id())
+        .collect();
+    let mut renamed = Vec::new();
+    for (n, sid) in emptied.into_iter().enumerate() {
+        let s = b.sections.get_mut(sid);
+        let old = String::from_utf8_lossy(s.name.as_slice()).into_owned();
+        let new = format!(".ebpf_manager.emptied.{n}");
+        s.name = new.clone().into_bytes().into();
+        renamed.push((old, new));
+    }
+    renamed
+}
+
+/// A legacy map of maps moved to `.maps`, to be described in BTF with its inner map.
+#[derive(Debug)]
+pub(crate) struct Converted {
+    pub(crate) name: String,
+    /// Type, key size, value size, max entries, flags.
+    pub(crate) outer: [u32; 5],
+    pub(crate) inner: [u32; 5],
+    pub(crate) offset: u32,
+    /// The legacy section it came from (its DATASEC loses the map's VAR).
+    pub(crate) from_section: String,
+}
+
+fn definition(
+    b: &Builder<'_>,
+    name: &str,
+) -> Option<(object::build::elf::SymbolId, [u32; 5], String)> {
+    let sym = b.symbols.iter().find(|s| {
+        s.name.as_slice() == name.as_bytes()
+            && s.section
+                .is_some_and(|id| b.sections.get(id).name.as_slice().starts_with(b"maps"))
+    })?;
+    let section = b.sections.get(sym.section?);
+    let object::build::elf::SectionData::Data(data) = &section.data else {
+        return None;
+    };
+    let def = data.get(sym.st_value as usize..sym.st_value as usize + STANDARD as usize)?;
+    let fields = [0, 4, 8, 12, 16].map(|at| field(def, at));
+    Some((
+        sym.id(),
+        fields,
+        String::from_utf8_lossy(section.name.as_slice()).into_owned(),
+    ))
+}
+
+/// Moves each legacy outer map of `specs` into `.maps` (created when missing); returns them and
+/// the size `.maps` ends with.
+pub(crate) fn convert_maps_of_maps(
+    b: &mut Builder<'_>,
+    specs: &[InnerOuterMapSpec],
+) -> Result<(Vec<Converted>, u64)> {
+    let mut converted = Vec::new();
+    if specs.is_empty() {
+        return Ok((converted, 0));
+    }
+    let refuse = |spec: &InnerOuterMapSpec, reason: String| Error::InvalidOption {
+        option: format!(
+            "inner_outer_map_specs {{ {} -> {} }}",
+            spec.outer_map_name, spec.inner_map_name
+        ),
+        reason,
+    };
+    let maps_id = match b.sections.iter().find(|s| s.name.as_slice() == b".maps") {
+        Some(s) => s.id(),
+        None => {
+            let s = b.sections.add();
+            s.name = b".maps"[..].into();
+            s.sh_type = elf::SHT_PROGBITS;
+            s.sh_flags = u64::from(elf::SHF_ALLOC | elf::SHF_WRITE);
+            s.sh_addralign = 8;
+            s.data = object::build::elf::SectionData::Data(Vec::new().into());
+            s.id()
+        }
+    };
+    for spec in specs {
+        let Some((outer_id, outer, from_section)) = definition(b, &spec.outer_map_name) else {
+            return Err(refuse(spec, format!("the object has no legacy map `{}` (a BTF-defined map of maps names its inner map in `values`)", spec.outer_map_name)));
+        };
+        let Some((_, inner, _)) = definition(b, &spec.inner_map_name) else {
+            return Err(refuse(
+                spec,
+                format!("the object has no legacy map `{}`", spec.inner_map_name),
+            ));
+        };
+        if !MAPS_OF_MAPS.contains(&outer[0]) {
+            return Err(refuse(
+                spec,
+                format!(
+                    "`{}` is a map of type {}, not a map of maps",
+                    spec.outer_map_name, outer[0]
+                ),
+            ));
+        }
+        let object::build::elf::SectionData::Data(data) = &mut b.sections.get_mut(maps_id).data
+        else {
+            return Err(refuse(
+                spec,
+                "the object's .maps section holds no data".into(),
+            ));
+        };
+        let data = data.to_mut();
+        data.resize(data.len().next_multiple_of(8), 0);
+        let offset = data.len() as u64;
+        data.resize((offset + CONVERTED_SIZE) as usize, 0);
+        let sym = b.symbols.get_mut(outer_id);
+        sym.section = Some(maps_id);
+        sym.st_value = offset;
+        sym.st_size = CONVERTED_SIZE;
+        converted.push(Converted {
+            name: spec.outer_map_name.clone(),
+            outer,
+            inner,
+            offset: offset as u32,
+            from_section,
+        });
+    }
+    let size = match &b.sections.get(maps_id).data {
+        object::build::elf::SectionData::Data(d) => d.len() as u64,
+        _ => 0,
+    };
+    Ok((converted, size))
 }

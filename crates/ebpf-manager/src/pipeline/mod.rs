@@ -35,6 +35,7 @@ use crate::{elf::ElfIndex, ConstantEditor, Error, MapSpecEditor, Result};
 pub(crate) struct Settings<'a> {
     pub(crate) spec_editors: &'a [MapSpecEditor],
     pub(crate) excluded_maps: &'a [String],
+    pub(crate) inner_outer: &'a [crate::InnerOuterMapSpec],
     pub(crate) patchers: Vec<InstructionPatcher>,
     pub(crate) strict_constants: bool,
     pub(crate) bypass_enabled: bool,

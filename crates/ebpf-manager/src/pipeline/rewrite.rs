@@ -126,8 +126,21 @@ pub(super) fn rewrite(
             shift: 0,
         });
     }
-    let outcome = maps::normalize(&mut b, settings.spec_editors, &excluded)?;
-    let btf_maps = edit_btf_maps(&mut b, settings.spec_editors, &excluded)?;
+    let outcome = maps::normalize(
+        &mut b,
+        settings.spec_editors,
+        &excluded,
+        settings.inner_outer,
+    )?;
+    let (converted, maps_size) = maps::convert_maps_of_maps(&mut b, settings.inner_outer)?;
+    let emptied = maps::rename_emptied(&mut b);
+    let btf_maps = edit_btf_maps(
+        &mut b,
+        settings.spec_editors,
+        &excluded,
+        &converted,
+        maps_size,
+    )?;
     if let Some(m) = settings
         .excluded_maps
         .iter()
@@ -143,8 +156,8 @@ pub(super) fn rewrite(
             ),
         });
     }
-    if !moved.is_empty() || !outcome.emptied.is_empty() || !shifts.is_empty() {
-        fix_btf(&mut b, &shifts, &moved, &outcome.emptied)?;
+    if !moved.is_empty() || !emptied.is_empty() || !shifts.is_empty() {
+        fix_btf(&mut b, &shifts, &moved, &emptied)?;
     }
     let mut out = Vec::new();
     b.write(&mut out).map_err(invalid)?;
@@ -185,13 +198,23 @@ fn edit_btf_maps(
     b: &mut Builder<'_>,
     editors: &[crate::MapSpecEditor],
     excluded: &[String],
+    converted: &[maps::Converted],
+    maps_size: u64,
 ) -> Result<Vec<String>> {
-    let Some(btf_id) = b
+    let btf_id = b
         .sections
         .iter()
         .find(|s| s.name.as_slice() == b".BTF")
-        .map(|s| s.id())
-    else {
+        .map(|s| s.id());
+    let Some(btf_id) = btf_id else {
+        if let Some(c) = converted.first() {
+            return Err(Error::InvalidOption {
+                option: format!("inner_outer_map_specs {{ {} }}", c.name),
+                reason:
+                    "the object has no BTF to describe the map of maps in: compile it with clang -g"
+                        .into(),
+            });
+        }
         return Ok(Vec::new());
     };
     let SectionData::Data(data) = &b.sections.get(btf_id).data else {
@@ -199,6 +222,11 @@ fn edit_btf_maps(
     };
     let bad = |e: String| invalid(format!("cannot edit its BTF maps: {e}"));
     let mut types = btf_types::Types::parse(data).map_err(bad)?;
+    for c in converted {
+        types.remove_vars(&c.from_section, std::slice::from_ref(&c.name));
+        let size = u32::try_from(maps_size).map_err(|_| bad(".maps over 4 GiB".into()))?;
+        types.add_map_of_maps(&c.name, c.outer, c.inner, c.offset, size);
+    }
     let names = types.vars(".maps");
     let gone: Vec<String> = excluded
         .iter()
@@ -215,7 +243,7 @@ fn edit_btf_maps(
                 || e.flags.is_some()
         })
         .collect();
-    if gone.is_empty() && edits.is_empty() {
+    if gone.is_empty() && edits.is_empty() && converted.is_empty() {
         return Ok(names);
     }
     types.remove_vars(".maps", &gone);
