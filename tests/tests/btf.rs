@@ -200,12 +200,15 @@ fn btf_keep_kernel_btf_keeps_it_after_start() {
     m.stop(CleanupType::CleanAll).unwrap();
 }
 
+/// The kernel's BTF is held from init (aya's loader parses it, and the manager keeps that one
+/// loader for per-probe copies: tests/tests/btf_parses.rs) to start, which releases it.
 #[test]
-fn btf_without_btf_typed_programs_never_parses_it() {
+fn btf_without_btf_typed_programs_releases_it_at_start() {
     let p = probe("tp", "tracepoint_sys_enter_mkdir");
     let mut m = btf_manager(vec![p], Options::default()).unwrap();
-    assert!(!m.holds_kernel_btf());
+    assert!(m.holds_kernel_btf(), "aya's loader, kept for copies");
     m.start().unwrap();
+    assert!(!m.holds_kernel_btf(), "released at start");
     mkdir_rmdir("no-btf");
     assert_eq!(slot_of(&m, "btf_hits", btf_slot::TRACEPOINT), 1);
     m.stop(CleanupType::CleanAll).unwrap();

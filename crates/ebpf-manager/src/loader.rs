@@ -16,13 +16,47 @@ use crate::{
     ConstantEditor, Error, KernelTypes, MapEditor, MapSpecEditor, ProbeIdentificationPair, Result,
 };
 
-/// The kernel's BTF, parsed on first use (it takes tens of milliseconds) and kept until the
-/// manager releases it; or the BTF the user gave ([`Options::kernel_btf`](crate::Options)),
-/// kept for the manager's life.
+/// The kernel's BTF, parsed on first use (it takes 15 ms on the host, 266 ms in a TCG guest)
+/// and kept until the manager releases it; or the BTF the user gave
+/// ([`Options::kernel_btf`](crate::Options)), kept for the manager's life. With it, aya's
+/// loader: `EbpfLoader::new` parses the kernel's BTF too, so one loader serves every load of
+/// the manager (the object, per-probe constant copies, clones) until it is released.
 #[derive(Debug, Default)]
 pub(crate) struct KernelBtf {
     parsed: Option<aya::Btf>,
     given: Option<Arc<aya::Btf>>,
+    loader: Option<EbpfLoader<'static>>,
+}
+
+static PARSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many times this process parsed the kernel's BTF through the manager (its own parses and
+/// aya's, one per `EbpfLoader`).
+pub(crate) fn kernel_btf_parses() -> usize {
+    PARSES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn new_loader() -> EbpfLoader<'static> {
+    PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    EbpfLoader::new()
+}
+
+/// `name` with a static lifetime, leaked once per distinct name per process: a kept aya
+/// loader borrows its map names for as long as it lives. Map names are few (those of the
+/// objects the process loads).
+fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(&known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
 }
 
 impl KernelBtf {
@@ -43,12 +77,8 @@ impl KernelBtf {
         Ok(Self {
             parsed: None,
             given,
+            loader: None,
         })
-    }
-
-    /// The BTF given by the user, for aya's CO-RE relocations.
-    pub(crate) fn user(&self) -> Option<&aya::Btf> {
-        self.given.as_deref()
     }
 
     fn get(&mut self) -> Result<&aya::Btf> {
@@ -56,6 +86,7 @@ impl KernelBtf {
             return Ok(given);
         }
         if self.parsed.is_none() {
+            PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let btf = aya::Btf::from_sys_fs().map_err(|e| Error::Io {
                 path: "/sys/kernel/btf/vmlinux".into(),
                 source: std::io::Error::other(e.to_string()),
@@ -65,14 +96,16 @@ impl KernelBtf {
         Ok(self.parsed.as_ref().expect("just set"))
     }
 
-    /// Frees the parsed kernel BTF (the user's stays: it cannot be parsed again).
+    /// Frees the parsed kernel BTF and aya's loader (the user's BTF stays: it cannot be
+    /// parsed again).
     pub(crate) fn release(&mut self) {
         self.parsed = None;
+        self.loader = None;
     }
 
-    /// Whether the kernel's BTF is parsed and held.
+    /// Whether the kernel's BTF is parsed and held (by the manager or its aya loader).
     pub(crate) fn is_held(&self) -> bool {
-        self.parsed.is_some()
+        self.parsed.is_some() || self.loader.is_some()
     }
 }
 
@@ -93,7 +126,7 @@ pub(crate) fn aligned_copy(object: &[u8]) -> Option<Vec<u8>> {
 /// `maps` in place of the object's.
 pub(crate) fn load_object(
     source: &Source,
-    btf: &KernelBtf,
+    btf: &mut KernelBtf,
     constants: &[&ConstantEditor],
     maps: &[MapEditor],
     specs: &[MapSpecEditor],
@@ -105,47 +138,29 @@ pub(crate) fn load_object(
 /// created and pinned otherwise.
 pub(crate) fn load_object_pinning(
     source: &Source,
-    btf: &KernelBtf,
+    btf: &mut KernelBtf,
     constants: &[&ConstantEditor],
     maps: &[MapEditor],
     specs: &[MapSpecEditor],
     pinned: &[MapEditor],
 ) -> Result<Ebpf> {
     let (object, constants) = source.object.instantiate(constants)?;
-    let mut loader = EbpfLoader::new();
-    if let Some(user) = btf.user() {
-        loader.btf(Some(user));
-    }
-    if let Some(level) = source.verifier_log_level {
-        loader.verifier_log_level(level);
-    }
-    for pin in pinned {
-        loader.map_pin_path(pin.name.as_str(), pin.pin_path.as_path());
-    }
-    if let Some((map, entries)) = source.object.bypass_map() {
-        loader.map_max_entries(map, entries);
-    }
-    for spec in specs {
-        if let Some(n) = spec.max_entries {
-            loader.map_max_entries(spec.name.as_str(), n);
+    // A kept loader keeps its settings from load to load: every load sets the same max entries
+    // and overrides the pin path of every map it pins. Globals aya must set (in `.bss`) and
+    // the user's BTF need a loader of their own.
+    let ebpf = if constants.is_empty() && btf.given.is_none() {
+        let loader = btf.loader.get_or_insert_with(new_loader);
+        configure_and_load(loader, source, &object, maps, specs, pinned)?
+    } else {
+        let mut own: EbpfLoader<'_> = new_loader();
+        if let Some(user) = btf.given.as_deref() {
+            own.btf(Some(user));
         }
-    }
-    for editor in constants {
-        // The pipeline checked that the global exists.
-        loader.override_global(editor.name.as_str(), editor.value.as_slice(), true);
-    }
-    for editor in maps {
-        // aya creates and pins a map when nothing is pinned at the path: refuse that, an
-        // editor names a map that exists.
-        if !editor.pin_path.exists() {
-            return Err(Error::InvalidOption {
-                option: format!("map editor `{}`", editor.name),
-                reason: format!("nothing is pinned at {}", editor.pin_path.display()),
-            });
+        for editor in &constants {
+            own.override_global(editor.name.as_str(), editor.value.as_slice(), true);
         }
-        loader.map_pin_path(editor.name.as_str(), editor.pin_path.as_path());
-    }
-    let ebpf = loader.load(&object).map_err(object_error)?;
+        configure_and_load(&mut own, source, &object, maps, specs, pinned)?
+    };
     // aya ignores editors of maps that do not exist: a typo must not pass silently.
     for name in specs
         .iter()
@@ -163,6 +178,43 @@ pub(crate) fn load_object_pinning(
         }
     }
     Ok(ebpf)
+}
+
+/// Sets what every load sets on `loader`, then loads `object`.
+fn configure_and_load(
+    loader: &mut EbpfLoader<'_>,
+    source: &Source,
+    object: &[u8],
+    maps: &[MapEditor],
+    specs: &[MapSpecEditor],
+    pinned: &[MapEditor],
+) -> Result<Ebpf> {
+    if let Some(level) = source.verifier_log_level {
+        loader.verifier_log_level(level);
+    }
+    if let Some((map, entries)) = source.object.bypass_map() {
+        loader.map_max_entries(intern(map), entries);
+    }
+    for pin in pinned {
+        loader.map_pin_path(intern(&pin.name), pin.pin_path.clone());
+    }
+    for spec in specs {
+        if let Some(n) = spec.max_entries {
+            loader.map_max_entries(intern(&spec.name), n);
+        }
+    }
+    for editor in maps {
+        // aya creates and pins a map when nothing is pinned at the path: refuse that, an
+        // editor names a map that exists.
+        if !editor.pin_path.exists() {
+            return Err(Error::InvalidOption {
+                option: format!("map editor `{}`", editor.name),
+                reason: format!("nothing is pinned at {}", editor.pin_path.display()),
+            });
+        }
+        loader.map_pin_path(intern(&editor.name), editor.pin_path.clone());
+    }
+    loader.load(object).map_err(object_error)
 }
 
 /// Pins the maps of `ebpf` that a clone shares (every map but the `.rodata`/`.data`/`.bss`

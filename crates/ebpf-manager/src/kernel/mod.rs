@@ -56,3 +56,11 @@ pub(crate) fn lift_memlock_rlimit() {
         );
     }
 }
+
+/// How many times this process parsed the kernel's BTF (`/sys/kernel/btf/vmlinux`) through
+/// managers: their own parses (for BTF-typed hooks) and aya's (one per loader; a manager keeps
+/// one loader for all its loads until [`Manager::start`](crate::Manager::start) releases it).
+/// A diagnostic for benchmarks and tests.
+pub fn kernel_btf_parses() -> usize {
+    crate::loader::kernel_btf_parses()
+}

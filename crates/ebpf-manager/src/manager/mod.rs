@@ -226,7 +226,7 @@ impl Manager {
             },
         )?;
         let matched = without_hidden(matched, &prepared, &options)?;
-        let btf = loader::KernelBtf::given(options.kernel_btf.as_ref())?;
+        let mut btf = loader::KernelBtf::given(options.kernel_btf.as_ref())?;
         let source = loader::Source {
             object: prepared,
             verifier_log_level: options.verifier_log_level,
@@ -264,7 +264,7 @@ impl Manager {
             .collect();
         let ebpf = loader::load_object_pinning(
             &source,
-            &btf,
+            &mut btf,
             &constants,
             &options.map_editors,
             &options.map_spec_editors,
@@ -357,8 +357,10 @@ impl Manager {
         Ok(())
     }
 
-    /// Whether the manager holds the kernel's parsed BTF (see
-    /// [`Options::keep_kernel_btf`](crate::Options::keep_kernel_btf)).
+    /// Whether the manager holds the kernel's parsed BTF: its own (for BTF-typed hooks), or
+    /// aya's loader's, kept from `init` so that per-probe copies and clones do not parse it
+    /// again. `start` releases both unless
+    /// [`Options::keep_kernel_btf`](crate::Options::keep_kernel_btf).
     pub fn holds_kernel_btf(&self) -> bool {
         self.state.btf.is_held()
     }

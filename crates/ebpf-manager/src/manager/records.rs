@@ -73,7 +73,7 @@ impl State {
             .collect();
         let ebpf = loader::load_object(
             &self.source,
-            &self.btf,
+            &mut self.btf,
             &constants,
             &maps,
             &self.map_spec_editors,

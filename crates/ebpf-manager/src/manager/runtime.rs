@@ -133,7 +133,7 @@ impl Manager {
             .collect();
         let ebpf = loader::load_object(
             &state.source,
-            &state.btf,
+            &mut state.btf,
             &constants,
             &maps,
             &state.map_spec_editors,

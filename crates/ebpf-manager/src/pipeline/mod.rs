@@ -21,7 +21,7 @@ mod maps;
 mod rewrite;
 mod sections;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SectionKind};
 
@@ -48,7 +48,7 @@ pub(crate) struct Prepared {
     /// Programs aya cannot load, by function, with the reason.
     hidden: HashMap<String, (String, &'static str)>,
     asm: Vec<AsmSite>,
-    globals: HashSet<String>,
+    globals: HashMap<String, Global>,
     programs: Vec<ProgramRange>,
     patchers: Vec<InstructionPatcher>,
     strict_constants: bool,
@@ -63,6 +63,15 @@ struct AsmSite {
     /// File offset of the instruction pair.
     at: usize,
     function: String,
+}
+
+/// A data global (`.rodata`, `.data`, `.bss`).
+#[derive(Debug)]
+struct Global {
+    /// File offset of its bytes; `None` in a section without file data (`.bss`), which aya
+    /// sets.
+    at: Option<usize>,
+    size: u64,
 }
 
 /// A program's instructions in the prepared bytes.
@@ -122,7 +131,7 @@ fn is_program_section(kind: SectionKind, name: &str) -> bool {
 fn analyze(bytes: Vec<u8>, elf: &ElfIndex) -> Result<Prepared> {
     let file = object::File::parse(bytes.as_slice()).map_err(invalid)?;
     let mut asm = Vec::new();
-    let mut globals = HashSet::new();
+    let mut globals = HashMap::new();
     let mut programs = Vec::new();
     let function_at = |section: object::SectionIndex, offset: u64| {
         file.symbols()
@@ -137,13 +146,29 @@ fn analyze(bytes: Vec<u8>, elf: &ElfIndex) -> Result<Prepared> {
     for section in file.sections() {
         let name = section.name().unwrap_or("");
         if name.starts_with(".rodata") || name.starts_with(".data") || name.starts_with(".bss") {
+            let file_range = section.file_range().filter(|_| !name.starts_with(".bss"));
             for s in file
                 .symbols()
                 .filter(|s| s.section_index() == Some(section.index()))
             {
-                if s.kind() == object::SymbolKind::Data {
-                    globals.insert(s.name().unwrap_or("").to_owned());
+                if s.kind() != object::SymbolKind::Data {
+                    continue;
                 }
+                let end = s.address().checked_add(s.size());
+                let at = match file_range {
+                    Some((off, size)) if end.is_some_and(|e| e <= size) => {
+                        Some((off + s.address()) as usize)
+                    }
+                    Some(_) => {
+                        return Err(invalid(format!(
+                            "global `{}` lies outside its section `{name}`",
+                            s.name().unwrap_or("")
+                        )))
+                    }
+                    None => None,
+                };
+                let global = Global { at, size: s.size() };
+                globals.insert(s.name().unwrap_or("").to_owned(), global);
             }
         }
         if section.kind() != SectionKind::Text {
@@ -232,9 +257,9 @@ impl Prepared {
         self.asm.iter().map(|s| s.name.as_str())
     }
 
-    /// The bytes for one load: `constants` written into the asm constants they name (later
-    /// editors win), then the patchers run. Returns them with the editors left for aya (those
-    /// naming data globals).
+    /// The bytes for one load: `constants` written into the asm constants and data globals
+    /// they name (later editors win), then the patchers run. Returns them with the editors left
+    /// for aya (those naming `.bss` globals, which have no bytes in the file).
     pub(crate) fn instantiate<'e>(
         &self,
         constants: &[&'e ConstantEditor],
@@ -243,14 +268,15 @@ impl Prepared {
         let mut for_aya = Vec::new();
         for editor in constants {
             let is_asm = self.asm.iter().any(|s| s.name == editor.name);
-            let is_global = self.globals.contains(&editor.name);
+            let global = self.globals.get(&editor.name);
+            let is_global = global.is_some();
             if !is_asm && !is_global && !editor.allow_missing {
                 return Err(Error::InvalidOption {
                     option: format!("constant editor `{}`", editor.name),
                     reason: format!(
                         "the object has no constant `{}`: neither a `volatile const` global nor an asm constant (`ld_imm64` of an undefined symbol); it has globals: {}; asm constants: {}",
                         editor.name,
-                        list(self.globals.iter().map(String::as_str)),
+                        list(self.globals.keys().map(String::as_str)),
                         list(self.asm_constants()),
                     ),
                 });
@@ -271,8 +297,22 @@ impl Prepared {
                     insns::write_imm64(&mut bytes, site.at, u64::from_le_bytes(v));
                 }
             }
-            if is_global {
-                for_aya.push(*editor);
+            match global {
+                Some(g) if editor.value.len() as u64 != g.size => {
+                    return Err(Error::InvalidOption {
+                        option: format!("constant editor `{}`", editor.name),
+                        reason: format!(
+                            "its value is {} bytes; the global is {} bytes",
+                            editor.value.len(),
+                            g.size
+                        ),
+                    })
+                }
+                Some(Global { at: Some(at), .. }) => {
+                    bytes[*at..*at + editor.value.len()].copy_from_slice(&editor.value);
+                }
+                Some(Global { at: None, .. }) => for_aya.push(*editor),
+                None => {}
             }
         }
         self.check_unset(constants)?;
