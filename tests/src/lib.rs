@@ -343,3 +343,20 @@ pub fn small_kernel_btf() -> PathBuf {
     std::fs::write(&path, bytes).expect("writing the BTF file");
     path
 }
+
+/// The running kernel's (major, minor) version.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = release.trim().split(['.', '-', '+']);
+    let mut next = || parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (next(), next())
+}
+
+/// Whether the kernel was built with CONFIG_FPROBE (what kprobe.multi links need): its
+/// `fprobe_register` is in /proc/kallsyms.
+pub fn kernel_has_fprobe() -> bool {
+    std::fs::read_to_string("/proc/kallsyms").is_ok_and(|k| {
+        k.lines()
+            .any(|l| l.split_whitespace().nth(2) == Some("fprobe_register"))
+    })
+}

@@ -523,3 +523,46 @@ fn legacy_maps_of_maps_take_their_inner_map_from_inner_outer_map_specs() {
         "counted through outer[0]"
     );
 }
+
+/// `kprobe.multi/` programs load with `BPF_TRACE_KPROBE_MULTI` (the manager's own load path;
+/// aya 0.14 has none) and attach with a kprobe.multi link where the kernel has CONFIG_FPROBE.
+#[test]
+fn kprobe_multi_programs_load_with_their_attach_type() {
+    setup();
+    let id = ProbeIdentificationPair::new("multi", "kprobe_multi_vfs_mkdir");
+    let mut m = Manager {
+        probes: vec![Probe {
+            kprobe_attach_method: ebpf_manager::KprobeAttachMethod::KprobeMulti,
+            ..probe("multi", "kprobe_multi_vfs_mkdir")
+        }],
+        ..Default::default()
+    };
+    let options = Options {
+        constant_editors: constants(),
+        ..Default::default()
+    };
+    let unsupported = |err: &Error| matches!(err, Error::KprobeMultiUnsupported { id: got, hook, .. } if *got == id && hook == "vfs_mkdir");
+    let init = m.init_with_options(GOCOMPAT, options);
+    if kernel_version() < (5, 18) {
+        // The attach type is unknown before 5.18.
+        let err = init.unwrap_err();
+        assert!(unsupported(&err), "{err:?}");
+        return;
+    }
+    init.expect("the kernel loads it with its attach type");
+    if kernel_has_fprobe() {
+        m.start().expect("start");
+        assert_eq!(
+            m.attach_info(&id).unwrap().method,
+            ebpf_manager::AttachMethod::KprobeMulti
+        );
+        mkdir_rmdir("kprobe-multi");
+        assert_eq!(read_slot(&m, "results", r::MULTI), 1);
+        m.stop(ebpf_manager::CleanupType::CleanAll).unwrap();
+    } else {
+        let err = m.start().unwrap_err();
+        assert!(unsupported(&err), "{err:?}");
+        assert!(err.to_string().contains("CONFIG_FPROBE"), "{err}");
+        assert!(m.attach_info(&id).is_none());
+    }
+}

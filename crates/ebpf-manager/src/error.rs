@@ -68,6 +68,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// The kernel refused a kprobe.multi program or link
+    /// ([`KprobeAttachMethod::KprobeMulti`](crate::KprobeAttachMethod::KprobeMulti)).
+    #[error("probe {id}: kprobe.multi on {hook} is not available on this kernel ({source}): it needs Linux 5.18 built with CONFIG_FPROBE; attach with KprobeAttachMethod::PerfEventOpen or Tracefs")]
+    KprobeMultiUnsupported {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The kernel function.
+        hook: String,
+        /// The kernel's refusal, with the bpf command.
+        #[source]
+        source: Box<crate::kernel::BpfError>,
+    },
+
     /// An [`InstructionPatcher`](crate::InstructionPatcher) refused a program.
     #[error("an instruction patcher failed on `{function}`: {reason}")]
     InstructionPatcher {

@@ -81,7 +81,7 @@ impl KernelBtf {
         })
     }
 
-    fn get(&mut self) -> Result<&aya::Btf> {
+    pub(crate) fn get(&mut self) -> Result<&aya::Btf> {
         if let Some(given) = &self.given {
             return Ok(given);
         }

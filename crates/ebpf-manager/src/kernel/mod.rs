@@ -6,6 +6,8 @@ pub mod trace_pipe;
 pub mod tracefs;
 
 pub(crate) mod bpf_map;
+pub(crate) mod bpf_prog;
+pub use bpf_prog::BpfError;
 pub(crate) mod epoll;
 pub(crate) mod netlink;
 pub(crate) mod netns;

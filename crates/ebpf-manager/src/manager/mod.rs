@@ -5,6 +5,7 @@
 mod bypass;
 mod dump;
 pub use dump::MapEntry;
+mod multi;
 mod pins;
 mod readers;
 mod records;
@@ -85,6 +86,8 @@ struct Record {
     error: Option<String>,
     attach: Option<AttachInfo>,
     link: Option<Link>,
+    /// The program loaded by the manager for kprobe.multi links (aya's stays unloaded).
+    multi: Option<std::os::fd::OwnedFd>,
 }
 
 /// Manages the whole life of a set of eBPF programs: declare [`Probe`]s, then
@@ -423,6 +426,7 @@ impl Manager {
         self.state.readers.release();
         for record in &mut self.state.records {
             record.state = ProbeState::Stopped;
+            record.multi = None;
         }
         self.state.objects.clear();
         pins::remove(&self.state.pins, cleanup);

@@ -144,6 +144,7 @@ impl State {
             error,
             attach: None,
             link: None,
+            multi: None,
         });
         Ok(self.records.len() - 1)
     }
@@ -165,6 +166,9 @@ impl State {
                 id,
                 reason: format!("`{function}` is in Options::excluded_functions"),
             });
+        }
+        if self.wants_multi(index) {
+            return self.load_multi(index);
         }
         let State {
             objects,
@@ -269,6 +273,16 @@ impl State {
     }
 
     pub(super) fn attach_one(&mut self, index: usize) -> Result<()> {
+        if self.wants_multi(index) {
+            let (link, info) = self.attach_multi(index)?;
+            let record = &mut self.records[index];
+            record.link = Some(link);
+            record.attach = Some(info);
+            record.state = ProbeState::Running;
+            record.error = None;
+            self.attached.push(index);
+            return Ok(());
+        }
         let State {
             objects,
             records,

@@ -18,6 +18,7 @@ mod btf_types;
 mod bypass;
 mod insns;
 mod maps;
+pub(crate) mod multi;
 mod rewrite;
 mod sections;
 

@@ -55,6 +55,7 @@ pub(crate) fn choose_method(
             Ok(AttachMethod::KprobeTracefs)
         }
         KprobeAttachMethod::Default => Ok(AttachMethod::KprobePmu),
+        KprobeAttachMethod::KprobeMulti => Ok(AttachMethod::KprobeMulti),
     }
 }
 

@@ -66,6 +66,10 @@ pub enum KprobeAttachMethod {
     /// its events `ebpf_manager_<pid>/...`, removes them at stop, and removes those left by dead
     /// processes at start.
     Tracefs,
+    /// One kprobe.multi BPF link (Linux 5.18 built with CONFIG_FPROBE), the program loaded
+    /// with `BPF_TRACE_KPROBE_MULTI` by the manager (aya 0.14 cannot). Where the kernel lacks
+    /// it, attaching fails with [`Error::KprobeMultiUnsupported`](crate::Error::KprobeMultiUnsupported).
+    KprobeMulti,
 }
 
 /// The life cycle of one probe inside a manager.
@@ -251,6 +255,8 @@ pub enum AttachMethod {
     KprobePmu,
     /// A kprobe or kretprobe created in tracefs `kprobe_events` (Linux 4.1).
     KprobeTracefs,
+    /// A kprobe.multi link (Linux 5.18, CONFIG_FPROBE).
+    KprobeMulti,
     /// A tracepoint (Linux 4.7).
     Tracepoint,
     /// A raw tracepoint (Linux 4.17).
@@ -278,6 +284,7 @@ impl fmt::Display for AttachMethod {
         f.write_str(match self {
             Self::KprobePmu => "the kprobe PMU (perf_event_open)",
             Self::KprobeTracefs => "tracefs kprobe_events",
+            Self::KprobeMulti => "a kprobe.multi link",
             Self::Tracepoint => "a tracepoint",
             Self::RawTracepoint => "a raw tracepoint",
             Self::Uprobe => "the uprobe PMU (perf_event_open)",
@@ -331,6 +338,8 @@ pub(crate) enum Hook {
 pub(crate) enum Link {
     KprobePmu(aya::programs::kprobe::KProbeLink),
     KprobeTracefs(kprobe::TracefsLink),
+    /// A kprobe.multi link's fd; closing it detaches.
+    KprobeMulti(std::os::fd::OwnedFd),
     Tracepoint(aya::programs::trace_point::TracePointLink),
     RawTracepoint(aya::programs::raw_trace_point::RawTracePointLink),
     Uprobe(aya::programs::uprobe::UProbeLink),

@@ -1,0 +1,244 @@
+//! The three `bpf(2)` commands of the kprobe.multi path that aya 0.14 keeps private or lacks:
+//! `BPF_BTF_LOAD` (the object's BTF, for func and line info), `BPF_PROG_LOAD` with an expected
+//! attach type aya does not pass for kprobes, and `BPF_LINK_CREATE` of a kprobe.multi link.
+//! Each returns an owned fd, or the errno with the command (and the verifier's log).
+
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_BTF_LOAD: libc::c_long = 18;
+const BPF_LINK_CREATE: libc::c_long = 28;
+/// `BPF_PROG_TYPE_KPROBE`.
+pub const PROG_TYPE_KPROBE: u32 = 2;
+/// `BPF_TRACE_KPROBE_MULTI` (Linux 5.18).
+pub const TRACE_KPROBE_MULTI: u32 = 42;
+/// `BPF_F_KPROBE_MULTI_RETURN`.
+const KPROBE_MULTI_RETURN: u32 = 1;
+
+/// A failed `bpf(2)` command: which, the errno, and the verifier's log for a load.
+#[derive(Debug, thiserror::Error)]
+#[error("{command}: {source}")]
+pub struct BpfError {
+    /// The command (`BPF_PROG_LOAD`, ...).
+    pub command: &'static str,
+    /// The errno.
+    #[source]
+    pub source: io::Error,
+    /// The verifier's log (loads only; may be empty).
+    pub log: String,
+}
+
+/// `bpf(cmd, attr)`, returning the new fd.
+fn sys_bpf<T>(cmd: libc::c_long, command: &'static str, attr: &mut T) -> Result<OwnedFd, BpfError> {
+    // SAFETY: `attr` is a live, writable prefix of `union bpf_attr` of the size passed; the
+    // pointers inside it point to buffers the caller keeps alive across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T,
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(BpfError {
+            command,
+            source: io::Error::last_os_error(),
+            log: String::new(),
+        });
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
+}
+
+/// The `BPF_BTF_LOAD` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BtfLoad {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+    // Named, so that it is zeroed: padding is not, and the kernel reads it (Linux 6.4+).
+    btf_log_true_size: u32,
+}
+
+/// Loads raw BTF (Linux 4.18).
+pub fn btf_load(btf: &[u8]) -> Result<OwnedFd, BpfError> {
+    let mut attr = BtfLoad {
+        btf: btf.as_ptr() as u64,
+        btf_size: btf.len() as u32,
+        ..Default::default()
+    };
+    sys_bpf(BPF_BTF_LOAD, "BPF_BTF_LOAD", &mut attr)
+}
+
+/// The `BPF_PROG_LOAD` member of `union bpf_attr`, up to `attach_btf_id`.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    // Named, so that it is zeroed: padding is not, and the kernel reads it.
+    attach_btf_id: u32,
+}
+
+/// What [`prog_load`] loads.
+pub struct ProgLoad<'a> {
+    /// `BPF_PROG_TYPE_*`.
+    pub prog_type: u32,
+    /// `BPF_*` attach type.
+    pub expected_attach_type: u32,
+    /// Instructions, 8 bytes each.
+    pub insns: &'a [u8],
+    /// The license, NUL-terminated.
+    pub license: &'a std::ffi::CStr,
+    /// The kernel version the program was built for (0: any).
+    pub kern_version: u32,
+    /// The name (the first 15 bytes are kept).
+    pub name: &'a str,
+    /// The object's BTF with its func and line info, or none.
+    pub btf: Option<ProgBtf<'a>>,
+}
+
+/// A program's BTF: the loaded object BTF and the program's info records.
+pub struct ProgBtf<'a> {
+    /// The object's loaded BTF.
+    pub fd: BorrowedFd<'a>,
+    /// `bpf_func_info` records: record size, bytes.
+    pub func_info: (u32, &'a [u8]),
+    /// `bpf_line_info` records: record size, bytes.
+    pub line_info: (u32, &'a [u8]),
+}
+
+/// Loads a program; on a refusal, loads it again with a log so the error carries it.
+pub fn prog_load(p: &ProgLoad<'_>) -> Result<OwnedFd, BpfError> {
+    let mut name = [0u8; 16];
+    let n = p.name.len().min(15);
+    name[..n].copy_from_slice(&p.name.as_bytes()[..n]);
+    let attr = |log: &mut Vec<u8>| {
+        let mut a = ProgLoadAttr {
+            prog_type: p.prog_type,
+            insn_cnt: (p.insns.len() / 8) as u32,
+            insns: p.insns.as_ptr() as u64,
+            license: p.license.as_ptr() as u64,
+            kern_version: p.kern_version,
+            prog_name: name,
+            expected_attach_type: p.expected_attach_type,
+            ..Default::default()
+        };
+        if !log.is_empty() {
+            a.log_level = 1;
+            a.log_size = log.len() as u32;
+            a.log_buf = log.as_mut_ptr() as u64;
+        }
+        if let Some(ProgBtf {
+            fd,
+            func_info: (fi_size, fi),
+            line_info: (li_size, li),
+        }) = &p.btf
+        {
+            let (fi_size, li_size) = (*fi_size, *li_size);
+            a.prog_btf_fd = fd.as_raw_fd() as u32;
+            a.func_info_rec_size = fi_size;
+            a.func_info = fi.as_ptr() as u64;
+            a.func_info_cnt = fi.len() as u32 / fi_size.max(1);
+            a.line_info_rec_size = li_size;
+            a.line_info = li.as_ptr() as u64;
+            a.line_info_cnt = li.len() as u32 / li_size.max(1);
+        }
+        a
+    };
+    let mut no_log = Vec::new();
+    match sys_bpf(BPF_PROG_LOAD, "BPF_PROG_LOAD", &mut attr(&mut no_log)) {
+        Ok(fd) => Ok(fd),
+        Err(first) => {
+            let mut log = vec![0u8; 1 << 20];
+            match sys_bpf(BPF_PROG_LOAD, "BPF_PROG_LOAD", &mut attr(&mut log)) {
+                Ok(fd) => Ok(fd),
+                Err(e) => {
+                    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                    Err(BpfError {
+                        log: String::from_utf8_lossy(&log[..end]).into_owned(),
+                        ..e
+                    })
+                }
+            }
+            .map_err(|e| if e.log.is_empty() { first } else { e })
+        }
+    }
+}
+
+/// The `BPF_LINK_CREATE` member of `union bpf_attr` with its `kprobe_multi` part.
+#[repr(C)]
+#[derive(Default)]
+struct KprobeMultiLinkAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    multi_flags: u32,
+    cnt: u32,
+    syms: u64,
+    addrs: u64,
+    cookies: u64,
+}
+
+/// One kprobe.multi link (Linux 5.18, CONFIG_FPROBE) of `prog` on every function of
+/// `symbols`, with a BPF cookie per function when `cookies` is given.
+pub fn kprobe_multi_link(
+    prog: BorrowedFd<'_>,
+    symbols: &[&str],
+    cookies: Option<&[u64]>,
+    retprobe: bool,
+) -> Result<OwnedFd, BpfError> {
+    let names: Vec<CString> = symbols
+        .iter()
+        .map(|s| CString::new(*s))
+        .collect::<Result<_, _>>()
+        .map_err(|e| BpfError {
+            command: "BPF_LINK_CREATE",
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+            log: String::new(),
+        })?;
+    let pointers: Vec<*const libc::c_char> = names.iter().map(|n| n.as_ptr()).collect();
+    if cookies.is_some_and(|c| c.len() != symbols.len()) {
+        return Err(BpfError {
+            command: "BPF_LINK_CREATE",
+            source: io::Error::new(io::ErrorKind::InvalidInput, "one cookie per symbol"),
+            log: String::new(),
+        });
+    }
+    let mut attr = KprobeMultiLinkAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        attach_type: TRACE_KPROBE_MULTI,
+        multi_flags: if retprobe { KPROBE_MULTI_RETURN } else { 0 },
+        cnt: symbols.len() as u32,
+        syms: pointers.as_ptr() as u64,
+        cookies: cookies.map_or(0, |c| c.as_ptr() as u64),
+        ..Default::default()
+    };
+    sys_bpf(BPF_LINK_CREATE, "BPF_LINK_CREATE", &mut attr)
+}

@@ -1,0 +1,101 @@
+//! Loading a kprobe program with `expected_attach_type = BPF_TRACE_KPROBE_MULTI` (Linux 5.18),
+//! which aya 0.14 cannot: its kprobe load passes no attach type and its instructions are
+//! private. The path: aya has created the maps (`Ebpf::load` of the same bytes); aya-obj parses
+//! the bytes and relocates them against aya's map fds (`relocate_maps`), links BPF functions
+//! (`relocate_calls`) and applies CO-RE against the kernel's BTF (`relocate_btf`); the kernel
+//! loads the result with the object's BTF, func info and line info (`kernel/bpf_prog.rs`).
+
+use std::{
+    collections::HashSet,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+};
+
+use crate::kernel::bpf_prog::{self, BpfError};
+
+/// Why the load failed.
+#[derive(Debug)]
+pub(crate) enum MultiError {
+    /// aya-obj could not parse or relocate the object, or `function` is not in it.
+    Object(String),
+    /// The kernel refused a command.
+    Kernel(BpfError),
+}
+
+/// Loads `function` of `bytes` (as instantiated for the aya object whose map fds, by name, are
+/// `map_fds`) for kprobe.multi links.
+pub(crate) fn load_kprobe_multi(
+    bytes: &[u8],
+    map_fds: &std::collections::HashMap<String, std::os::fd::RawFd>,
+    function: &str,
+    target_btf: Option<&aya::Btf>,
+) -> Result<OwnedFd, MultiError> {
+    let object = |e: &dyn std::fmt::Display| MultiError::Object(e.to_string());
+    let mut obj = aya_obj::Object::parse(bytes).map_err(|e| object(&e))?;
+    let mut fds = Vec::new();
+    for (name, map) in &obj.maps {
+        // aya skips the data maps of kernels without global data: so does the relocation.
+        if let Some(&fd) = map_fds.get(name) {
+            fds.push((name.clone(), fd, map.clone()));
+        }
+    }
+    let text: HashSet<usize> = obj.functions.keys().map(|&(section, _)| section).collect();
+    obj.relocate_maps(fds.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text)
+        .map_err(|e| object(&e))?;
+    obj.relocate_calls(&text).map_err(|e| object(&e))?;
+    if let Some(target) = target_btf.filter(|_| obj.has_btf_relocations()) {
+        obj.relocate_btf(target).map_err(|e| object(&e))?;
+    }
+    let program = obj
+        .programs
+        .get(function)
+        .ok_or_else(|| object(&format!("the object has no program `{function}`")))?
+        .clone();
+    let license = program.license.clone();
+    let btf_fd = match aya::features().btf() {
+        Some(features) => match obj.fixup_and_sanitize_btf(features) {
+            Ok(Some(btf)) => bpf_prog::btf_load(&btf.to_bytes()).ok(),
+            _ => None,
+        },
+        None => None,
+    };
+    let f = obj
+        .functions
+        .get(&program.function_key())
+        .ok_or_else(|| object(&format!("no code for `{function}`")))?;
+    let insns: Vec<u8> = f
+        .instructions
+        .iter()
+        .flat_map(|i| {
+            // SAFETY: bpf_insn is 8 bytes of plain data.
+            unsafe {
+                std::slice::from_raw_parts(
+                    (i as *const aya_obj::generated::bpf_insn).cast::<u8>(),
+                    8,
+                )
+            }
+            .to_vec()
+        })
+        .collect();
+    let func_info = f.func_info.func_info_bytes();
+    let line_info = f.line_info.line_info_bytes();
+    let btf = btf_fd.as_ref().map(|fd| bpf_prog::ProgBtf {
+        fd: fd.as_fd(),
+        func_info: (f.func_info_rec_size as u32, func_info.as_slice()),
+        line_info: (f.line_info_rec_size as u32, line_info.as_slice()),
+    });
+    let fd = bpf_prog::prog_load(&bpf_prog::ProgLoad {
+        prog_type: bpf_prog::PROG_TYPE_KPROBE,
+        expected_attach_type: bpf_prog::TRACE_KPROBE_MULTI,
+        insns: &insns,
+        license: &license,
+        kern_version: program.kernel_version.unwrap_or(0),
+        name: function,
+        btf,
+    })
+    .map_err(MultiError::Kernel)?;
+    log::debug!(
+        "`{function}` loaded for kprobe.multi as fd {}",
+        fd.as_raw_fd()
+    );
+    Ok(fd)
+}
