@@ -566,3 +566,30 @@ fn kprobe_multi_programs_load_with_their_attach_type() {
         assert!(m.attach_info(&id).is_none());
     }
 }
+
+/// `Probe::section` names the section as the object has it, not as aya sees it.
+#[test]
+fn probes_select_programs_by_their_go_section_name() {
+    setup();
+    let mut m = Manager {
+        probes: vec![Probe {
+            uid: "by-section".into(),
+            section: Some("tc/ingress".into()),
+            if_name: Some("lo".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    m.init_with_options(
+        GOCOMPAT,
+        Options {
+            constant_editors: constants(),
+            ..Default::default()
+        },
+    )
+    .expect("init by section");
+    let id = ProbeIdentificationPair::new("by-section", "");
+    let prog = m.get_program(&id).expect("the tc/ingress program");
+    test_run(prog.fd().expect("loaded").as_fd());
+    assert_eq!(read_slot(&m, "results", r::TC), 7);
+}

@@ -166,7 +166,7 @@ pub(super) fn rewrite(
 
 /// A copy of `elf` whose LLVM-specific sections (`SHT_LLVM_ADDRSIG`, for linkers; `object`'s
 /// builder refuses their type) are plain data, deleted after reading.
-fn without_llvm_sections(elf: &[u8]) -> Result<Vec<u8>> {
+pub(super) fn without_llvm_sections(elf: &[u8]) -> Result<Vec<u8>> {
     const SHT_LOOS_LLVM: std::ops::RangeInclusive<u32> = 0x6fff_4c00..=0x6fff_4cff;
     let mut out = elf.to_vec();
     let truncated = || invalid("truncated ELF header");

@@ -342,3 +342,34 @@ fn a_late_placeholder_is_refused_naming_its_program() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_malformed_legacy_map_definition_is_a_typed_error() {
+    // `results` cut to 12 bytes: fewer than the five standard fields.
+    let readable = rewrite::without_llvm_sections(GOCOMPAT).unwrap();
+    let mut b = object::build::elf::Builder::read(readable.as_slice()).unwrap();
+    for s in b.symbols.iter_mut() {
+        if s.name.as_slice() == b"results" {
+            s.st_size = 12;
+        }
+    }
+    if !b
+        .sections
+        .iter()
+        .any(|s| matches!(s.data, object::build::elf::SectionData::SectionString))
+    {
+        let s = b.sections.add();
+        s.name = b".shstrtab"[..].into();
+        s.sh_type = object::elf::SHT_STRTAB;
+        s.data = object::build::elf::SectionData::SectionString;
+    }
+    let mut bytes = Vec::new();
+    b.write(&mut bytes).unwrap();
+    match prepared(&bytes, Settings::default()).unwrap_err() {
+        Error::InvalidMapDefinition { map, reason } => {
+            assert_eq!(map, "results");
+            assert!(reason.contains("12 bytes"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
