@@ -593,3 +593,45 @@ fn probes_select_programs_by_their_go_section_name() {
     test_run(prog.fd().expect("loaded").as_fd());
     assert_eq!(read_slot(&m, "results", r::TC), 7);
 }
+
+/// A probe on every function of a pattern: one kprobe.multi link with a cookie per function
+/// where the kernel has them, else one kprobe per function (no cookies).
+#[test]
+fn match_all_functions_takes_one_multi_link_or_one_kprobe_per_function() {
+    setup();
+    let id = ProbeIdentificationPair::new("all", "kprobe_multi_cookie");
+    let mut m = Manager {
+        probes: vec![Probe {
+            match_all_functions: true,
+            function_cookies: vec![("vfs_mkdir".into(), 1), ("vfs_rmdir".into(), 2)],
+            ..probe("all", "kprobe_multi_cookie")
+        }],
+        ..Default::default()
+    };
+    m.init_with_options(
+        GOCOMPAT,
+        Options {
+            constant_editors: constants(),
+            ..Default::default()
+        },
+    )
+    .expect("init");
+    if !kernel_has_kprobes() {
+        let err = m.start().unwrap_err();
+        assert!(matches!(&err, Error::KprobesUnsupported { .. }), "{err:?}");
+        return;
+    }
+    m.start().expect("start");
+    let info = m.attach_info(&id).unwrap().clone();
+    assert_eq!(info.hook, "vfs_[mr][km]dir (2 functions)");
+    mkdir_rmdir("match-all");
+    let hits = |cookie| read_slot(&m, "cookie_hits", cookie);
+    if kernel_has_fprobe() {
+        assert_eq!(info.method, ebpf_manager::AttachMethod::KprobeMulti);
+        assert_eq!((hits(1), hits(2)), (1, 1), "mkdir then rmdir, told apart");
+    } else {
+        assert_eq!(info.method, ebpf_manager::AttachMethod::KprobePmu);
+        assert_eq!(hits(0), 2, "both functions, without cookies");
+    }
+    m.stop(ebpf_manager::CleanupType::CleanAll).unwrap();
+}

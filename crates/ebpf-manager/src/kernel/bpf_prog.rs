@@ -242,3 +242,35 @@ pub fn kprobe_multi_link(
     };
     sys_bpf(BPF_LINK_CREATE, "BPF_LINK_CREATE", &mut attr)
 }
+
+/// Whether the kernel has kprobe.multi links (Linux 5.18 built with CONFIG_FPROBE), probed once
+/// per process: a two-instruction program loaded with `BPF_TRACE_KPROBE_MULTI` and a link on a
+/// function that does not exist, which a kernel without them refuses with EOPNOTSUPP before
+/// looking the function up.
+pub fn kprobe_multi_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        // r0 = 0; exit
+        let insns = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+        let load = prog_load(&ProgLoad {
+            prog_type: PROG_TYPE_KPROBE,
+            expected_attach_type: TRACE_KPROBE_MULTI,
+            insns: &insns,
+            license: c"GPL",
+            kern_version: 0,
+            name: "ebpf_mgr_probe",
+            btf: None,
+        });
+        let Ok(prog) = load else { return false };
+        use std::os::fd::AsFd;
+        match kprobe_multi_link(
+            prog.as_fd(),
+            &["ebpf_manager_no_such_function"],
+            None,
+            false,
+        ) {
+            Ok(_) => true,
+            Err(e) => e.source.raw_os_error() != Some(libc::EOPNOTSUPP),
+        }
+    })
+}

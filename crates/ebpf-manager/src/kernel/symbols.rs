@@ -94,6 +94,18 @@ impl FunctionIndex {
             .map(String::as_str)
     }
 
+    /// Every function a glob pattern matches, in file order, each once (static functions of
+    /// the same name are listed once per definition; attaching by name reaches one of them).
+    pub fn find_all(&self, pattern: &glob::Pattern) -> Vec<&str> {
+        let mut seen = std::collections::HashSet::new();
+        self.names
+            .iter()
+            .filter(|n| pattern.matches(n))
+            .filter(|n| seen.insert(n.as_str()))
+            .map(String::as_str)
+            .collect()
+    }
+
     /// The symbol of a syscall: `name` itself when it already carries a known prefix, else the
     /// first of [`SYSCALL_PREFIXES`] + `name` that exists. `Err` lists the symbols tried.
     pub fn syscall(&self, name: &str) -> std::result::Result<String, Vec<String>> {
@@ -210,4 +222,18 @@ mod tests {
         );
         assert_eq!(idx.syscall("mkdir").unwrap(), "sys_mkdir");
     }
+}
+
+/// The functions kprobes may not attach to (`<debugfs>/kprobes/blacklist`: address range and
+/// name per line); empty when debugfs is not readable.
+pub(crate) fn kprobe_blacklist() -> std::collections::HashSet<String> {
+    std::fs::read_to_string("/sys/kernel/debug/kprobes/blacklist")
+        .ok()
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -14,14 +14,22 @@ use crate::{
 };
 
 impl State {
-    /// Whether record `index` attaches through kprobe.multi.
+    /// Whether record `index` attaches through kprobe.multi: when asked, or for a probe on
+    /// every match of a pattern where the kernel has kprobe.multi.
     pub(super) fn wants_multi(&self, index: usize) -> bool {
         let record = &self.records[index];
         let method = match record.probe.kprobe_attach_method {
             KprobeAttachMethod::Default => self.default_kprobe_attach_method,
             explicit => explicit,
         };
-        matches!(record.hook, Hook::Kprobe { .. }) && method == KprobeAttachMethod::KprobeMulti
+        match record.hook {
+            Hook::Kprobe { .. } => method == KprobeAttachMethod::KprobeMulti,
+            Hook::Kprobes { .. } => {
+                method == KprobeAttachMethod::KprobeMulti
+                    || (method == KprobeAttachMethod::Default && bpf_prog::kprobe_multi_supported())
+            }
+            _ => false,
+        }
     }
 
     /// Loads record `index`'s program for kprobe.multi, once.
@@ -31,10 +39,7 @@ impl State {
         }
         let record = &self.records[index];
         let (id, function) = (record.id.clone(), record.function.clone());
-        let hook = match &record.hook {
-            Hook::Kprobe { symbol, .. } => symbol.clone(),
-            _ => String::new(),
-        };
+        let hook = hook_name(&record.hook);
         let constants: Vec<&ConstantEditor> = self
             .constant_editors
             .iter()
@@ -52,7 +57,11 @@ impl State {
                 (name.to_owned(), fd)
             })
             .collect();
-        let btf = self.btf.get().ok();
+        let btf = if self.source.object.has_core() {
+            self.btf.get().ok()
+        } else {
+            None
+        };
         let fd =
             multi::load_kprobe_multi(&bytes, &map_fds, &function, btf).map_err(|e| match e {
                 MultiError::Object(reason) => Error::InvalidProbe {
@@ -66,9 +75,17 @@ impl State {
                     log: e.log,
                 },
                 // An attach type the kernel does not know (before 5.18).
-                MultiError::Kernel(e) => Error::KprobeMultiUnsupported {
+                MultiError::Kernel(e) if !bpf_prog::kprobe_multi_supported() => {
+                    Error::KprobeMultiUnsupported {
+                        id: id.clone(),
+                        hook: hook.clone(),
+                        source: Box::new(e),
+                    }
+                }
+                MultiError::Kernel(e) => Error::Attach {
                     id: id.clone(),
                     hook: hook.clone(),
+                    method: "loading for kprobe.multi",
                     source: Box::new(e),
                 },
             })?;
@@ -76,32 +93,65 @@ impl State {
         Ok(())
     }
 
-    /// One kprobe.multi link of record `index`'s program on its function.
+    /// One kprobe.multi link of record `index`'s program on its function(s).
     pub(super) fn attach_multi(&mut self, index: usize) -> Result<(Link, AttachInfo)> {
         self.load_multi(index)?;
         let record = &self.records[index];
-        let Hook::Kprobe { symbol, retprobe } = &record.hook else {
-            unreachable!("wants_multi checked the hook");
+        let (symbols, retprobe) = match &record.hook {
+            Hook::Kprobe { symbol, retprobe } => (vec![symbol.as_str()], *retprobe),
+            Hook::Kprobes {
+                symbols, retprobe, ..
+            } => (symbols.iter().map(String::as_str).collect(), *retprobe),
+            _ => unreachable!("wants_multi checked the hook"),
         };
+        let cookies: Option<Vec<u64>> = (!record.probe.function_cookies.is_empty()).then(|| {
+            let cookie = |f: &str| {
+                let found = record.probe.function_cookies.iter().find(|(n, _)| n == f);
+                found.map_or(0, |&(_, c)| c)
+            };
+            symbols.iter().map(|f| cookie(f)).collect()
+        });
+        let hook = hook_name(&record.hook);
         let prog = record.multi.as_ref().expect("just loaded");
-        let link = bpf_prog::kprobe_multi_link(prog.as_fd(), &[symbol.as_str()], None, *retprobe)
-            .map_err(|e| match e.source.raw_os_error() {
-            Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOENT) => Error::KprobeMultiUnsupported {
-                id: record.id.clone(),
-                hook: symbol.clone(),
-                source: Box::new(e),
-            },
-            _ => Error::Attach {
-                id: record.id.clone(),
-                hook: symbol.clone(),
-                method: "a kprobe.multi link",
-                source: Box::new(e),
-            },
-        })?;
+        let link =
+            bpf_prog::kprobe_multi_link(prog.as_fd(), &symbols, cookies.as_deref(), retprobe)
+                .map_err(|e| {
+                    if bpf_prog::kprobe_multi_supported() {
+                        Error::Attach {
+                            id: record.id.clone(),
+                            hook: hook.clone(),
+                            method: "a kprobe.multi link",
+                            source: Box::new(e),
+                        }
+                    } else {
+                        Error::KprobeMultiUnsupported {
+                            id: record.id.clone(),
+                            hook: hook.clone(),
+                            source: Box::new(e),
+                        }
+                    }
+                })?;
+        log::debug!(
+            "probe {}: one kprobe.multi link on {} function(s)",
+            record.id,
+            symbols.len()
+        );
         let info = AttachInfo {
-            hook: symbol.clone(),
+            hook,
             method: AttachMethod::KprobeMulti,
         };
         Ok((Link::KprobeMulti(link), info))
+    }
+}
+
+/// The hook as [`AttachInfo::hook`] shows it: the function, or the pattern and how many
+/// functions it matched.
+pub(super) fn hook_name(hook: &Hook) -> String {
+    match hook {
+        Hook::Kprobe { symbol, .. } => symbol.clone(),
+        Hook::Kprobes {
+            pattern, symbols, ..
+        } => format!("{pattern} ({} functions)", symbols.len()),
+        _ => String::new(),
     }
 }

@@ -7,7 +7,8 @@ use super::{pins::Pin, Record, State};
 use crate::{
     loader,
     probe::{
-        cgroup, kprobe, net, perf_event, resolve, tracepoint, tracing, uprobe, Hook, ProbeState,
+        cgroup, kprobe, net, perf_event, resolve, tracepoint, tracing, uprobe, AttachInfo, Hook,
+        Link, ProbeState,
     },
     Error, Probe, ProbeIdentificationPair, ProbesSelector, Result,
 };
@@ -306,6 +307,43 @@ impl State {
                 *default_kprobe_attach_method,
                 functions,
             )?,
+            (
+                Hook::Kprobes {
+                    pattern, symbols, ..
+                },
+                Program::KProbe(p),
+            ) => {
+                // One kprobe per function (no kprobe.multi here), undone if one fails.
+                let mut links = Vec::with_capacity(symbols.len());
+                let mut method = None;
+                for symbol in symbols {
+                    let attached = kprobe::attach(
+                        p,
+                        id,
+                        &record.probe,
+                        symbol,
+                        *default_kprobe_attach_method,
+                        functions,
+                    );
+                    match attached {
+                        Ok((link, info)) => {
+                            links.push(link);
+                            method = Some(info.method);
+                        }
+                        Err(e) => {
+                            while let Some(link) = links.pop() {
+                                drop(link);
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                let info = AttachInfo {
+                    hook: format!("{pattern} ({} functions)", symbols.len()),
+                    method: method.expect("at least one function"),
+                };
+                (Link::Many(links), info)
+            }
             (Hook::Tracepoint { category, name }, Program::TracePoint(p)) => {
                 tracepoint::attach(p, id, category, name)?
             }

@@ -55,6 +55,8 @@ pub(crate) struct Prepared {
     strict_constants: bool,
     /// Bypass index of each patched program.
     bypass: bypass::Indexes,
+    /// Whether `.BTF.ext` has CO-RE relocations (which need the kernel's BTF).
+    has_core: bool,
 }
 
 /// An `ld_imm64` of an undefined symbol: an asm constant.
@@ -223,8 +225,14 @@ fn analyze(bytes: Vec<u8>, elf: &ElfIndex) -> Result<Prepared> {
             });
         }
     }
+    let has_core = file
+        .section_by_name(".BTF.ext")
+        .and_then(|s| s.data().ok())
+        .filter(|d| d.len() >= 32 && u32::from_le_bytes([d[4], d[5], d[6], d[7]]) >= 32)
+        .is_some_and(|d| u32::from_le_bytes([d[28], d[29], d[30], d[31]]) > 0);
     drop(file);
     Ok(Prepared {
+        has_core,
         bytes,
         asm,
         globals,
@@ -237,6 +245,11 @@ impl Prepared {
     /// Why aya cannot load `function` (its section and the reason), when it cannot.
     pub(crate) fn hidden(&self, function: &str) -> Option<&(String, &'static str)> {
         self.hidden.get(function)
+    }
+
+    /// Whether loading needs the kernel's BTF for CO-RE relocations.
+    pub(crate) fn has_core(&self) -> bool {
+        self.has_core
     }
 
     /// The bypass index of `function`, when bypass patched it.

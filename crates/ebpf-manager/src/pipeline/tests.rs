@@ -35,6 +35,7 @@ fn the_go_object_parses_after_the_pipeline() {
         [
             "classifier_egress",
             "fmod_ret_mkdir",
+            "kprobe_multi_cookie",
             "kprobe_multi_vfs_mkdir",
             "ksyscall_mkdir",
             "tc_ingress",

@@ -135,6 +135,17 @@ pub struct Probe {
     pub kprobe_max_active: u32,
     /// How to attach a kprobe or kretprobe.
     pub kprobe_attach_method: KprobeAttachMethod,
+    /// Attach a kprobe or kretprobe to every kernel function its pattern matches
+    /// (`attach_to_func_name`, or the pattern of a `kprobe.multi/` section), not only the first
+    /// (the Go library's behaviour, and the default). With the `Default` method it takes one
+    /// kprobe.multi link where the kernel has them (Linux 5.18 with CONFIG_FPROBE), else one
+    /// kprobe per function; with [`KprobeAttachMethod::KprobeMulti`] it takes the link or fails.
+    /// [`AttachInfo::method`] says which it got.
+    pub match_all_functions: bool,
+    /// A BPF cookie per kernel function (`bpf_get_attach_cookie`, Linux 5.15) for kprobe.multi
+    /// links, so one program tells the functions apart; functions not listed get 0. Per-function
+    /// kprobes get none (aya 0.14 attaches them without cookies).
+    pub function_cookies: Vec<(String, u64)>,
     /// A tracepoint's category, overriding the section's (`tracepoint/<category>/<name>`).
     pub tracepoint_category: Option<String>,
     /// A tracepoint's or raw tracepoint's name, overriding the section's.
@@ -313,6 +324,12 @@ pub struct AttachInfo {
 pub(crate) enum Hook {
     /// A kernel function; `retprobe` for a kretprobe.
     Kprobe { symbol: String, retprobe: bool },
+    /// Every kernel function `pattern` matches ([`Probe::match_all_functions`]).
+    Kprobes {
+        pattern: String,
+        symbols: Vec<String>,
+        retprobe: bool,
+    },
     /// A tracepoint.
     Tracepoint { category: String, name: String },
     /// A raw tracepoint.
@@ -340,6 +357,8 @@ pub(crate) enum Link {
     KprobeTracefs(kprobe::TracefsLink),
     /// A kprobe.multi link's fd; closing it detaches.
     KprobeMulti(std::os::fd::OwnedFd),
+    /// One link per function, detached in reverse order.
+    Many(Vec<Link>),
     Tracepoint(aya::programs::trace_point::TracePointLink),
     RawTracepoint(aya::programs::raw_trace_point::RawTracePointLink),
     Uprobe(aya::programs::uprobe::UProbeLink),

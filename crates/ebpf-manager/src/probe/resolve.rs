@@ -5,8 +5,8 @@ use aya::programs::{ProbeKind, Program};
 
 use super::{cgroup, net, perf_event, tracing, uprobe, Hook, Probe};
 use crate::{
-    elf::section_target, kernel::symbols::LazyFunctions, pipeline, Error, ProbeIdentificationPair,
-    Result,
+    elf::section_target, kernel, kernel::symbols::LazyFunctions, pipeline, Error,
+    ProbeIdentificationPair, Result,
 };
 
 /// aya's name of a program's type, for messages.
@@ -58,7 +58,13 @@ pub(crate) fn hook(
         reason,
     };
     use Field::*;
-    let kprobe_only = [SyscallFuncName, KprobeMaxActive, KprobeAttachMethod];
+    let kprobe_only = [
+        SyscallFuncName,
+        KprobeMaxActive,
+        KprobeAttachMethod,
+        MatchAllFunctions,
+        FunctionCookies,
+    ];
     let tracepoint_only = [TracepointCategory, TracepointName];
     let uprobe_only = [BinaryPath, UprobeOffset, UprobePid];
     let tc_only = [
@@ -116,6 +122,14 @@ pub(crate) fn hook(
                 return Err(invalid(format!(
                     "kprobe_max_active applies to kretprobes only, and `{function}` is a kprobe"
                 )));
+            }
+            if probe.match_all_functions {
+                let (pattern, symbols) = kprobe_symbols(id, probe, section, functions)?;
+                return Ok(Hook::Kprobes {
+                    pattern,
+                    symbols,
+                    retprobe,
+                });
             }
             let symbol = kprobe_symbol(id, probe, section, functions)?;
             Ok(Hook::Kprobe { symbol, retprobe })
@@ -213,10 +227,14 @@ enum Field {
     SampleFrequency,
     PerfEventType,
     PerfEventConfig,
+    MatchAllFunctions,
+    FunctionCookies,
 }
 
 impl Field {
-    const ALL: [Field; 25] = [
+    const ALL: [Field; 27] = [
+        Self::MatchAllFunctions,
+        Self::FunctionCookies,
         Self::AttachToFuncName,
         Self::HookFuncName,
         Self::SyscallFuncName,
@@ -274,6 +292,8 @@ impl Field {
             Self::SampleFrequency => p.sample_frequency > 0,
             Self::PerfEventType => p.perf_event_type > 0,
             Self::PerfEventConfig => p.perf_event_config > 0,
+            Self::MatchAllFunctions => p.match_all_functions,
+            Self::FunctionCookies => !p.function_cookies.is_empty(),
         }
     }
 
@@ -304,8 +324,58 @@ impl Field {
             Self::SampleFrequency => "sample_frequency",
             Self::PerfEventType => "perf_event_type",
             Self::PerfEventConfig => "perf_event_config",
+            Self::MatchAllFunctions => "match_all_functions",
+            Self::FunctionCookies => "function_cookies",
         }
     }
+}
+
+/// Every function the probe's pattern (attach_to_func_name, or a `kprobe.multi/` section's)
+/// matches, without the kprobe blacklist; at least one.
+fn kprobe_symbols(
+    id: &ProbeIdentificationPair,
+    probe: &Probe,
+    section: &str,
+    functions: &mut LazyFunctions,
+) -> Result<(String, Vec<String>)> {
+    let from_section = section_target(section).filter(|_| pipeline::targets_pattern(section));
+    let Some(pattern) = probe.attach_to_func_name.as_deref().or(from_section) else {
+        return Err(Error::InvalidProbe {
+            id: id.clone(),
+            reason: "match_all_functions needs a pattern: set attach_to_func_name, or use a \
+                     kprobe.multi/<pattern> section"
+                .into(),
+        });
+    };
+    let compiled = glob::Pattern::new(pattern).map_err(|e| Error::InvalidPattern {
+        id: id.clone(),
+        pattern: pattern.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let index = functions.get()?;
+    let matched = index.find_all(&compiled);
+    let blacklist = kernel::symbols::kprobe_blacklist();
+    let symbols: Vec<String> = matched
+        .iter()
+        .filter(|f| !blacklist.contains(**f))
+        .map(|f| (*f).to_owned())
+        .collect();
+    if matched.len() != symbols.len() {
+        log::info!(
+            "probe {id}: {} of the {} functions matching `{pattern}` are on the kprobe blacklist, left out",
+            matched.len() - symbols.len(),
+            matched.len()
+        );
+    }
+    if symbols.is_empty() {
+        return Err(Error::NoMatchingFunction {
+            id: id.clone(),
+            pattern: pattern.to_owned(),
+            searched: index.len(),
+            source_file: index.source().to_owned(),
+        });
+    }
+    Ok((pattern.to_owned(), symbols))
 }
 
 /// hook_func_name, else syscall_func_name, else attach_to_func_name, else the section's target:
