@@ -138,6 +138,20 @@ impl LazyFunctions {
     }
 }
 
+/// The functions kprobes may not attach to (`<debugfs>/kprobes/blacklist`: address range and
+/// name per line); empty when debugfs is not readable.
+pub(crate) fn kprobe_blacklist() -> std::collections::HashSet<String> {
+    std::fs::read_to_string("/sys/kernel/debug/kprobes/blacklist")
+        .ok()
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,18 +236,4 @@ mod tests {
         );
         assert_eq!(idx.syscall("mkdir").unwrap(), "sys_mkdir");
     }
-}
-
-/// The functions kprobes may not attach to (`<debugfs>/kprobes/blacklist`: address range and
-/// name per line); empty when debugfs is not readable.
-pub(crate) fn kprobe_blacklist() -> std::collections::HashSet<String> {
-    std::fs::read_to_string("/sys/kernel/debug/kprobes/blacklist")
-        .ok()
-        .map(|text| {
-            text.lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
 }
