@@ -29,7 +29,8 @@ struct Case {
     iterations: usize,
 }
 
-fn through_manager(case: &Case) -> Duration {
+/// (init + start + stop, stop alone)
+fn through_manager(case: &Case) -> (Duration, Duration) {
     let probes = case
         .programs
         .iter()
@@ -45,11 +46,13 @@ fn through_manager(case: &Case) -> Duration {
     };
     m.init(case.object).expect("manager init");
     m.start().expect("manager start");
+    let stop = Instant::now();
     m.stop(CleanupType::CleanAll).expect("manager stop");
-    t.elapsed()
+    (t.elapsed(), stop.elapsed())
 }
 
-fn through_aya(case: &Case) -> Duration {
+/// (load + attach + drop, drop alone)
+fn through_aya(case: &Case) -> (Duration, Duration) {
     let t = Instant::now();
     let mut ebpf = Ebpf::load(case.object).expect("aya load");
     for (function, kind, hook) in &case.programs {
@@ -69,8 +72,9 @@ fn through_aya(case: &Case) -> Duration {
         }
     }
     // Dropping Ebpf detaches the links and unloads everything, as stop does.
+    let stop = Instant::now();
     drop(ebpf);
-    t.elapsed()
+    (t.elapsed(), stop.elapsed())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -128,6 +132,7 @@ fn main() {
         "{:<48} {:>5} {:>12} {:>12} {:>7}",
         "case", "runs", "manager", "raw aya", "ratio"
     );
+    let mut stops = Vec::new();
     for case in [hello, many] {
         // One warm-up of each, not counted.
         through_manager(&case);
@@ -143,7 +148,15 @@ fn main() {
                 m.push(through_manager(&case));
             }
         }
-        let (m, a) = (median(m), median(a));
+        let (ms, as_) = (
+            median(m.iter().map(|t| t.1).collect()),
+            median(a.iter().map(|t| t.1).collect()),
+        );
+        stops.push((case.name.clone(), case.iterations, ms, as_));
+        let (m, a) = (
+            median(m.into_iter().map(|t| t.0).collect()),
+            median(a.into_iter().map(|t| t.0).collect()),
+        );
         println!(
             "{:<48} {:>5} {:>9.3} ms {:>9.3} ms {:>7.3}",
             case.name,
@@ -151,6 +164,25 @@ fn main() {
             m.as_secs_f64() * 1e3,
             a.as_secs_f64() * 1e3,
             m.as_secs_f64() / a.as_secs_f64()
+        );
+    }
+    println!(
+        "\nstop alone (manager stop vs dropping aya's Ebpf; parallel closes: {})",
+        kernel::parallel_detach()
+    );
+    println!(
+        "{:<48} {:>5} {:>12} {:>12} {:>7} {:>9}",
+        "case", "runs", "manager", "raw aya", "ratio", "speed-up"
+    );
+    for (name, runs, m, a) in stops {
+        println!(
+            "{:<48} {:>5} {:>9.3} ms {:>9.3} ms {:>7.3} {:>8.1}x",
+            name,
+            runs,
+            m.as_secs_f64() * 1e3,
+            a.as_secs_f64() * 1e3,
+            m.as_secs_f64() / a.as_secs_f64(),
+            a.as_secs_f64() / m.as_secs_f64()
         );
     }
 }

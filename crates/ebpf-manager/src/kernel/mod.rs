@@ -66,3 +66,41 @@ pub(crate) fn lift_memlock_rlimit() {
 pub fn kernel_btf_parses() -> usize {
     crate::loader::kernel_btf_parses()
 }
+
+/// Whether closing perf-event BPF links from several threads overlaps their RCU grace periods:
+/// measured on Linux 6.18 (100 tracepoint links: 4.0 s one after another, 0.14 s from 64
+/// threads), not on 6.1 and 6.12, where the wait happens under `bpf_event_mutex` and threads gain
+/// nothing. Kernels between were not measured and are treated as the older ones.
+pub fn parallel_detach() -> bool {
+    static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PARALLEL.get_or_init(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut parts = release.trim().split(['.', '-', '+']);
+        let mut next = || {
+            parts
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        (next(), next()) >= (6, 18)
+    })
+}
+
+/// Drops `items` from up to 64 threads at once (each drop blocks in the kernel for most of its
+/// time), then returns.
+pub(crate) fn close_in_parallel<T: Send>(mut items: Vec<T>) {
+    const THREADS: usize = 64;
+    if items.len() < 2 {
+        return;
+    }
+    let per_thread = items.len().div_ceil(THREADS);
+    std::thread::scope(|scope| {
+        while !items.is_empty() {
+            let chunk: Vec<T> = items.drain(..per_thread.min(items.len())).collect();
+            // A thread that cannot start drops its share here instead.
+            if let Err(e) = std::thread::Builder::new().spawn_scoped(scope, move || drop(chunk)) {
+                log::debug!("closing links on the calling thread: {e}");
+            }
+        }
+    });
+}

@@ -55,9 +55,7 @@ impl State {
         for &i in &bypassed {
             self.records[i].state = ProbeState::Paused;
         }
-        for i in others {
-            self.detach_one(i, ProbeState::Paused);
-        }
+        self.detach_many(&others, ProbeState::Paused);
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use aya::programs::Program;
 
 use super::{pins::Pin, Record, State};
 use crate::{
-    loader,
+    kernel, loader,
     probe::{
         cgroup, kprobe, net, perf_event, resolve, tracepoint, tracing, uprobe, AttachInfo, Hook,
         Link, ProbeState,
@@ -389,10 +389,33 @@ impl State {
 
     /// Detaches, in reverse order, what was attached after the first `len` attachments.
     pub(super) fn detach_since(&mut self, len: usize, state: ProbeState) {
-        while self.attached.len() > len {
-            let index = *self.attached.last().expect("longer than len");
-            self.detach_one(index, state);
+        let indices: Vec<usize> = self
+            .attached
+            .drain(len.min(self.attached.len())..)
+            .rev()
+            .collect();
+        self.detach_many(&indices, state);
+    }
+
+    /// Detaches the records at `indices`, in that order, except that perf-event links (whose
+    /// close waits for an RCU grace period, about 40 ms each) close in parallel at the end on
+    /// kernels where those waits overlap (see [`kernel::parallel_detach`]).
+    pub(super) fn detach_many(&mut self, indices: &[usize], state: ProbeState) {
+        let parallel = kernel::parallel_detach();
+        let mut slow = Vec::new();
+        for &index in indices {
+            if let Some(pos) = self.attached.iter().position(|&i| i == index) {
+                self.attached.remove(pos);
+            }
+            let record = &mut self.records[index];
+            match record.link.take() {
+                Some(link) if parallel && link.waits_for_rcu() => slow.push(link),
+                link => drop(link),
+            }
+            record.attach = None;
+            record.state = state;
         }
+        kernel::close_in_parallel(slow);
     }
 
     /// Detaches every attached probe, in reverse attach order.

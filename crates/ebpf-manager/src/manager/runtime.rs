@@ -73,9 +73,7 @@ impl Manager {
             .copied()
             .filter(|&i| !enabled[i])
             .collect();
-        for i in removals {
-            state.detach_one(i, ProbeState::Disabled);
-        }
+        state.detach_many(&removals, ProbeState::Disabled);
         for (i, &on) in enabled.iter().enumerate() {
             if !on && !state.is_excluded(&state.records[i].function) {
                 state.records[i].state = ProbeState::Disabled;

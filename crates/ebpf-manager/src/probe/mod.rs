@@ -349,6 +349,20 @@ pub(crate) enum Hook {
     Net(net::Target),
 }
 
+impl Link {
+    /// Whether closing it waits for an RCU tasks-trace grace period (perf-event links:
+    /// kprobes, tracepoints, uprobes).
+    pub(crate) fn waits_for_rcu(&self) -> bool {
+        match self {
+            Self::KprobePmu(_) | Self::KprobeTracefs(_) | Self::Tracepoint(_) | Self::Uprobe(_) => {
+                true
+            }
+            Self::Many(links) => links.iter().any(Link::waits_for_rcu),
+            _ => false,
+        }
+    }
+}
+
 /// An attachment the manager owns; dropping it detaches.
 #[expect(dead_code, reason = "each link is held for its Drop, which detaches")]
 #[derive(Debug)]

@@ -1,0 +1,63 @@
+//! Stopping many probes: perf-event links close in parallel where the kernel lets their RCU
+//! waits overlap (`kernel::parallel_detach`, Linux 6.18), one after another elsewhere; either
+//! way nothing stays attached or loaded.
+
+use std::time::Instant;
+
+use ebpf_manager::{kernel, CleanupType, Manager, ProbeIdentificationPair, ProbeState};
+use integration_tests::*;
+
+const MANY: &[u8] = include_bytes!("../../ebpf-fixtures/many_tracepoints.bpf.o");
+
+#[test]
+fn stopping_100_tracepoint_probes_leaves_nothing_attached() {
+    setup();
+    let ids: Vec<ProbeIdentificationPair> = (0..100)
+        .map(|i| ProbeIdentificationPair::new("", format!("tp_{i:02}")))
+        .collect();
+    let mut m = Manager {
+        probes: ids
+            .iter()
+            .map(|id| probe(&id.uid, &id.ebpf_func_name))
+            .collect(),
+        ..Default::default()
+    };
+    m.init(MANY).expect("init");
+    m.start().expect("start");
+    let programs = program_ids(&m, &ids);
+    let t = Instant::now();
+    m.stop(CleanupType::CleanAll).expect("stop");
+    println!(
+        "stopped 100 tracepoint probes in {:?} (parallel closes: {})",
+        t.elapsed(),
+        kernel::parallel_detach()
+    );
+    for id in &ids {
+        assert_eq!(m.probe_state(id), Some(ProbeState::Stopped));
+        assert!(m.attach_info(id).is_none());
+    }
+    assert_unloaded(&programs);
+}
+
+#[test]
+fn pausing_100_tracepoint_probes_detaches_them_all_and_resume_brings_them_back() {
+    setup();
+    let ids: Vec<ProbeIdentificationPair> = (0..100)
+        .map(|i| ProbeIdentificationPair::new("p", format!("tp_{i:02}")))
+        .collect();
+    let mut m = Manager {
+        probes: ids
+            .iter()
+            .map(|id| probe(&id.uid, &id.ebpf_func_name))
+            .collect(),
+        ..Default::default()
+    };
+    m.init(MANY).expect("init");
+    m.start().expect("start");
+    m.pause().expect("pause");
+    assert!(ids.iter().all(|id| m.attach_info(id).is_none()));
+    m.resume().expect("resume");
+    assert!(ids
+        .iter()
+        .all(|id| m.probe_state(id) == Some(ProbeState::Running)));
+}
