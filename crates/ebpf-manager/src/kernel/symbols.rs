@@ -11,11 +11,15 @@ pub const SYSCALL_PREFIXES: &[&str] = &["__x64_sys_", "__ia32_sys_", "__arm64_sy
 
 const KALLSYMS: &str = "/proc/kallsyms";
 
-/// The kernel's function names, in file order, read once.
+/// The kernel's function names, in file order, read once, with a sorted index that answers a
+/// pattern from its literal prefix instead of a scan (100 patterns: 1.3-1.6 ms against 284-359
+/// ms of scans, measured in the 6.12 guest).
 #[derive(Debug, Clone)]
 pub struct FunctionIndex {
     source: PathBuf,
     names: Vec<String>,
+    /// Positions in `names`, sorted by name.
+    sorted: Vec<u32>,
 }
 
 impl FunctionIndex {
@@ -48,7 +52,29 @@ impl FunctionIndex {
             .filter_map(|line| line.split_whitespace().next())
             .map(str::to_owned)
             .collect();
-        Self { source, names }
+        Self::new(source, names)
+    }
+
+    fn new(source: PathBuf, names: Vec<String>) -> Self {
+        let mut sorted: Vec<u32> = (0..names.len() as u32).collect();
+        sorted.sort_by(|&a, &b| names[a as usize].cmp(&names[b as usize]));
+        READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            source,
+            names,
+            sorted,
+        }
+    }
+
+    /// Positions (in file order) of the names that start with `prefix`.
+    fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = usize> + 'a {
+        let start = self
+            .sorted
+            .partition_point(|&i| self.names[i as usize].as_str() < prefix);
+        self.sorted[start..]
+            .iter()
+            .take_while(move |&&i| self.names[i as usize].starts_with(prefix))
+            .map(|&i| i as usize)
     }
 
     /// Parses the text of `/proc/kallsyms` (`address type name [module]`), keeping text
@@ -62,7 +88,7 @@ impl FunctionIndex {
                 matches!(kind, "t" | "T" | "w" | "W").then(|| name.to_owned())
             })
             .collect();
-        Self { source, names }
+        Self::new(source, names)
     }
 
     /// The file the names came from.
@@ -82,27 +108,41 @@ impl FunctionIndex {
 
     /// Whether `name` is one of the functions.
     pub fn contains(&self, name: &str) -> bool {
-        self.names.iter().any(|n| n == name)
+        self.with_prefix(name).any(|i| self.names[i] == name)
+    }
+
+    /// Positions of the names `pattern` matches, in file order.
+    fn matches(&self, pattern: &glob::Pattern) -> Vec<usize> {
+        let text = pattern.as_str();
+        let prefix = &text[..text.find(['*', '?', '[']).unwrap_or(text.len())];
+        let mut found: Vec<usize> = self
+            .with_prefix(prefix)
+            .filter(|&i| pattern.matches(&self.names[i]))
+            .collect();
+        found.sort_unstable();
+        found
     }
 
     /// The function a glob pattern selects: the pattern itself when it is a function's exact
     /// name, else the first match in file order.
     pub fn find(&self, pattern: &glob::Pattern) -> Option<&str> {
-        let exact = self.names.iter().find(|n| *n == pattern.as_str());
-        exact
-            .or_else(|| self.names.iter().find(|name| pattern.matches(name)))
-            .map(String::as_str)
+        let text = pattern.as_str();
+        if let Some(exact) = self.with_prefix(text).find(|&i| self.names[i] == text) {
+            return Some(self.names[exact].as_str());
+        }
+        self.matches(pattern)
+            .first()
+            .map(|&i| self.names[i].as_str())
     }
 
     /// Every function a glob pattern matches, in file order, each once (static functions of
     /// the same name are listed once per definition; attaching by name reaches one of them).
     pub fn find_all(&self, pattern: &glob::Pattern) -> Vec<&str> {
         let mut seen = std::collections::HashSet::new();
-        self.names
-            .iter()
-            .filter(|n| pattern.matches(n))
-            .filter(|n| seen.insert(n.as_str()))
-            .map(String::as_str)
+        self.matches(pattern)
+            .into_iter()
+            .map(|i| self.names[i].as_str())
+            .filter(|n| seen.insert(*n))
             .collect()
     }
 
@@ -124,17 +164,65 @@ impl FunctionIndex {
     }
 }
 
-/// A [`FunctionIndex`] read on first use, then kept: once per manager, not once per probe.
+static READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many times this process read and indexed the kernel's function list.
+pub fn function_list_reads() -> usize {
+    READS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The index the process's managers share while one of them holds it, with the
+/// `/proc/modules` it was read under.
+static SHARED: std::sync::Mutex<Option<(std::sync::Weak<FunctionIndex>, u64)>> =
+    std::sync::Mutex::new(None);
+
+/// A fingerprint of the loaded modules: a module that loads or goes changes the function list
+/// (best effort: a module replaced by one of the same size goes unnoticed).
+fn modules_fingerprint() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read_to_string("/proc/modules")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>())
+        .collect::<Vec<_>>()
+        .hash(&mut h);
+    h.finish()
+}
+
+/// A [`FunctionIndex`] read on first use and shared by the process's managers: read once while
+/// any manager holds it, again after every holder released it or a module loaded.
 #[derive(Debug, Default)]
-pub(crate) struct LazyFunctions(Option<FunctionIndex>);
+pub(crate) struct LazyFunctions(Option<std::sync::Arc<FunctionIndex>>);
 
 impl LazyFunctions {
     pub(crate) fn get(&mut self) -> Result<&FunctionIndex> {
         if self.0.is_none() {
-            let root = super::tracefs::root().ok();
-            self.0 = Some(FunctionIndex::load(root)?);
+            let mut shared = SHARED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let modules = modules_fingerprint();
+            let held = shared
+                .as_ref()
+                .filter(|(_, m)| *m == modules)
+                .and_then(|(weak, _)| weak.upgrade());
+            let index = match held {
+                Some(index) => index,
+                None => {
+                    let root = super::tracefs::root().ok();
+                    let index = std::sync::Arc::new(FunctionIndex::load(root)?);
+                    *shared = Some((std::sync::Arc::downgrade(&index), modules));
+                    index
+                }
+            };
+            self.0 = Some(index);
         }
-        Ok(self.0.as_ref().expect("just set"))
+        Ok(self.0.as_deref().expect("just set"))
+    }
+
+    /// Lets go of the index (freed when no other manager holds it).
+    pub(crate) fn release(&mut self) {
+        self.0 = None;
     }
 }
 
@@ -155,6 +243,55 @@ pub(crate) fn kprobe_blacklist() -> std::collections::HashSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first match and every match by scanning, as the index must answer.
+    fn scan<'a>(names: &'a [String], pattern: &glob::Pattern) -> (Option<&'a str>, Vec<&'a str>) {
+        let exact = names.iter().find(|n| *n == pattern.as_str());
+        let first = exact.or_else(|| names.iter().find(|n| pattern.matches(n)));
+        let mut seen = std::collections::HashSet::new();
+        let all = names
+            .iter()
+            .filter(|n| pattern.matches(n))
+            .filter(|n| seen.insert(n.as_str()))
+            .map(String::as_str)
+            .collect();
+        (first.map(String::as_str), all)
+    }
+
+    #[test]
+    fn the_sorted_index_answers_as_a_scan_does() {
+        for index in [
+            FunctionIndex::from_kallsyms("k".into(), KALLSYMS_FIXTURE),
+            FunctionIndex::from_available_filter_functions("a".into(), AFF_FIXTURE),
+        ] {
+            let mut patterns: Vec<String> = [
+                "*",
+                "vfs_*",
+                "*mkdir*",
+                "do_?ys*",
+                "[a-c]*",
+                "__x64_sys_mkdir",
+                "nope*",
+                "vfs_[mr][km]dir",
+            ]
+            .map(String::from)
+            .to_vec();
+            // Every name as an exact pattern, and its first three letters as a prefix.
+            for n in index.names.iter().take(50) {
+                patterns.push(n.clone());
+                patterns.push(format!("{}*", &n[..n.len().min(3)]));
+            }
+            for p in patterns {
+                let Ok(pattern) = glob::Pattern::new(&p) else {
+                    continue;
+                };
+                let (first, all) = scan(&index.names, &pattern);
+                assert_eq!(index.find(&pattern), first, "{p}");
+                assert_eq!(index.find_all(&pattern), all, "{p}");
+                assert_eq!(index.contains(&p), index.names.contains(&p), "{p}");
+            }
+        }
+    }
 
     const KALLSYMS_FIXTURE: &str = include_str!("../../fixtures/kallsyms.txt");
     const AFF_FIXTURE: &str = include_str!("../../fixtures/available_filter_functions.txt");

@@ -352,6 +352,9 @@ impl Manager {
         if !self.state.keep_kernel_btf {
             self.state.btf.release();
         }
+        // Patterns are resolved: the function list (megabytes) goes unless another manager
+        // holds it; a hook added later reads it again.
+        self.state.functions.release();
         if result.is_err() {
             self.state.readers.stop();
         }
@@ -431,6 +434,7 @@ impl Manager {
         self.state.objects.clear();
         pins::remove(&self.state.pins, cleanup);
         self.state.btf.release();
+        self.state.functions.release();
         self.state.phase = ManagerState::Stopped;
         Ok(())
     }
