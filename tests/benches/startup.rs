@@ -13,6 +13,9 @@ use aya::{
 use ebpf_manager::{kernel, CleanupType, Manager, Probe};
 use integration_tests::{kernel_has_kprobes, setup, HELLOWORLD};
 
+#[path = "startup/scale.rs"]
+mod scale;
+
 const MANY: &[u8] = include_bytes!("../../ebpf-fixtures/many_tracepoints.bpf.o");
 
 #[derive(Clone, Copy)]
@@ -83,6 +86,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "--rss") {
+        scale::rss_child(&args[pos + 1], &args[pos + 2]);
+        return;
+    }
     setup();
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let hello = if kernel_has_kprobes() {
@@ -185,4 +193,5 @@ fn main() {
             a.as_secs_f64() / m.as_secs_f64()
         );
     }
+    scale::run();
 }
