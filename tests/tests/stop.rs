@@ -61,3 +61,56 @@ fn pausing_100_tracepoint_probes_detaches_them_all_and_resume_brings_them_back()
         .iter()
         .all(|id| m.probe_state(id) == Some(ProbeState::Running)));
 }
+
+#[test]
+fn a_manager_that_frees_its_object_at_start_runs_but_clones_no_more() {
+    setup();
+    let id = ProbeIdentificationPair::new("tp", "tracepoint_sys_enter_mkdir");
+    let mut m = Manager {
+        probes: vec![probe(&id.uid, &id.ebpf_func_name)],
+        ..Default::default()
+    };
+    m.init_with_options(
+        PROBES,
+        ebpf_manager::Options {
+            release_object_after_start: true,
+            ..this_thread_only()
+        },
+    )
+    .unwrap();
+    assert!(
+        m.program_instructions(&id).unwrap().is_some(),
+        "kept until start"
+    );
+    m.start().unwrap();
+    mkdir_rmdir("released");
+    assert_eq!(hits(&m, slot::TRACEPOINT), 1);
+    let err = m
+        .clone_program(
+            "tp",
+            probe("clone", "tracepoint_sys_enter_mkdir"),
+            Vec::new(),
+            Vec::new(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, ebpf_manager::Error::ObjectReleased),
+        "{err:?}"
+    );
+    assert!(m
+        .get_probe(&ProbeIdentificationPair::new(
+            "clone",
+            "tracepoint_sys_enter_mkdir"
+        ))
+        .is_none());
+    let base = hits(&m, slot::TRACEPOINT);
+    assert_eq!(base, 1, "the refused clone made nothing (no pin directory either)");
+    m.pause().unwrap();
+    m.resume().unwrap();
+    mkdir_rmdir("released");
+    assert_eq!(
+        hits(&m, slot::TRACEPOINT),
+        base + 1,
+        "still running after pause and resume"
+    );
+}

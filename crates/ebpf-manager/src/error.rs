@@ -104,6 +104,11 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A clone or copy of the object was asked for after `start` freed its bytes
+    /// ([`Options::release_object_after_start`](crate::Options::release_object_after_start)).
+    #[error("the object's bytes were freed at start (Options::release_object_after_start): clone_program and new program copies need them; leave the option unset")]
+    ObjectReleased,
+
     /// Two probes share the same identification pair.
     #[error("probe {id} is declared twice: give each probe a distinct uid")]
     DuplicateProbe {

@@ -78,6 +78,11 @@ pub struct Options {
     /// rejected program is in [`Error::Verifier`](crate::Error::Verifier); its buffer grows
     /// until the log fits (aya 0.14 sizes it, starting at 64 KiB).
     pub verifier_log_level: Option<aya::VerifierLogLevel>,
+    /// Free the object's bytes once `start` succeeds (they are kept by default, as the Go
+    /// library keeps its collection spec, so that `clone_program` works at any time). With it,
+    /// `clone_program` and `program_instructions` fail with
+    /// [`Error::ObjectReleased`](crate::Error::ObjectReleased).
+    pub release_object_after_start: bool,
     /// Leave `RLIMIT_MEMLOCK` as it is. By default `init` lifts it, which kernels before 5.11
     /// need for anything but tiny maps (best effort: it needs `CAP_SYS_RESOURCE`).
     pub keep_memlock_rlimit: bool,

@@ -148,6 +148,7 @@ pub struct State {
     functions: LazyFunctions,
     btf: loader::KernelBtf,
     keep_kernel_btf: bool,
+    release_object_after_start: bool,
     default_kprobe_attach_method: KprobeAttachMethod,
     selectors: Vec<ProbesSelector>,
     readers: crate::maps::Readers,
@@ -289,6 +290,7 @@ impl Manager {
             functions: LazyFunctions::default(),
             btf,
             keep_kernel_btf: options.keep_kernel_btf,
+            release_object_after_start: options.release_object_after_start,
             default_kprobe_attach_method: options.default_kprobe_attach_method,
             selectors: options.activated_probes,
             readers: Default::default(),
@@ -355,6 +357,9 @@ impl Manager {
         // Patterns are resolved: the function list (megabytes) goes unless another manager
         // holds it; a hook added later reads it again.
         self.state.functions.release();
+        if result.is_ok() && self.state.release_object_after_start {
+            self.state.source.object.release_bytes();
+        }
         if result.is_err() {
             self.state.readers.stop();
         }

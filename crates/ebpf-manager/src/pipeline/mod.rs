@@ -57,6 +57,8 @@ pub(crate) struct Prepared {
     bypass: bypass::Indexes,
     /// Whether `.BTF.ext` has CO-RE relocations (which need the kernel's BTF).
     has_core: bool,
+    /// Whether the bytes were freed after `start`.
+    released: bool,
 }
 
 /// An `ld_imm64` of an undefined symbol: an asm constant.
@@ -247,6 +249,21 @@ impl Prepared {
         self.hidden.get(function)
     }
 
+    /// Frees the bytes (and what points into them), keeping what running probes need (bypass
+    /// indexes); later loads fail with [`Error::ObjectReleased`].
+    pub(crate) fn release_bytes(&mut self) {
+        self.bytes = Vec::new();
+        self.asm = Vec::new();
+        self.programs = Vec::new();
+        self.globals = HashMap::new();
+        self.released = true;
+    }
+
+    /// Whether [`release_bytes`](Self::release_bytes) ran.
+    pub(crate) fn is_released(&self) -> bool {
+        self.released
+    }
+
     /// Whether loading needs the kernel's BTF for CO-RE relocations.
     pub(crate) fn has_core(&self) -> bool {
         self.has_core
@@ -278,6 +295,9 @@ impl Prepared {
         &self,
         constants: &[&'e ConstantEditor],
     ) -> Result<(Vec<u8>, Vec<&'e ConstantEditor>)> {
+        if self.released {
+            return Err(Error::ObjectReleased);
+        }
         let mut bytes = self.bytes.clone();
         let mut for_aya = Vec::new();
         for editor in constants {
