@@ -91,9 +91,6 @@ impl Manager {
             "add a hook to",
             &[ManagerState::Initialized, ManagerState::Running],
         )?;
-        if self.state.source.object.is_released() {
-            return Err(Error::ObjectReleased);
-        }
         let source = ProbeIdentificationPair::new(uid, probe.ebpf_func_name.clone());
         let (function, object, section) = self.existing(&source, &probe)?;
         self.add_and_attach(probe, function, &section, object)
@@ -116,6 +113,9 @@ impl Manager {
             "clone a program of",
             &[ManagerState::Initialized, ManagerState::Running],
         )?;
+        if self.state.source.object.is_released() {
+            return Err(Error::ObjectReleased);
+        }
         let source = ProbeIdentificationPair::new(uid, probe.ebpf_func_name.clone());
         let (function, _, section) = self.existing(&source, &probe)?;
         let state = &mut self.state;
