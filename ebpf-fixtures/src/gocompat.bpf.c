@@ -34,6 +34,7 @@ enum {
 	R_KSYSCALL = 4,
 	R_PATCHED = 5,
 	R_MULTI = 6,
+	R_PLAIN = 7,
 };
 
 struct bpf_map_def SEC("maps/results") results = {
@@ -110,6 +111,15 @@ SEC("xdp/egress")
 int xdp_egress(struct xdp_md *ctx)
 {
 	record(R_XDP_EGRESS, egress_value() + 1);
+	return XDP_PASS;
+}
+
+// A plain `xdp` section: the `xdp/` sections above are merged into it for aya, and its BTF
+// func and line info must stay one block.
+SEC("xdp")
+int xdp_plain(struct xdp_md *ctx)
+{
+	record(R_PLAIN, egress_value() + 100);
 	return XDP_PASS;
 }
 

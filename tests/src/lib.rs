@@ -150,13 +150,7 @@ pub fn own_bpffs_entries() -> Vec<String> {
 /// The kernel ids of the programs of these probes.
 pub fn program_ids(m: &Manager, ids: &[ProbeIdentificationPair]) -> Vec<u32> {
     ids.iter()
-        .map(|id| {
-            m.get_program(id)
-                .expect("loaded program")
-                .info()
-                .expect("program info")
-                .id()
-        })
+        .map(|id| m.program_id(id).expect("a loaded program"))
         .collect()
 }
 

@@ -19,6 +19,7 @@ mod r {
     pub const KSYSCALL: u32 = 4;
     pub const PATCHED: u32 = 5;
     pub const MULTI: u32 = 6;
+    pub const PLAIN: u32 = 7;
 }
 
 /// A probe of a network program that is only test-run: init needs an interface.
@@ -50,6 +51,7 @@ fn net_manager(options: Options) -> ebpf_manager::Result<Manager> {
         probes: vec![
             net_probe("in", "xdp_ingress"),
             net_probe("out", "xdp_egress"),
+            net_probe("plain", "xdp_plain"),
             net_probe("cls", "classifier_egress"),
             net_probe("tc", "tc_ingress"),
         ],
@@ -75,6 +77,12 @@ fn cilium_sections_load_and_see_their_asm_constants() {
     run(&m, &id("out", "xdp_egress"));
     // A BPF-to-BPF call in the merged section read its own asm constant.
     assert_eq!(read_slot(&m, "results", r::XDP_EGRESS), 42);
+    run(&m, &id("plain", "xdp_plain"));
+    assert_eq!(
+        read_slot(&m, "results", r::PLAIN),
+        141,
+        "xdp, into which the xdp/ ones merged"
+    );
     run(&m, &id("tc", "tc_ingress"));
     assert_eq!(read_slot(&m, "results", r::TC), 7);
     run(&m, &id("cls", "classifier_egress"));
@@ -83,7 +91,13 @@ fn cilium_sections_load_and_see_their_asm_constants() {
 
 #[test]
 fn unset_asm_constants_load_as_zero_or_fail_when_strict() {
-    let m = net_manager(Options::default()).expect("init without editors");
+    let mut m = net_manager(Options::default()).expect("init without editors");
+    // A sentinel, so that 0 can only come from the program.
+    {
+        let map = m.get_map_mut("results").unwrap();
+        let mut results = aya::maps::Array::<_, u64>::try_from(map).unwrap();
+        results.set(r::XDP_INGRESS, 0xdead, 0).unwrap();
+    }
     run(&m, &ProbeIdentificationPair::new("in", "xdp_ingress"));
     assert_eq!(read_slot(&m, "results", r::XDP_INGRESS), 0);
     drop(m);
@@ -543,28 +557,25 @@ fn kprobe_multi_programs_load_with_their_attach_type() {
     };
     let unsupported = |err: &Error| matches!(err, Error::KprobeMultiUnsupported { id: got, hook, .. } if *got == id && hook == "vfs_mkdir");
     let init = m.init_with_options(GOCOMPAT, options);
-    if kernel_version() < (5, 18) {
-        // The attach type is unknown before 5.18.
-        let err = init.unwrap_err();
-        assert!(unsupported(&err), "{err:?}");
-        return;
-    }
-    init.expect("the kernel loads it with its attach type");
-    if kernel_has_fprobe() {
-        m.start().expect("start");
-        assert_eq!(
-            m.attach_info(&id).unwrap().method,
-            ebpf_manager::AttachMethod::KprobeMulti
-        );
-        mkdir_rmdir("kprobe-multi");
-        assert_eq!(read_slot(&m, "results", r::MULTI), 1);
-        m.stop(ebpf_manager::CleanupType::CleanAll).unwrap();
-    } else {
-        let err = m.start().unwrap_err();
+    if !(kernel_version() >= (5, 18) && kernel_has_fprobe()) {
+        // Refused at load (an attach type the kernel does not know) or at the link.
+        let err = init.and_then(|()| m.start()).unwrap_err();
         assert!(unsupported(&err), "{err:?}");
         assert!(err.to_string().contains("CONFIG_FPROBE"), "{err}");
         assert!(m.attach_info(&id).is_none());
+        return;
     }
+    init.expect("the kernel loads it with its attach type");
+    m.start().expect("start");
+    assert_eq!(
+        m.attach_info(&id).unwrap().method,
+        ebpf_manager::AttachMethod::KprobeMulti
+    );
+    mkdir_rmdir("kprobe-multi");
+    assert_eq!(read_slot(&m, "results", r::MULTI), 1);
+    let programs = program_ids(&m, std::slice::from_ref(&id));
+    m.stop(ebpf_manager::CleanupType::CleanAll).unwrap();
+    assert_unloaded(&programs);
 }
 
 /// `Probe::section` names the section as the object has it, not as aya sees it.

@@ -104,7 +104,10 @@ fn a_manager_that_frees_its_object_at_start_runs_but_clones_no_more() {
         ))
         .is_none());
     let base = hits(&m, slot::TRACEPOINT);
-    assert_eq!(base, 1, "the refused clone made nothing (no pin directory either)");
+    assert_eq!(
+        base, 1,
+        "the refused clone made nothing (no pin directory either)"
+    );
     m.pause().unwrap();
     m.resume().unwrap();
     mkdir_rmdir("released");

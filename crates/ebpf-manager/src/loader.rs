@@ -26,6 +26,9 @@ pub(crate) struct KernelBtf {
     parsed: Option<aya::Btf>,
     given: Option<Arc<aya::Btf>>,
     loader: Option<EbpfLoader<'static>>,
+    /// The maps the kept loader was told to pin: aya cannot forget a pin path, so a load that
+    /// does not pin them all takes a fresh loader.
+    loader_pins: std::collections::HashSet<String>,
 }
 
 static PARSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -77,7 +80,7 @@ impl KernelBtf {
         Ok(Self {
             parsed: None,
             given,
-            loader: None,
+            ..Default::default()
         })
     }
 
@@ -101,6 +104,7 @@ impl KernelBtf {
     pub(crate) fn release(&mut self) {
         self.parsed = None;
         self.loader = None;
+        self.loader_pins.clear();
     }
 
     /// Whether the kernel's BTF is parsed and held (by the manager or its aya loader).
@@ -148,8 +152,15 @@ pub(crate) fn load_object_pinning(
     // A kept loader keeps its settings from load to load: every load sets the same max entries
     // and overrides the pin path of every map it pins. Globals aya must set (in `.bss`) and
     // the user's BTF need a loader of their own.
+    let pins: std::collections::HashSet<String> =
+        pinned.iter().chain(maps).map(|m| m.name.clone()).collect();
     let ebpf = if constants.is_empty() && btf.given.is_none() {
+        if !btf.loader_pins.is_subset(&pins) {
+            btf.loader = None;
+            btf.loader_pins.clear();
+        }
         let loader = btf.loader.get_or_insert_with(new_loader);
+        btf.loader_pins.extend(pins);
         configure_and_load(loader, source, &object, maps, specs, pinned)?
     } else {
         let mut own: EbpfLoader<'_> = new_loader();

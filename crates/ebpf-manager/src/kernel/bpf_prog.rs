@@ -16,8 +16,12 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 pub const PROG_TYPE_KPROBE: u32 = 2;
 /// `BPF_TRACE_KPROBE_MULTI` (Linux 5.18).
 pub const TRACE_KPROBE_MULTI: u32 = 42;
+/// `BPF_TRACE_UPROBE_MULTI` (Linux 6.6).
+pub const TRACE_UPROBE_MULTI: u32 = 48;
 /// `BPF_F_KPROBE_MULTI_RETURN`.
 const KPROBE_MULTI_RETURN: u32 = 1;
+/// `BPF_F_UPROBE_MULTI_RETURN`.
+const UPROBE_MULTI_RETURN: u32 = 1;
 
 /// A failed `bpf(2)` command: which, the errno, and the verifier's log for a load.
 #[derive(Debug, thiserror::Error)]
@@ -245,8 +249,9 @@ pub fn kprobe_multi_link(
 
 /// Whether the kernel has kprobe.multi links (Linux 5.18 built with CONFIG_FPROBE), probed once
 /// per process: a two-instruction program loaded with `BPF_TRACE_KPROBE_MULTI` and a link on a
-/// function that does not exist, which a kernel without them refuses with EOPNOTSUPP before
-/// looking the function up.
+/// function that does not exist. A kernel with them looks the function up and fails with ESRCH;
+/// without CONFIG_FPROBE it fails with EOPNOTSUPP, before 5.18 (an unknown attach type) with
+/// EINVAL. An EINVAL of a kernel that has them only costs the fallback to single kprobes.
 pub fn kprobe_multi_supported() -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SUPPORTED.get_or_init(|| {
@@ -270,7 +275,94 @@ pub fn kprobe_multi_supported() -> bool {
             false,
         ) {
             Ok(_) => true,
-            Err(e) => e.source.raw_os_error() != Some(libc::EOPNOTSUPP),
+            Err(e) => !matches!(
+                e.source.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EINVAL)
+            ),
         }
+    })
+}
+
+/// The `BPF_LINK_CREATE` member of `union bpf_attr` with its `uprobe_multi` part.
+#[repr(C)]
+#[derive(Default)]
+struct UprobeMultiLinkAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    path: u64,
+    offsets: u64,
+    ref_ctr_offsets: u64,
+    cookies: u64,
+    cnt: u32,
+    multi_flags: u32,
+    pid: u32,
+    // Named, so that it is zeroed: padding is not.
+    _pad: u32,
+}
+
+/// One uprobe.multi link (Linux 6.6) of `prog` on the file offsets `offsets` of `binary`, for
+/// process `pid` only when given, with a BPF cookie per offset when `cookies` is given.
+pub fn uprobe_multi_link(
+    prog: BorrowedFd<'_>,
+    binary: &std::path::Path,
+    offsets: &[u64],
+    cookies: Option<&[u64]>,
+    retprobe: bool,
+    pid: Option<u32>,
+) -> Result<OwnedFd, BpfError> {
+    use std::os::unix::ffi::OsStrExt;
+    let invalid = |what: &str| BpfError {
+        command: "BPF_LINK_CREATE",
+        source: io::Error::new(io::ErrorKind::InvalidInput, what.to_owned()),
+        log: String::new(),
+    };
+    let path =
+        CString::new(binary.as_os_str().as_bytes()).map_err(|_| invalid("a path with NUL"))?;
+    if cookies.is_some_and(|c| c.len() != offsets.len()) {
+        return Err(invalid("one cookie per offset"));
+    }
+    let mut attr = UprobeMultiLinkAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        attach_type: TRACE_UPROBE_MULTI,
+        path: path.as_ptr() as u64,
+        offsets: offsets.as_ptr() as u64,
+        cookies: cookies.map_or(0, |c| c.as_ptr() as u64),
+        cnt: offsets.len() as u32,
+        multi_flags: if retprobe { UPROBE_MULTI_RETURN } else { 0 },
+        pid: pid.unwrap_or(0),
+        ..Default::default()
+    };
+    sys_bpf(BPF_LINK_CREATE, "BPF_LINK_CREATE", &mut attr)
+}
+
+/// Whether the kernel has uprobe.multi links (Linux 6.6 with CONFIG_UPROBES), probed once per
+/// process: a two-instruction program loaded with `BPF_TRACE_UPROBE_MULTI` and a link on `/`,
+/// which such a kernel refuses with EBADF (not a regular file) and others otherwise.
+pub fn uprobe_multi_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let insns = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+        let load = prog_load(&ProgLoad {
+            prog_type: PROG_TYPE_KPROBE,
+            expected_attach_type: TRACE_UPROBE_MULTI,
+            insns: &insns,
+            license: c"GPL",
+            kern_version: 0,
+            name: "ebpf_mgr_probe",
+            btf: None,
+        });
+        let Ok(prog) = load else { return false };
+        use std::os::fd::AsFd;
+        let link = uprobe_multi_link(
+            prog.as_fd(),
+            std::path::Path::new("/"),
+            &[0],
+            None,
+            false,
+            None,
+        );
+        matches!(link, Err(e) if e.source.raw_os_error() == Some(libc::EBADF))
     })
 }

@@ -7,7 +7,7 @@ pub mod tracefs;
 
 pub(crate) mod bpf_map;
 pub(crate) mod bpf_prog;
-pub use bpf_prog::{kprobe_multi_supported, BpfError};
+pub use bpf_prog::{kprobe_multi_supported, uprobe_multi_supported, BpfError};
 pub(crate) mod epoll;
 pub(crate) mod netlink;
 pub(crate) mod netns;

@@ -18,6 +18,17 @@ pub struct MapEntry<'a> {
     pub value: &'a [u8],
 }
 
+/// A duplicate fd of every map of `ebpf`, by name.
+pub(super) fn map_fds(ebpf: &aya::Ebpf) -> std::collections::HashMap<String, std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    ebpf.maps()
+        .filter_map(|(name, map)| {
+            let fd = data(map).fd().as_fd().try_clone_to_owned().ok()?;
+            Some((name.to_owned(), fd))
+        })
+        .collect()
+}
+
 pub(super) fn data(map: &Map) -> &MapData {
     match map {
         Map::Array(m)

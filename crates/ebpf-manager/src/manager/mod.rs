@@ -137,6 +137,9 @@ pub struct State {
     phase: ManagerState,
     /// The object through the pipeline, kept for clones and per-probe copies.
     source: loader::Source,
+    /// Fds of the main object's maps, taken at `init`: readers take maps out of the object at
+    /// `start`, and programs loaded later (kprobe.multi) must still be relocated against them.
+    main_map_fds: std::collections::HashMap<String, std::os::fd::OwnedFd>,
     /// The constant editors of each object copy (index in `objects`) beyond the global ones.
     own_constants: std::collections::HashMap<usize, Vec<ConstantEditor>>,
     elf: ElfIndex,
@@ -281,6 +284,7 @@ impl Manager {
 
         let mut state = State {
             phase: ManagerState::New,
+            main_map_fds: dump::map_fds(&ebpf),
             source,
             own_constants: Default::default(),
             elf,
@@ -437,6 +441,7 @@ impl Manager {
             record.multi = None;
         }
         self.state.objects.clear();
+        self.state.main_map_fds.clear();
         pins::remove(&self.state.pins, cleanup);
         self.state.btf.release();
         self.state.functions.release();
@@ -485,6 +490,23 @@ impl Manager {
             .get(record.object)?
             .as_ref()?
             .program(&record.function)
+    }
+
+    /// The kernel's id of the probe's loaded program (`bpftool prog show id N`), whether aya
+    /// loaded it or the manager did (kprobe.multi and uprobe.multi programs, which
+    /// [`get_program`](Self::get_program) shows unloaded).
+    pub fn program_id(&self, id: &ProbeIdentificationPair) -> Option<u32> {
+        let record = &self.state.records[self.state.record(id)?];
+        if let Some(fd) = &record.multi {
+            use std::os::fd::AsRawFd;
+            let info =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+            return info
+                .lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok());
+        }
+        self.get_program(id)?.info().ok().map(|info| info.id())
     }
 
     /// The program of the probe with this id, mutably.

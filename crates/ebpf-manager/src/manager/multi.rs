@@ -22,7 +22,8 @@ impl State {
             KprobeAttachMethod::Default => self.default_kprobe_attach_method,
             explicit => explicit,
         };
-        match record.hook {
+        match &record.hook {
+            Hook::Uprobe(target) => !target.all.is_empty() && bpf_prog::uprobe_multi_supported(),
             Hook::Kprobe { .. } => method == KprobeAttachMethod::KprobeMulti,
             Hook::Kprobes { .. } => {
                 method == KprobeAttachMethod::KprobeMulti
@@ -40,6 +41,10 @@ impl State {
         let record = &self.records[index];
         let (id, function) = (record.id.clone(), record.function.clone());
         let hook = hook_name(&record.hook);
+        let attach_type = match record.hook {
+            Hook::Uprobe(_) => bpf_prog::TRACE_UPROBE_MULTI,
+            _ => bpf_prog::TRACE_KPROBE_MULTI,
+        };
         let constants: Vec<&ConstantEditor> = self
             .constant_editors
             .iter()
@@ -47,56 +52,67 @@ impl State {
             .chain(self.own_constants.get(&record.object).into_iter().flatten())
             .collect();
         let (bytes, _) = self.source.object.instantiate(&constants)?;
-        let ebpf = self.objects[record.object]
-            .as_ref()
-            .expect("records point at loaded objects");
-        let map_fds = ebpf
-            .maps()
-            .map(|(name, map)| {
-                let fd = super::dump::data(map).fd().as_fd().as_raw_fd();
-                (name.to_owned(), fd)
-            })
-            .collect();
+        let map_fds = if record.object == 0 {
+            self.main_map_fds
+                .iter()
+                .map(|(name, fd)| (name.clone(), fd.as_raw_fd()))
+                .collect()
+        } else {
+            let ebpf = self.objects[record.object]
+                .as_ref()
+                .expect("records point at loaded objects");
+            ebpf.maps()
+                .map(|(name, map)| {
+                    let fd = super::dump::data(map).fd().as_fd().as_raw_fd();
+                    (name.to_owned(), fd)
+                })
+                .collect()
+        };
         let btf = if self.source.object.has_core() {
             self.btf.get().ok()
         } else {
             None
         };
         let fd =
-            multi::load_kprobe_multi(&bytes, &map_fds, &function, btf).map_err(|e| match e {
-                MultiError::Object(reason) => Error::InvalidProbe {
-                    id: id.clone(),
-                    reason: format!("loading `{function}` for kprobe.multi: {reason}"),
-                },
-                MultiError::Kernel(e) if !e.log.is_empty() => Error::Verifier {
-                    id: id.clone(),
-                    function: function.clone(),
-                    source: e.source,
-                    log: e.log,
-                },
-                // An attach type the kernel does not know (before 5.18).
-                MultiError::Kernel(e) if !bpf_prog::kprobe_multi_supported() => {
-                    Error::KprobeMultiUnsupported {
+            multi::load_multi(attach_type, &bytes, &map_fds, &function, btf).map_err(
+                |e| match e {
+                    MultiError::Object(reason) => Error::InvalidProbe {
+                        id: id.clone(),
+                        reason: format!("loading `{function}` for kprobe.multi: {reason}"),
+                    },
+                    MultiError::Kernel(e) if !e.log.is_empty() => Error::Verifier {
+                        id: id.clone(),
+                        function: function.clone(),
+                        source: e.source,
+                        log: e.log,
+                    },
+                    // An attach type the kernel does not know (before 5.18).
+                    MultiError::Kernel(e) if !bpf_prog::kprobe_multi_supported() => {
+                        Error::KprobeMultiUnsupported {
+                            id: id.clone(),
+                            hook: hook.clone(),
+                            source: Box::new(e),
+                        }
+                    }
+                    MultiError::Kernel(e) => Error::Attach {
                         id: id.clone(),
                         hook: hook.clone(),
+                        method: "loading for kprobe.multi",
                         source: Box::new(e),
-                    }
-                }
-                MultiError::Kernel(e) => Error::Attach {
-                    id: id.clone(),
-                    hook: hook.clone(),
-                    method: "loading for kprobe.multi",
-                    source: Box::new(e),
+                    },
                 },
-            })?;
+            )?;
         self.records[index].multi = Some(fd);
         Ok(())
     }
 
-    /// One kprobe.multi link of record `index`'s program on its function(s).
+    /// One kprobe.multi (or uprobe.multi) link of record `index`'s program on its function(s).
     pub(super) fn attach_multi(&mut self, index: usize) -> Result<(Link, AttachInfo)> {
         self.load_multi(index)?;
         let record = &self.records[index];
+        if let Hook::Uprobe(target) = &record.hook {
+            return self.attach_uprobe_multi(index, target);
+        }
         let (symbols, retprobe) = match &record.hook {
             Hook::Kprobe { symbol, retprobe } => (vec![symbol.as_str()], *retprobe),
             Hook::Kprobes {
@@ -144,10 +160,59 @@ impl State {
     }
 }
 
+impl State {
+    fn attach_uprobe_multi(
+        &self,
+        index: usize,
+        target: &crate::probe::uprobe::Target,
+    ) -> Result<(Link, AttachInfo)> {
+        let record = &self.records[index];
+        let retprobe = matches!(
+            self.objects[record.object]
+                .as_ref()
+                .and_then(|o| o.program(&record.function)),
+            Some(aya::programs::Program::UProbe(p)) if matches!(p.kind(), aya::programs::ProbeKind::Return)
+        );
+        let offsets: Vec<u64> = target.all.iter().map(|&(_, o)| o).collect();
+        let cookies: Option<Vec<u64>> = (!record.probe.function_cookies.is_empty()).then(|| {
+            target
+                .all
+                .iter()
+                .map(|(f, _)| {
+                    let found = record.probe.function_cookies.iter().find(|(n, _)| n == f);
+                    found.map_or(0, |&(_, c)| c)
+                })
+                .collect()
+        });
+        let prog = record.multi.as_ref().expect("loaded by attach_multi");
+        let hook = target.describe();
+        let link = bpf_prog::uprobe_multi_link(
+            prog.as_fd(),
+            &target.binary,
+            &offsets,
+            cookies.as_deref(),
+            retprobe,
+            target.pid,
+        )
+        .map_err(|e| Error::Attach {
+            id: record.id.clone(),
+            hook: hook.clone(),
+            method: "a uprobe.multi link",
+            source: Box::new(e),
+        })?;
+        let info = AttachInfo {
+            hook,
+            method: AttachMethod::UprobeMulti,
+        };
+        Ok((Link::KprobeMulti(link), info))
+    }
+}
+
 /// The hook as [`AttachInfo::hook`] shows it: the function, or the pattern and how many
 /// functions it matched.
 pub(super) fn hook_name(hook: &Hook) -> String {
     match hook {
+        Hook::Uprobe(target) => target.describe(),
         Hook::Kprobe { symbol, .. } => symbol.clone(),
         Hook::Kprobes {
             pattern, symbols, ..

@@ -350,6 +350,9 @@ impl State {
             (Hook::RawTracepoint { name }, Program::RawTracePoint(p)) => {
                 tracepoint::attach_raw(p, id, name)?
             }
+            (Hook::Uprobe(target), Program::UProbe(p)) if !target.all.is_empty() => {
+                uprobe::attach_each(p, id, target)?
+            }
             (Hook::Uprobe(target), Program::UProbe(p)) => uprobe::attach(p, id, target)?,
             (Hook::Btf { target, .. }, p) => tracing::attach(p, id, target)?,
             (Hook::PerfEvent(target), Program::PerfEvent(p)) => perf_event::attach(p, id, target)?,

@@ -75,6 +75,9 @@ impl Ext {
     /// Parses `.BTF.ext`.
     pub(crate) fn parse(ext: &[u8]) -> Result<Self, String> {
         let hdr = check_magic(ext, ".BTF.ext")?;
+        if hdr < 24 {
+            return Err(format!(".BTF.ext: a {hdr}-byte header (24 at least)"));
+        }
         let header = ext.get(..hdr).ok_or(".BTF.ext: truncated header")?.to_vec();
         let count = if hdr >= 32 { 3 } else { 2 };
         let mut regions = Vec::with_capacity(count);
@@ -85,7 +88,7 @@ impl Ext {
             );
             let start = hdr + off;
             let end = start.checked_add(len).filter(|&e| e <= ext.len());
-            let end = end.ok_or(".BTF.ext: region out of bounds")?;
+            let end = end.ok_or_else(|| format!(".BTF.ext: region {r} out of bounds"))?;
             if len == 0 {
                 regions.push(Region {
                     rec_size: 0,

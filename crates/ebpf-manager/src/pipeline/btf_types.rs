@@ -42,7 +42,8 @@ impl Types {
         }
         let (hdr, type_off, type_len, str_off, str_len) =
             (field(4)?, field(8)?, field(12)?, field(16)?, field(20)?);
-        if type_off != 0 || str_off != type_len || hdr + str_off + str_len != btf.len() {
+        if hdr < 24 || type_off != 0 || str_off != type_len || hdr + str_off + str_len != btf.len()
+        {
             return Err(".BTF: unusual section layout".into());
         }
         let mut types = Vec::new();
@@ -224,7 +225,7 @@ impl Types {
         let inner = self.map_def_struct(&fields(inner), None);
         // The outer map's value is an fd: 4 bytes, whatever the definition says.
         let outer = [outer[0], outer[1], 4, outer[3], outer[4]];
-        let outer = self.map_def_struct(&fields(outer)[..4], Some(inner));
+        let outer = self.map_def_struct(&fields(outer), Some(inner));
         let name_off = self.string(name);
         let var = self.add(name_off, VAR, outer, &[1]); // global
         let entry = [var, offset, super::maps::CONVERTED_SIZE as u32];
@@ -246,14 +247,18 @@ impl Types {
         }
     }
 
-    /// The struct defining BTF map `map` (the VAR's type through modifiers).
-    fn map_struct(&self, map: &str) -> Option<u32> {
+    /// The VAR of BTF map `map` and the struct defining it (the VAR's type through modifiers).
+    fn map_struct(&self, map: &str) -> Option<(u32, u32)> {
         let ds = self.ty(self.datasec(".maps")?)?;
         let var = ds[12..]
             .chunks_exact(12)
             .map(|e| word(e, 0))
             .find(|&v| self.kind(v) == VAR && self.name(v) == map)?;
-        let mut id = word(self.ty(var)?, 8);
+        self.resolve_struct(word(self.ty(var)?, 8))
+            .map(|s| (var, s))
+    }
+
+    fn resolve_struct(&self, mut id: u32) -> Option<u32> {
         for _ in 0..16 {
             match self.kind(id) {
                 STRUCT => return Some(id),
@@ -303,9 +308,15 @@ impl Types {
     /// Applies the type, key size, value size and flags of `e` to BTF map `e.name`; `false`
     /// when the object has no such BTF map.
     pub(crate) fn edit_map(&mut self, e: &MapSpecEditor) -> bool {
-        let Some(s) = self.map_struct(&e.name) else {
+        let Some((var, shared)) = self.map_struct(&e.name) else {
             return false;
         };
+        // Maps declared together (`struct {...} a, b SEC(".maps")`) share their struct: the
+        // edited map gets a copy of its own.
+        let copy = self.ty(shared).expect("found").clone();
+        self.types.push(copy);
+        let s = self.types.len() as u32;
+        put(&mut self.types[var as usize - 1], 8, s);
         for (member, value) in [("type", e.map_type), ("map_flags", e.flags)] {
             if let Some(v) = value {
                 let to = self.uint_member(v);

@@ -134,9 +134,14 @@ pub(super) fn inject(b: &mut Builder<'_>, map: SymbolId) -> Result<(Indexes, Vec
                 "its `{PLACEHOLDER}` placeholder is instruction {slot}; it must open the program (instruction 0, or 1 after a copy of r1)"
             )));
         }
-        if slot == 1 && data.get(start as usize + 1).map(|r| r >> 4) != Some(1) {
+        // Before the placeholder, only a copy of the context into a register the prologue's
+        // helper call keeps (r6 to r9) can stay: anything else would be clobbered or skipped.
+        let first = data.get(start as usize..start as usize + 2);
+        let keeps_context = first
+            .is_some_and(|b| b[0] == 0xbf && b[1] >> 4 == 1 && (6..=9).contains(&(b[1] & 0x0f)));
+        if slot == 1 && !keeps_context {
             return Err(refuse(format!(
-                "instruction 0, before its `{PLACEHOLDER}` placeholder, reads a register other than r1"
+                "instruction 0, before its `{PLACEHOLDER}` placeholder, is not a copy of r1 into r6-r9"
             )));
         }
         let data = data.to_mut();

@@ -15,8 +15,8 @@ use crate::{Error, InnerOuterMapSpec, MapSpecEditor, Result};
 
 /// `BPF_MAP_TYPE_ARRAY_OF_MAPS` and `BPF_MAP_TYPE_HASH_OF_MAPS`.
 const MAPS_OF_MAPS: [u32; 2] = [12, 13];
-/// Bytes of the BTF struct a converted map of maps gets in `.maps` (four `__uint` members).
-pub(crate) const CONVERTED_SIZE: u64 = 32;
+/// Bytes of the BTF struct a converted map of maps gets in `.maps` (five `__uint` members).
+pub(crate) const CONVERTED_SIZE: u64 = 40;
 
 /// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`.
 const PERF_EVENT_ARRAY: u32 = 4;
@@ -102,11 +102,12 @@ pub(crate) fn normalize(
                 return Err(malformed("its section holds no data".into()));
             };
             let end = start
-                .checked_add(STANDARD)
+                .checked_add(size)
                 .filter(|&e| e <= data.len() as u64)
+                .and(start.checked_add(STANDARD))
                 .ok_or_else(|| {
                     malformed(format!(
-                        "its definition at byte {start} runs past the end of its {}-byte section",
+                        "its {size}-byte definition at byte {start} runs past the end of its {}-byte section",
                         data.len()
                     ))
                 })?;
@@ -164,9 +165,11 @@ pub(crate) fn rename_emptied(b: &mut Builder<'_>) -> Vec<(String, String)> {
         .iter()
         .filter(|s| s.name.as_slice().starts_with(b"maps") && s.sh_type == elf::SHT_PROGBITS)
         .filter(|s| {
-            !b.symbols
-                .iter()
-                .any(|y| y.section == Some(s.id()) && y.st_type() == elf::STT_OBJECT)
+            !b.symbols.iter().any(|y| {
+                y.section == Some(s.id())
+                    && !y.name.is_empty()
+                    && matches!(y.st_type(), elf::STT_OBJECT | elf::STT_NOTYPE)
+            })
         })
         .map(|s| s.id())
         .collect();

@@ -1,5 +1,5 @@
-//! Loading a kprobe program with `expected_attach_type = BPF_TRACE_KPROBE_MULTI` (Linux 5.18),
-//! which aya 0.14 cannot: its kprobe load passes no attach type and its instructions are
+//! Loading a kprobe program with `expected_attach_type = BPF_TRACE_KPROBE_MULTI` (Linux 5.18)
+//! or `BPF_TRACE_UPROBE_MULTI` (6.6), which aya 0.14 cannot: its kprobe load passes no attach type and its instructions are
 //! private. The path: aya has created the maps (`Ebpf::load` of the same bytes); aya-obj parses
 //! the bytes and relocates them against aya's map fds (`relocate_maps`), links BPF functions
 //! (`relocate_calls`) and applies CO-RE against the kernel's BTF (`relocate_btf`); the kernel
@@ -22,8 +22,9 @@ pub(crate) enum MultiError {
 }
 
 /// Loads `function` of `bytes` (as instantiated for the aya object whose map fds, by name, are
-/// `map_fds`) for kprobe.multi links.
-pub(crate) fn load_kprobe_multi(
+/// `map_fds`) with `attach_type` (`BPF_TRACE_KPROBE_MULTI` or `BPF_TRACE_UPROBE_MULTI`).
+pub(crate) fn load_multi(
+    attach_type: u32,
     bytes: &[u8],
     map_fds: &std::collections::HashMap<String, std::os::fd::RawFd>,
     function: &str,
@@ -31,20 +32,24 @@ pub(crate) fn load_kprobe_multi(
 ) -> Result<OwnedFd, MultiError> {
     let object = |e: &dyn std::fmt::Display| MultiError::Object(e.to_string());
     let mut obj = aya_obj::Object::parse(bytes).map_err(|e| object(&e))?;
+    // CO-RE first, as aya does: call linking copies subprograms into the program.
+    if let Some(target) = target_btf.filter(|_| obj.has_btf_relocations()) {
+        obj.relocate_btf(target).map_err(|e| object(&e))?;
+    }
     let mut fds = Vec::new();
     for (name, map) in &obj.maps {
-        // aya skips the data maps of kernels without global data: so does the relocation.
-        if let Some(&fd) = map_fds.get(name) {
-            fds.push((name.clone(), fd, map.clone()));
+        match map_fds.get(name) {
+            Some(&fd) => fds.push((name.clone(), fd, map.clone())),
+            // aya skips the data maps of kernels without global data: so does the relocation.
+            None if name.starts_with('.') => {}
+            // Left out, aya-obj would relocate to another map of the same section.
+            None => return Err(object(&format!("map `{name}` has no fd to relocate to"))),
         }
     }
     let text: HashSet<usize> = obj.functions.keys().map(|&(section, _)| section).collect();
     obj.relocate_maps(fds.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text)
         .map_err(|e| object(&e))?;
     obj.relocate_calls(&text).map_err(|e| object(&e))?;
-    if let Some(target) = target_btf.filter(|_| obj.has_btf_relocations()) {
-        obj.relocate_btf(target).map_err(|e| object(&e))?;
-    }
     let program = obj
         .programs
         .get(function)
@@ -85,7 +90,7 @@ pub(crate) fn load_kprobe_multi(
     });
     let fd = bpf_prog::prog_load(&bpf_prog::ProgLoad {
         prog_type: bpf_prog::PROG_TYPE_KPROBE,
-        expected_attach_type: bpf_prog::TRACE_KPROBE_MULTI,
+        expected_attach_type: attach_type,
         insns: &insns,
         license: &license,
         kern_version: program.kernel_version.unwrap_or(0),
@@ -94,7 +99,7 @@ pub(crate) fn load_kprobe_multi(
     })
     .map_err(MultiError::Kernel)?;
     log::debug!(
-        "`{function}` loaded for kprobe.multi as fd {}",
+        "`{function}` loaded for multi links as fd {}",
         fd.as_raw_fd()
     );
     Ok(fd)

@@ -289,11 +289,20 @@ fn merge(
     into: object::build::elf::SectionId,
     from: object::build::elf::SectionId,
 ) -> Result<u32> {
-    let SectionData::Data(code) = b.sections.get(from).data.clone() else {
-        return Err(invalid("a program section without data"));
+    let name = |b: &Builder<'_>, id| {
+        String::from_utf8_lossy(b.sections.get(id).name.as_slice()).into_owned()
     };
+    let SectionData::Data(code) = b.sections.get(from).data.clone() else {
+        return Err(invalid(format!(
+            "program section `{}` holds no data",
+            name(b, from)
+        )));
+    };
+    let into_name = name(b, into);
     let SectionData::Data(target) = &mut b.sections.get_mut(into).data else {
-        return Err(invalid("a program section without data"));
+        return Err(invalid(format!(
+            "program section `{into_name}` holds no data"
+        )));
     };
     let target = target.to_mut();
     target.resize(target.len().next_multiple_of(8), 0);
@@ -337,7 +346,8 @@ fn merge(
             None => rel.sh_info_section = Some(into),
         }
     }
-    u32::try_from(base).map_err(|_| invalid("a program section over 4 GiB"))
+    u32::try_from(base)
+        .map_err(|_| invalid(format!("program section `{into_name}` grows over 4 GiB")))
 }
 
 /// Makes `.BTF` and `.BTF.ext` follow renamed and merged sections.
@@ -393,7 +403,13 @@ fn fix_btf(
             }
         }
         for m in moved {
-            let to = offset_of(&mut btf, &m.to)?;
+            // A section merged into one that has blocks of its own joins those: aya-obj keeps
+            // one block per name.
+            let existing = offsets_of(&ext, &btf, &m.to).into_iter().next();
+            let to = match existing {
+                Some(o) => o,
+                None => offset_of(&mut btf, &m.to)?,
+            };
             for from in offsets_of(&ext, &btf, &m.from) {
                 ext.move_section(from, to, m.shift).map_err(bad)?;
             }

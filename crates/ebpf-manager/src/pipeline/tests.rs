@@ -42,6 +42,7 @@ fn the_go_object_parses_after_the_pipeline() {
             "xdp_egress",
             "xdp_ingress",
             "xdp_patched",
+            "xdp_plain",
             "xdp_unused"
         ]
     );
@@ -373,4 +374,51 @@ fn a_malformed_legacy_map_definition_is_a_typed_error() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn merged_xdp_sections_keep_one_btf_ext_block_per_region() {
+    let p = prepared(GOCOMPAT, Settings::default()).unwrap();
+    let file = object::File::parse(p.bytes.as_slice()).unwrap();
+    let section = |name: &str| {
+        use object::ObjectSection as _;
+        file.section_by_name(name).unwrap().data().unwrap().to_vec()
+    };
+    let (btf_data, ext) = (
+        section(".BTF"),
+        btf::Ext::parse(&section(".BTF.ext")).unwrap(),
+    );
+    let xdp = ext
+        .names()
+        .filter(|&o| btf::string_at(&btf_data, o).unwrap() == "xdp")
+        .count();
+    // Func info and line info: one block each for the merged `xdp` section.
+    assert_eq!(xdp, 2);
+    assert!(ext
+        .names()
+        .all(|o| !btf::string_at(&btf_data, o).unwrap().starts_with("xdp/")));
+}
+
+const ROUTER: &[u8] = include_bytes!("../../../../ebpf-fixtures/router.bpf.o");
+
+#[test]
+fn an_editor_changes_only_its_map_when_maps_share_a_struct() {
+    // inner_a, inner_b and tail_hits are declared with one `struct inner_map`.
+    let editors = [MapSpecEditor {
+        name: "inner_a".into(),
+        value_size: Some(16),
+        ..Default::default()
+    }];
+    let p = prepared(
+        ROUTER,
+        Settings {
+            spec_editors: &editors,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let obj = aya_obj::Object::parse(&p.bytes).unwrap();
+    assert_eq!(obj.maps["inner_a"].value_size(), 16);
+    assert_eq!(obj.maps["inner_b"].value_size(), 8);
+    assert_eq!(obj.maps["tail_hits"].value_size(), 8);
 }

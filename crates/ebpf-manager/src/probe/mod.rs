@@ -268,6 +268,8 @@ pub enum AttachMethod {
     KprobeTracefs,
     /// A kprobe.multi link (Linux 5.18, CONFIG_FPROBE).
     KprobeMulti,
+    /// A uprobe.multi link (Linux 6.6).
+    UprobeMulti,
     /// A tracepoint (Linux 4.7).
     Tracepoint,
     /// A raw tracepoint (Linux 4.17).
@@ -296,6 +298,7 @@ impl fmt::Display for AttachMethod {
             Self::KprobePmu => "the kprobe PMU (perf_event_open)",
             Self::KprobeTracefs => "tracefs kprobe_events",
             Self::KprobeMulti => "a kprobe.multi link",
+            Self::UprobeMulti => "a uprobe.multi link",
             Self::Tracepoint => "a tracepoint",
             Self::RawTracepoint => "a raw tracepoint",
             Self::Uprobe => "the uprobe PMU (perf_event_open)",
@@ -369,7 +372,7 @@ impl Link {
 pub(crate) enum Link {
     KprobePmu(aya::programs::kprobe::KProbeLink),
     KprobeTracefs(kprobe::TracefsLink),
-    /// A kprobe.multi link's fd; closing it detaches.
+    /// A kprobe.multi or uprobe.multi link's fd; closing it detaches.
     KprobeMulti(std::os::fd::OwnedFd),
     /// One link per function, detached in reverse order.
     Many(Vec<Link>),

@@ -66,7 +66,13 @@ pub(crate) fn hook(
         FunctionCookies,
     ];
     let tracepoint_only = [TracepointCategory, TracepointName];
-    let uprobe_only = [BinaryPath, UprobeOffset, UprobePid];
+    let uprobe_only = [
+        BinaryPath,
+        UprobeOffset,
+        UprobePid,
+        MatchAllFunctions,
+        FunctionCookies,
+    ];
     let tc_only = [
         NetworkDirection,
         TcFilterPrio,

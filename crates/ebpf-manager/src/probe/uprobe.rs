@@ -12,14 +12,25 @@ use crate::{Error, ProbeIdentificationPair, Result};
 /// What a uprobe attaches to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
-    binary: PathBuf,
+    pub(crate) binary: PathBuf,
     symbol: Option<String>,
     offset: u64,
-    pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
+    /// With [`Probe::match_all_functions`]: every function the pattern matches, with its file
+    /// offset (what uprobe.multi links take).
+    pub(crate) all: Vec<(String, u64)>,
+    pattern: Option<String>,
 }
 
 impl Target {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
+        if let Some(pattern) = self.pattern.as_ref().filter(|_| !self.all.is_empty()) {
+            return format!(
+                "{}:{pattern} ({} functions)",
+                self.binary.display(),
+                self.all.len()
+            );
+        }
         match (&self.symbol, self.offset) {
             (Some(s), 0) => format!("{}:{s}", self.binary.display()),
             (Some(s), o) => format!("{}:{s}+{o:#x}", self.binary.display()),
@@ -68,6 +79,39 @@ pub(crate) fn resolve(
             binary.display()
         )));
     }
+    if probe.match_all_functions {
+        let Some(pattern) = &probe.attach_to_func_name else {
+            return Err(invalid(
+                "match_all_functions needs a pattern: set attach_to_func_name".into(),
+            ));
+        };
+        let compiled = glob::Pattern::new(pattern).map_err(|e| Error::InvalidPattern {
+            id: id.clone(),
+            pattern: pattern.clone(),
+            reason: e.to_string(),
+        })?;
+        let io = |source| Error::Io {
+            path: binary.clone(),
+            source,
+        };
+        let all = function_offsets(&binary, &compiled).map_err(io)?;
+        if all.is_empty() {
+            return Err(Error::NoMatchingFunction {
+                id: id.clone(),
+                pattern: pattern.clone(),
+                searched: elf_functions(&binary).map_err(io)?.len(),
+                source_file: binary.clone(),
+            });
+        }
+        return Ok(Target {
+            binary,
+            symbol: Some(all[0].0.clone()),
+            offset: 0,
+            pid: probe.uprobe_pid,
+            all,
+            pattern: Some(pattern.clone()),
+        });
+    }
     let symbol = if let Some(symbol) = &probe.hook_func_name {
         Some(symbol.clone())
     } else if let Some(pattern) = &probe.attach_to_func_name {
@@ -109,7 +153,76 @@ pub(crate) fn resolve(
         symbol,
         offset: probe.uprobe_offset,
         pid: probe.uprobe_pid,
+        all: Vec::new(),
+        pattern: None,
     })
+}
+
+/// The defined functions of `binary` that `pattern` matches, each once, with the file offset
+/// of its first instruction (address - section address + section file offset).
+fn function_offsets(binary: &Path, pattern: &glob::Pattern) -> std::io::Result<Vec<(String, u64)>> {
+    use object::ObjectSection as _;
+    let data = std::fs::read(binary)?;
+    let file = object::File::parse(&*data)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut found: Vec<(String, u64)> = Vec::new();
+    for sym in file.symbols().chain(file.dynamic_symbols()) {
+        if sym.kind() != object::SymbolKind::Text || !sym.is_definition() {
+            continue;
+        }
+        let Ok(name) = sym.name() else { continue };
+        if name.is_empty() || !pattern.matches(name) || found.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        let Some(section) = sym
+            .section_index()
+            .and_then(|i| file.section_by_index(i).ok())
+        else {
+            continue;
+        };
+        let Some((file_offset, _)) = section.file_range() else {
+            continue;
+        };
+        if let Some(offset) = sym
+            .address()
+            .checked_sub(section.address())
+            .and_then(|o| o.checked_add(file_offset))
+        {
+            found.push((name.to_owned(), offset));
+        }
+    }
+    Ok(found)
+}
+
+/// Attaches `prog` to every function of `target.all`, one uprobe each, undone if one fails.
+pub(crate) fn attach_each(
+    prog: &mut UProbe,
+    id: &ProbeIdentificationPair,
+    target: &Target,
+) -> Result<(Link, AttachInfo)> {
+    let mut links = Vec::with_capacity(target.all.len());
+    for (name, _) in &target.all {
+        let one = Target {
+            symbol: Some(name.clone()),
+            all: Vec::new(),
+            pattern: None,
+            ..target.clone()
+        };
+        match attach(prog, id, &one) {
+            Ok((link, _)) => links.push(link),
+            Err(e) => {
+                while let Some(l) = links.pop() {
+                    drop(l);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let info = AttachInfo {
+        hook: target.describe(),
+        method: AttachMethod::Uprobe,
+    };
+    Ok((Link::Many(links), info))
 }
 
 pub(crate) fn attach(

@@ -1,0 +1,51 @@
+//! A uprobe on every function of a pattern (`Probe::match_all_functions`): one uprobe.multi link
+//! where the kernel has them (Linux 6.6), else one uprobe per function.
+
+use ebpf_manager::{AttachMethod, CleanupType, Probe, ProbeIdentificationPair};
+use integration_tests::{user::*, *};
+
+/// Targets of the pattern `uprobe_multi_target_*`, in this test binary.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn uprobe_multi_target_a(a: i64) -> i64 {
+    std::hint::black_box(a)
+}
+
+/// See [`uprobe_multi_target_a`].
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn uprobe_multi_target_b(a: i64) -> i64 {
+    std::hint::black_box(a) * 2
+}
+
+#[test]
+fn match_all_functions_takes_one_uprobe_multi_link_or_one_uprobe_per_function() {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let id = ProbeIdentificationPair::new("all", "uprobe_generic");
+    let probe = Probe {
+        binary_path: Some(exe.clone()),
+        attach_to_func_name: Some("uprobe_multi_target_*".into()),
+        match_all_functions: true,
+        ..probe("all", "uprobe_generic")
+    };
+    let mut m = user_manager(vec![probe], user_filters(std::process::id(), gettid())).unwrap();
+    m.start().expect("start");
+    let info = m.attach_info(&id).unwrap().clone();
+    assert!(
+        info.hook.ends_with("uprobe_multi_target_* (2 functions)"),
+        "{}",
+        info.hook
+    );
+    let expected = if ebpf_manager::kernel::uprobe_multi_supported() {
+        AttachMethod::UprobeMulti
+    } else {
+        AttachMethod::Uprobe
+    };
+    assert_eq!(info.method, expected);
+    assert_eq!(uprobe_multi_target_a(7) + uprobe_multi_target_b(11), 29);
+    let hits = slot_of(&m, "user_hits", user_slot::UPROBE_GENERIC);
+    assert_eq!(hits, 2, "each function fired once");
+    let programs = program_ids(&m, std::slice::from_ref(&id));
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded(&programs);
+}
