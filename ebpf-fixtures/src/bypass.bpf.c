@@ -5,14 +5,8 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include "go_compat.h"
 
-struct bpf_map_def {
-	unsigned int type;
-	unsigned int key_size;
-	unsigned int value_size;
-	unsigned int max_entries;
-	unsigned int map_flags;
-};
 
 struct bpf_map_def SEC("maps/program_bypassed") program_bypassed = {
 	.type = BPF_MAP_TYPE_ARRAY,
@@ -32,7 +26,6 @@ struct bpf_map_def SEC("maps/counts") counts = {
 	unsigned long bypass_program;                                                      \
 	asm("%0 = bypass_program ll" : "=r"(bypass_program)::"memory");
 
-#define LOAD_CONSTANT(param, var) asm("%0 = " param " ll" : "=r"(var))
 
 static __always_inline int count(__u32 slot)
 {

@@ -5,14 +5,8 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include "go_compat.h"
 
-struct bpf_map_def {
-	unsigned int type;
-	unsigned int key_size;
-	unsigned int value_size;
-	unsigned int max_entries;
-	unsigned int map_flags;
-};
 
 struct bpf_map_def SEC("maps") inner_template = {
 	.type = BPF_MAP_TYPE_ARRAY,
@@ -35,7 +29,6 @@ struct bpf_map_def SEC("maps/outer") outer = {
 	.max_entries = 2,
 };
 
-#define LOAD_CONSTANT(param, var) asm("%0 = " param " ll" : "=r"(var))
 
 SEC("tracepoint/syscalls/sys_enter_mkdir")
 int mom_entry(void *ctx)

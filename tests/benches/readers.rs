@@ -197,62 +197,15 @@ fn bump(counter: &AtomicU64, by: u64) {
     counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
 }
 
-/// `union bpf_attr` as BPF_PROG_TEST_RUN reads it (the `test` member of
-/// include/uapi/linux/bpf.h): aya 0.14 has no test-run call.
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-}
-
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-
 /// Runs the program of `kind` on a zeroed 64-byte packet, `kind.calls()` times
 /// `kind.repeat()`: each run emits `RECORDS_PER_RUN` records. Returns how long the program ran.
 fn produce(prog: RawFd, kind: Kind) -> Duration {
     let packet = [0u8; 64];
     let mut ran = Duration::ZERO;
     for _ in 0..kind.calls() {
-        let mut attr = TestRunAttr {
-            prog_fd: prog as u32,
-            data_size_in: packet.len() as u32,
-            data_in: packet.as_ptr() as u64,
-            repeat: kind.repeat(),
-            ..Default::default()
-        };
-        // SAFETY: `attr` is a live, writable bpf_attr of the size passed; `data_in` points to
-        // `data_size_in` readable bytes; no output buffers.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestRunAttr,
-                std::mem::size_of::<TestRunAttr>() as u32,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "BPF_PROG_TEST_RUN: {}",
-            std::io::Error::last_os_error()
-        );
+        let (_, duration) = integration_tests::test_run_repeat(prog, &packet, kind.repeat());
         // The mean time of one run, in ns, preemptions left out.
-        ran += Duration::from_nanos(u64::from(attr.duration) * u64::from(kind.repeat()));
+        ran += Duration::from_nanos(u64::from(duration) * u64::from(kind.repeat()));
     }
     ran
 }

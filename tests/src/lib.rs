@@ -239,6 +239,12 @@ pub const GOCOMPAT: &[u8] = include_bytes!("../../ebpf-fixtures/gocompat.bpf.o")
 /// its return value.
 pub fn test_run(prog: std::os::fd::BorrowedFd<'_>) -> u32 {
     use std::os::fd::AsRawFd;
+    test_run_repeat(prog.as_raw_fd(), &[0u8; 64], 1).0
+}
+
+/// Runs `prog` `repeat` times with BPF_PROG_TEST_RUN on `packet`; returns the last return value
+/// and the mean run time in ns as the kernel measured it. aya 0.14 has no test-run call.
+pub fn test_run_repeat(prog: std::os::fd::RawFd, packet: &[u8], repeat: u32) -> (u32, u32) {
     /// The `test` member of `union bpf_attr`, up to `ctx_out`.
     #[repr(C)]
     #[derive(Default)]
@@ -256,12 +262,11 @@ pub fn test_run(prog: std::os::fd::BorrowedFd<'_>) -> u32 {
         ctx_in: u64,
         ctx_out: u64,
     }
-    let packet = [0u8; 64];
     let mut attr = TestRun {
-        prog_fd: prog.as_raw_fd() as u32,
+        prog_fd: prog as u32,
         data_size_in: packet.len() as u32,
         data_in: packet.as_ptr() as u64,
-        repeat: 1,
+        repeat,
         ..Default::default()
     };
     // SAFETY: `attr` is a live bpf_attr prefix of the size passed; `data_in` points to
@@ -280,7 +285,7 @@ pub fn test_run(prog: std::os::fd::BorrowedFd<'_>) -> u32 {
         "BPF_PROG_TEST_RUN: {}",
         std::io::Error::last_os_error()
     );
-    attr.retval
+    (attr.retval, attr.duration)
 }
 
 /// The kernel's view of map `name` of `m` (`/proc/self/fdinfo` of a fresh fd): `map_type`,

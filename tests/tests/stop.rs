@@ -9,11 +9,11 @@ use integration_tests::*;
 
 const MANY: &[u8] = include_bytes!("../../ebpf-fixtures/many_tracepoints.bpf.o");
 
-#[test]
-fn stopping_100_tracepoint_probes_leaves_nothing_attached() {
+/// A started manager of the 100 tracepoint programs of many_tracepoints.bpf.o, with their ids.
+fn hundred_tracepoints(uid: &str) -> (Manager, Vec<ProbeIdentificationPair>) {
     setup();
     let ids: Vec<ProbeIdentificationPair> = (0..100)
-        .map(|i| ProbeIdentificationPair::new("", format!("tp_{i:02}")))
+        .map(|i| ProbeIdentificationPair::new(uid, format!("tp_{i:02}")))
         .collect();
     let mut m = Manager {
         probes: ids
@@ -24,6 +24,12 @@ fn stopping_100_tracepoint_probes_leaves_nothing_attached() {
     };
     m.init(MANY).expect("init");
     m.start().expect("start");
+    (m, ids)
+}
+
+#[test]
+fn stopping_100_tracepoint_probes_leaves_nothing_attached() {
+    let (mut m, ids) = hundred_tracepoints("");
     let programs = program_ids(&m, &ids);
     let t = Instant::now();
     m.stop(CleanupType::CleanAll).expect("stop");
@@ -41,19 +47,7 @@ fn stopping_100_tracepoint_probes_leaves_nothing_attached() {
 
 #[test]
 fn pausing_100_tracepoint_probes_detaches_them_all_and_resume_brings_them_back() {
-    setup();
-    let ids: Vec<ProbeIdentificationPair> = (0..100)
-        .map(|i| ProbeIdentificationPair::new("p", format!("tp_{i:02}")))
-        .collect();
-    let mut m = Manager {
-        probes: ids
-            .iter()
-            .map(|id| probe(&id.uid, &id.ebpf_func_name))
-            .collect(),
-        ..Default::default()
-    };
-    m.init(MANY).expect("init");
-    m.start().expect("start");
+    let (mut m, ids) = hundred_tracepoints("p");
     m.pause().expect("pause");
     assert!(ids.iter().all(|id| m.attach_info(id).is_none()));
     m.resume().expect("resume");

@@ -255,18 +255,9 @@ pub fn kprobe_multi_link(
 pub fn kprobe_multi_supported() -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SUPPORTED.get_or_init(|| {
-        // r0 = 0; exit
-        let insns = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
-        let load = prog_load(&ProgLoad {
-            prog_type: PROG_TYPE_KPROBE,
-            expected_attach_type: TRACE_KPROBE_MULTI,
-            insns: &insns,
-            license: c"GPL",
-            kern_version: 0,
-            name: "ebpf_mgr_probe",
-            btf: None,
-        });
-        let Ok(prog) = load else { return false };
+        let Some(prog) = probe_program(TRACE_KPROBE_MULTI) else {
+            return false;
+        };
         use std::os::fd::AsFd;
         match kprobe_multi_link(
             prog.as_fd(),
@@ -343,17 +334,9 @@ pub fn uprobe_multi_link(
 pub fn uprobe_multi_supported() -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SUPPORTED.get_or_init(|| {
-        let insns = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
-        let load = prog_load(&ProgLoad {
-            prog_type: PROG_TYPE_KPROBE,
-            expected_attach_type: TRACE_UPROBE_MULTI,
-            insns: &insns,
-            license: c"GPL",
-            kern_version: 0,
-            name: "ebpf_mgr_probe",
-            btf: None,
-        });
-        let Ok(prog) = load else { return false };
+        let Some(prog) = probe_program(TRACE_UPROBE_MULTI) else {
+            return false;
+        };
         use std::os::fd::AsFd;
         let link = uprobe_multi_link(
             prog.as_fd(),
@@ -365,4 +348,20 @@ pub fn uprobe_multi_supported() -> bool {
         );
         matches!(link, Err(e) if e.source.raw_os_error() == Some(libc::EBADF))
     })
+}
+
+/// A kprobe program of two instructions (`r0 = 0; exit`) loaded with `attach_type`, for feature
+/// probes; `None` when the kernel refuses it.
+fn probe_program(attach_type: u32) -> Option<OwnedFd> {
+    let insns = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+    prog_load(&ProgLoad {
+        prog_type: PROG_TYPE_KPROBE,
+        expected_attach_type: attach_type,
+        insns: &insns,
+        license: c"GPL",
+        kern_version: 0,
+        name: "ebpf_mgr_probe",
+        btf: None,
+    })
+    .ok()
 }
