@@ -646,3 +646,41 @@ fn match_all_functions_takes_one_multi_link_or_one_kprobe_per_function() {
     }
     m.stop(ebpf_manager::CleanupType::CleanAll).unwrap();
 }
+
+/// `Manager::test_run` (the Go `Probe.Test` and `Probe.Benchmark`).
+#[test]
+fn test_run_gives_the_verdict_the_packet_and_the_time() {
+    let m = net_manager(Options {
+        constant_editors: constants(),
+        ..Default::default()
+    })
+    .unwrap();
+    let id = ProbeIdentificationPair::new("in", "xdp_ingress");
+    let packet: Vec<u8> = (0..64).collect();
+    let out = m
+        .test_run(
+            &id,
+            &ebpf_manager::TestRunInput {
+                data: packet.clone(),
+                repeat: 100,
+                ..Default::default()
+            },
+        )
+        .expect("test run");
+    assert_eq!(out.retval, 2, "XDP_PASS");
+    assert_eq!(out.data, packet, "the packet, untouched");
+    assert_eq!(read_slot(&m, "results", r::XDP_INGRESS), 0x1122_3344_5566_7788);
+    // A program type the kernel does not test-run.
+    let mut tp = Manager {
+        probes: vec![probe("tp", "tracepoint_sys_enter_mkdir")],
+        ..Default::default()
+    };
+    tp.init_with_options(PROBES, this_thread_only()).unwrap();
+    let err = tp
+        .test_run(
+            &ProbeIdentificationPair::new("tp", "tracepoint_sys_enter_mkdir"),
+            &ebpf_manager::TestRunInput::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::TestRun { .. }), "{err:?}");
+}

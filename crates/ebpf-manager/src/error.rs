@@ -81,6 +81,16 @@ pub enum Error {
         source: Box<crate::kernel::BpfError>,
     },
 
+    /// `BPF_PROG_TEST_RUN` of a probe's program failed ([`Manager::test_run`](crate::Manager::test_run)).
+    #[error("probe {id}: running its program with BPF_PROG_TEST_RUN failed ({source}); the kernel test-runs XDP, TC, socket filter, cgroup_skb, flow dissector, raw tracepoint, tracing and syscall programs only, and wants a packet of at least 14 bytes for the network ones")]
+    TestRun {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The kernel's refusal.
+        #[source]
+        source: Box<crate::kernel::BpfError>,
+    },
+
     /// An [`InstructionPatcher`](crate::InstructionPatcher) refused a program.
     #[error("an instruction patcher failed on `{function}`: {reason}")]
     InstructionPatcher {

@@ -53,7 +53,7 @@ pub use manager::{CleanupType, Manager, ManagerState, MapEntry};
 pub use maps::{PerfDataHandler, PerfLostHandler, PerfMap, RingBuffer, RingDataHandler};
 pub use options::{
     ConstantEditor, InnerOuterMapSpec, KernelTypes, Map, MapEditor, MapRoute, MapSpecEditor,
-    Options, TailCallRoute,
+    Options, TailCallRoute, TestRunInput, TestRunOutput,
 };
 pub use pipeline::{Instruction, InstructionPatcher, ProgramInstructions};
 pub use probe::{

@@ -302,3 +302,33 @@ pub struct Map {
     /// [`CleanupType`](crate::CleanupType) decides whether `stop` removes the pin.
     pub pin_path: Option<PathBuf>,
 }
+
+/// What [`Manager::test_run`](crate::Manager::test_run) runs a program on (the Go
+/// `TestInput`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestRunInput {
+    /// The packet (XDP, TC, socket filters: 14 bytes at least).
+    pub data: Vec<u8>,
+    /// The room for the packet the program leaves (default: the packet's length plus 256, for
+    /// programs that grow it).
+    pub data_out_size: Option<usize>,
+    /// The context (`struct __sk_buff`, `struct xdp_md`, a raw tracepoint's arguments...).
+    pub context: Vec<u8>,
+    /// The room for the context the program leaves (default: the context's length).
+    pub context_out_size: Option<usize>,
+    /// How many times to run it (the Go `Benchmark`); 0 means once.
+    pub repeat: u32,
+}
+
+/// What [`Manager::test_run`](crate::Manager::test_run) gives back (the Go `TestOutput`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestRunOutput {
+    /// The program's return value (an XDP verdict, a TC action...).
+    pub retval: u32,
+    /// The packet as the program left it.
+    pub data: Vec<u8>,
+    /// The context as the program left it.
+    pub context: Vec<u8>,
+    /// The mean time of one run, as the kernel measured it.
+    pub duration: std::time::Duration,
+}

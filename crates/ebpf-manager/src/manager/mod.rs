@@ -2,6 +2,7 @@
 //! behind it (load, attach, validate, detach one probe) are in `records.rs`; changes at runtime
 //! (selectors, hooks, clones) in `runtime.rs`.
 
+mod access;
 mod bypass;
 mod dump;
 pub use dump::MapEntry;
@@ -14,7 +15,7 @@ mod runtime;
 
 use std::{collections::HashSet, fmt};
 
-use aya::{programs::Program, Ebpf};
+use aya::Ebpf;
 
 use crate::{
     elf::ElfIndex,
@@ -447,145 +448,6 @@ impl Manager {
         self.state.functions.release();
         self.state.phase = ManagerState::Stopped;
         Ok(())
-    }
-
-    /// The probe declared with this id (the manager's copy once initialized).
-    pub fn get_probe(&self, id: &ProbeIdentificationPair) -> Option<&Probe> {
-        match self.state.record(id) {
-            Some(i) => Some(&self.state.records[i].probe),
-            None if self.state() == ManagerState::New => self.probes.iter().find(|p| &p.id() == id),
-            None => None,
-        }
-    }
-
-    /// The state of the probe with this id.
-    pub fn probe_state(&self, id: &ProbeIdentificationPair) -> Option<ProbeState> {
-        match self.state.record(id) {
-            Some(i) => Some(self.state.records[i].state),
-            None if self.state() == ManagerState::New => self
-                .probes
-                .iter()
-                .any(|p| &p.id() == id)
-                .then_some(ProbeState::Declared),
-            None => None,
-        }
-    }
-
-    /// Why the probe with this id is [`Failed`](ProbeState::Failed) or
-    /// [`Disabled`](ProbeState::Disabled).
-    pub fn probe_error(&self, id: &ProbeIdentificationPair) -> Option<&str> {
-        self.state.records[self.state.record(id)?].error.as_deref()
-    }
-
-    /// Where and how the probe with this id is attached, while it is.
-    pub fn attach_info(&self, id: &ProbeIdentificationPair) -> Option<&AttachInfo> {
-        self.state.records[self.state.record(id)?].attach.as_ref()
-    }
-
-    /// The program of the probe with this id (loaded once the probe is enabled).
-    pub fn get_program(&self, id: &ProbeIdentificationPair) -> Option<&Program> {
-        let record = &self.state.records[self.state.record(id)?];
-        self.state
-            .objects
-            .get(record.object)?
-            .as_ref()?
-            .program(&record.function)
-    }
-
-    /// The kernel's id of the probe's loaded program (`bpftool prog show id N`), whether aya
-    /// loaded it or the manager did (kprobe.multi and uprobe.multi programs, which
-    /// [`get_program`](Self::get_program) shows unloaded).
-    pub fn program_id(&self, id: &ProbeIdentificationPair) -> Option<u32> {
-        let record = &self.state.records[self.state.record(id)?];
-        if let Some(fd) = &record.multi {
-            use std::os::fd::AsRawFd;
-            let info =
-                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
-            return info
-                .lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse().ok());
-        }
-        self.get_program(id)?.info().ok().map(|info| info.id())
-    }
-
-    /// The program of the probe with this id, mutably.
-    pub fn get_program_mut(&mut self, id: &ProbeIdentificationPair) -> Option<&mut Program> {
-        let index = self.state.record(id)?;
-        self.state.program_mut(index)
-    }
-
-    /// The instructions of the probe's program as they load: the object's after the pipeline,
-    /// with its constants written and the instruction patchers run (the Go
-    /// `GetProgramSpec(...).Instructions`). `None` for an unknown probe.
-    pub fn program_instructions(
-        &self,
-        id: &ProbeIdentificationPair,
-    ) -> Result<Option<Vec<crate::Instruction>>> {
-        let Some(index) = self.state.record(id) else {
-            return Ok(None);
-        };
-        let record = &self.state.records[index];
-        let constants: Vec<&ConstantEditor> = self
-            .state
-            .constant_editors
-            .iter()
-            .filter(|e| e.probes.is_empty())
-            .chain(
-                self.state
-                    .own_constants
-                    .get(&record.object)
-                    .into_iter()
-                    .flatten(),
-            )
-            .collect();
-        self.state
-            .source
-            .object
-            .instructions(&record.function, &constants)
-    }
-
-    /// A new reader of the output of the iterator probe with this id (`iter/...` programs,
-    /// Linux 5.8): each call runs the iterator again from the start.
-    pub fn open_iterator(&mut self, id: &ProbeIdentificationPair) -> Result<std::fs::File> {
-        let index = self
-            .state
-            .record(id)
-            .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })?;
-        if self.state.records[index].state != ProbeState::Running {
-            return Err(Error::InvalidProbe {
-                id: id.clone(),
-                reason: "open_iterator needs a running iterator probe: start the manager".into(),
-            });
-        }
-        let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Attach {
-            id: id.clone(),
-            hook: "iterator".into(),
-            method: "a BTF link",
-            source,
-        };
-        match self.state.program_mut(index) {
-            Some(Program::Iter(p)) => {
-                let link_id = p.attach().map_err(|e| fail(Box::new(e)))?;
-                let link = p.take_link(link_id).map_err(|e| fail(Box::new(e)))?;
-                // The iterator's fd keeps its own link alive.
-                link.into_file().map_err(|e| fail(Box::new(e)))
-            }
-            _ => Err(Error::InvalidProbe {
-                id: id.clone(),
-                reason: "open_iterator applies to iter/ programs only".into(),
-            }),
-        }
-    }
-
-    /// The map named `name` of the object given to `init`.
-    pub fn get_map(&self, name: &str) -> Option<&aya::maps::Map> {
-        self.state.objects.first()?.as_ref()?.map(name)
-    }
-
-    /// The map named `name` of the object given to `init`, mutably.
-    pub fn get_map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
-        self.state.objects.first_mut()?.as_mut()?.map_mut(name)
     }
 }
 
