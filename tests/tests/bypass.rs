@@ -76,3 +76,31 @@ fn without_bypass_pause_detaches_and_the_map_is_not_created() {
     mkdir_rmdir("nobypass");
     assert_eq!(read_slot(&m, "counts", 0), 2);
 }
+
+/// One probe paused and resumed while the other runs on: through the bypass map with
+/// `bypass_enabled` (still attached), by a detach without.
+#[test]
+fn one_probe_pauses_and_resumes_alone() {
+    for bypass in [true, false] {
+        let (mut m, id) = manager(bypass);
+        m.start().unwrap();
+        m.pause_probe(&id).unwrap();
+        assert_eq!(m.probe_state(&id), Some(ProbeState::Paused));
+        assert_eq!(m.attach_info(&id).is_some(), bypass, "attached only when bypassed");
+        mkdir_rmdir("one-probe");
+        assert_eq!(read_slot(&m, "counts", 0), 0, "paused (bypass: {bypass})");
+        assert_eq!(read_slot(&m, "counts", 1), 1, "the other runs on");
+        let err = m.pause_probe(&id).unwrap_err();
+        assert!(matches!(err, ebpf_manager::Error::InvalidProbe { .. }), "{err:?}");
+        m.resume_probe(&id).unwrap();
+        assert_eq!(m.probe_state(&id), Some(ProbeState::Running));
+        mkdir_rmdir("one-probe");
+        assert_eq!(read_slot(&m, "counts", 0), 1);
+        assert_eq!(read_slot(&m, "counts", 1), 2);
+        let unknown = ProbeIdentificationPair::new("nope", "bypassable_mkdir");
+        assert!(matches!(
+            m.pause_probe(&unknown),
+            Err(ebpf_manager::Error::ProbeNotFound { .. })
+        ));
+    }
+}

@@ -68,3 +68,62 @@ impl State {
             .collect()
     }
 }
+
+impl super::Manager {
+    /// Pauses one running probe (the Go `Probe.Pause`): through its `program_bypassed` entry
+    /// when bypass patched its program ([`Options::bypass_enabled`](crate::Options)), the
+    /// probe staying attached; by detaching it otherwise. The other probes run on.
+    pub fn pause_probe(&mut self, id: &crate::ProbeIdentificationPair) -> Result<()> {
+        let index = self.running_record(id, "pause_probe", ProbeState::Running)?;
+        let state = &mut self.state;
+        if state.bypass_index(index).is_some() {
+            state.set_bypass(&[index], 1)?;
+            state.records[index].state = ProbeState::Paused;
+        } else {
+            state.detach_many(&[index], ProbeState::Paused);
+        }
+        Ok(())
+    }
+
+    /// Resumes one probe paused by [`pause_probe`](Self::pause_probe) (or by `pause`). If its
+    /// attach fails, the probe stays detached, [`Failed`](ProbeState::Failed) with its error.
+    pub fn resume_probe(&mut self, id: &crate::ProbeIdentificationPair) -> Result<()> {
+        let index = self.running_record(id, "resume_probe", ProbeState::Paused)?;
+        let state = &mut self.state;
+        if state.records[index].link.is_some() {
+            state.set_bypass(&[index], 0)?;
+            state.records[index].state = ProbeState::Running;
+            return Ok(());
+        }
+        if let Err(e) = state.attach_one(index) {
+            state.fail(index, &e);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The record of `id`, which must be in `expected` state on a running or paused manager.
+    fn running_record(
+        &self,
+        id: &crate::ProbeIdentificationPair,
+        operation: &'static str,
+        expected: ProbeState,
+    ) -> Result<usize> {
+        self.expect(
+            operation,
+            &[super::ManagerState::Running, super::ManagerState::Paused],
+        )?;
+        let index = self
+            .state
+            .record(id)
+            .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })?;
+        let state = self.state.records[index].state;
+        if state != expected {
+            return Err(Error::InvalidProbe {
+                id: id.clone(),
+                reason: format!("{operation} needs a probe that is {expected:?}; it is {state:?}"),
+            });
+        }
+        Ok(index)
+    }
+}
