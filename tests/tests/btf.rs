@@ -282,3 +282,23 @@ fn btf_one_of_falls_back_from_fentry_to_the_tracepoint() {
     }
     m.stop(CleanupType::CleanAll).unwrap();
 }
+
+/// `syscall_func_name` on fentry: the arch's syscall wrapper, as for kprobes (the Go library
+/// accepts it there too).
+#[test]
+fn btf_fentry_takes_a_syscall_name() {
+    let p = Probe {
+        syscall_func_name: Some("mkdir".into()),
+        ..probe("syscall", "fentry_vfs_mkdir")
+    };
+    let id = p.id();
+    let mut m = match btf_manager(vec![p], Options::default()) {
+        Ok(m) => m,
+        Err(e) => return assert_refused(&e, &id, "fentry"),
+    };
+    m.start().unwrap();
+    let hook = m.attach_info(&id).unwrap().hook.clone();
+    assert!(hook.ends_with("sys_mkdir"), "{hook}");
+    mkdir_rmdir("fentry-syscall");
+    assert_eq!(slot_of(&m, "btf_hits", btf_slot::FENTRY), 1);
+}

@@ -86,12 +86,19 @@ fn one_probe_pauses_and_resumes_alone() {
         m.start().unwrap();
         m.pause_probe(&id).unwrap();
         assert_eq!(m.probe_state(&id), Some(ProbeState::Paused));
-        assert_eq!(m.attach_info(&id).is_some(), bypass, "attached only when bypassed");
+        assert_eq!(
+            m.attach_info(&id).is_some(),
+            bypass,
+            "attached only when bypassed"
+        );
         mkdir_rmdir("one-probe");
         assert_eq!(read_slot(&m, "counts", 0), 0, "paused (bypass: {bypass})");
         assert_eq!(read_slot(&m, "counts", 1), 1, "the other runs on");
         let err = m.pause_probe(&id).unwrap_err();
-        assert!(matches!(err, ebpf_manager::Error::InvalidProbe { .. }), "{err:?}");
+        assert!(
+            matches!(err, ebpf_manager::Error::InvalidProbe { .. }),
+            "{err:?}"
+        );
         m.resume_probe(&id).unwrap();
         assert_eq!(m.probe_state(&id), Some(ProbeState::Running));
         mkdir_rmdir("one-probe");

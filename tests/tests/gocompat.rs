@@ -669,7 +669,10 @@ fn test_run_gives_the_verdict_the_packet_and_the_time() {
         .expect("test run");
     assert_eq!(out.retval, 2, "XDP_PASS");
     assert_eq!(out.data, packet, "the packet, untouched");
-    assert_eq!(read_slot(&m, "results", r::XDP_INGRESS), 0x1122_3344_5566_7788);
+    assert_eq!(
+        read_slot(&m, "results", r::XDP_INGRESS),
+        0x1122_3344_5566_7788
+    );
     // A program type the kernel does not test-run.
     let mut tp = Manager {
         probes: vec![probe("tp", "tracepoint_sys_enter_mkdir")],

@@ -92,11 +92,8 @@ pub(crate) fn hook(
         Program::TracePoint(_) => tracepoint_only.to_vec(),
         Program::RawTracePoint(_) => vec![TracepointName],
         Program::UProbe(_) => [&uprobe_only[..], &[AttachToFuncName, HookFuncName]].concat(),
-        Program::FEntry(_)
-        | Program::FExit(_)
-        | Program::BtfTracePoint(_)
-        | Program::Lsm(_)
-        | Program::Iter(_) => vec![HookFuncName],
+        Program::FEntry(_) | Program::FExit(_) => vec![HookFuncName, SyscallFuncName],
+        Program::BtfTracePoint(_) | Program::Lsm(_) | Program::Iter(_) => vec![HookFuncName],
         Program::PerfEvent(_) => perf_only.to_vec(),
         Program::SocketFilter(_) => vec![SocketFd],
         Program::Xdp(_) => [IfName, IfIndex, Netns, XdpAttachMode].to_vec(),
@@ -172,9 +169,23 @@ pub(crate) fn hook(
         Program::UProbe(_) => Ok(Hook::Uprobe(uprobe::resolve(id, probe, target)?)),
         p if tracing::Kind::of(p).is_some() => {
             let kind = tracing::Kind::of(p).expect("checked");
+            let syscall = match &probe.syscall_func_name {
+                // The arch's wrapper (`__x64_sys_mkdirat`), as for kprobes.
+                Some(name) if probe.hook_func_name.is_none() => {
+                    Some(functions.get()?.syscall(name).map_err(|tried| {
+                        Error::SyscallNotFound {
+                            id: id.clone(),
+                            syscall: name.clone(),
+                            tried: tried.join(", "),
+                        }
+                    })?)
+                }
+                _ => None,
+            };
             let target = probe
                 .hook_func_name
                 .clone()
+                .or(syscall)
                 .or_else(|| target.map(str::to_owned));
             match target {
                 Some(target) => Ok(Hook::Btf { kind, target }),
