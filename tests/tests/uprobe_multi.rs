@@ -49,3 +49,25 @@ fn match_all_functions_takes_one_uprobe_multi_link_or_one_uprobe_per_function() 
     m.stop(CleanupType::CleanAll).unwrap();
     assert_unloaded(&programs);
 }
+
+/// `match_func_name` over a binary's symbols: the first match of the expression.
+#[test]
+fn a_regular_expression_selects_the_binary_function() {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let id = ProbeIdentificationPair::new("re", "uprobe_generic");
+    let probe = Probe {
+        binary_path: Some(exe),
+        match_func_name: Some("multi_target_b$".into()),
+        ..probe("re", "uprobe_generic")
+    };
+    let mut m = user_manager(vec![probe], user_filters(std::process::id(), gettid())).unwrap();
+    m.start().expect("start");
+    assert!(m
+        .attach_info(&id)
+        .unwrap()
+        .hook
+        .ends_with(":uprobe_multi_target_b"));
+    assert_eq!(uprobe_multi_target_a(7) + uprobe_multi_target_b(11), 29);
+    assert_eq!(slot_of(&m, "user_hits", user_slot::UPROBE_GENERIC), 1);
+    assert_eq!(slot_of(&m, "user_values", user_slot::UPROBE_GENERIC), 11);
+}

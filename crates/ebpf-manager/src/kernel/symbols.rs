@@ -146,6 +146,35 @@ impl FunctionIndex {
             .collect()
     }
 
+    #[cfg(test)]
+    pub(crate) fn names_for_tests(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The function a regular expression selects: the expression itself when it is a
+    /// function's exact name, else the first name it matches (unanchored) in file order.
+    pub fn find_regex(&self, re: &regex::Regex) -> Option<&str> {
+        let text = re.as_str();
+        if let Some(exact) = self.with_prefix(text).find(|&i| self.names[i] == text) {
+            return Some(self.names[exact].as_str());
+        }
+        self.names
+            .iter()
+            .find(|n| re.is_match(n))
+            .map(String::as_str)
+    }
+
+    /// Every function a regular expression matches, in file order, each once.
+    pub fn find_all_regex(&self, re: &regex::Regex) -> Vec<&str> {
+        let mut seen = std::collections::HashSet::new();
+        self.names
+            .iter()
+            .filter(|n| re.is_match(n))
+            .filter(|n| seen.insert(n.as_str()))
+            .map(String::as_str)
+            .collect()
+    }
+
     /// The symbol of a syscall: `name` itself when it already carries a known prefix, else the
     /// first of [`SYSCALL_PREFIXES`] + `name` that exists. `Err` lists the symbols tried.
     pub fn syscall(&self, name: &str) -> std::result::Result<String, Vec<String>> {

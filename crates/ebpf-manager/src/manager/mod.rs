@@ -81,6 +81,8 @@ struct Record {
     function: String,
     /// Index in `State::objects`: 0 is the object given to `init`, others are clones.
     object: usize,
+    /// The program's section as the object names it (for hooks resolved later).
+    section: String,
     hook: Hook,
     state: ProbeState,
     /// Why the probe is disabled or failed.

@@ -121,7 +121,17 @@ impl State {
                 name: function.clone(),
                 available: self.elf.functions(),
             })?;
-        let hook = resolve::hook(&id, &probe, &function, section, prog, &mut self.functions)?;
+        let wanted = self.enabled(&id) && !self.is_excluded(&function);
+        let hook = match resolve::hook(&id, &probe, &function, section, prog, &mut self.functions) {
+            Ok(hook) => hook,
+            // A probe no selector enables does not fail init over its hook (a pattern that
+            // matches nothing on this kernel): it is resolved again if it gets enabled.
+            Err(e) if !wanted => {
+                log::debug!("probe {id}: hook not resolved while disabled: {e}");
+                Hook::Unresolved(e.to_string())
+            }
+            Err(e) => return Err(e),
+        };
         let (state, error) = if self.is_excluded(&function) {
             (
                 ProbeState::Disabled,
@@ -140,6 +150,7 @@ impl State {
             id,
             function,
             object,
+            section: section.to_owned(),
             hook,
             state,
             error,
@@ -148,6 +159,28 @@ impl State {
             multi: None,
         });
         Ok(self.records.len() - 1)
+    }
+
+    /// Resolves the hook of a record that was disabled at `init` (see `add_record`).
+    pub(super) fn resolve_pending(&mut self, index: usize) -> Result<()> {
+        if !matches!(self.records[index].hook, Hook::Unresolved(_)) {
+            return Ok(());
+        }
+        let record = &self.records[index];
+        let prog = self.objects[record.object]
+            .as_ref()
+            .and_then(|o| o.program(&record.function))
+            .expect("records point at existing programs");
+        let hook = resolve::hook(
+            &record.id,
+            &record.probe,
+            &record.function,
+            &record.section,
+            prog,
+            &mut self.functions,
+        )?;
+        self.records[index].hook = hook;
+        Ok(())
     }
 
     pub(super) fn program_mut(&mut self, index: usize) -> Option<&mut Program> {
@@ -168,6 +201,7 @@ impl State {
                 reason: format!("`{function}` is in Options::excluded_functions"),
             });
         }
+        self.resolve_pending(index)?;
         if self.wants_multi(index) {
             return self.load_multi(index);
         }

@@ -9,6 +9,7 @@
 pub(crate) mod cgroup;
 pub(crate) mod kprobe;
 pub(crate) mod net;
+pub(crate) mod pattern;
 pub(crate) mod perf_event;
 pub(crate) mod resolve;
 pub(crate) mod tracepoint;
@@ -135,6 +136,11 @@ pub struct Probe {
     pub kprobe_max_active: u32,
     /// How to attach a kprobe or kretprobe.
     pub kprobe_attach_method: KprobeAttachMethod,
+    /// An unanchored regular expression (the `regex` crate's syntax) over the kernel's
+    /// functions (kprobes) or the binary's symbols (uprobes), next to the glob
+    /// `attach_to_func_name` (the Go `MatchFuncName`): the exact name wins, else the first match
+    /// in file order. Resolved at `init` for enabled probes only.
+    pub match_func_name: Option<String>,
     /// Attach a kprobe or kretprobe to every kernel function its pattern matches
     /// (`attach_to_func_name`, or the pattern of a `kprobe.multi/` section), not only the first
     /// (the Go library's behaviour, and the default). With the `Default` method it takes one
@@ -327,6 +333,8 @@ pub struct AttachInfo {
 pub(crate) enum Hook {
     /// A kernel function; `retprobe` for a kretprobe.
     Kprobe { symbol: String, retprobe: bool },
+    /// A hook not resolved yet: the probe was not enabled at `init` (why, if it failed then).
+    Unresolved(String),
     /// Every kernel function `pattern` matches ([`Probe::match_all_functions`]).
     Kprobes {
         pattern: String,

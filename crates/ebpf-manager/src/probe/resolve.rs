@@ -3,7 +3,7 @@
 
 use aya::programs::{ProbeKind, Program};
 
-use super::{cgroup, net, perf_event, tracing, uprobe, Hook, Probe};
+use super::{cgroup, net, pattern::Pattern, perf_event, tracing, uprobe, Hook, Probe};
 use crate::{
     elf::section_target, kernel, kernel::symbols::LazyFunctions, pipeline, Error,
     ProbeIdentificationPair, Result,
@@ -88,10 +88,18 @@ pub(crate) fn hook(
     ];
     // The fields a program type reads; any other field set is a mistake worth an error.
     let allowed: Vec<Field> = match prog {
-        Program::KProbe(_) => [&kprobe_only[..], &[AttachToFuncName, HookFuncName]].concat(),
+        Program::KProbe(_) => [
+            &kprobe_only[..],
+            &[AttachToFuncName, HookFuncName, MatchFuncName],
+        ]
+        .concat(),
         Program::TracePoint(_) => tracepoint_only.to_vec(),
         Program::RawTracePoint(_) => vec![TracepointName],
-        Program::UProbe(_) => [&uprobe_only[..], &[AttachToFuncName, HookFuncName]].concat(),
+        Program::UProbe(_) => [
+            &uprobe_only[..],
+            &[AttachToFuncName, HookFuncName, MatchFuncName],
+        ]
+        .concat(),
         Program::FEntry(_) | Program::FExit(_) => vec![HookFuncName, SyscallFuncName],
         Program::BtfTracePoint(_) | Program::Lsm(_) | Program::Iter(_) => vec![HookFuncName],
         Program::PerfEvent(_) => perf_only.to_vec(),
@@ -246,10 +254,12 @@ enum Field {
     PerfEventConfig,
     MatchAllFunctions,
     FunctionCookies,
+    MatchFuncName,
 }
 
 impl Field {
-    const ALL: [Field; 27] = [
+    const ALL: [Field; 28] = [
+        Self::MatchFuncName,
         Self::MatchAllFunctions,
         Self::FunctionCookies,
         Self::AttachToFuncName,
@@ -311,6 +321,7 @@ impl Field {
             Self::PerfEventConfig => p.perf_event_config > 0,
             Self::MatchAllFunctions => p.match_all_functions,
             Self::FunctionCookies => !p.function_cookies.is_empty(),
+            Self::MatchFuncName => p.match_func_name.is_some(),
         }
     }
 
@@ -343,6 +354,7 @@ impl Field {
             Self::PerfEventConfig => "perf_event_config",
             Self::MatchAllFunctions => "match_all_functions",
             Self::FunctionCookies => "function_cookies",
+            Self::MatchFuncName => "match_func_name",
         }
     }
 }
@@ -356,21 +368,24 @@ fn kprobe_symbols(
     functions: &mut LazyFunctions,
 ) -> Result<(String, Vec<String>)> {
     let from_section = section_target(section).filter(|_| pipeline::targets_pattern(section));
-    let Some(pattern) = probe.attach_to_func_name.as_deref().or(from_section) else {
-        return Err(Error::InvalidProbe {
-            id: id.clone(),
-            reason: "match_all_functions needs a pattern: set attach_to_func_name, or use a \
-                     kprobe.multi/<pattern> section"
-                .into(),
-        });
+    let declared = Pattern::of(id, probe)?;
+    let compiled = match declared {
+        Some(p) => p,
+        None => match Pattern::compile(id, from_section, None)? {
+            Some(p) => p,
+            None => {
+                return Err(Error::InvalidProbe {
+                    id: id.clone(),
+                    reason: "match_all_functions needs a pattern: set attach_to_func_name or \
+                             match_func_name, or use a kprobe.multi/<pattern> section"
+                        .into(),
+                })
+            }
+        },
     };
-    let compiled = glob::Pattern::new(pattern).map_err(|e| Error::InvalidPattern {
-        id: id.clone(),
-        pattern: pattern.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let pattern = compiled.as_str();
     let index = functions.get()?;
-    let matched = index.find_all(&compiled);
+    let matched = compiled.find_all(index);
     let blacklist = kernel::symbols::kprobe_blacklist();
     let symbols: Vec<String> = matched
         .iter()
@@ -423,24 +438,21 @@ fn kprobe_symbol(
                 tried: tried.join(", "),
             });
     }
-    let pattern = probe.attach_to_func_name.clone().or_else(|| {
-        target
-            .clone()
-            .filter(|_| pipeline::targets_pattern(section))
-    });
-    if let Some(pattern) = &pattern {
-        let compiled = glob::Pattern::new(pattern).map_err(|e| Error::InvalidPattern {
-            id: id.clone(),
-            pattern: pattern.clone(),
-            reason: e.to_string(),
-        })?;
+    let from_section = target
+        .as_deref()
+        .filter(|_| pipeline::targets_pattern(section));
+    let pattern = match Pattern::of(id, probe)? {
+        Some(p) => Some(p),
+        None => Pattern::compile(id, from_section, None)?,
+    };
+    if let Some(compiled) = &pattern {
         let index = functions.get()?;
-        return index
-            .find(&compiled)
+        return compiled
+            .find(index)
             .map(str::to_owned)
             .ok_or_else(|| Error::NoMatchingFunction {
                 id: id.clone(),
-                pattern: pattern.clone(),
+                pattern: compiled.as_str().to_owned(),
                 searched: index.len(),
                 source_file: index.source().to_owned(),
             });

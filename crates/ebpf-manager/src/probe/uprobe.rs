@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use aya::programs::{uprobe::UProbeScope, UProbe};
 use object::{Object as _, ObjectSymbol as _};
 
-use super::{AttachInfo, AttachMethod, Link, Probe};
+use super::{pattern::Pattern, AttachInfo, AttachMethod, Link, Probe};
 use crate::{Error, ProbeIdentificationPair, Result};
 
 /// What a uprobe attaches to.
@@ -80,16 +80,12 @@ pub(crate) fn resolve(
         )));
     }
     if probe.match_all_functions {
-        let Some(pattern) = &probe.attach_to_func_name else {
+        let Some(compiled) = Pattern::of(id, probe)? else {
             return Err(invalid(
-                "match_all_functions needs a pattern: set attach_to_func_name".into(),
+                "match_all_functions needs a pattern: set attach_to_func_name or match_func_name"
+                    .into(),
             ));
         };
-        let compiled = glob::Pattern::new(pattern).map_err(|e| Error::InvalidPattern {
-            id: id.clone(),
-            pattern: pattern.clone(),
-            reason: e.to_string(),
-        })?;
         let io = |source| Error::Io {
             path: binary.clone(),
             source,
@@ -98,7 +94,7 @@ pub(crate) fn resolve(
         if all.is_empty() {
             return Err(Error::NoMatchingFunction {
                 id: id.clone(),
-                pattern: pattern.clone(),
+                pattern: compiled.as_str().to_owned(),
                 searched: elf_functions(&binary).map_err(io)?.len(),
                 source_file: binary.clone(),
             });
@@ -109,28 +105,24 @@ pub(crate) fn resolve(
             offset: 0,
             pid: probe.uprobe_pid,
             all,
-            pattern: Some(pattern.clone()),
+            pattern: Some(compiled.as_str().to_owned()),
         });
     }
     let symbol = if let Some(symbol) = &probe.hook_func_name {
         Some(symbol.clone())
-    } else if let Some(pattern) = &probe.attach_to_func_name {
-        let compiled = glob::Pattern::new(pattern).map_err(|e| Error::InvalidPattern {
-            id: id.clone(),
-            pattern: pattern.clone(),
-            reason: e.to_string(),
-        })?;
+    } else if let Some(compiled) = Pattern::of(id, probe)? {
         let names = elf_functions(&binary).map_err(|source| Error::Io {
             path: binary.clone(),
             source,
         })?;
+        let pattern = compiled.as_str();
         let found = names
             .iter()
             .find(|n| *n == pattern)
             .or_else(|| names.iter().find(|n| compiled.matches(n)))
             .ok_or_else(|| Error::NoMatchingFunction {
                 id: id.clone(),
-                pattern: pattern.clone(),
+                pattern: pattern.to_owned(),
                 searched: names.len(),
                 source_file: binary.clone(),
             })?;
@@ -160,7 +152,7 @@ pub(crate) fn resolve(
 
 /// The defined functions of `binary` that `pattern` matches, each once, with the file offset
 /// of its first instruction (address - section address + section file offset).
-fn function_offsets(binary: &Path, pattern: &glob::Pattern) -> std::io::Result<Vec<(String, u64)>> {
+fn function_offsets(binary: &Path, pattern: &Pattern) -> std::io::Result<Vec<(String, u64)>> {
     use object::ObjectSection as _;
     let data = std::fs::read(binary)?;
     let file = object::File::parse(&*data)

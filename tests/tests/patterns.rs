@@ -1,0 +1,106 @@
+//! `match_func_name` (the Go `MatchFuncName`): a regular expression next to the glob
+//! `attach_to_func_name`; and patterns of disabled probes, which never fail `init`.
+
+use ebpf_manager::{
+    Error, Manager, Options, Probe, ProbeIdentificationPair, ProbeState, ProbesSelector,
+};
+use integration_tests::*;
+
+fn generic(uid: &str) -> Probe {
+    probe(uid, "kprobe_generic")
+}
+
+#[test]
+fn a_regular_expression_selects_the_kernel_function() {
+    setup();
+    let id = ProbeIdentificationPair::new("re", "kprobe_generic");
+    let mut m = Manager {
+        probes: vec![Probe {
+            match_func_name: Some("^vfs_mkdi.$".into()),
+            ..generic("re")
+        }],
+        ..Default::default()
+    };
+    m.init_with_options(PROBES, this_thread_only())
+        .expect("init resolves the expression");
+    if !kernel_has_kprobes() {
+        let err = m.start().unwrap_err();
+        assert!(
+            matches!(&err, Error::KprobesUnsupported { hook, .. } if hook == "vfs_mkdir"),
+            "{err:?}"
+        );
+        return;
+    }
+    m.start().expect("start");
+    assert_eq!(m.attach_info(&id).unwrap().hook, "vfs_mkdir");
+    mkdir_rmdir("regex");
+    assert_eq!(hits(&m, slot::KPROBE_GENERIC), 1);
+}
+
+#[test]
+fn bad_expressions_and_two_patterns_are_refused_naming_the_probe() {
+    setup();
+    let init = |p: Probe| {
+        let mut m = Manager {
+            probes: vec![p],
+            ..Default::default()
+        };
+        m.init(PROBES).unwrap_err()
+    };
+    let err = init(Probe {
+        match_func_name: Some("vfs_(".into()),
+        ..generic("bad")
+    });
+    assert!(
+        matches!(&err, Error::InvalidPattern { id, pattern, .. } if id.uid == "bad" && pattern == "vfs_("),
+        "{err:?}"
+    );
+    let err = init(Probe {
+        match_func_name: Some("vfs_mkdir".into()),
+        attach_to_func_name: Some("vfs_mkdir".into()),
+        ..generic("both")
+    });
+    assert!(
+        matches!(&err, Error::InvalidProbe { id, .. } if id.uid == "both"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_disabled_probe_never_fails_init_over_its_pattern() {
+    setup();
+    let tp = probe("tp", "tracepoint_sys_enter_mkdir");
+    let nothing = Probe {
+        attach_to_func_name: Some("ebpf_manager_matches_nothing_*".into()),
+        ..generic("nothing")
+    };
+    let (tp_id, nothing_id) = (tp.id(), nothing.id());
+    let mut m = Manager {
+        probes: vec![tp, nothing],
+        ..Default::default()
+    };
+    m.init_with_options(
+        PROBES,
+        Options {
+            activated_probes: vec![ProbesSelector::Probe(tp_id.clone())],
+            ..this_thread_only()
+        },
+    )
+    .expect("the disabled probe's pattern is not resolved into an error");
+    assert_eq!(m.probe_state(&nothing_id), Some(ProbeState::Disabled));
+    m.start().unwrap();
+    // Enabling it resolves it: now its pattern fails it, and only it.
+    let err = m
+        .update_activated_probes(vec![
+            ProbesSelector::Probe(tp_id.clone()),
+            ProbesSelector::Probe(nothing_id.clone()),
+        ])
+        .unwrap_err();
+    assert!(
+        format!("{err}").contains("ebpf_manager_matches_nothing_*"),
+        "{err}"
+    );
+    assert_eq!(m.probe_state(&tp_id), Some(ProbeState::Running));
+    mkdir_rmdir("disabled-pattern");
+    assert_eq!(hits(&m, slot::TRACEPOINT), 1);
+}
