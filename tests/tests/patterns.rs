@@ -104,3 +104,35 @@ fn a_disabled_probe_never_fails_init_over_its_pattern() {
     mkdir_rmdir("disabled-pattern");
     assert_eq!(hits(&m, slot::TRACEPOINT), 1);
 }
+
+/// Listings: probes, programs with their kernel ids, maps (those readers hold included), and a
+/// program no probe declares, by its function.
+#[test]
+fn listings_name_every_probe_program_and_map() {
+    setup();
+    let tp = probe("tp", "tracepoint_sys_enter_mkdir");
+    let id = tp.id();
+    let mut m = Manager {
+        probes: vec![tp],
+        ..Default::default()
+    };
+    assert_eq!(m.get_probes().len(), 1, "the declarations before init");
+    m.init_with_options(PROBES, this_thread_only()).unwrap();
+    assert_eq!(m.get_probes()[0].uid, "tp");
+    let programs = m.get_programs();
+    assert_eq!(programs.len(), 1);
+    assert_eq!(programs[0].0, id);
+    assert_eq!(Some(programs[0].1), m.program_id(&id));
+    let maps: Vec<String> = m.get_maps().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        maps.contains(&"hits".to_owned()) && maps.contains(&"tagged".to_owned()),
+        "{maps:?}"
+    );
+    assert!(m.get_maps().iter().all(|&(_, map_id)| map_id > 0));
+    assert!(
+        m.get_program_by_function("raw_tracepoint_sys_enter")
+            .is_some(),
+        "undeclared"
+    );
+    assert!(m.get_program_by_function("no_such_function").is_none());
+}

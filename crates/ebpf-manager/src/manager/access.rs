@@ -213,4 +213,51 @@ impl Manager {
     pub fn get_map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
         self.state.objects.first_mut()?.as_mut()?.map_mut(name)
     }
+
+    /// Every probe: the manager's copies once initialized, the declarations before.
+    pub fn get_probes(&self) -> Vec<&Probe> {
+        if self.state() == ManagerState::New {
+            return self.probes.iter().collect();
+        }
+        self.state.records.iter().map(|r| &r.probe).collect()
+    }
+
+    /// Every probe whose program is loaded, with its program's kernel id.
+    pub fn get_programs(&self) -> Vec<(ProbeIdentificationPair, u32)> {
+        self.state
+            .records
+            .iter()
+            .filter_map(|r| Some((r.id.clone(), self.program_id(&r.id)?)))
+            .collect()
+    }
+
+    /// The program of the object whose function is `function`, declared by a probe or not
+    /// (the Go `GetProgram` by section or function).
+    pub fn get_program_by_function(&self, function: &str) -> Option<&Program> {
+        self.state.objects.first()?.as_ref()?.program(function)
+    }
+
+    /// Every map of the object given to `init`, those readers hold included, with its kernel
+    /// id (`bpftool map show id N`), sorted by name.
+    pub fn get_maps(&self) -> Vec<(String, u32)> {
+        use std::os::fd::AsRawFd;
+        let mut maps: Vec<(String, u32)> = self
+            .state
+            .main_map_fds
+            .iter()
+            .filter_map(|(name, fd)| {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+                    .ok()?;
+                let id = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("map_id:"))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((name.clone(), id))
+            })
+            .collect();
+        maps.sort();
+        maps
+    }
 }
