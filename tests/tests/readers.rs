@@ -558,11 +558,15 @@ fn readers_ring_buffer_of_one_page_wraps_around_without_losing_count() {
     .unwrap();
     m.start().unwrap();
     const N: u64 = 1000;
-    for _ in 0..N {
+    for produced in 1..=N {
         emit(1);
-        // Let the reader keep up most of the time; a refusal is counted, not lost.
-        if seen.received() % 32 == 0 {
-            std::thread::yield_now();
+        // Let the reader keep up (a refusal is counted, not lost): past half a ring behind,
+        // wait for it, up to a deadline, so that a slow guest still wraps the ring.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while produced - seen.received() as u64 - read_slot(&m, "counts", RING_FAILED) > 32
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
     let failed = read_slot(&m, "counts", RING_FAILED);
