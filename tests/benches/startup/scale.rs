@@ -302,29 +302,42 @@ pub fn rss_child(scenario: &str, who: &str) {
             keep_aya = Some(ebpf);
         }
         ("one pattern", "manager") => {
-            let mut m = Manager {
-                probes: vec![Probe {
-                    ebpf_func_name: "kprobe_generic".into(),
-                    attach_to_func_name: Some("vfs_mkd*".into()),
-                    ..Default::default()
-                }],
+            // The pattern's probe, with the tracepoint twin where kprobes are missing (OneOf),
+            // so that start succeeds everywhere and releases what init held.
+            let pattern = Probe {
+                uid: "pattern".into(),
+                ebpf_func_name: "kprobe_generic".into(),
+                attach_to_func_name: Some("vfs_mkd*".into()),
                 ..Default::default()
             };
-            m.init(PROBES).expect("init");
-            if kprobes {
-                m.start().expect("start");
-            }
+            let twin = Probe {
+                uid: "twin".into(),
+                ebpf_func_name: "tracepoint_sys_enter_mkdir".into(),
+                ..Default::default()
+            };
+            let selector = ebpf_manager::ProbesSelector::OneOf(vec![
+                ebpf_manager::ProbesSelector::Probe(pattern.id()),
+                ebpf_manager::ProbesSelector::Probe(twin.id()),
+            ]);
+            let mut m = Manager {
+                probes: vec![pattern, twin],
+                ..Default::default()
+            };
+            m.init_with_options(
+                PROBES,
+                Options {
+                    activated_probes: vec![selector],
+                    ..Default::default()
+                },
+            )
+            .expect("init");
+            m.start().expect("start");
             keep_manager = Some(m);
         }
         ("one pattern", "aya") => {
             let mut ebpf = Ebpf::load(PROBES).expect("load");
-            let p: &mut KProbe = ebpf
-                .program_mut("kprobe_generic")
-                .unwrap()
-                .try_into()
-                .unwrap();
-            p.load().unwrap();
-            // What a user of raw aya does to honour a pattern: read the list, match, attach.
+            // What a user of raw aya does to honour a pattern: read the list, match, attach;
+            // the tracepoint twin where kprobes are missing.
             let index = functions();
             let hook = index
                 .find(&glob::Pattern::new("vfs_mkd*").unwrap())
@@ -332,7 +345,21 @@ pub fn rss_child(scenario: &str, who: &str) {
                 .to_owned();
             drop(index);
             if kprobes {
+                let p: &mut KProbe = ebpf
+                    .program_mut("kprobe_generic")
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                p.load().unwrap();
                 p.attach(&hook, 0).unwrap();
+            } else {
+                let p: &mut aya::programs::TracePoint = ebpf
+                    .program_mut("tracepoint_sys_enter_mkdir")
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                p.load().unwrap();
+                p.attach("syscalls", "sys_enter_mkdir").unwrap();
             }
             keep_aya = Some(ebpf);
         }
