@@ -347,9 +347,12 @@ impl State {
                 },
                 Program::KProbe(p),
             ) => {
-                // One kprobe per function (no kprobe.multi here), undone if one fails.
+                // One kprobe per function (no kprobe.multi here), undone if one fails; a
+                // function the kernel will not probe is left out with a count, as the
+                // blacklist is at init.
                 let mut links = Vec::with_capacity(symbols.len());
                 let mut method = None;
+                let mut refused = Vec::new();
                 for symbol in symbols {
                     let attached = kprobe::attach(
                         p,
@@ -364,6 +367,7 @@ impl State {
                             links.push(link);
                             method = Some(info.method);
                         }
+                        Err(e) if unprobeable(&e) => refused.push(e),
                         Err(e) => {
                             while let Some(link) = links.pop() {
                                 drop(link);
@@ -372,9 +376,19 @@ impl State {
                         }
                     }
                 }
+                let Some(method) = method else {
+                    return Err(refused.pop().expect("a function, attached or refused"));
+                };
+                if !refused.is_empty() {
+                    log::info!(
+                        "probe {id}: the kernel refused to probe {} of the {} functions matching `{pattern}`; left out",
+                        refused.len(),
+                        symbols.len()
+                    );
+                }
                 let info = AttachInfo {
-                    hook: format!("{pattern} ({} functions)", symbols.len()),
-                    method: method.expect("at least one function"),
+                    hook: format!("{pattern} ({} functions)", links.len()),
+                    method,
                 };
                 (Link::Many(links), info)
             }
@@ -468,4 +482,31 @@ impl Drop for State {
         // Readers last: they drain what the probes wrote before they were detached.
         self.readers.stop();
     }
+}
+
+/// Whether an attach failed because the kernel will not probe that function (not an
+/// instruction boundary, a notrace or kprobe-blacklisted function): the errno of the attach.
+fn unprobeable(e: &Error) -> bool {
+    let Error::Attach { source, .. } = e else {
+        return false;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(c) = cause {
+        if let Some(errno) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.raw_os_error())
+        {
+            return matches!(
+                errno,
+                libc::EADDRNOTAVAIL
+                    | libc::EINVAL
+                    | libc::ENOENT
+                    | libc::EILSEQ
+                    | libc::EOPNOTSUPP
+                    | 524
+            );
+        }
+        cause = c.source();
+    }
+    false
 }
