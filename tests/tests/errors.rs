@@ -245,3 +245,51 @@ fn unknown_constant_is_an_error() {
     let err = m.init_with_options(PROBES, options).unwrap_err();
     assert!(err.to_string().contains("no_such_constant"), "{err}");
 }
+
+/// A hook written to tracefs `kprobe_events` must be a symbol: a newline (a command of its own)
+/// or a space is refused at init, before anything is written (issue 13).
+#[test]
+fn a_kprobe_hook_that_is_not_a_symbol_is_refused_at_init() {
+    for hook in [
+        "vfs_mkdir\n-:ebpf_manager_injected/x",
+        "vfs_mkdir arg=%di",
+        "vfs_mkdir+0xzz",
+    ] {
+        let mut m = manager(vec![Probe {
+            hook_func_name: Some(hook.into()),
+            ..probe("inject", "kprobe_generic")
+        }]);
+        let err = m.init(PROBES).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidProbe { reason, .. } if reason.contains("not a kernel symbol")),
+            "{hook:?}: {err:?}"
+        );
+    }
+    let mut ok = manager(vec![Probe {
+        hook_func_name: Some("vfs_mkdir+0x4".into()),
+        ..probe("offset", "kprobe_generic")
+    }]);
+    ok.init(PROBES).expect("a symbol with an offset is fine");
+}
+
+/// An absurd perf ring size is a typed error, not an arithmetic overflow (issue 13).
+#[test]
+fn an_absurd_perf_ring_size_is_a_typed_error() {
+    use integration_tests::readers::{Seen, READERS};
+    let seen = std::sync::Arc::new(Seen::default());
+    let mut m = Manager {
+        probes: vec![probe("perf_emit", "perf_emit")],
+        perf_maps: vec![ebpf_manager::PerfMap {
+            perf_ring_pages: 1 << 60,
+            ..seen.perf_map("perf_events")
+        }],
+        ..Default::default()
+    };
+    setup();
+    m.init(READERS).unwrap();
+    let err = m.start().unwrap_err();
+    assert!(
+        err.to_string().contains("larger than the kernel allows"),
+        "{err}"
+    );
+}

@@ -49,7 +49,10 @@ impl PerfRing {
         let fd = open_bpf_output(cpu, wakeup)?;
         // SAFETY: sysconf has no preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let size = pages * page_size;
+        let size = pages
+            .checked_mul(page_size)
+            .filter(|s| s.checked_add(page_size).is_some())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ring size overflows"))?;
         // SAFETY: a shared mapping of a perf fd; the kernel checks the length.
         let base = unsafe {
             libc::mmap(

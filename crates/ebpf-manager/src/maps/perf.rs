@@ -113,7 +113,17 @@ impl PerfMap {
             ));
         }
         // SAFETY: sysconf has no preconditions.
-        let ring = pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        // The kernel takes at most 2^31 bytes a ring (and mmap one page more).
+        let ring = pages
+            .checked_mul(page)
+            .filter(|&r| r <= 1 << 31)
+            .ok_or_else(|| {
+                format!(
+                    "perf_ring_pages is {}: a ring of that many {page}-byte pages is larger than the kernel allows (2 GiB)",
+                    self.perf_ring_pages
+                )
+            })?;
         if self.watermark as usize >= ring {
             return Err(format!(
                 "watermark is {} bytes: it must be smaller than each CPU's ring ({ring} bytes, {pages} pages)",

@@ -143,6 +143,7 @@ pub(crate) fn hook(
                 });
             }
             let symbol = kprobe_symbol(id, probe, section, functions)?;
+            check_kprobe_symbol(id, &symbol)?;
             Ok(Hook::Kprobe { symbol, retprobe })
         }
         Program::TracePoint(_) => {
@@ -357,6 +358,30 @@ impl Field {
             Self::MatchFuncName => "match_func_name",
         }
     }
+}
+
+/// A kprobe's hook is written to tracefs `kprobe_events` on the tracefs path: only a symbol
+/// (letters, digits, `_`, `.`), optionally `+offset`, may go there, never a newline or a space
+/// that would add a command of its own.
+fn check_kprobe_symbol(id: &ProbeIdentificationPair, symbol: &str) -> Result<()> {
+    let (name, offset) = symbol.split_once('+').unwrap_or((symbol, ""));
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    let offset_ok = offset.is_empty() || {
+        let digits = offset.strip_prefix("0x").unwrap_or(offset);
+        !digits.is_empty() && digits.chars().all(|c| c.is_ascii_hexdigit())
+    };
+    if name_ok && offset_ok {
+        return Ok(());
+    }
+    Err(Error::InvalidProbe {
+        id: id.clone(),
+        reason: format!(
+            "{symbol:?} is not a kernel symbol (letters, digits, `_` and `.`, optionally +offset)"
+        ),
+    })
 }
 
 /// Every function the probe's pattern (attach_to_func_name, or a `kprobe.multi/` section's)

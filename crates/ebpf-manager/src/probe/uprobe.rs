@@ -46,10 +46,12 @@ pub fn elf_functions(binary: &Path) -> std::io::Result<Vec<String>> {
     let file = object::File::parse(&*data)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     let mut names: Vec<String> = Vec::new();
+    // A set, not a scan of `names`: binaries have tens of thousands of symbols.
+    let mut seen = std::collections::HashSet::new();
     for sym in file.symbols().chain(file.dynamic_symbols()) {
         if sym.kind() == object::SymbolKind::Text && sym.is_definition() {
             if let Ok(name) = sym.name() {
-                if !name.is_empty() && !names.iter().any(|n| n == name) {
+                if !name.is_empty() && seen.insert(name) {
                     names.push(name.to_owned());
                 }
             }
@@ -158,12 +160,13 @@ fn function_offsets(binary: &Path, pattern: &Pattern) -> std::io::Result<Vec<(St
     let file = object::File::parse(&*data)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     let mut found: Vec<(String, u64)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for sym in file.symbols().chain(file.dynamic_symbols()) {
         if sym.kind() != object::SymbolKind::Text || !sym.is_definition() {
             continue;
         }
         let Ok(name) = sym.name() else { continue };
-        if name.is_empty() || !pattern.matches(name) || found.iter().any(|(n, _)| n == name) {
+        if name.is_empty() || !pattern.matches(name) || !seen.insert(name) {
             continue;
         }
         let Some(section) = sym
