@@ -365,3 +365,53 @@ fn maps_program_pin_of_another_type_is_an_error_and_leaves_it() {
     holder.stop(CleanupType::CleanAll).unwrap();
     assert!(!pin.0.exists());
 }
+
+/// A pin that holds another map than the object declares is refused, never used (issue 13).
+#[test]
+fn maps_a_pin_of_another_map_is_refused() {
+    const ROUTER: &[u8] = include_bytes!("../../ebpf-fixtures/router.bpf.o");
+    // Not under this process's `ebpf_manager_<pid>` prefix: a parallel test checks that no
+    // temporary pin of the manager's is left there.
+    let pin = PinPath(format!("/sys/fs/bpf/mgr_test_{}_mismatch_hits", std::process::id()).into());
+    // `hits`: an array of 8 u64 values, pinned by a first manager.
+    let first = pinned_manager("first", &pin);
+    // `tail_hits` of router.bpf.o is an array of 1: same type and sizes, another length.
+    let mut second = Manager {
+        probes: vec![probe("tail", "tail_target")],
+        maps: vec![ebpf_manager::Map {
+            name: "tail_hits".into(),
+            pin_path: Some(pin.0.clone()),
+        }],
+        ..Default::default()
+    };
+    let err = second.init(ROUTER).unwrap_err();
+    assert!(
+        matches!(&err, Error::PinnedMapMismatch { map, mismatch, .. }
+            if map == "tail_hits" && mismatch.contains("max entries is 8")),
+        "{err:?}"
+    );
+    // As a map editor, a program array cannot stand for an array.
+    let mut third = Manager {
+        probes: vec![probe("tail", "tail_target")],
+        ..Default::default()
+    };
+    let err = third
+        .init_with_options(
+            ROUTER,
+            Options {
+                map_editors: vec![ebpf_manager::MapEditor {
+                    name: "jump_table".into(),
+                    pin_path: pin.0.clone(),
+                }],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::PinnedMapMismatch { map, mismatch, .. }
+            if map == "jump_table" && mismatch.contains("map type")),
+        "{err:?}"
+    );
+    assert!(pin.0.exists(), "the first manager's pin stays");
+    drop(first);
+}

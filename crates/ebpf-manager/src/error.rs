@@ -119,6 +119,18 @@ pub enum Error {
     #[error("the object's bytes were freed at start (Options::release_object_after_start): clone_program and new program copies need them; leave the option unset")]
     ObjectReleased,
 
+    /// A map pinned at a declared path (`Map::pin_path`, a `MapEditor`) is not the map the
+    /// object declares.
+    #[error("map `{map}`: what is pinned at {path} does not match the object's definition ({mismatch}); remove the stale pin, or give the map another pin_path")]
+    PinnedMapMismatch {
+        /// The map's name in the object.
+        map: String,
+        /// The pin.
+        path: PathBuf,
+        /// What differs.
+        mismatch: String,
+    },
+
     /// Two probes share the same identification pair.
     #[error("probe {id} is declared twice: give each probe a distinct uid")]
     DuplicateProbe {

@@ -225,7 +225,87 @@ fn configure_and_load(
         }
         loader.map_pin_path(intern(&editor.name), editor.pin_path.clone());
     }
-    loader.load(object).map_err(object_error)
+    let ebpf = loader.load(object).map_err(object_error)?;
+    check_reused_maps(&ebpf, object, specs, pinned, maps)?;
+    Ok(ebpf)
+}
+
+/// aya reuses whatever is pinned at a map's path without looking at it: compare the kernel's
+/// view of each pinned or edited map with the object's definition (type, key and value sizes,
+/// flags; and max_entries for pins of the object's own maps).
+fn check_reused_maps(
+    ebpf: &Ebpf,
+    object: &[u8],
+    specs: &[MapSpecEditor],
+    pinned: &[MapEditor],
+    edited: &[MapEditor],
+) -> Result<()> {
+    if pinned.is_empty() && edited.is_empty() {
+        return Ok(());
+    }
+    let Ok(obj) = aya_obj::Object::parse(object) else {
+        return Ok(());
+    };
+    let reused = pinned
+        .iter()
+        .map(|m| (m, true))
+        .chain(edited.iter().map(|m| (m, false)));
+    for (m, own) in reused {
+        let (Some(def), Some(map)) = (obj.maps.get(&m.name), ebpf.map(&m.name)) else {
+            continue;
+        };
+        let mismatch = |mismatch: String| Error::PinnedMapMismatch {
+            map: m.name.clone(),
+            path: m.pin_path.clone(),
+            mismatch,
+        };
+        let fd = crate::maps::map_data(map).fd().as_fd().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| {
+                    let v = v.trim();
+                    v.strip_prefix("0x")
+                        .map_or_else(|| v.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
+                })
+        };
+        let Some(map_type) = field("map_type") else {
+            return Err(mismatch("it is not a map".into()));
+        };
+        let max_entries = specs
+            .iter()
+            .find(|s| s.name == m.name)
+            .and_then(|s| s.max_entries)
+            .unwrap_or(def.max_entries());
+        // aya sizes perf event arrays by CPU count and ring buffers by pages itself.
+        let sized_by_aya = matches!(def.map_type(), 4 | 27) || max_entries == 0;
+        let expected = [
+            ("map type", u64::from(def.map_type()), Some(map_type)),
+            ("key size", u64::from(def.key_size()), field("key_size")),
+            (
+                "value size",
+                u64::from(def.value_size()),
+                field("value_size"),
+            ),
+            ("flags", u64::from(def.map_flags()), field("map_flags")),
+            (
+                "max entries",
+                u64::from(max_entries),
+                field("max_entries").filter(|_| own && !sized_by_aya),
+            ),
+        ];
+        for (what, declared, found) in expected {
+            // aya creates perf event arrays with 4-byte values whatever they declare.
+            let ignored = what == "value size" && def.map_type() == 4;
+            if let Some(found) = found.filter(|&f| f != declared && !ignored) {
+                return Err(mismatch(format!(
+                    "its {what} is {found}, the object declares {declared}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Pins the maps of `ebpf` that a clone shares (every map but the `.rodata`/`.data`/`.bss`

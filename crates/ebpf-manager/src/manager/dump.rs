@@ -2,7 +2,7 @@
 
 use std::{io::Write, os::fd::AsFd};
 
-use aya::maps::{Map, MapData, MapType};
+use aya::maps::{Map, MapType};
 
 use super::Manager;
 use crate::{kernel::bpf_map, Error, Result};
@@ -29,40 +29,7 @@ pub(super) fn map_fds(ebpf: &aya::Ebpf) -> std::collections::HashMap<String, std
         .collect()
 }
 
-pub(super) fn data(map: &Map) -> &MapData {
-    match map {
-        Map::Array(m)
-        | Map::ArrayOfMaps(m)
-        | Map::BloomFilter(m)
-        | Map::CgroupArray(m)
-        | Map::CgroupStorage(m)
-        | Map::CgrpStorage(m)
-        | Map::CpuMap(m)
-        | Map::DevMap(m)
-        | Map::DevMapHash(m)
-        | Map::HashMap(m)
-        | Map::HashOfMaps(m)
-        | Map::InodeStorage(m)
-        | Map::LpmTrie(m)
-        | Map::LruHashMap(m)
-        | Map::PerCpuArray(m)
-        | Map::PerCpuCgroupStorage(m)
-        | Map::PerCpuHashMap(m)
-        | Map::PerCpuLruHashMap(m)
-        | Map::PerfEventArray(m)
-        | Map::ProgramArray(m)
-        | Map::Queue(m)
-        | Map::ReusePortSockArray(m)
-        | Map::RingBuf(m)
-        | Map::SockHash(m)
-        | Map::SockMap(m)
-        | Map::SkStorage(m)
-        | Map::Stack(m)
-        | Map::StackTraceMap(m)
-        | Map::Unsupported(m)
-        | Map::XskMap(m) => m,
-    }
-}
+pub(super) use crate::maps::map_data as data;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
