@@ -399,6 +399,7 @@ fn readers_are_clone_and_debug() {
 #[test]
 fn readers_a_panicking_handler_stops_its_reader_and_start_reader_restarts_it() {
     let seen = Arc::new(Seen::default());
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let ring = {
         let data = Arc::clone(&seen);
         RingBuffer {
@@ -406,6 +407,11 @@ fn readers_a_panicking_handler_stops_its_reader_and_start_reader_restarts_it() {
                 let record = parse(bytes);
                 assert_ne!(record.seq, 2, "the test's handler panics on record 2");
                 data.record(u32::MAX, bytes);
+            })),
+            // The Go ErrChan: the panic reaches the user, not only the log.
+            error_handler: Some(Arc::new({
+                let errors = Arc::clone(&errors);
+                move |e: &ebpf_manager::ReaderError| errors.lock().unwrap().push(e.to_string())
             })),
             ..seen.ring_buffer("ring_events")
         }
@@ -419,6 +425,10 @@ fn readers_a_panicking_handler_stops_its_reader_and_start_reader_restarts_it() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(seen.received(), 2, "records 0 and 1");
+    assert_eq!(
+        errors.lock().unwrap().as_slice(),
+        ["`ring_events`: a handler panicked; the reader stopped (start_reader starts it again)"]
+    );
     m.start_reader("ring_events").unwrap();
     assert_eq!(m.is_reader_running("ring_events"), Some(true));
     // Record 2 was consumed by the panic; 3 and 4 wait in the ring.

@@ -50,7 +50,10 @@ mod selectors;
 pub use error::{Error, Result};
 pub use kernel::FunctionIndex;
 pub use manager::{CleanupType, Manager, ManagerState, MapEntry};
-pub use maps::{PerfDataHandler, PerfLostHandler, PerfMap, RingBuffer, RingDataHandler};
+pub use maps::{
+    PerfDataHandler, PerfLostHandler, PerfMap, ReaderError, ReaderErrorHandler, RingBuffer,
+    RingDataHandler,
+};
 pub use options::{
     ConstantEditor, InnerOuterMapSpec, KernelTypes, Map, MapEditor, MapRoute, MapSpecEditor,
     Options, TailCallRoute, TestRunInput, TestRunOutput,

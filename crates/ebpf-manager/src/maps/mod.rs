@@ -135,6 +135,7 @@ impl Reader {
                     buffers,
                     data: decl.data_handler.clone().expect("checked at start"),
                     lost: decl.lost_handler.clone(),
+                    errors: decl.error_handler.clone(),
                     scratch: Vec::new(),
                 };
                 match builder.spawn(move || reader.run(epoll)) {
@@ -158,6 +159,7 @@ impl Reader {
                     name: self.name.clone(),
                     ring,
                     data: decl.data_handler.clone().expect("checked at start"),
+                    errors: decl.error_handler.clone(),
                     timeout: decl
                         .poll_timeout
                         .map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32),
@@ -453,6 +455,7 @@ pub(super) fn handler_result(
     kind: &str,
     name: &str,
     handled: std::thread::Result<()>,
+    errors: Option<&ReaderErrorHandler>,
 ) -> ControlFlow<()> {
     match handled {
         Ok(()) => ControlFlow::Continue(()),
@@ -460,7 +463,49 @@ pub(super) fn handler_result(
             log::error!(
                 "{kind} `{name}`: a handler panicked; the reader stopped (start_reader starts it again)"
             );
+            report(
+                errors,
+                &ReaderError::HandlerPanicked {
+                    map: name.to_owned(),
+                },
+            );
             ControlFlow::Break(())
+        }
+    }
+}
+
+/// Why a reader stopped, handed to its error handler (the Go `ErrChan` of perf maps and ring
+/// buffers): [`PerfMap::error_handler`], [`RingBuffer::error_handler`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReaderError {
+    /// A data or lost handler panicked: the reader stopped (the map keeps its records;
+    /// [`Manager::start_reader`](crate::Manager::start_reader) starts it again).
+    #[error("`{map}`: a handler panicked; the reader stopped (start_reader starts it again)")]
+    HandlerPanicked {
+        /// The map's name in the object.
+        map: String,
+    },
+    /// Waiting for records failed: the reader stopped.
+    #[error("`{map}`: waiting for records failed ({source}); the reader stopped")]
+    Wait {
+        /// The map's name in the object.
+        map: String,
+        /// The error of `epoll_wait`.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Receives the errors of a reader, on the reader's thread.
+pub type ReaderErrorHandler = std::sync::Arc<dyn Fn(&ReaderError) + Send + Sync>;
+
+/// Hands `error` to `errors`, if set; a handler that panics is logged, not propagated.
+pub(super) fn report(errors: Option<&ReaderErrorHandler>, error: &ReaderError) {
+    if let Some(handler) = errors {
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(error)));
+        if handled.is_err() {
+            log::error!("the error handler panicked on: {error}");
         }
     }
 }

@@ -72,6 +72,9 @@ pub struct PerfMap {
     pub data_handler: Option<PerfDataHandler>,
     /// Called for each loss report; without it, losses are logged at `warn` level.
     pub lost_handler: Option<PerfLostHandler>,
+    /// Receives the reader's errors (a handler that panicked, a failed wait), as the Go
+    /// `PerfMapOptions.ErrChan`; they are logged either way.
+    pub error_handler: Option<super::ReaderErrorHandler>,
     /// Size of each CPU's ring in pages, a power of two; 0 means
     /// [`DEFAULT_PERF_RING_PAGES`].
     pub perf_ring_pages: usize,
@@ -180,6 +183,7 @@ impl fmt::Debug for PerfMap {
             .field("map_name", &self.map_name)
             .field("data_handler", &self.data_handler.as_ref().map(|_| "Fn"))
             .field("lost_handler", &self.lost_handler.as_ref().map(|_| "Fn"))
+            .field("error_handler", &self.error_handler.as_ref().map(|_| "Fn"))
             .field("perf_ring_pages", &self.perf_ring_pages)
             .field("wakeup_events", &self.wakeup_events)
             .field("watermark", &self.watermark)
@@ -196,6 +200,7 @@ pub(super) struct PerfReader {
     pub(super) buffers: Vec<(u32, PerfRing)>,
     pub(super) data: PerfDataHandler,
     pub(super) lost: Option<PerfLostHandler>,
+    pub(super) errors: Option<super::ReaderErrorHandler>,
     /// Where a record that wraps around the ring's end is made contiguous.
     pub(super) scratch: Vec<u8>,
 }
@@ -208,6 +213,13 @@ impl PerfReader {
                 Ok(ready) => ready,
                 Err(e) => {
                     log::error!("perf map `{}`: epoll_wait failed: {e}", self.name);
+                    super::report(
+                        self.errors.as_ref(),
+                        &super::ReaderError::Wait {
+                            map: self.name.clone(),
+                            source: e,
+                        },
+                    );
                     break;
                 }
             };
@@ -245,6 +257,7 @@ impl PerfReader {
             map: _,
             data,
             lost,
+            errors,
             scratch,
         } = self;
         let Some((cpu, buffer)) = buffers.get_mut(index) else {
@@ -259,7 +272,7 @@ impl PerfReader {
                     None => log::warn!("perf map `{name}`: {count} records lost on cpu {cpu}"),
                 },
             }));
-            handler_result(PERF, name, handled)
+            handler_result(PERF, name, handled, errors.as_ref())
         })
     }
 }

@@ -49,6 +49,9 @@ pub struct RingBuffer {
     pub map_name: String,
     /// Called for each record (required: `start` fails without it).
     pub data_handler: Option<RingDataHandler>,
+    /// Receives the reader's errors (a handler that panicked, a failed wait), as the Go
+    /// `RingBufferOptions.ErrChan`; they are logged either way.
+    pub error_handler: Option<super::ReaderErrorHandler>,
     /// Also look for records every `poll_timeout`, without waiting for the kernel's
     /// notification: for programs that write with `BPF_RB_NO_WAKEUP`. `None` (the default)
     /// waits for notifications only.
@@ -63,6 +66,7 @@ impl fmt::Debug for RingBuffer {
         f.debug_struct("RingBuffer")
             .field("map_name", &self.map_name)
             .field("data_handler", &self.data_handler.as_ref().map(|_| "Fn"))
+            .field("error_handler", &self.error_handler.as_ref().map(|_| "Fn"))
             .field("poll_timeout", &self.poll_timeout)
             .field("skip_start", &self.skip_start)
             .finish()
@@ -74,6 +78,7 @@ pub(super) struct RingReader {
     pub(super) name: String,
     pub(super) ring: RingConsumer,
     pub(super) data: RingDataHandler,
+    pub(super) errors: Option<super::ReaderErrorHandler>,
     pub(super) timeout: i32,
     pub(super) size: usize,
 }
@@ -96,6 +101,13 @@ impl RingReader {
                 }
                 Err(e) => {
                     log::error!("ring buffer `{}`: epoll_wait failed: {e}", self.name);
+                    super::report(
+                        self.errors.as_ref(),
+                        &super::ReaderError::Wait {
+                            map: self.name.clone(),
+                            source: e,
+                        },
+                    );
                     break;
                 }
             }
@@ -107,11 +119,15 @@ impl RingReader {
     /// Hands up to `limit` bytes of records to the handler; breaks when it panicked.
     fn drain(&mut self, limit: usize) -> ControlFlow<()> {
         let Self {
-            name, ring, data, ..
+            name,
+            ring,
+            data,
+            errors,
+            ..
         } = self;
         let (_, stopped) = ring.read(limit, |record| {
             let handled = catch_unwind(AssertUnwindSafe(|| data(record)));
-            handler_result(RING, name, handled)
+            handler_result(RING, name, handled, errors.as_ref())
         });
         match stopped {
             Stopped::Broke => ControlFlow::Break(()),
