@@ -136,3 +136,26 @@ fn listings_name_every_probe_program_and_map() {
     );
     assert!(m.get_program_by_function("no_such_function").is_none());
 }
+
+/// `add_hook` from a program that no probe declares (the Go library accepts it).
+#[test]
+fn add_hook_takes_a_program_no_probe_declared() {
+    setup();
+    let mut m = Manager {
+        probes: vec![probe("tp", "tracepoint_sys_enter_mkdir")],
+        ..Default::default()
+    };
+    m.init_with_options(PROBES, this_thread_only()).unwrap();
+    m.start().unwrap();
+    let late = probe("late", "raw_tracepoint_sys_enter");
+    let id = late.id();
+    m.add_hook("", late)
+        .expect("the object's raw tracepoint program, undeclared until now");
+    assert_eq!(m.probe_state(&id), Some(ProbeState::Running));
+    mkdir_rmdir("add-hook-undeclared");
+    assert!(hits(&m, slot::RAW_TRACEPOINT) >= 1);
+    let err = m
+        .add_hook("", probe("ghost", "no_such_function"))
+        .unwrap_err();
+    assert!(matches!(err, Error::ProbeNotFound { .. }), "{err:?}");
+}

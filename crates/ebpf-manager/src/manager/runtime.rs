@@ -85,7 +85,9 @@ impl Manager {
 
     /// Attaches the program of the probe `{uid, probe.ebpf_func_name}` at a second hook point,
     /// described by `probe` (which needs its own `uid`). The same kernel program runs at both.
-    /// On a running manager the new probe attaches now; otherwise at `start`.
+    /// The program may also be one that no probe declares (`uid` then names no probe): the
+    /// object's, by its function, as the Go library accepts. On a running manager the new
+    /// probe attaches now; otherwise at `start`.
     pub fn add_hook(&mut self, uid: &str, probe: Probe) -> Result<()> {
         self.expect(
             "add a hook to",
@@ -189,10 +191,25 @@ impl Manager {
         if self.state.record(&probe.id()).is_some() {
             return Err(Error::DuplicateProbe { id: probe.id() });
         }
-        let index = self
-            .state
-            .record(source)
-            .ok_or_else(|| Error::ProbeNotFound { id: source.clone() })?;
+        let Some(index) = self.state.record(source) else {
+            // A program no probe declared yet (the Go library accepts it): the object's, by
+            // its function.
+            let undeclared = self
+                .state
+                .elf
+                .by_function(&source.ebpf_func_name)
+                .filter(|_| {
+                    self.state
+                        .source
+                        .object
+                        .hidden(&source.ebpf_func_name)
+                        .is_none()
+                });
+            return match undeclared {
+                Some(p) => Ok((p.function.clone(), 0, p.section.clone())),
+                None => Err(Error::ProbeNotFound { id: source.clone() }),
+            };
+        };
         let record = &self.state.records[index];
         let section = self
             .state
