@@ -58,6 +58,7 @@ fn run() -> Result<(), Error> {
                 prog_array_name: "jump_table".into(),
                 key: 1,
                 probe_identification_pair: ProbeIdentificationPair::new("", "tail_target"),
+                ..Default::default()
             }],
             map_router: vec![route("inner_a")],
             ..Default::default()

@@ -39,6 +39,7 @@ fn tail_route() -> TailCallRoute {
         prog_array_name: "jump_table".into(),
         key: 1,
         probe_identification_pair: Id::new("", "tail_target"),
+        ..Default::default()
     }
 }
 
@@ -184,4 +185,35 @@ fn router_map_of_another_manager_is_routed() {
         other => panic!("expected MapNotFound, got {other:?}"),
     }
     b.stop(CleanupType::CleanAll).unwrap();
+}
+
+/// A tail call into another manager's program (the Go `TailCallRoute.Program`).
+#[test]
+fn router_routes_a_program_of_another_manager() {
+    setup();
+    // The other manager declares tail_target; it counts in *its* tail_hits.
+    let mut other = Manager {
+        probes: vec![probe("other", "tail_target")],
+        ..Default::default()
+    };
+    other.init(ROUTER).unwrap();
+    let fd = other
+        .program_fd(&Id::new("other", "tail_target"))
+        .expect("a loaded program");
+    let mut m = routed(
+        vec![TailCallRoute {
+            program: Some(std::sync::Arc::new(fd)),
+            ..tail_route()
+        }],
+        vec![map_route("inner_a")],
+    )
+    .unwrap();
+    m.start().unwrap();
+    mkdir_rmdir("router-other");
+    assert_eq!(
+        count(&other, "tail_hits"),
+        1,
+        "the other manager's program ran"
+    );
+    assert_eq!(count(&m, "tail_hits"), 0, "not this one's");
 }

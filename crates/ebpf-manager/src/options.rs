@@ -222,17 +222,40 @@ pub struct MapSpecEditor {
     pub flags: Option<u32>,
 }
 
-/// Puts a program of the object into a program array (`BPF_MAP_TYPE_PROG_ARRAY`, Linux 4.2), for
-/// `bpf_tail_call`. The program is loaded when needed; it is not attached anywhere.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Puts a program into a program array (`BPF_MAP_TYPE_PROG_ARRAY`, Linux 4.2), for
+/// `bpf_tail_call`: a program of the object, loaded when needed and attached nowhere, or one from
+/// elsewhere (another manager's, through [`Manager::program_fd`](crate::Manager::program_fd)).
+#[derive(Debug, Clone, Default)]
 pub struct TailCallRoute {
     /// The program array's name in the object.
     pub prog_array_name: String,
     /// The index to write.
     pub key: u32,
-    /// The program's function in the object (its `uid` is not used).
+    /// The program's function in the object (its `uid` is not used); only for messages when
+    /// [`program`](Self::program) is set.
     pub probe_identification_pair: ProbeIdentificationPair,
+    /// A program from elsewhere to route instead of the object's (the Go
+    /// `TailCallRoute.Program`). Its type must be the one the program array holds.
+    pub program: Option<std::sync::Arc<aya::programs::ProgramFd>>,
 }
+
+impl PartialEq for TailCallRoute {
+    /// Routes are equal when they write the same entry with the same program (the same shared
+    /// fd).
+    fn eq(&self, other: &Self) -> bool {
+        let same_program = match (&self.program, &other.program) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.prog_array_name == other.prog_array_name
+            && self.key == other.key
+            && self.probe_identification_pair == other.probe_identification_pair
+            && same_program
+    }
+}
+
+impl Eq for TailCallRoute {}
 
 /// Puts a map into a map of maps (`BPF_MAP_TYPE_ARRAY_OF_MAPS` or `HASH_OF_MAPS`, Linux 4.12):
 /// a map of the object, or one from elsewhere (another manager's, through

@@ -4,7 +4,7 @@
 use aya::maps::{ArrayOfMaps, HashOfMaps, Map, MapFd, ProgramArray};
 
 use super::{Manager, ManagerState, State};
-use crate::{loader, Error, MapRoute, Result, TailCallRoute};
+use crate::{loader, Error, MapRoute, ProbeIdentificationPair, Result, TailCallRoute};
 
 fn route_error(route: String, reason: impl std::fmt::Display) -> Error {
     Error::InvalidOption {
@@ -40,6 +40,19 @@ impl State {
         let ebpf = self.objects[0]
             .as_mut()
             .expect("the main object lives until stop");
+        if let Some(fd) = &route.program {
+            let map = ebpf.map_mut(&route.prog_array_name).ok_or_else(|| {
+                route_error(
+                    name.clone(),
+                    format!("the object has no map `{}`", route.prog_array_name),
+                )
+            })?;
+            let mut array = ProgramArray::try_from(map)
+                .map_err(|e| route_error(name.clone(), format!("not a program array: {e}")))?;
+            return array
+                .set(route.key, fd, 0)
+                .map_err(|e| route_error(name, e));
+        }
         let prog = ebpf.program_mut(function).ok_or_else(|| {
             route_error(
                 name.clone(),
@@ -129,6 +142,22 @@ impl Manager {
             option: format!("map_fd({name})"),
             reason: e.to_string(),
         })
+    }
+
+    /// A new fd of the loaded program of the probe with this id, for another manager's
+    /// [`TailCallRoute::program`]; it keeps the program alive after this manager stops.
+    pub fn program_fd(&self, id: &ProbeIdentificationPair) -> Result<aya::programs::ProgramFd> {
+        let fail = |reason: String| Error::InvalidOption {
+            option: format!("program_fd({id})"),
+            reason,
+        };
+        let prog = self
+            .get_program(id)
+            .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })?;
+        prog.fd()
+            .map_err(|e| fail(format!("not loaded: {e}")))?
+            .try_clone()
+            .map_err(|e| fail(e.to_string()))
     }
 
     /// Writes more tail-call routes (on an initialized or running manager).
