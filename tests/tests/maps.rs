@@ -177,10 +177,29 @@ fn maps_constant_editor_for_some_probes_gives_them_their_own_program() {
         }],
         ..Default::default()
     };
-    let err = m.init_with_options(PROBES, options).unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidOption { reason, .. } if reason.contains("not declared")),
-        "{err:?}"
+    // As in Go, an editor may name a pair a later clone_program declares: it waits for it.
+    m.init_with_options(
+        PROBES,
+        Options {
+            constant_editors: vec![
+                ebpf_manager::ConstantEditor::new("filter_tid", gettid()),
+                options.constant_editors[0].clone(),
+            ],
+            ..Default::default()
+        },
+    )
+    .expect("an editor for a pair not declared yet");
+    m.start().unwrap();
+    m.clone_program("a", b.clone(), Vec::new(), Vec::new())
+        .expect("the clone declares b");
+    // (The clone's temporary pin directory was a mkdir that `a` counted.)
+    let base = read_slot(&m, "tagged", 0);
+    mkdir_rmdir("editor-for-a-clone");
+    assert_eq!(read_slot(&m, "tagged", 0), base + 1, "a, the default tag");
+    assert_eq!(
+        read_slot(&m, "tagged", 1),
+        1,
+        "b, the clone, with the editor's tag"
     );
 }
 

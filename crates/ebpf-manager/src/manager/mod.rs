@@ -245,7 +245,7 @@ impl Manager {
         if !options.keep_memlock_rlimit {
             crate::kernel::lift_memlock_rlimit();
         }
-        check_constant_editors(&options.constant_editors, &matched)?;
+        log_unmatched_constant_editors(&options.constant_editors, &matched);
         // Per-probe editors apply to those probes' own copies, below.
         let constants: Vec<&ConstantEditor> = options
             .constant_editors
@@ -549,22 +549,19 @@ fn without_hidden(
     Ok(kept)
 }
 
-/// Constant editors may only name declared probes.
-fn check_constant_editors(
-    editors: &[ConstantEditor],
-    matched: &[(Probe, String, String)],
-) -> Result<()> {
+/// Constant editors may name probes that a later `clone_program` declares (as in Go): those
+/// wait for it; a debug line says so, for typos.
+fn log_unmatched_constant_editors(editors: &[ConstantEditor], matched: &[(Probe, String, String)]) {
     for editor in editors {
         for id in &editor.probes {
             if !matched.iter().any(|(p, ..)| &p.id() == id) {
-                return Err(Error::InvalidOption {
-                    option: format!("constant editor `{}`", editor.name),
-                    reason: format!("it names {id}, which is not declared"),
-                });
+                log::debug!(
+                    "constant editor `{}` names {id}, which is not declared: it applies when clone_program declares it",
+                    editor.name
+                );
             }
         }
     }
-    Ok(())
 }
 
 /// Selectors may only name declared probes: a typo would otherwise pass silently in a

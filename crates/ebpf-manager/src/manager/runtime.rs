@@ -128,10 +128,19 @@ impl Manager {
         maps.extend(state.map_editors.iter().cloned());
         let shared = loader::SharedMaps::pin(main, &maps)?;
         maps.extend(shared.editors.iter().cloned());
+        // The manager's editors for every probe, then those naming this clone (the Go library
+        // accepts editors for pairs a later clone declares), then the clone's own.
+        let clone_id = probe.id();
         let constants: Vec<&ConstantEditor> = state
             .constant_editors
             .iter()
             .filter(|e| e.probes.is_empty())
+            .chain(
+                state
+                    .constant_editors
+                    .iter()
+                    .filter(|e| e.probes.contains(&clone_id)),
+            )
             .chain(constant_editors.iter())
             .collect();
         let ebpf = loader::load_object(
@@ -144,7 +153,14 @@ impl Manager {
         drop(shared);
         state.objects.push(Some(ebpf));
         let object = state.objects.len() - 1;
-        state.own_constants.insert(object, constant_editors.clone());
+        let own: Vec<ConstantEditor> = state
+            .constant_editors
+            .iter()
+            .filter(|e| e.probes.contains(&clone_id))
+            .chain(constant_editors.iter())
+            .cloned()
+            .collect();
+        state.own_constants.insert(object, own);
         let result = self.add_and_attach(probe, function, &section, object);
         if result.is_err() {
             self.state.objects[object] = None;
