@@ -18,8 +18,28 @@ pub extern "C" fn uprobe_multi_target_b(a: i64) -> i64 {
     std::hint::black_box(a) * 2
 }
 
+/// Targets of the regular expression test, apart from the pattern test's: two probes never
+/// share a function here, and the tests run one at a time (`SERIAL`).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn uprobe_regex_target_x(a: i64) -> i64 {
+    std::hint::black_box(a) + 1
+}
+
+/// See [`uprobe_regex_target_x`].
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn uprobe_regex_target_y(a: i64) -> i64 {
+    std::hint::black_box(a) + 2
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn match_all_functions_takes_one_uprobe_multi_link_or_one_uprobe_per_function() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let exe = std::env::current_exe().expect("the test binary's path");
     let id = ProbeIdentificationPair::new("all", "uprobe_generic");
     let probe = Probe {
@@ -53,11 +73,14 @@ fn match_all_functions_takes_one_uprobe_multi_link_or_one_uprobe_per_function() 
 /// `match_func_name` over a binary's symbols: the first match of the expression.
 #[test]
 fn a_regular_expression_selects_the_binary_function() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let exe = std::env::current_exe().expect("the test binary's path");
     let id = ProbeIdentificationPair::new("re", "uprobe_generic");
     let probe = Probe {
         binary_path: Some(exe),
-        match_func_name: Some("multi_target_b$".into()),
+        match_func_name: Some("regex_target_y$".into()),
         ..probe("re", "uprobe_generic")
     };
     let mut m = user_manager(vec![probe], user_filters(std::process::id(), gettid())).unwrap();
@@ -66,8 +89,8 @@ fn a_regular_expression_selects_the_binary_function() {
         .attach_info(&id)
         .unwrap()
         .hook
-        .ends_with(":uprobe_multi_target_b"));
-    assert_eq!(uprobe_multi_target_a(7) + uprobe_multi_target_b(11), 29);
+        .ends_with(":uprobe_regex_target_y"));
+    assert_eq!(uprobe_regex_target_x(7) + uprobe_regex_target_y(11), 21);
     assert_eq!(slot_of(&m, "user_hits", user_slot::UPROBE_GENERIC), 1);
     assert_eq!(slot_of(&m, "user_values", user_slot::UPROBE_GENERIC), 11);
 }
