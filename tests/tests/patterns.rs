@@ -159,3 +159,89 @@ fn add_hook_takes_a_program_no_probe_declared() {
         .unwrap_err();
     assert!(matches!(err, Error::ProbeNotFound { .. }), "{err:?}");
 }
+
+/// `rename_probe_identification_pair` (the Go `RenameProbeIdentificationPair`).
+#[test]
+fn a_probe_is_renamed_and_keeps_running() {
+    setup();
+    let mut m = Manager {
+        probes: vec![
+            probe("old", "tracepoint_sys_enter_mkdir"),
+            probe("other", "raw_tracepoint_sys_enter"),
+        ],
+        ..Default::default()
+    };
+    m.init_with_options(PROBES, this_thread_only()).unwrap();
+    m.start().unwrap();
+    let old = ProbeIdentificationPair::new("old", "tracepoint_sys_enter_mkdir");
+    let new = ProbeIdentificationPair::new("new", "tracepoint_sys_enter_mkdir");
+    m.rename_probe_identification_pair(&old, &new).unwrap();
+    assert_eq!(m.probe_state(&old), None);
+    assert_eq!(m.probe_state(&new), Some(ProbeState::Running));
+    assert_eq!(m.get_probe(&new).unwrap().uid, "new");
+    let taken = ProbeIdentificationPair::new("other", "raw_tracepoint_sys_enter");
+    let err = m
+        .rename_probe_identification_pair(&new, &ProbeIdentificationPair::new("x", "other_fn"))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidProbe { .. }), "{err:?}");
+    let err = m
+        .rename_probe_identification_pair(&taken, &taken)
+        .unwrap_err();
+    assert!(matches!(err, Error::DuplicateProbe { .. }), "{err:?}");
+    m.pause_probe(&new).unwrap();
+    m.resume_probe(&new).unwrap();
+}
+
+/// Manager-wide defaults of the Go options: `default_perf_ring_pages` reaches a perf map that
+/// leaves its own at 0 (an invalid size proves it), `default_kprobe_max_active` a kretprobe.
+#[test]
+fn manager_wide_defaults_reach_the_declarations_that_leave_theirs_unset() {
+    use integration_tests::readers::{Seen, READERS};
+    setup();
+    let seen = std::sync::Arc::new(Seen::default());
+    let mut m = Manager {
+        probes: vec![probe("perf_emit", "perf_emit")],
+        perf_maps: vec![seen.perf_map("perf_events")],
+        ..Default::default()
+    };
+    m.init_with_options(
+        READERS,
+        Options {
+            default_perf_ring_pages: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = m.start().unwrap_err();
+    assert!(err.to_string().contains("perf_ring_pages is 3"), "{err}");
+
+    let mut k = Manager {
+        probes: vec![probe("ret", "kretprobe_vfs_mkdir")],
+        ..Default::default()
+    };
+    k.init_with_options(
+        PROBES,
+        Options {
+            default_kprobe_max_active: 16,
+            ..this_thread_only()
+        },
+    )
+    .unwrap();
+    let id = ProbeIdentificationPair::new("ret", "kretprobe_vfs_mkdir");
+    assert_eq!(
+        k.get_probe(&id).unwrap().kprobe_max_active,
+        16,
+        "the manager's copy"
+    );
+    if kernel_has_kprobes() {
+        k.start().unwrap();
+        assert_eq!(
+            k.attach_info(&id).unwrap().method,
+            ebpf_manager::AttachMethod::KprobeTracefs,
+            "maxactive needs tracefs"
+        );
+    } else {
+        let err = k.start().unwrap_err();
+        assert!(matches!(err, Error::KprobesUnsupported { .. }), "{err:?}");
+    }
+}

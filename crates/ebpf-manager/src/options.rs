@@ -42,6 +42,15 @@ pub struct Options {
     /// How kprobes whose own [`Probe::kprobe_attach_method`](crate::Probe::kprobe_attach_method)
     /// is `Default` attach.
     pub default_kprobe_attach_method: KprobeAttachMethod,
+    /// The `kprobe_max_active` of kretprobes that leave theirs at 0 (the Go
+    /// `DefaultKProbeMaxActive`); above 0 they attach through tracefs.
+    pub default_kprobe_max_active: u32,
+    /// The `perf_ring_pages` of perf maps that leave theirs at 0 (the Go
+    /// `DefaultPerfRingBufferSize`, here in pages); 0 keeps the library's default.
+    pub default_perf_ring_pages: usize,
+    /// The `watermark` of perf maps that set neither a watermark nor `wakeup_events` (the Go
+    /// `DefaultWatermark`), in bytes.
+    pub default_watermark: u32,
     /// Keep the kernel's parsed BTF after `start` (for hooks and clones of fentry, fexit,
     /// tp_btf, LSM and iterator programs added later). By default it is released after `start`:
     /// it takes several megabytes.

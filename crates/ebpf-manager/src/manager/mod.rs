@@ -156,6 +156,7 @@ pub struct State {
     keep_kernel_btf: bool,
     release_object_after_start: bool,
     default_kprobe_attach_method: KprobeAttachMethod,
+    default_kprobe_max_active: u32,
     selectors: Vec<ProbesSelector>,
     readers: crate::maps::Readers,
     perf_maps: Vec<crate::PerfMap>,
@@ -299,9 +300,23 @@ impl Manager {
             keep_kernel_btf: options.keep_kernel_btf,
             release_object_after_start: options.release_object_after_start,
             default_kprobe_attach_method: options.default_kprobe_attach_method,
+            default_kprobe_max_active: options.default_kprobe_max_active,
             selectors: options.activated_probes,
             readers: Default::default(),
-            perf_maps: self.perf_maps.clone(),
+            perf_maps: self
+                .perf_maps
+                .iter()
+                .map(|p| {
+                    let mut p = p.clone();
+                    if p.perf_ring_pages == 0 {
+                        p.perf_ring_pages = options.default_perf_ring_pages;
+                    }
+                    if p.watermark == 0 && p.wakeup_events == 0 {
+                        p.watermark = options.default_watermark;
+                    }
+                    p
+                })
+                .collect(),
             ring_buffers: self.ring_buffers.clone(),
             excluded: options.excluded_functions,
             constant_editors: options.constant_editors,

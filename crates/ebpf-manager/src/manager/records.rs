@@ -122,6 +122,13 @@ impl State {
                 available: self.elf.functions(),
             })?;
         let wanted = self.enabled(&id) && !self.is_excluded(&function);
+        // The manager's copy takes the default maxactive of kretprobes (the caller's probe is
+        // left as declared).
+        let mut probe = probe;
+        let kretprobe = matches!(prog, Program::KProbe(p) if matches!(p.kind(), aya::programs::ProbeKind::Return));
+        if kretprobe && probe.kprobe_max_active == 0 {
+            probe.kprobe_max_active = self.default_kprobe_max_active;
+        }
         let hook = match resolve::hook(&id, &probe, &function, section, prog, &mut self.functions) {
             Ok(hook) => hook,
             // A probe no selector enables does not fail init over its hook (a pattern that

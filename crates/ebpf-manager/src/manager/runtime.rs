@@ -83,6 +83,44 @@ impl Manager {
         Ok(())
     }
 
+    /// Gives the probe `old` the identification pair `new` (the Go
+    /// `RenameProbeIdentificationPair`): only its uid may change, since the pair names its
+    /// program. Selectors and per-probe editors keep naming the old pair.
+    pub fn rename_probe_identification_pair(
+        &mut self,
+        old: &ProbeIdentificationPair,
+        new: &ProbeIdentificationPair,
+    ) -> Result<()> {
+        self.expect(
+            "rename a probe of",
+            &[
+                ManagerState::Initialized,
+                ManagerState::Running,
+                ManagerState::Paused,
+            ],
+        )?;
+        let index = self
+            .state
+            .record(old)
+            .ok_or_else(|| Error::ProbeNotFound { id: old.clone() })?;
+        if old.ebpf_func_name != new.ebpf_func_name {
+            return Err(Error::InvalidProbe {
+                id: old.clone(),
+                reason: format!(
+                    "a rename keeps the program: {new} names `{}`, not `{}`",
+                    new.ebpf_func_name, old.ebpf_func_name
+                ),
+            });
+        }
+        if self.state.record(new).is_some() {
+            return Err(Error::DuplicateProbe { id: new.clone() });
+        }
+        let record = &mut self.state.records[index];
+        record.id = new.clone();
+        record.probe.uid = new.uid.clone();
+        Ok(())
+    }
+
     /// Attaches the program of the probe `{uid, probe.ebpf_func_name}` at a second hook point,
     /// described by `probe` (which needs its own `uid`). The same kernel program runs at both.
     /// The program may also be one that no probe declares (`uid` then names no probe): the
