@@ -210,6 +210,14 @@ pub fn own_tracefs_events(control: &str) -> Vec<String> {
 }
 
 /// Serializes the tests that read trace_pipe: readers split its lines between them.
+/// Serializes the tests of one binary that make entries under /sys/fs/bpf with this process's
+/// prefix (clone pins, per-probe copies, pins) with those that check none is left.
+pub fn bpffs_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Serializes the tests that read trace_pipe.
 pub fn trace_pipe_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())

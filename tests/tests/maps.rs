@@ -142,6 +142,7 @@ fn maps_dump_prints_keys_and_values_in_hex() {
 
 #[test]
 fn maps_constant_editor_for_some_probes_gives_them_their_own_program() {
+    let _bpffs = bpffs_lock();
     setup();
     let a = probe("a", "tagged_sys_enter_mkdir");
     let b = probe("b", "tagged_sys_enter_mkdir");
@@ -234,6 +235,7 @@ fn pinned_manager(uid: &str, pin: &PinPath) -> Manager {
 
 #[test]
 fn maps_pinned_by_one_manager_are_reused_by_the_next() {
+    let _bpffs = bpffs_lock();
     let pin = PinPath::new("pin_reuse");
     let mut first = pinned_manager("first", &pin);
     assert!(pin.0.exists(), "the first manager pins the map");
@@ -269,6 +271,7 @@ fn maps_pinned_by_one_manager_are_reused_by_the_next() {
 
 #[test]
 fn maps_pin_created_by_a_failed_init_is_removed() {
+    let _bpffs = bpffs_lock();
     setup();
     let pin = PinPath::new("pin_failed_init");
     let mut m = Manager {
@@ -312,6 +315,7 @@ fn pinned_program(uid: &str, pin: &PinPath) -> ebpf_manager::Result<Manager> {
 
 #[test]
 fn maps_program_pinned_by_one_manager_is_reused_by_the_next() {
+    let _bpffs = bpffs_lock();
     let pin = PinPath::new("prog_reuse");
     let mut first = pinned_program("first", &pin).unwrap();
     assert!(
@@ -342,6 +346,7 @@ fn maps_program_pinned_by_one_manager_is_reused_by_the_next() {
 
 #[test]
 fn maps_program_pin_holding_no_program_is_an_error_and_leaves_it() {
+    let _bpffs = bpffs_lock();
     let pin = PinPath::new("prog_pin_is_a_map");
     let mut holder = pinned_manager("holder", &pin); // pins the `hits` map at that path
     match pinned_program("reuser", &pin).unwrap_err() {
@@ -358,6 +363,7 @@ fn maps_program_pin_holding_no_program_is_an_error_and_leaves_it() {
 
 #[test]
 fn maps_program_pin_of_another_type_is_an_error_and_leaves_it() {
+    let _bpffs = bpffs_lock();
     let pin = PinPath::new("prog_pin_other_type");
     let mut holder = pinned_program("holder", &pin).unwrap(); // a tracepoint program
     setup();
@@ -388,6 +394,7 @@ fn maps_program_pin_of_another_type_is_an_error_and_leaves_it() {
 /// A pin that holds another map than the object declares is refused, never used (issue 13).
 #[test]
 fn maps_a_pin_of_another_map_is_refused() {
+    let _bpffs = bpffs_lock();
     const ROUTER: &[u8] = include_bytes!("../../ebpf-fixtures/router.bpf.o");
     // Not under this process's `ebpf_manager_<pid>` prefix: a parallel test checks that no
     // temporary pin of the manager's is left there.

@@ -303,6 +303,7 @@ fn add_hook_runs_one_program_at_two_hooks() {
 
 #[test]
 fn clones_with_their_own_constants_share_the_maps() {
+    let _bpffs = bpffs_lock();
     let original = probe("original", "tagged_sys_enter_mkdir");
     let mut m = counting_manager(vec![original.clone()]);
     m.start().unwrap();
@@ -361,6 +362,7 @@ fn clones_with_their_own_constants_share_the_maps() {
 
 #[test]
 fn failed_clone_leaves_nothing() {
+    let _bpffs = bpffs_lock();
     let mut m = counting_manager(vec![probe("original", "tagged_sys_enter_mkdir")]);
     m.start().unwrap();
     let clone = probe("bad-clone", "tagged_sys_enter_mkdir");

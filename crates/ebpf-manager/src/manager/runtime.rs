@@ -123,8 +123,8 @@ impl Manager {
 
     /// Attaches the program of the probe `{uid, probe.ebpf_func_name}` at a second hook point,
     /// described by `probe` (which needs its own `uid`). The same kernel program runs at both.
-    /// The program may also be one that no probe declares (`uid` then names no probe): the
-    /// object's, by its function, as the Go library accepts. On a running manager the new
+    /// With an empty `uid` the program may also be one that no probe declares: the object's,
+    /// by its function, as the Go library accepts. On a running manager the new
     /// probe attaches now; otherwise at `start`.
     pub fn add_hook(&mut self, uid: &str, probe: Probe) -> Result<()> {
         self.expect(
@@ -246,8 +246,11 @@ impl Manager {
             return Err(Error::DuplicateProbe { id: probe.id() });
         }
         let Some(index) = self.state.record(source) else {
-            // A program no probe declared yet (the Go library accepts it): the object's, by
-            // its function.
+            // An empty uid names a program no probe declared yet (the Go library accepts it):
+            // the object's, by its function. A uid names a probe, which must exist.
+            if !source.uid.is_empty() {
+                return Err(Error::ProbeNotFound { id: source.clone() });
+            }
             let undeclared = self
                 .state
                 .elf
