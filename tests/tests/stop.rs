@@ -9,8 +9,22 @@ use integration_tests::*;
 
 const MANY: &[u8] = include_bytes!("../../ebpf-fixtures/many_tracepoints.bpf.o");
 
-/// A started manager of the 100 tracepoint programs of many_tracepoints.bpf.o, with their ids.
-fn hundred_tracepoints(uid: &str) -> (Manager, Vec<ProbeIdentificationPair>) {
+/// The kernel runs at most 64 programs on one tracepoint (BPF_TRACE_MAX_PROGS, E2BIG beyond),
+/// and each manager here puts 50 on each of two: one manager at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A started manager of the 100 tracepoint programs of many_tracepoints.bpf.o, with their ids,
+/// and the guard that keeps the other test's out.
+fn hundred_tracepoints(
+    uid: &str,
+) -> (
+    Manager,
+    Vec<ProbeIdentificationPair>,
+    std::sync::MutexGuard<'static, ()>,
+) {
+    let guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     setup();
     let ids: Vec<ProbeIdentificationPair> = (0..100)
         .map(|i| ProbeIdentificationPair::new(uid, format!("tp_{i:02}")))
@@ -24,12 +38,12 @@ fn hundred_tracepoints(uid: &str) -> (Manager, Vec<ProbeIdentificationPair>) {
     };
     m.init(MANY).expect("init");
     m.start().expect("start");
-    (m, ids)
+    (m, ids, guard)
 }
 
 #[test]
 fn stopping_100_tracepoint_probes_leaves_nothing_attached() {
-    let (mut m, ids) = hundred_tracepoints("");
+    let (mut m, ids, _one) = hundred_tracepoints("");
     let programs = program_ids(&m, &ids);
     let t = Instant::now();
     m.stop(CleanupType::CleanAll).expect("stop");
@@ -47,7 +61,7 @@ fn stopping_100_tracepoint_probes_leaves_nothing_attached() {
 
 #[test]
 fn pausing_100_tracepoint_probes_detaches_them_all_and_resume_brings_them_back() {
-    let (mut m, ids) = hundred_tracepoints("p");
+    let (mut m, ids, _one) = hundred_tracepoints("p");
     m.pause().expect("pause");
     assert!(ids.iter().all(|id| m.attach_info(id).is_none()));
     m.resume().expect("resume");
