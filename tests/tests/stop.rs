@@ -68,6 +68,10 @@ fn pausing_100_tracepoint_probes_detaches_them_all_and_resume_brings_them_back()
     assert!(ids
         .iter()
         .all(|id| m.probe_state(id) == Some(ProbeState::Running)));
+    // Detached before the guard goes, so the other test finds the tracepoints free.
+    let programs = program_ids(&m, &ids);
+    m.stop(CleanupType::CleanAll).expect("stop");
+    assert_unloaded(&programs);
 }
 
 #[test]
