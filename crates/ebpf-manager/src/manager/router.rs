@@ -40,38 +40,33 @@ impl State {
         let ebpf = self.objects[0]
             .as_mut()
             .expect("the main object lives until stop");
-        if let Some(fd) = &route.program {
-            let map = ebpf.map_mut(&route.prog_array_name).ok_or_else(|| {
-                route_error(
-                    name.clone(),
-                    format!("the object has no map `{}`", route.prog_array_name),
-                )
-            })?;
-            let mut array = ProgramArray::try_from(map)
-                .map_err(|e| route_error(name.clone(), format!("not a program array: {e}")))?;
-            return array
-                .set(route.key, fd, 0)
-                .map_err(|e| route_error(name, e));
-        }
-        let prog = ebpf.program_mut(function).ok_or_else(|| {
-            route_error(
-                name.clone(),
-                format!("the object has no program `{function}`"),
-            )
-        })?;
-        if !loader::is_loaded(prog) {
-            loader::load_program(
-                prog,
-                &route.probe_identification_pair,
-                function,
-                None,
-                &mut self.btf,
-            )?;
-        }
-        let fd = prog
-            .fd()
-            .and_then(|fd| fd.try_clone().map_err(Into::into))
-            .map_err(|e| route_error(name.clone(), e))?;
+        // Another manager's program, or the object's, loaded when needed.
+        let own;
+        let fd = match &route.program {
+            Some(fd) => fd.as_ref(),
+            None => {
+                let prog = ebpf.program_mut(function).ok_or_else(|| {
+                    route_error(
+                        name.clone(),
+                        format!("the object has no program `{function}`"),
+                    )
+                })?;
+                if !loader::is_loaded(prog) {
+                    loader::load_program(
+                        prog,
+                        &route.probe_identification_pair,
+                        function,
+                        None,
+                        &mut self.btf,
+                    )?;
+                }
+                own = prog
+                    .fd()
+                    .and_then(|fd| fd.try_clone().map_err(Into::into))
+                    .map_err(|e| route_error(name.clone(), e))?;
+                &own
+            }
+        };
         let map = ebpf.map_mut(&route.prog_array_name).ok_or_else(|| {
             route_error(
                 name.clone(),
@@ -81,7 +76,7 @@ impl State {
         let mut array = ProgramArray::try_from(map)
             .map_err(|e| route_error(name.clone(), format!("not a program array: {e}")))?;
         array
-            .set(route.key, &fd, 0)
+            .set(route.key, fd, 0)
             .map_err(|e| route_error(name, e))
     }
 
