@@ -362,20 +362,27 @@ impl Drop for MappedLibrary {
     }
 }
 
-/// The lines of tracefs `uprobe_events` that concern this process: in its event group, or on
-/// `binary`. The manager attaches uprobes through the PMU, so there must be none.
+/// The lines of tracefs `uprobe_events` on `binary` (by its path or its canonical path), in
+/// this process's event group or not: after `stop` there must be none.
 pub fn uprobe_events_of(binary: &Path) -> Vec<String> {
-    let mut lines = crate::own_tracefs_events("uprobe_events");
-    if let Ok(root) = kernel::tracefs::root() {
-        let all = std::fs::read_to_string(root.join("uprobe_events")).unwrap_or_default();
-        let needle = binary.to_string_lossy().into_owned();
-        lines.extend(
-            all.lines()
-                .filter(|l| l.contains(&needle))
-                .map(str::to_owned),
-        );
+    let Ok(root) = kernel::tracefs::root() else {
+        return Vec::new();
+    };
+    let mut needles = vec![binary.to_string_lossy().into_owned()];
+    if let Ok(canonical) = binary.canonicalize() {
+        needles.push(canonical.to_string_lossy().into_owned());
     }
-    lines
+    std::fs::read_to_string(root.join("uprobe_events"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|target| target.rsplit_once(':'))
+                .is_some_and(|(path, _)| needles.iter().any(|n| n == path))
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The perf event and BPF link descriptors this process holds: a perf_event probe holds one

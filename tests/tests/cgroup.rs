@@ -298,3 +298,64 @@ fn cgroup_two_managers_share_one_hook() {
     );
     second.stop(CleanupType::CleanAll).unwrap();
 }
+
+/// The Go `ProbeRetry` / `ProbeRetryDelay`: a cgroup that is gone when `start` attaches and
+/// back a moment later. Without retries `start` fails at once with the kernel's answer and
+/// leaves nothing attached; with them (here from `Options`, the Go `DefaultProbeRetry`), the
+/// probe attaches once the cgroup is back and counts.
+#[test]
+fn cgroup_probe_retry_attaches_once_the_cgroup_is_back() {
+    let cgroup = TestCgroup::new("retry");
+    let p = cgroup_probe("sock_create", &cgroup);
+    let id = p.id();
+
+    // No retry: the missing cgroup fails start with ENOENT.
+    let mut m = cgroup_manager(vec![p.clone()]);
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    std::fs::remove_dir(cgroup.path()).unwrap();
+    match m.start().unwrap_err() {
+        Error::Attach { source, .. } => {
+            assert_eq!(os_error(source.as_ref()), Some(libc::ENOENT), "{source}")
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(m.attach_info(&id), None);
+    assert_eq!(m.state(), ebpf_manager::ManagerState::Initialized);
+    // A failed start leaves a manager that can start again (the Go manager needs a new init).
+    std::fs::create_dir(cgroup.path()).unwrap();
+    m.start().unwrap();
+    cgroup.run(child::create_socket);
+    assert_eq!(read_slot(&m, "hits", cgroup_slot::SOCK_CREATE), 1);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded(&prog_ids);
+
+    // Retries from the options: the cgroup comes back after about 200 ms.
+    setup();
+    let mut m = Manager {
+        probes: vec![p],
+        ..Default::default()
+    };
+    m.init_with_options(
+        CGROUP,
+        ebpf_manager::Options {
+            default_probe_retry: 50,
+            default_probe_retry_delay: std::time::Duration::from_millis(20),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    std::fs::remove_dir(cgroup.path()).unwrap();
+    let path = cgroup.path().to_owned();
+    let back = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::fs::create_dir(&path).unwrap();
+    });
+    m.start().unwrap();
+    back.join().unwrap();
+    assert_eq!(m.attach_info(&id).unwrap().method, AttachMethod::Cgroup);
+    cgroup.run(child::create_socket);
+    assert_eq!(read_slot(&m, "hits", cgroup_slot::SOCK_CREATE), 1);
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded(&prog_ids);
+}

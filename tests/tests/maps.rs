@@ -3,6 +3,8 @@
 use ebpf_manager::{CleanupType, Error, Manager, MapEditor, MapSpecEditor, Options, Probe};
 use integration_tests::*;
 
+const ROUTER: &[u8] = include_bytes!("../../ebpf-fixtures/router.bpf.o");
+
 fn tp() -> Probe {
     probe("tp", "tracepoint_sys_enter_mkdir")
 }
@@ -63,10 +65,10 @@ fn maps_editor_of_a_missing_map_is_an_error() {
         ..Default::default()
     };
     let options = Options {
-        map_editors: vec![MapEditor {
-            name: "hits".into(),
-            pin_path: "/sys/fs/bpf/ebpf_manager_no_such_pin".into(),
-        }],
+        map_editors: vec![MapEditor::pinned(
+            "hits",
+            "/sys/fs/bpf/ebpf_manager_no_such_pin",
+        )],
         ..Default::default()
     };
     let err = m.init_with_options(PROBES, options).unwrap_err();
@@ -75,6 +77,8 @@ fn maps_editor_of_a_missing_map_is_an_error() {
 
 #[test]
 fn maps_editor_shares_a_map_pinned_by_another_manager() {
+    // Its pin is under this process's prefix, which other tests check.
+    let _bpffs = bpffs_lock();
     let mut a = counting_manager(vec![tp()]);
     let pin = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/ebpf_manager_{}_maps_test_hits",
@@ -95,10 +99,7 @@ fn maps_editor_shares_a_map_pinned_by_another_manager() {
         ..Default::default()
     };
     let options = Options {
-        map_editors: vec![MapEditor {
-            name: "hits".into(),
-            pin_path: pin.clone(),
-        }],
+        map_editors: vec![MapEditor::pinned("hits", pin.clone())],
         ..this_thread_only()
     };
     b.init_with_options(PROBES, options).unwrap();
@@ -108,6 +109,64 @@ fn maps_editor_shares_a_map_pinned_by_another_manager() {
     assert_eq!(hits(&a, slot::TRACEPOINT), 1);
     b.stop(CleanupType::CleanAll).unwrap();
     a.stop(CleanupType::CleanAll).unwrap();
+}
+
+#[test]
+fn maps_editor_takes_an_open_map_of_another_manager() {
+    // Go: `MapEditors: map[string]*ebpf.Map{"hits": m}`.
+    let _bpffs = bpffs_lock();
+    let a = counting_manager(vec![tp()]);
+    let mut b = Manager {
+        probes: vec![probe("b", "tracepoint_sys_enter_mkdir")],
+        ..Default::default()
+    };
+    let options = Options {
+        map_editors: vec![MapEditor::live("hits", a.map_fd("hits").unwrap())],
+        ..this_thread_only()
+    };
+    b.init_with_options(PROBES, options).unwrap();
+    assert_eq!(
+        own_bpffs_entries(),
+        Vec::<String>::new(),
+        "the load-time pin of the open map is gone"
+    );
+    b.start().unwrap();
+    mkdir_rmdir("live");
+    // Only b runs; its counts land in a's map.
+    assert_eq!(hits(&a, slot::TRACEPOINT), 1);
+    assert_eq!(hits(&b, slot::TRACEPOINT), 1, "b reads the same map");
+    b.stop(CleanupType::CleanAll).unwrap();
+    drop(a);
+}
+
+#[test]
+fn maps_editor_with_an_open_map_of_another_type_is_refused() {
+    let _bpffs = bpffs_lock();
+    setup();
+    let mut router = Manager {
+        probes: vec![probe("tail", "tail_target")],
+        ..Default::default()
+    };
+    router.init(ROUTER).unwrap();
+    let mut m = Manager {
+        probes: vec![tp()],
+        ..Default::default()
+    };
+    let options = Options {
+        map_editors: vec![MapEditor::live(
+            "hits",
+            router.map_fd("jump_table").unwrap(),
+        )],
+        ..Default::default()
+    };
+    let err = m.init_with_options(PROBES, options).unwrap_err();
+    assert!(
+        matches!(&err, Error::PinnedMapMismatch { map, mismatch, .. }
+            if map == "hits" && mismatch.contains("map type is 3")),
+        "{err}"
+    );
+    assert_eq!(own_bpffs_entries(), Vec::<String>::new(), "nothing left");
+    router.stop(CleanupType::CleanAll).unwrap();
 }
 
 #[test]
@@ -138,6 +197,57 @@ fn maps_dump_prints_keys_and_values_in_hex() {
     let err = m.dump_maps(&mut Vec::new(), &["nope"]).unwrap_err();
     assert!(err.to_string().contains("no map `nope`"), "{err}");
     m.stop(CleanupType::CleanAll).unwrap();
+}
+
+/// The Go `CopyProgram`: two probes of one function share one kernel program, which the
+/// kernel attaches to a tracepoint only once (EEXIST); a probe with a copy of its own runs
+/// next to it, both writing to the object's one map.
+#[test]
+fn maps_copy_program_gives_a_probe_its_own_program() {
+    let _bpffs = bpffs_lock();
+    setup();
+    let a = probe("a", "tagged_sys_enter_mkdir");
+    let b = probe("b", "tagged_sys_enter_mkdir");
+    let mut m = Manager {
+        probes: vec![a.clone(), b.clone()],
+        ..Default::default()
+    };
+    m.init_with_options(PROBES, this_thread_only()).unwrap();
+    let ids = program_ids(&m, &[a.id(), b.id()]);
+    assert_eq!(ids[0], ids[1], "a and b share the object's program");
+    match m.start().unwrap_err() {
+        Error::Attach { id, source, .. } => {
+            assert_eq!(id, b.id());
+            assert_eq!(
+                integration_tests::net::os_error(source.as_ref()),
+                Some(libc::EEXIST),
+                "{source}"
+            );
+            assert!(source.to_string().contains("copy_program"), "{source}");
+        }
+        other => panic!("{other}"),
+    }
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded(&ids);
+
+    let b = Probe {
+        copy_program: true,
+        ..b
+    };
+    let mut m = Manager {
+        probes: vec![a.clone(), b.clone()],
+        ..Default::default()
+    };
+    m.init_with_options(PROBES, this_thread_only()).unwrap();
+    assert!(own_bpffs_entries().is_empty(), "temporary pins left");
+    let ids = program_ids(&m, &[a.id(), b.id()]);
+    assert_ne!(ids[0], ids[1], "b has its own program");
+    m.start().unwrap();
+    mkdir_rmdir("copy-program");
+    // Two probes on one tracepoint, one shared map: two counts in slot 0.
+    assert_eq!(read_slot(&m, "tagged", 0), 2);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded(&ids);
 }
 
 #[test]
@@ -395,7 +505,6 @@ fn maps_program_pin_of_another_type_is_an_error_and_leaves_it() {
 #[test]
 fn maps_a_pin_of_another_map_is_refused() {
     let _bpffs = bpffs_lock();
-    const ROUTER: &[u8] = include_bytes!("../../ebpf-fixtures/router.bpf.o");
     // Not under this process's `ebpf_manager_<pid>` prefix: a parallel test checks that no
     // temporary pin of the manager's is left there.
     let pin = PinPath(format!("/sys/fs/bpf/mgr_test_{}_mismatch_hits", std::process::id()).into());
@@ -425,10 +534,7 @@ fn maps_a_pin_of_another_map_is_refused() {
         .init_with_options(
             ROUTER,
             Options {
-                map_editors: vec![ebpf_manager::MapEditor {
-                    name: "jump_table".into(),
-                    pin_path: pin.0.clone(),
-                }],
+                map_editors: vec![ebpf_manager::MapEditor::pinned("jump_table", pin.0.clone())],
                 ..Default::default()
             },
         )

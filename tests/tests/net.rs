@@ -444,6 +444,70 @@ fn net_tc_netlink_with_priority_and_handle() {
     assert!(qdiscs.contains("clsact"), "{qdiscs}");
 }
 
+/// The Go `TCFilterProtocol`: a filter runs only for its link-layer protocol. The manager
+/// adds these filters itself (aya's are always ETH_P_ALL), and the kernel picks their prio.
+#[test]
+fn net_tc_filter_protocol_sees_only_its_protocol() {
+    let ns = TestNetns::new("tc-proto");
+    let (tx, rx) = lo_sockets(&ns);
+    let netns = Some(Netns::Path(ns.path().into()));
+    let ipv6 = Probe {
+        netns: netns.clone(),
+        tc_filter_protocol: libc::ETH_P_IPV6 as u16,
+        tc_cleanup_qdisc: true,
+        ..tc_probe("tc-ipv6", "tc_ingress")
+    };
+    let ipv4 = Probe {
+        netns,
+        network_direction: NetworkDirection::Egress,
+        tc_filter_protocol: libc::ETH_P_IP as u16,
+        tc_cleanup_qdisc: true,
+        ..tc_probe("tc-ipv4", "tc_egress")
+    };
+    let ids = [ipv6.id(), ipv4.id()];
+    let mut m = net_manager(vec![ipv6, ipv4], port(&rx));
+    let prog_ids = program_ids(&m, &ids);
+    if !start_netlink(&mut m) {
+        m.stop(CleanupType::CleanAll).unwrap();
+        assert_unloaded(&prog_ids);
+        return;
+    }
+    for id in &ids {
+        // A protocol makes the Default method netlink, even where TCX exists.
+        assert_eq!(m.attach_info(id).unwrap().method, AttachMethod::TcNetlink);
+    }
+    let ingress = ns.tc(&["filter", "show", "dev", "lo", "ingress"]);
+    assert!(
+        ingress.contains("protocol ipv6") && ingress.contains("tc_ingress direct-action"),
+        "{ingress}"
+    );
+    let egress = ns.tc(&["filter", "show", "dev", "lo", "egress"]);
+    assert!(
+        egress.contains("protocol ip ") && egress.contains("tc_egress direct-action"),
+        "{egress}"
+    );
+    // IPv4 datagrams: the IPv4 filter runs for each, the IPv6 one never.
+    send_and_receive(&tx, &rx, 3);
+    assert_eq!(read_slot(&m, "hits", net_slot::TC_EGRESS), 3);
+    assert_eq!(read_slot(&m, "hits", net_slot::TC_INGRESS), 0);
+    // Pause deletes the manager's filters (by the prio the kernel gave them); resume adds
+    // them again.
+    m.pause().unwrap();
+    assert_eq!(ns.tc(&["filter", "show", "dev", "lo", "egress"]), "");
+    m.resume().unwrap();
+    send_and_receive(&tx, &rx, 1);
+    assert_eq!(read_slot(&m, "hits", net_slot::TC_EGRESS), 4);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded(&prog_ids);
+    assert_eq!(ns.tc(&["filter", "show", "dev", "lo", "ingress"]), "");
+    assert_eq!(ns.tc(&["filter", "show", "dev", "lo", "egress"]), "");
+    let qdiscs = ns.tc(&["qdisc", "show", "dev", "lo"]);
+    assert!(
+        !qdiscs.contains("clsact"),
+        "the clsact it added is gone: {qdiscs}"
+    );
+}
+
 #[test]
 fn net_tc_cleanup_qdisc_removes_the_clsact_it_added() {
     let ns = TestNetns::new("tc-cleanup");
@@ -712,6 +776,14 @@ fn net_fields_that_do_not_apply_are_refused_at_init() {
                 ..lo(probe("tcx", "tc_ingress"))
             },
             "tc_cleanup_qdisc applies to netlink filters",
+        ),
+        (
+            Probe {
+                tc_attach_method: TcAttachMethod::Tcx,
+                tc_filter_protocol: libc::ETH_P_ARP as u16,
+                ..lo(probe("tcx", "tc_ingress"))
+            },
+            "tc_filter_protocol applies to netlink filters; TCX links see every protocol",
         ),
     ];
     for (p, reason) in cases {

@@ -187,3 +187,111 @@ fn perf_event_hardware_cycles_sample_or_name_the_missing_pmu() {
     assert_eq!(m.probe_state(&id), Some(ProbeState::Loaded));
     assert_eq!(attachment_fds(), fds_before);
 }
+
+/// A thread that tells its tid, then spins on `cpu` for 200 ms each time it is told to.
+struct Spinner {
+    tid: u32,
+    go: std::sync::mpsc::Sender<()>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Spinner {
+    fn new(cpu: u32) -> Self {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            tid_tx.send(gettid()).unwrap();
+            while go_rx.recv().is_ok() {
+                spin_on_cpu(cpu, Duration::from_millis(200));
+                let _ = done_tx.send(());
+            }
+        });
+        Self {
+            tid: tid_rx.recv().unwrap(),
+            go,
+            done,
+        }
+    }
+
+    fn spin(&self) {
+        self.go.send(()).unwrap();
+        self.done.recv().unwrap();
+    }
+}
+
+/// The Go `PerfEventPID`: the program runs for that thread's events only, through one event
+/// that follows it on any CPU.
+#[test]
+fn perf_event_pid_samples_only_that_thread() {
+    let _serial = serial();
+    let cpu = online_cpus()[0];
+    let target = Spinner::new(cpu);
+    let other = Spinner::new(cpu);
+    let p = Probe {
+        perf_event_pid: Some(target.tid),
+        ..cpu_clock("pid", 100_000, 0)
+    };
+    let id = p.id();
+    let mut m = user_manager(vec![p], user_filters(0, 0)).unwrap();
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    let fds_before = attachment_fds();
+    m.start().unwrap();
+    assert_eq!(
+        m.attach_info(&id).unwrap().hook,
+        format!("perf event type 1 config 0 pid {}", target.tid)
+    );
+    assert_eq!(attachment_fds() - fds_before, 1, "one event, any CPU");
+    other.spin();
+    assert_eq!(samples(&m, cpu), 0, "another thread was sampled");
+    target.spin();
+    assert!(samples(&m, cpu) > 0, "the thread was not sampled");
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_eq!(attachment_fds(), fds_before, "a perf event stayed open");
+    assert_unloaded(&prog_ids);
+}
+
+/// The Go `PerfEventCPUCount`: events on the first N online CPUs only.
+#[test]
+fn perf_event_cpu_count_opens_the_first_cpus_only() {
+    let _serial = serial();
+    let cpus = online_cpus();
+    let p = Probe {
+        perf_event_cpu_count: 1,
+        ..cpu_clock("cpu-count", 100_000, 0)
+    };
+    let id = p.id();
+    let mut m = user_manager(vec![p], user_filters(0, 0)).unwrap();
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    let fds_before = attachment_fds();
+    m.start().unwrap();
+    assert_eq!(attachment_fds() - fds_before, 1, "one event: the first CPU");
+    spin_on_cpu(cpus[0], Duration::from_millis(100));
+    assert!(samples(&m, cpus[0]) > 0, "no sample on CPU {}", cpus[0]);
+    if let Some(&second) = cpus.get(1) {
+        spin_on_cpu(second, Duration::from_millis(100));
+        assert_eq!(samples(&m, second), 0, "CPU {second} has no event");
+    } else {
+        println!("one online CPU: only the first-CPU half of this test runs here");
+    }
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded(&prog_ids);
+
+    // More CPUs than are online: the error says how many are.
+    let p = Probe {
+        perf_event_cpu_count: cpus.len() as u32 + 1,
+        ..cpu_clock("too-many", 100_000, 0)
+    };
+    let mut m = user_manager(vec![p], user_filters(0, 0)).unwrap();
+    let fds_before = attachment_fds();
+    let err = m.start().unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "perf_event_cpu_count is {}, but only {} CPUs are online",
+            cpus.len() + 1,
+            cpus.len()
+        )),
+        "{err}"
+    );
+    assert_eq!(attachment_fds(), fds_before, "nothing attached");
+}

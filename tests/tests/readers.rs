@@ -197,6 +197,14 @@ fn readers_skip_start_then_start_reader_receives() {
     assert_eq!(read_slot(&m, "counts", PERF_FAILED), 15);
     m.start_reader("perf_events").unwrap();
 
+    // All readers at once (the Go `StopReaders`): the probes keep running, the maps stay.
+    m.stop_readers().unwrap();
+    assert_eq!(m.is_reader_running("perf_events"), Some(false));
+    assert_eq!(m.is_reader_running("ring_events"), Some(false));
+    m.start_reader("perf_events").unwrap();
+    m.start_reader("ring_events").unwrap();
+    assert_eq!(m.is_reader_running("ring_events"), Some(true));
+
     match m.start_reader("nope").unwrap_err() {
         Error::ReaderNotFound { map, declared } => {
             assert_eq!(map, "nope");

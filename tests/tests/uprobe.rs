@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use ebpf_manager::{
-    AttachMethod, CleanupType, Error, Manager, Probe, ProbeIdentificationPair, ProbeState,
+    AttachMethod, CleanupType, Error, Manager, Options, Probe, ProbeIdentificationPair, ProbeState,
+    UprobeAttachMethod,
 };
 use integration_tests::{user::*, *};
 
@@ -119,6 +120,110 @@ fn uprobe_and_uretprobe_on_a_c_program_from_their_sections() {
     assert_eq!(seen(&m, user_slot::UPROBE), (4, 4));
     assert_eq!(seen(&m, user_slot::URETPROBE), (4, 104));
     stop_and_check(m, &ids, target.path());
+}
+
+/// The Go `UprobeAttachMethod: AttachWithProbeEvents`: the uprobes are `uprobe_events`
+/// entries of the manager's tracefs group while they run, and gone after `stop`.
+#[test]
+fn uprobe_and_uretprobe_through_tracefs_uprobe_events() {
+    let target = TempFile::uprobe_target();
+    let tracefs = |p: Probe| Probe {
+        uprobe_attach_method: UprobeAttachMethod::Tracefs,
+        ..p
+    };
+    let entry = tracefs(uprobe("c", "uprobe_add", target.path()));
+    let exit = tracefs(uprobe("c", "uretprobe_add", target.path()));
+    let ids = [entry.id(), exit.id()];
+    let mut m = user_manager(vec![entry, exit], user_filters(0, 0)).unwrap();
+    m.start().unwrap();
+    for id in &ids {
+        let info = m.attach_info(id).unwrap();
+        assert_eq!(info.method, AttachMethod::UprobeTracefs);
+        assert_eq!(
+            info.hook,
+            format!("{}:uprobe_target_add", target.path().display())
+        );
+    }
+    let events = own_tracefs_events("uprobe_events");
+    let path = target.path().canonicalize().unwrap();
+    let on_target: Vec<&String> = events
+        .iter()
+        .filter(|l| l.contains(&*path.to_string_lossy()))
+        .collect();
+    assert_eq!(on_target.len(), 2, "one event each: {events:?}");
+    assert!(
+        on_target.iter().any(|l| l.starts_with("p:"))
+            && on_target.iter().any(|l| l.starts_with("r:")),
+        "{on_target:?}"
+    );
+    assert_eq!(run_uprobe_target(target.path(), 4), uprobe_target_sum(4));
+    assert_eq!(seen(&m, user_slot::UPROBE), (4, 4));
+    assert_eq!(seen(&m, user_slot::URETPROBE), (4, 104));
+    stop_and_check(m, &ids, target.path());
+}
+
+/// `Options::default_uprobe_attach_method` (the Go `DefaultUprobeAttachMethod`) applies to
+/// probes that leave theirs to `Default`; the Go `PerfEventPID` of a uprobe
+/// (`perf_event_pid`) filters the tracefs event to one process.
+#[test]
+fn uprobe_default_attach_method_and_perf_event_pid_through_tracefs() {
+    let target = TempFile::uprobe_target();
+    let watched = WaitingTarget::start(target.path(), 5);
+    let other = WaitingTarget::start(target.path(), 3);
+    let p = Probe {
+        perf_event_pid: Some(watched.pid()),
+        ..uprobe("pid-tracefs", "uprobe_add", target.path())
+    };
+    let id = p.id();
+    let options = Options {
+        default_uprobe_attach_method: UprobeAttachMethod::Tracefs,
+        ..user_filters(0, 0)
+    };
+    let mut m = user_manager(vec![p], options).unwrap();
+    m.start().unwrap();
+    assert_eq!(
+        m.attach_info(&id).unwrap().method,
+        AttachMethod::UprobeTracefs
+    );
+    assert_eq!(other.release(), uprobe_target_sum(3));
+    assert_eq!(
+        seen(&m, user_slot::UPROBE),
+        (0, 0),
+        "a process other than perf_event_pid was counted"
+    );
+    assert_eq!(watched.release(), uprobe_target_sum(5));
+    assert_eq!(seen(&m, user_slot::UPROBE), (5, 5));
+    stop_and_check(m, &[id], target.path());
+}
+
+/// The Go `UprobeOffset` on a program whose section names a function (`uprobe/<symbol>`):
+/// the offset is where the probe goes, the section's symbol is not looked up.
+#[test]
+fn uprobe_offset_overrides_the_sections_symbol() {
+    let target = TempFile::uprobe_target();
+    let twice = function_offset(target.path(), "uprobe_target_twice");
+    for method in [
+        UprobeAttachMethod::PerfEventOpen,
+        UprobeAttachMethod::Tracefs,
+    ] {
+        let p = Probe {
+            uprobe_offset: twice,
+            uprobe_attach_method: method,
+            ..uprobe("go-offset", "uprobe_add", target.path())
+        };
+        let id = p.id();
+        let mut m = user_manager(vec![p], user_filters(0, 0)).unwrap();
+        m.start().unwrap();
+        assert_eq!(
+            m.attach_info(&id).unwrap().hook,
+            format!("{}:{twice:#x}", target.path().display()),
+            "{method:?}"
+        );
+        run_uprobe_target(target.path(), 3);
+        // uprobe_target_twice(i * 1000) ran: the probe is there, not in uprobe_target_add.
+        assert_eq!(seen(&m, user_slot::UPROBE), (3, 3000), "{method:?}");
+        stop_and_check(m, &[id], target.path());
+    }
 }
 
 #[test]

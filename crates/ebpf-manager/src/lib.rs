@@ -61,6 +61,7 @@ pub use options::{
 pub use pipeline::{Instruction, InstructionPatcher, ProgramInstructions};
 pub use probe::{
     AttachInfo, AttachMethod, KprobeAttachMethod, Probe, ProbeIdentificationPair, ProbeState,
+    UprobeAttachMethod,
 };
 pub use probe::{Netns, NetworkDirection, TcAttachMethod, XdpAttachMode};
 pub use selectors::ProbesSelector;

@@ -148,6 +148,9 @@ pub(crate) fn load_object_pinning(
     specs: &[MapSpecEditor],
     pinned: &[MapEditor],
 ) -> Result<Ebpf> {
+    // Open maps are reused by pin (aya 0.14 has no other way): pinned for this load only.
+    let live = LivePins::pin(maps)?;
+    let maps = live.editors.as_slice();
     let (object, constants) = source.object.instantiate(constants)?;
     // A kept loader keeps its settings from load to load: every load sets the same max entries
     // and overrides the pin path of every map it pins. Globals aya must set (in `.bss`) and
@@ -308,6 +311,76 @@ fn check_reused_maps(
     Ok(())
 }
 
+/// The editors of [`load_object_pinning`] with each open map
+/// ([`MapEditor::map`](crate::MapEditor::map)) pinned in a private bpffs directory for the
+/// time of one load; the pins and the directory go on drop.
+struct LivePins {
+    dir: Option<PathBuf>,
+    pins: Vec<PathBuf>,
+    editors: Vec<MapEditor>,
+}
+
+impl LivePins {
+    fn pin(editors: &[MapEditor]) -> Result<Self> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let mut live = Self {
+            dir: None,
+            pins: Vec::new(),
+            editors: editors.to_vec(),
+        };
+        for editor in &mut live.editors {
+            let Some(map) = editor.map.clone() else {
+                continue;
+            };
+            let fail = |reason: String| Error::InvalidOption {
+                option: format!("map editor `{}`", editor.name),
+                reason,
+            };
+            let dir = match &live.dir {
+                Some(dir) => dir.clone(),
+                None => {
+                    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let dir = Path::new("/sys/fs/bpf").join(format!(
+                        "{}{}_editor_{n}",
+                        kernel::tracefs::GROUP_PREFIX,
+                        std::process::id()
+                    ));
+                    std::fs::create_dir(&dir).map_err(|source| Error::Io {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                    live.dir = Some(dir.clone());
+                    dir
+                }
+            };
+            let owned = map
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| fail(format!("duplicating its fd: {e}")))?;
+            // Also checks that the fd is a map: aya reads its info.
+            let data = aya::maps::MapData::from_fd(owned)
+                .map_err(|e| fail(format!("the fd is not a usable map: {e}")))?;
+            let path = dir.join(&editor.name);
+            data.pin(&path)
+                .map_err(|e| fail(format!("pinning it at {}: {e}", path.display())))?;
+            live.pins.push(path.clone());
+            editor.pin_path = path;
+        }
+        Ok(live)
+    }
+}
+
+impl Drop for LivePins {
+    fn drop(&mut self) {
+        for pin in &self.pins {
+            let _ = std::fs::remove_file(pin);
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// Pins the maps of `ebpf` that a clone shares (every map but the `.rodata`/`.data`/`.bss`
 /// sections, which hold the clone's own globals) in a private bpffs directory, removed on drop.
 pub(crate) struct SharedMaps {
@@ -341,10 +414,7 @@ impl SharedMaps {
                 path: pin_path.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            shared.editors.push(MapEditor {
-                name: name.to_owned(),
-                pin_path,
-            });
+            shared.editors.push(MapEditor::pinned(name, pin_path));
         }
         Ok(shared)
     }

@@ -42,6 +42,16 @@ pub struct Options {
     /// How kprobes whose own [`Probe::kprobe_attach_method`](crate::Probe::kprobe_attach_method)
     /// is `Default` attach.
     pub default_kprobe_attach_method: KprobeAttachMethod,
+    /// How uprobes whose own [`Probe::uprobe_attach_method`](crate::Probe::uprobe_attach_method)
+    /// is `Default` attach (the Go `DefaultUprobeAttachMethod`); `Default` here means the
+    /// uprobe PMU.
+    pub default_uprobe_attach_method: crate::UprobeAttachMethod,
+    /// The [`Probe::probe_retry`](crate::Probe::probe_retry) of probes that leave theirs at 0
+    /// (the Go `DefaultProbeRetry`): how many more times a failed attach is tried.
+    pub default_probe_retry: u32,
+    /// The [`Probe::probe_retry_delay`](crate::Probe::probe_retry_delay) of probes that leave
+    /// theirs at zero (the Go `DefaultProbeRetryDelay`).
+    pub default_probe_retry_delay: std::time::Duration,
     /// The `kprobe_max_active` of kretprobes that leave theirs at 0 (the Go
     /// `DefaultKProbeMaxActive`); above 0 they attach through tracefs.
     pub default_kprobe_max_active: u32,
@@ -181,15 +191,75 @@ impl ConstantEditor {
     }
 }
 
-/// A map pinned on bpffs (by another manager, or another tool) used in place of the object's map
-/// named `name`. The pinned map must have the same type, key and value sizes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A map from elsewhere used in place of the object's map named `name` (the Go `MapEditors`):
+/// pinned on bpffs by another manager or tool, or open in this process (another manager's map,
+/// from [`Manager::map_fd`](crate::Manager::map_fd), or any map fd). It must have the same type,
+/// key and value sizes and flags ([`Error::PinnedMapMismatch`](crate::Error::PinnedMapMismatch)
+/// otherwise).
+///
+/// ```no_run
+/// # fn main() -> Result<(), ebpf_manager::Error> {
+/// # let other = ebpf_manager::Manager::default();
+/// use ebpf_manager::{MapEditor, Options};
+///
+/// let options = Options {
+///     map_editors: vec![
+///         MapEditor::pinned("shared_counts", "/sys/fs/bpf/agent/shared_counts"),
+///         // A map of a manager running in this process.
+///         MapEditor::live("events", other.map_fd("events")?),
+///     ],
+///     ..Default::default()
+/// };
+/// # let _ = options;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
 pub struct MapEditor {
     /// The map's name in the object.
     pub name: String,
-    /// Where the map to use is pinned.
+    /// Where the map to use is pinned; ignored when [`map`](Self::map) is set.
     pub pin_path: PathBuf,
+    /// An open map to use instead of a pinned one (the Go `MapEditors` value, a `*ebpf.Map`).
+    /// The manager pins it for the time of the load in a private bpffs directory (aya 0.14
+    /// reuses maps only by pin), and removes the pin right after.
+    pub map: Option<std::sync::Arc<aya::maps::MapFd>>,
 }
+
+impl MapEditor {
+    /// An editor that takes the map pinned at `pin_path`.
+    pub fn pinned(name: impl Into<String>, pin_path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            pin_path: pin_path.into(),
+            map: None,
+        }
+    }
+
+    /// An editor that takes an open map.
+    pub fn live(name: impl Into<String>, map: aya::maps::MapFd) -> Self {
+        Self {
+            name: name.into(),
+            pin_path: PathBuf::new(),
+            map: Some(std::sync::Arc::new(map)),
+        }
+    }
+}
+
+impl PartialEq for MapEditor {
+    /// Editors are equal when they name the same map and take the same pin or the same open
+    /// map (the same shared fd).
+    fn eq(&self, other: &Self) -> bool {
+        let same_map = match (&self.map, &other.map) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            (None, None) => self.pin_path == other.pin_path,
+            _ => false,
+        };
+        self.name == other.name && same_map
+    }
+}
+
+impl Eq for MapEditor {}
 
 /// A change to a map's definition before the map is created (the Go `MapSpecEditor`; each
 /// `Some` field is one of its `EditorFlag`s).

@@ -68,6 +68,12 @@ pub(crate) fn open_bpf_output(cpu: u32, wakeup: Wakeup) -> io::Result<OwnedFd> {
 
 /// Opens the tracepoint `id` (a tracefs event) on all CPUs, disabled.
 pub(crate) fn open_tracepoint(id: u64) -> io::Result<OwnedFd> {
+    open_tracepoint_of(id, None)
+}
+
+/// Opens the tracepoint `id` (a tracefs event), disabled: for every process (on all CPUs), or
+/// for `pid` only (on any CPU), which filters a uprobe event to that process.
+pub(crate) fn open_tracepoint_of(id: u64, pid: Option<u32>) -> io::Result<OwnedFd> {
     let attr = PerfEventAttr {
         kind: PERF_TYPE_TRACEPOINT,
         size: std::mem::size_of::<PerfEventAttr>() as u32,
@@ -77,7 +83,15 @@ pub(crate) fn open_tracepoint(id: u64) -> io::Result<OwnedFd> {
         flags: 1, // disabled: enabled once the program is set
         ..Default::default()
     };
-    open(&attr, -1, 0)
+    match pid {
+        // A pid beyond i32 names no process: ESRCH, as the kernel would say.
+        Some(pid) => open(
+            &attr,
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?,
+            -1,
+        ),
+        None => open(&attr, -1, 0),
+    }
 }
 
 /// `perf_event_open(attr, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)`.

@@ -23,7 +23,12 @@ impl State {
             explicit => explicit,
         };
         match &record.hook {
-            Hook::Uprobe(target) => !target.all.is_empty() && bpf_prog::uprobe_multi_supported(),
+            // A uprobe declared for tracefs keeps its tracefs events, one per function.
+            Hook::Uprobe(target) => {
+                !target.all.is_empty()
+                    && target.method != crate::UprobeAttachMethod::Tracefs
+                    && bpf_prog::uprobe_multi_supported()
+            }
             Hook::Kprobe { .. } => method == KprobeAttachMethod::KprobeMulti,
             Hook::Kprobes { .. } => {
                 method == KprobeAttachMethod::KprobeMulti

@@ -26,6 +26,19 @@ impl Manager {
         self.state.readers.stop_one(map_name)
     }
 
+    /// Stops every perf map and ring buffer reader at once (the Go `StopReaders`), each after
+    /// handling what its buffers hold; the probes keep running and the maps stay open, so
+    /// [`start_reader`](Self::start_reader) restarts a reader. Records written while a reader is
+    /// stopped are lost. Needs a started manager (running or paused).
+    pub fn stop_readers(&mut self) -> Result<()> {
+        self.expect(
+            "stop_readers",
+            &[ManagerState::Running, ManagerState::Paused],
+        )?;
+        self.state.readers.stop();
+        Ok(())
+    }
+
     /// Whether the reader of `map_name` runs (false once stopped, or once a handler of it
     /// panicked); `None` when the manager has not started or has no perf map or ring buffer of
     /// that name.

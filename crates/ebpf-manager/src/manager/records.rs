@@ -22,14 +22,17 @@ impl State {
         load_unselected: bool,
     ) -> Result<()> {
         // Probes with constants of their own load from a copy of the object; probes with the
-        // same set of editors share one.
+        // same set of editors share one, unless they ask for their own program.
         let mut copies: Vec<(Vec<usize>, usize)> = Vec::new();
         for (probe, function, section) in matched {
             let id = probe.id();
             let own: Vec<usize> = (0..self.constant_editors.len())
                 .filter(|&i| self.constant_editors[i].probes.contains(&id))
                 .collect();
-            let object = if own.is_empty() {
+            // copy_program (the Go `CopyProgram`): a copy of its own, shared with no probe.
+            let object = if probe.copy_program {
+                self.load_copy(&own)?
+            } else if own.is_empty() {
                 0
             } else if let Some((_, object)) = copies.iter().find(|(set, _)| *set == own) {
                 *object
@@ -128,6 +131,15 @@ impl State {
         let kretprobe = matches!(prog, Program::KProbe(p) if matches!(p.kind(), aya::programs::ProbeKind::Return));
         if kretprobe && probe.kprobe_max_active == 0 {
             probe.kprobe_max_active = self.default_kprobe_max_active;
+        }
+        if probe.probe_retry == 0 {
+            probe.probe_retry = self.default_probe_retry;
+        }
+        if probe.probe_retry_delay.is_zero() {
+            probe.probe_retry_delay = self.default_probe_retry_delay;
+        }
+        if probe.uprobe_attach_method == crate::UprobeAttachMethod::Default {
+            probe.uprobe_attach_method = self.default_uprobe_attach_method;
         }
         let hook = match resolve::hook(&id, &probe, &function, section, prog, &mut self.functions) {
             Ok(hook) => hook,
@@ -314,7 +326,33 @@ impl State {
         Ok(())
     }
 
+    /// Attaches one record, trying again [`Probe::probe_retry`] more times, with
+    /// [`Probe::probe_retry_delay`] between tries, while the kernel or the system refuses
+    /// ([`Error::Attach`]); errors that another try cannot cure return at once. A failed try
+    /// leaves nothing attached.
     pub(super) fn attach_one(&mut self, index: usize) -> Result<()> {
+        let (retries, delay) = {
+            let p = &self.records[index].probe;
+            (p.probe_retry, p.probe_retry_delay)
+        };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.attach_once(index) {
+                Err(e @ Error::Attach { .. }) if tries <= retries => {
+                    log::info!(
+                        "probe {}: attach try {tries} of {} failed, trying again in {delay:?}: {e}",
+                        self.records[index].id,
+                        retries + 1
+                    );
+                    std::thread::sleep(delay);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn attach_once(&mut self, index: usize) -> Result<()> {
         if self.wants_multi(index) {
             let (link, info) = self.attach_multi(index)?;
             let record = &mut self.records[index];

@@ -1,6 +1,6 @@
 //! Changing a manager's probes after `init`: selectors, hooks, clones.
 
-use super::{check_selectors, Manager, ManagerState};
+use super::{init::check_selectors, Manager, ManagerState};
 use crate::{
     loader, ConstantEditor, Error, MapEditor, Probe, ProbeIdentificationPair, ProbeState,
     ProbesSelector, Result,

@@ -20,6 +20,16 @@ pub(crate) struct TracefsLink {
     _event: tracefs::ProbeEvent,
 }
 
+impl TracefsLink {
+    /// A link of `perf` (the program already set on it) over `event`.
+    pub(crate) fn new(perf: OwnedFd, event: tracefs::ProbeEvent) -> Self {
+        Self {
+            perf: Some(perf),
+            _event: event,
+        }
+    }
+}
+
 impl Drop for TracefsLink {
     fn drop(&mut self) {
         if let Some(perf) = self.perf.take() {

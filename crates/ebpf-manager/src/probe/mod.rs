@@ -73,6 +73,23 @@ pub enum KprobeAttachMethod {
     KprobeMulti,
 }
 
+/// How a uprobe or uretprobe is attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UprobeAttachMethod {
+    /// The probe's default is the manager's
+    /// ([`Options::default_uprobe_attach_method`](crate::Options::default_uprobe_attach_method));
+    /// the manager's default is [`PerfEventOpen`](Self::PerfEventOpen).
+    #[default]
+    Default,
+    /// `perf_event_open` on the uprobe PMU (Linux 4.17), through aya.
+    PerfEventOpen,
+    /// A `uprobe_events` entry in tracefs opened as a tracepoint (Linux 4.1): the event is
+    /// visible in tracefs while the probe runs, named `<group>/<p|r>_<symbol>_<n>` in the
+    /// manager's group (see [`KprobeAttachMethod::Tracefs`]).
+    Tracefs,
+}
+
 /// The life cycle of one probe inside a manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -159,11 +176,17 @@ pub struct Probe {
 
     /// Uprobes: the executable or shared library to probe. Required.
     pub binary_path: Option<PathBuf>,
-    /// Uprobes: an offset in the file, used instead of a symbol when above 0 and no symbol is
-    /// given; added to the symbol's address otherwise.
+    /// Uprobes: a file offset. Above 0 with no symbol declared (no `hook_func_name`,
+    /// `attach_to_func_name` or `match_func_name`), it is where the uprobe goes, and a section's
+    /// target (`uprobe/<symbol>`) is not looked up: the Go `UprobeOffset`. With a declared
+    /// symbol, it is added to the symbol's offset (aya's `SymbolOffset`), where Go would
+    /// ignore the symbol.
     pub uprobe_offset: u64,
-    /// Uprobes: fire for this process only (all processes when `None`).
+    /// Uprobes: fire for this process only (all processes when `None`). The Go `PerfEventPID`
+    /// of a uprobe; [`perf_event_pid`](Self::perf_event_pid) is taken when this is `None`.
     pub uprobe_pid: Option<u32>,
+    /// How to attach a uprobe or uretprobe.
+    pub uprobe_attach_method: UprobeAttachMethod,
 
     /// XDP and TC: the interface by name (in [`netns`](Self::netns) when set).
     pub if_name: Option<String>,
@@ -180,6 +203,11 @@ pub struct Probe {
     /// TC through netlink: remove the clsact qdisc at stop when this probe added it and no
     /// other filter uses it.
     pub tc_cleanup_qdisc: bool,
+    /// TC through netlink: the link-layer protocol the filter runs for, in host byte order
+    /// (`libc::ETH_P_ARP as u16`, the Go `TCFilterProtocol`); 0 takes `ETH_P_ALL`. Another
+    /// protocol makes the filter a netlink one, which the manager adds itself (aya 0.14's
+    /// filter always matches `ETH_P_ALL`); TCX links have no protocol.
+    pub tc_filter_protocol: u16,
     /// TC: TCX links or netlink clsact + cls_bpf.
     pub tc_attach_method: TcAttachMethod,
     /// XDP: the attach mode.
@@ -200,6 +228,28 @@ pub struct Probe {
     pub perf_event_type: u32,
     /// perf_event programs: the event of that type (`PERF_COUNT_SW_CPU_CLOCK` is 0).
     pub perf_event_config: u64,
+    /// perf_event programs (and uprobes, when [`uprobe_pid`](Self::uprobe_pid) is `None`):
+    /// count the events of this process only; every process when `None` (the Go
+    /// `PerfEventPID`, where 0 meant every process).
+    pub perf_event_pid: Option<u32>,
+    /// perf_event programs: open the event on the first this-many online CPUs; 0 takes every
+    /// online CPU (`/sys/devices/system/cpu/online`), the Go `PerfEventCPUCount`. With
+    /// [`perf_event_pid`](Self::perf_event_pid) and 0, one event follows the process on any
+    /// CPU.
+    pub perf_event_cpu_count: u32,
+    /// How many more times to try attaching when an attach fails (the Go `ProbeRetry`);
+    /// 0 takes [`Options::default_probe_retry`](crate::Options::default_probe_retry). A failure
+    /// that retrying cannot cure (an invalid declaration, a missing symbol, an unsupported
+    /// facility) is returned at once. Each failed try leaves nothing attached.
+    pub probe_retry: u32,
+    /// The pause between two tries (the Go `ProbeRetryDelay`); zero takes
+    /// [`Options::default_probe_retry_delay`](crate::Options::default_probe_retry_delay).
+    pub probe_retry_delay: std::time::Duration,
+    /// Load this probe's program as a copy of its own, even when no
+    /// [`ConstantEditor`](crate::ConstantEditor) tells it apart (the Go `CopyProgram`): two
+    /// probes of one function then run two kernel programs, with their own program ids, that
+    /// share the object's maps.
+    pub copy_program: bool,
     /// Pin the program here on bpffs once loaded (its directory must exist). A program already
     /// pinned there (of the same type) is reused instead of loaded, so managers (and
     /// processes) declaring the same path run one kernel program; that program uses the maps
@@ -282,6 +332,8 @@ pub enum AttachMethod {
     RawTracepoint,
     /// A uprobe or uretprobe on the uprobe PMU (Linux 4.17).
     Uprobe,
+    /// A uprobe or uretprobe created in tracefs `uprobe_events` (Linux 4.1).
+    UprobeTracefs,
     /// A BPF trampoline or BTF link: fentry/fexit (5.5), tp_btf (5.5), LSM (5.7), iterator (5.8).
     BtfLink,
     /// One perf event per online CPU (Linux 4.9).
@@ -308,6 +360,7 @@ impl fmt::Display for AttachMethod {
             Self::Tracepoint => "a tracepoint",
             Self::RawTracepoint => "a raw tracepoint",
             Self::Uprobe => "the uprobe PMU (perf_event_open)",
+            Self::UprobeTracefs => "tracefs uprobe_events",
             Self::BtfLink => "a BTF link",
             Self::PerfEvent => "perf events",
             Self::SocketOption => "SO_ATTACH_BPF",
@@ -365,9 +418,11 @@ impl Link {
     /// kprobes, tracepoints, uprobes).
     pub(crate) fn waits_for_rcu(&self) -> bool {
         match self {
-            Self::KprobePmu(_) | Self::KprobeTracefs(_) | Self::Tracepoint(_) | Self::Uprobe(_) => {
-                true
-            }
+            Self::KprobePmu(_)
+            | Self::KprobeTracefs(_)
+            | Self::Tracepoint(_)
+            | Self::Uprobe(_)
+            | Self::UprobeTracefs(_) => true,
             Self::Many(links) => links.iter().any(Link::waits_for_rcu),
             _ => false,
         }
@@ -387,6 +442,7 @@ pub(crate) enum Link {
     Tracepoint(aya::programs::trace_point::TracePointLink),
     RawTracepoint(aya::programs::raw_trace_point::RawTracePointLink),
     Uprobe(aya::programs::uprobe::UProbeLink),
+    UprobeTracefs(kprobe::TracefsLink),
     FEntry(aya::programs::fentry::FEntryLink),
     FExit(aya::programs::fexit::FExitLink),
     BtfTracepoint(aya::programs::tp_btf::BtfTracePointLink),

@@ -24,6 +24,8 @@ pub(crate) struct Target {
     direction: NetworkDirection,
     prio: u16,
     handle: u32,
+    /// Host byte order; `ETH_P_ALL` when the probe left it at 0.
+    protocol: u16,
     cleanup_qdisc: bool,
     tc_method: TcAttachMethod,
     xdp_mode: XdpAttachMode,
@@ -45,6 +47,17 @@ pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe, kind: &str) -
                 .into(),
         });
     }
+    let protocol = match probe.tc_filter_protocol {
+        0 => ETH_P_ALL,
+        p => p,
+    };
+    if probe.tc_attach_method == TcAttachMethod::Tcx && protocol != ETH_P_ALL {
+        return Err(Error::InvalidProbe {
+            id: id.clone(),
+            reason: "tc_filter_protocol applies to netlink filters; TCX links see every protocol"
+                .into(),
+        });
+    }
     if probe.tc_attach_method == TcAttachMethod::Tcx && probe.tc_cleanup_qdisc {
         return Err(Error::InvalidProbe {
             id: id.clone(),
@@ -59,11 +72,14 @@ pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe, kind: &str) -
         direction: probe.network_direction,
         prio: probe.tc_filter_prio,
         handle: probe.tc_filter_handle,
+        protocol,
         cleanup_qdisc: probe.tc_cleanup_qdisc,
         tc_method: probe.tc_attach_method,
         xdp_mode: probe.xdp_attach_mode,
     })
 }
+
+const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
 
 /// Enters the namespace a link was made in, to detach it there.
 fn enter_to_detach(ns: &OwnedFd) -> Option<netns::Entered> {
@@ -86,10 +102,36 @@ impl<T> Drop for InNetns<T> {
     }
 }
 
+/// A cls_bpf filter of one protocol, added by the manager; deleted on drop.
+#[derive(Debug)]
+pub(crate) struct OwnFilter(netlink::BpfFilter);
+
+impl Drop for OwnFilter {
+    fn drop(&mut self) {
+        if let Err(e) = netlink::delete_bpf_filter(&self.0) {
+            log::warn!(
+                "deleting the TC filter (prio {}, handle {:#x}) of interface {}: {e}",
+                self.0.prio,
+                self.0.handle,
+                self.0.if_index
+            );
+        }
+    }
+}
+
+/// A TC attachment: aya's (a TCX link, or a netlink filter of every protocol), or the
+/// manager's own filter of one protocol.
+#[expect(dead_code, reason = "held for its Drop, which detaches")]
+#[derive(Debug)]
+enum TcFilter {
+    Aya(SchedClassifierLink),
+    Own(OwnFilter),
+}
+
 /// A TC filter, and the clsact qdisc to remove after it when this probe created it.
 #[derive(Debug)]
 pub(crate) struct TcLink {
-    link: Option<SchedClassifierLink>,
+    link: Option<TcFilter>,
     remove_qdisc: Option<u32>,
     netns: Option<OwnedFd>,
 }
@@ -247,7 +289,9 @@ pub(crate) fn attach_tc(
         TcAttachMethod::Netlink => true,
         TcAttachMethod::Tcx => false,
         // prio and handle only mean something to netlink filters.
-        TcAttachMethod::Default => !tcx_available || target.prio > 0 || target.handle > 0,
+        TcAttachMethod::Default => {
+            !tcx_available || target.prio > 0 || target.handle > 0 || target.protocol != ETH_P_ALL
+        }
     };
     let method = if netlink {
         AttachMethod::TcNetlink
@@ -255,7 +299,7 @@ pub(crate) fn attach_tc(
         AttachMethod::Tcx
     };
     let mut hook = describe(target, target.if_name.as_deref().unwrap_or("?"));
-    let result = (|| -> Result<(Option<OwnedFd>, SchedClassifierLink, Option<u32>), BoxError> {
+    let result = (|| -> Result<(Option<OwnedFd>, TcFilter, Option<u32>), BoxError> {
         let (ns, entered, name, index) = enter(target)?;
         hook = describe(target, &name);
         let mut created_qdisc = false;
@@ -274,16 +318,35 @@ pub(crate) fn attach_tc(
         } else {
             TcAttachOptions::TcxOrder(LinkOrder::default())
         };
-        let attached = prog
-            .attach_with_options(&name, attach_type, options)
-            .and_then(|link_id| prog.take_link(link_id));
+        let attached: Result<TcFilter, BoxError> = if netlink && target.protocol != ETH_P_ALL {
+            // aya's filter is always ETH_P_ALL: this one is the manager's.
+            let filter = netlink::BpfFilter {
+                if_index: index,
+                egress: target.direction == NetworkDirection::Egress,
+                prio: target.prio,
+                handle: target.handle,
+                protocol: target.protocol,
+            };
+            prog.fd()
+                .map_err(BoxError::from)
+                .and_then(|fd| {
+                    netlink::add_bpf_filter(filter, fd.as_fd(), &name_of(prog))
+                        .map_err(BoxError::from)
+                })
+                .map(|f| TcFilter::Own(OwnFilter(f)))
+        } else {
+            prog.attach_with_options(&name, attach_type, options)
+                .and_then(|link_id| prog.take_link(link_id))
+                .map(TcFilter::Aya)
+                .map_err(BoxError::from)
+        };
         let link = match attached {
             Ok(link) => link,
             Err(e) => {
                 if created_qdisc {
                     let _ = netlink::delete_clsact(index);
                 }
-                return Err(Box::new(e));
+                return Err(e);
             }
         };
         drop(entered);
@@ -323,6 +386,15 @@ pub(crate) fn attach_tc(
         }),
         AttachInfo { hook, method },
     ))
+}
+
+/// The filter's name as `tc filter show` prints it, as aya names its own: the program's name.
+fn name_of(prog: &SchedClassifier) -> String {
+    prog.info()
+        .ok()
+        .and_then(|info| info.name_as_str().map(str::to_owned))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "ebpf_manager".into())
 }
 
 pub(crate) fn attach_socket(

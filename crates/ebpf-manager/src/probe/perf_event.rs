@@ -1,5 +1,5 @@
-//! perf_event programs (Linux 4.9): one perf event per online CPU, sampled by period or
-//! frequency.
+//! perf_event programs (Linux 4.9): one perf event per online CPU (or the first
+//! `perf_event_cpu_count`), of every process or of one, sampled by period or frequency.
 
 use aya::programs::{
     perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy},
@@ -16,6 +16,8 @@ pub(crate) struct Target {
     config: u64,
     period: u64,
     frequency: u64,
+    pid: Option<u32>,
+    cpu_count: u32,
 }
 
 pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe) -> Result<Target> {
@@ -35,6 +37,8 @@ pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe) -> Result<Tar
         config: probe.perf_event_config,
         period: probe.sample_period,
         frequency: probe.sample_frequency,
+        pid: probe.perf_event_pid,
+        cpu_count: probe.perf_event_cpu_count,
     })
 }
 
@@ -54,12 +58,53 @@ pub fn parse_cpu_list(text: &str) -> Vec<u32> {
     cpus
 }
 
+/// The scopes to open the event in: one per online CPU (the first `cpu_count` when above 0),
+/// for every process or for `pid`; a single one following `pid` on any CPU when `cpu_count` is
+/// 0.
+fn scopes(online: &[u32], pid: Option<u32>, cpu_count: u32) -> Vec<PerfEventScope> {
+    let cpus = || {
+        let n = if cpu_count == 0 {
+            online.len()
+        } else {
+            cpu_count as usize
+        };
+        online.iter().copied().take(n)
+    };
+    match (pid, cpu_count) {
+        (Some(pid), 0) => vec![PerfEventScope::OneProcess { pid, cpu: None }],
+        (Some(pid), _) => cpus()
+            .map(|cpu| PerfEventScope::OneProcess {
+                pid,
+                cpu: Some(cpu),
+            })
+            .collect(),
+        (None, _) => cpus()
+            .map(|cpu| PerfEventScope::AllProcessesOneCpu { cpu })
+            .collect(),
+    }
+}
+
+fn describe(scope: &PerfEventScope) -> String {
+    match scope {
+        PerfEventScope::AllProcessesOneCpu { cpu } => format!("on CPU {cpu}"),
+        PerfEventScope::OneProcess { pid, cpu: None } => format!("for pid {pid}"),
+        PerfEventScope::OneProcess {
+            pid,
+            cpu: Some(cpu),
+        } => format!("for pid {pid} on CPU {cpu}"),
+        PerfEventScope::CallingProcess { .. } => "for the calling process".into(),
+    }
+}
+
 pub(crate) fn attach(
     prog: &mut PerfEvent,
     id: &ProbeIdentificationPair,
     target: &Target,
 ) -> Result<(Link, AttachInfo)> {
-    let hook = format!("perf event type {} config {}", target.kind, target.config);
+    let mut hook = format!("perf event type {} config {}", target.kind, target.config);
+    if let Some(pid) = target.pid {
+        hook.push_str(&format!(" pid {pid}"));
+    }
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Attach {
         id: id.clone(),
         hook: hook.clone(),
@@ -68,35 +113,41 @@ pub(crate) fn attach(
     };
     let online =
         std::fs::read_to_string("/sys/devices/system/cpu/online").map_err(|e| fail(Box::new(e)))?;
+    let online = parse_cpu_list(&online);
+    if target.cpu_count as usize > online.len() {
+        return Err(fail(
+            format!(
+                "perf_event_cpu_count is {}, but only {} CPUs are online",
+                target.cpu_count,
+                online.len()
+            )
+            .into(),
+        ));
+    }
     let sample = if target.period > 0 {
         SamplePolicy::Period(target.period)
     } else {
         SamplePolicy::Frequency(target.frequency)
     };
     let mut links = Vec::new();
-    for cpu in parse_cpu_list(&online) {
+    for scope in scopes(&online, target.pid, target.cpu_count) {
         let config = PerfEventConfig::Pmu {
             pmu_type: target.kind,
             config: target.config,
         };
+        let place = describe(&scope);
         // Earlier links of this probe drop (detach) on the way out.
-        let link_id = prog
-            .attach(
-                config,
-                PerfEventScope::AllProcessesOneCpu { cpu },
-                sample,
-                false,
-            )
-            .map_err(|e| {
-                let hint = match super::syscall_errno(&e) {
-                    Some(libc::ENOENT) => format!(
-                        "on CPU {cpu}: the kernel has no such event; hardware events need a \
-                         PMU, which virtual machines often lack"
-                    ),
-                    _ => format!("on CPU {cpu}"),
-                };
-                fail(super::with_causes(e, Some(hint)))
-            })?;
+        let link_id = prog.attach(config, scope, sample, false).map_err(|e| {
+            let hint = match super::syscall_errno(&e) {
+                Some(libc::ENOENT) => format!(
+                    "{place}: the kernel has no such event; hardware events need a \
+                     PMU, which virtual machines often lack"
+                ),
+                Some(libc::ESRCH) => format!("{place}: perf_event_pid names no running process"),
+                _ => place,
+            };
+            fail(super::with_causes(e, Some(hint)))
+        })?;
         links.push(
             prog.take_link(link_id)
                 .map_err(|e| fail(super::with_causes(e, None)))?,
@@ -118,5 +169,30 @@ mod tests {
         assert_eq!(super::parse_cpu_list("0-3,5\n"), vec![0, 1, 2, 3, 5]);
         assert_eq!(super::parse_cpu_list("0"), vec![0]);
         assert_eq!(super::parse_cpu_list(""), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn scopes_follow_pid_and_cpu_count() {
+        use super::PerfEventScope as S;
+        let online = [0, 1, 2, 5];
+        assert_eq!(super::scopes(&online, None, 0).len(), 4);
+        assert!(matches!(
+            super::scopes(&online, None, 2)[..],
+            [
+                S::AllProcessesOneCpu { cpu: 0 },
+                S::AllProcessesOneCpu { cpu: 1 }
+            ]
+        ));
+        assert!(matches!(
+            super::scopes(&online, Some(7), 0)[..],
+            [S::OneProcess { pid: 7, cpu: None }]
+        ));
+        assert!(matches!(
+            super::scopes(&online, Some(7), 1)[..],
+            [S::OneProcess {
+                pid: 7,
+                cpu: Some(0)
+            }]
+        ));
     }
 }

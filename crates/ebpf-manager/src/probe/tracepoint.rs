@@ -29,12 +29,22 @@ pub(crate) fn attach(
                     tracefs: root.to_owned(),
                 }
             }
-            other => Error::Attach {
-                id: id.clone(),
-                hook: format!("{category}/{name}"),
-                method: "a tracepoint",
-                source: Box::new(other),
-            },
+            other => {
+                // The kernel runs a program once per tracepoint: a second probe of the same
+                // loaded program there is refused.
+                let hint = (super::syscall_errno(&other) == Some(libc::EEXIST)).then(|| {
+                    "this program is attached to this tracepoint already, by another probe of \
+                     the same function: give one of them its own program with \
+                     Probe::copy_program"
+                        .to_owned()
+                });
+                Error::Attach {
+                    id: id.clone(),
+                    hook: format!("{category}/{name}"),
+                    method: "a tracepoint",
+                    source: super::with_causes(other, hint),
+                }
+            }
         })?;
     Ok((
         Link::Tracepoint(link),

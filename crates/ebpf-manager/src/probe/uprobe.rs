@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use aya::programs::{uprobe::UProbeScope, UProbe};
 use object::{Object as _, ObjectSymbol as _};
 
-use super::{pattern::Pattern, AttachInfo, AttachMethod, Link, Probe};
-use crate::{Error, ProbeIdentificationPair, Result};
+use super::{pattern::Pattern, AttachInfo, AttachMethod, Link, Probe, UprobeAttachMethod};
+use crate::{
+    kernel::{perf, tracefs},
+    Error, ProbeIdentificationPair, Result,
+};
 
 /// What a uprobe attaches to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +23,8 @@ pub(crate) struct Target {
     /// offset (what uprobe.multi links take).
     pub(crate) all: Vec<(String, u64)>,
     pattern: Option<String>,
+    /// The PMU or tracefs `uprobe_events` (never `Default`: the manager's default is applied).
+    pub(crate) method: UprobeAttachMethod,
 }
 
 impl Target {
@@ -75,6 +80,11 @@ pub(crate) fn resolve(
     let binary = probe.binary_path.clone().ok_or_else(|| {
         invalid("a uprobe needs binary_path: the executable or library to probe".into())
     })?;
+    let pid = probe.uprobe_pid.or(probe.perf_event_pid);
+    let method = match probe.uprobe_attach_method {
+        UprobeAttachMethod::Default => UprobeAttachMethod::PerfEventOpen,
+        explicit => explicit,
+    };
     if !binary.exists() {
         return Err(invalid(format!(
             "binary_path {} does not exist",
@@ -105,9 +115,10 @@ pub(crate) fn resolve(
             binary,
             symbol: Some(all[0].0.clone()),
             offset: 0,
-            pid: probe.uprobe_pid,
+            pid,
             all,
             pattern: Some(compiled.as_str().to_owned()),
+            method,
         });
     }
     let symbol = if let Some(symbol) = &probe.hook_func_name {
@@ -129,6 +140,10 @@ pub(crate) fn resolve(
                 source_file: binary.clone(),
             })?;
         Some(found.clone())
+    } else if probe.uprobe_offset > 0 {
+        // The Go `UprobeOffset`: an offset with no declared symbol is where the probe goes; the
+        // section's target is not looked up.
+        None
     } else {
         // libbpf-style `uprobe/<path>:<symbol>` sections are not ours to parse: a bare name only.
         section_target
@@ -146,15 +161,30 @@ pub(crate) fn resolve(
         binary,
         symbol,
         offset: probe.uprobe_offset,
-        pid: probe.uprobe_pid,
+        pid,
         all: Vec::new(),
         pattern: None,
+        method,
     })
 }
 
 /// The defined functions of `binary` that `pattern` matches, each once, with the file offset
 /// of its first instruction (address - section address + section file offset).
 fn function_offsets(binary: &Path, pattern: &Pattern) -> std::io::Result<Vec<(String, u64)>> {
+    offsets_where(binary, |name| pattern.matches(name))
+}
+
+/// The file offset of the function `symbol` of `binary`.
+fn symbol_offset(binary: &Path, symbol: &str) -> std::io::Result<Option<u64>> {
+    Ok(offsets_where(binary, |name| name == symbol)?
+        .first()
+        .map(|(_, offset)| *offset))
+}
+
+fn offsets_where(
+    binary: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> std::io::Result<Vec<(String, u64)>> {
     use object::ObjectSection as _;
     let data = std::fs::read(binary)?;
     let file = object::File::parse(&*data)
@@ -166,7 +196,7 @@ fn function_offsets(binary: &Path, pattern: &Pattern) -> std::io::Result<Vec<(St
             continue;
         }
         let Ok(name) = sym.name() else { continue };
-        if name.is_empty() || !pattern.matches(name) || !seen.insert(name) {
+        if name.is_empty() || !keep(name) || !seen.insert(name) {
             continue;
         }
         let Some(section) = sym
@@ -225,6 +255,9 @@ pub(crate) fn attach(
     id: &ProbeIdentificationPair,
     target: &Target,
 ) -> Result<(Link, AttachInfo)> {
+    if target.method == UprobeAttachMethod::Tracefs {
+        return attach_tracefs(prog, id, target);
+    }
     use aya::programs::uprobe::UProbeAttachLocation as Loc;
     let location = match (&target.symbol, target.offset) {
         (Some(s), 0) => Loc::Symbol(s),
@@ -258,6 +291,83 @@ pub(crate) fn attach(
         AttachInfo {
             hook,
             method: AttachMethod::Uprobe,
+        },
+    ))
+}
+
+/// Attaches through a tracefs `uprobe_events` entry (`p:<group>/<event> <path>:<offset>`),
+/// opened as a tracepoint of every process or of `target.pid`.
+fn attach_tracefs(
+    prog: &mut UProbe,
+    id: &ProbeIdentificationPair,
+    target: &Target,
+) -> Result<(Link, AttachInfo)> {
+    let hook = target.describe();
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Attach {
+        id: id.clone(),
+        hook: hook.clone(),
+        method: "tracefs uprobe_events",
+        source,
+    };
+    let root = tracefs::root()?;
+    if !root.join("uprobe_events").exists() {
+        return Err(fail(
+            "tracefs has no uprobe_events (CONFIG_UPROBE_EVENTS): use UprobeAttachMethod::PerfEventOpen"
+                .into(),
+        ));
+    }
+    // The kernel splits a definition at whitespace: a path holding any cannot be written.
+    let binary = target
+        .binary
+        .canonicalize()
+        .map_err(|e| fail(Box::new(e)))?;
+    let path = binary
+        .to_str()
+        .filter(|p| !p.contains(char::is_whitespace))
+        .ok_or_else(|| {
+            fail(
+                format!(
+                    "{} cannot be written to uprobe_events (whitespace or not UTF-8): \
+                     use UprobeAttachMethod::PerfEventOpen",
+                    binary.display()
+                )
+                .into(),
+            )
+        })?;
+    let base = match &target.symbol {
+        Some(symbol) => symbol_offset(&binary, symbol)
+            .map_err(|e| fail(Box::new(e)))?
+            .ok_or_else(|| fail(format!("no function `{symbol}` in {path}").into()))?,
+        None => 0,
+    };
+    let offset = base
+        .checked_add(target.offset)
+        .ok_or_else(|| fail("the symbol's offset plus uprobe_offset overflows".into()))?;
+    let retprobe = matches!(prog.kind(), aya::programs::ProbeKind::Return);
+    let name = tracefs::event_name(retprobe, target.symbol.as_deref().unwrap_or("offset"));
+    let prefix = if retprobe { "r" } else { "p" };
+    let event = tracefs::ProbeEvent::create(
+        root,
+        "uprobe_events",
+        prefix,
+        name,
+        &format!("{path}:{offset:#x}"),
+    )
+    .map_err(|e| fail(Box::new(e)))?;
+    let perf = perf::open_tracepoint_of(event.id, target.pid).map_err(|e| {
+        let hint = match (e.raw_os_error(), target.pid) {
+            (Some(libc::ESRCH), Some(pid)) => format!(": the pid {pid} names no running process"),
+            _ => String::new(),
+        };
+        fail(format!("perf_event_open: {e}{hint}").into())
+    })?;
+    let prog_fd = prog.fd().map_err(|e| fail(Box::new(e)))?;
+    perf::attach_bpf(&perf, std::os::fd::AsFd::as_fd(prog_fd)).map_err(|e| fail(Box::new(e)))?;
+    Ok((
+        Link::UprobeTracefs(super::kprobe::TracefsLink::new(perf, event)),
+        AttachInfo {
+            hook,
+            method: AttachMethod::UprobeTracefs,
         },
     ))
 }

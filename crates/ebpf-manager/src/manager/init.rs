@@ -1,0 +1,279 @@
+//! `init`: the object through the pipeline, each probe matched to its program, the maps
+//! created and the enabled programs loaded.
+
+use std::collections::HashSet;
+
+use super::{dump, pins, CleanupType, Manager, ManagerState, State};
+use crate::{
+    elf::ElfIndex, kernel::symbols::LazyFunctions, loader, pipeline, ConstantEditor, Error,
+    MapEditor, Options, Probe, ProbeIdentificationPair, ProbesSelector, Result,
+};
+
+impl Manager {
+    /// Loads the object with default [`Options`]. See [`init_with_options`](Self::init_with_options).
+    pub fn init(&mut self, object: &[u8]) -> Result<()> {
+        self.init_with_options(object, Options::default())
+    }
+
+    /// Parses the object, matches every probe to a program, resolves its hook point, creates
+    /// the maps and loads the enabled programs into the kernel (the verifier runs here).
+    ///
+    /// `object` may have any alignment. On error, nothing stays loaded. With
+    /// [`Options::activated_probes`], a program that fails to load only fails its probe, and
+    /// `start` decides through the selectors; without, it fails `init`.
+    pub fn init_with_options(&mut self, object: &[u8], options: Options) -> Result<()> {
+        self.expect("init", &[ManagerState::New])?;
+        let object = loader::aligned_copy(object).unwrap_or_else(|| object.to_vec());
+        let elf = ElfIndex::parse(&object).map_err(|reason| Error::InvalidObject { reason })?;
+        let matched = match_programs(&self.probes, &elf)?;
+        check_selectors(
+            &options.activated_probes,
+            matched.iter().map(|(p, ..)| p.id()),
+        )?;
+        let prepared = pipeline::prepare(
+            &object,
+            &elf,
+            pipeline::Settings {
+                spec_editors: &options.map_spec_editors,
+                excluded_maps: &options.excluded_maps,
+                inner_outer: &options.inner_outer_map_specs,
+                patchers: options.instruction_patchers.clone(),
+                strict_constants: options.strict_constants,
+                bypass_enabled: options.bypass_enabled,
+            },
+        )?;
+        let matched = without_hidden(matched, &prepared, &options)?;
+        let mut btf = loader::KernelBtf::given(options.kernel_btf.as_ref())?;
+        let source = loader::Source {
+            object: prepared,
+            verifier_log_level: options.verifier_log_level,
+        };
+
+        if !options.keep_memlock_rlimit {
+            crate::kernel::lift_memlock_rlimit();
+        }
+        log_unmatched_constant_editors(&options.constant_editors, &matched);
+        // Per-probe editors apply to those probes' own copies, below.
+        let constants: Vec<&ConstantEditor> = options
+            .constant_editors
+            .iter()
+            .filter(|e| e.probes.is_empty())
+            .collect();
+        // Declared pins: reused when present (external), created by aya otherwise (internal).
+        let pins: Vec<pins::Pin> = self
+            .maps
+            .iter()
+            .filter_map(|m| m.pin_path.clone())
+            .map(|path| pins::Pin {
+                created: !path.exists(),
+                path,
+            })
+            .collect();
+        let pinned: Vec<MapEditor> = self
+            .maps
+            .iter()
+            .filter_map(|m| {
+                m.pin_path
+                    .clone()
+                    .map(|pin_path| MapEditor::pinned(&m.name, pin_path))
+            })
+            .collect();
+        let ebpf = loader::load_object_pinning(
+            &source,
+            &mut btf,
+            &constants,
+            &options.map_editors,
+            &options.map_spec_editors,
+            &pinned,
+        )
+        .inspect_err(|_| {
+            // A failed init removes the pins it created, and only those.
+            pins::remove(&pins, CleanupType::CleanInternal)
+        })?;
+
+        let mut state = State {
+            phase: ManagerState::New,
+            main_map_fds: dump::map_fds(&ebpf),
+            source,
+            own_constants: Default::default(),
+            elf,
+            objects: vec![Some(ebpf)],
+            records: Vec::with_capacity(matched.len()),
+            attached: Vec::new(),
+            functions: LazyFunctions::default(),
+            btf,
+            keep_kernel_btf: options.keep_kernel_btf,
+            release_object_after_start: options.release_object_after_start,
+            default_kprobe_attach_method: options.default_kprobe_attach_method,
+            default_kprobe_max_active: options.default_kprobe_max_active,
+            default_uprobe_attach_method: options.default_uprobe_attach_method,
+            default_probe_retry: options.default_probe_retry,
+            default_probe_retry_delay: options.default_probe_retry_delay,
+            selectors: options.activated_probes,
+            readers: Default::default(),
+            perf_maps: self
+                .perf_maps
+                .iter()
+                .map(|p| {
+                    let mut p = p.clone();
+                    if p.perf_ring_pages == 0 {
+                        p.perf_ring_pages = options.default_perf_ring_pages;
+                    }
+                    if p.watermark == 0 && p.wakeup_events == 0 {
+                        p.watermark = options.default_watermark;
+                    }
+                    p
+                })
+                .collect(),
+            ring_buffers: self.ring_buffers.clone(),
+            excluded: options.excluded_functions,
+            constant_editors: options.constant_editors,
+            map_editors: options.map_editors,
+            map_spec_editors: options.map_spec_editors,
+            tail_call_router: options.tail_call_router,
+            map_router: options.map_router,
+            pins,
+        };
+        if let Err(e) = state.populate(matched, options.load_unselected_probes) {
+            // Dropping `state` unloads what it loaded; the pins it created go too.
+            pins::remove(&state.pins, CleanupType::CleanInternal);
+            return Err(e);
+        }
+        state.phase = ManagerState::Initialized;
+        self.state = state;
+        Ok(())
+    }
+}
+
+/// Each declared probe with the function and section of its program.
+fn match_programs(probes: &[Probe], elf: &ElfIndex) -> Result<Vec<(Probe, String, String)>> {
+    let mut seen = HashSet::new();
+    let mut matched = Vec::with_capacity(probes.len());
+    for probe in probes {
+        let id = probe.id();
+        if !seen.insert(id.clone()) {
+            return Err(Error::DuplicateProbe { id });
+        }
+        let (function, section) = match_program(probe, elf)?;
+        matched.push((probe.clone(), function, section));
+    }
+    Ok(matched)
+}
+
+/// The function and section of a probe's program.
+fn match_program(probe: &Probe, elf: &ElfIndex) -> Result<(String, String)> {
+    let id = probe.id();
+    let program = match (&probe.section, probe.ebpf_func_name.as_str()) {
+        (None, "") => return Err(Error::NoProgramName { id }),
+        (section, name) if !name.is_empty() => {
+            let found = elf
+                .by_function(name)
+                .ok_or_else(|| Error::ProgramNotFound {
+                    id: id.clone(),
+                    name: name.to_owned(),
+                    available: elf.functions(),
+                })?;
+            if let Some(section) = section.as_deref().filter(|s| *s != found.section) {
+                return Err(Error::InvalidProbe {
+                    id,
+                    reason: format!(
+                        "`{name}` is in section `{}`, not `{section}`",
+                        found.section
+                    ),
+                });
+            }
+            found
+        }
+        (Some(section), _) => {
+            let mut in_section = elf.in_section(section);
+            let first = in_section.next().ok_or_else(|| Error::SectionNotFound {
+                id: id.clone(),
+                section: section.clone(),
+                available: elf.sections(),
+            })?;
+            if in_section.next().is_some() {
+                return Err(Error::AmbiguousSection {
+                    id,
+                    section: section.clone(),
+                    functions: elf
+                        .in_section(section)
+                        .map(|p| p.function.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            first
+        }
+        (None, _) => unreachable!("an empty name without a section is handled above"),
+    };
+    Ok((program.function.clone(), program.section.clone()))
+}
+
+/// The matched probes without those whose program aya cannot load (see `pipeline`): an
+/// enabled one is an error; a disabled or excluded one is left out with a log line.
+fn without_hidden(
+    matched: Vec<(Probe, String, String)>,
+    prepared: &pipeline::Prepared,
+    options: &Options,
+) -> Result<Vec<(Probe, String, String)>> {
+    let mut kept = Vec::with_capacity(matched.len());
+    for (probe, function, section) in matched {
+        let Some((_, reason)) = prepared.hidden(&function) else {
+            kept.push((probe, function, section));
+            continue;
+        };
+        let id = probe.id();
+        let enabled = options.activated_probes.is_empty()
+            || options
+                .activated_probes
+                .iter()
+                .any(|s| s.probes().contains(&&id));
+        if enabled && !options.excluded_functions.contains(&function) {
+            return Err(Error::UnsupportedSection {
+                id,
+                function,
+                section,
+                reason,
+            });
+        }
+        log::info!("probe {id} left out: `{function}` in `{section}` cannot be loaded ({reason})");
+    }
+    Ok(kept)
+}
+
+/// Constant editors may name probes that a later `clone_program` declares (as in Go): those
+/// wait for it; a debug line says so, for typos.
+fn log_unmatched_constant_editors(editors: &[ConstantEditor], matched: &[(Probe, String, String)]) {
+    for editor in editors {
+        for id in &editor.probes {
+            if !matched.iter().any(|(p, ..)| &p.id() == id) {
+                log::debug!(
+                    "constant editor `{}` names {id}, which is not declared: it applies when clone_program declares it",
+                    editor.name
+                );
+            }
+        }
+    }
+}
+
+/// Selectors may only name declared probes: a typo would otherwise pass silently in a
+/// `BestEffort`.
+pub(super) fn check_selectors(
+    selectors: &[ProbesSelector],
+    declared: impl Iterator<Item = ProbeIdentificationPair>,
+) -> Result<()> {
+    let declared: HashSet<ProbeIdentificationPair> = declared.collect();
+    for selector in selectors {
+        if let Some(unknown) = selector
+            .probes()
+            .into_iter()
+            .find(|id| !declared.contains(id))
+        {
+            return Err(Error::InvalidOption {
+                option: "activated_probes".into(),
+                reason: format!("{selector} names {unknown}, which is not declared"),
+            });
+        }
+    }
+    Ok(())
+}
