@@ -169,6 +169,13 @@ fn readers_skip_start_then_start_reader_receives() {
         m.get_map("perf_events").is_none(),
         "taken even when skipped"
     );
+    // The Go GetPerfMap / GetRingBuffer: the declarations, by map name.
+    assert!(m.get_perf_map("perf_events").is_some_and(|p| p.skip_start));
+    assert!(m
+        .get_ring_buffer("ring_events")
+        .is_some_and(|r| r.skip_start));
+    assert!(m.get_perf_map("ring_events").is_none());
+    assert!(m.get_ring_buffer("nope").is_none());
     assert_eq!(m.is_reader_running("perf_events"), Some(false));
     assert_eq!(m.is_reader_running("ring_events"), Some(false));
     // No perf ring is open yet: the program's output fails. The ring buffer keeps its records.

@@ -214,6 +214,30 @@ impl Manager {
         self.state.objects.first_mut()?.as_mut()?.map_mut(name)
     }
 
+    /// The perf map that reads the map `map_name` (the Go `GetPerfMap`): the manager's copy once
+    /// initialized, with the `Options` defaults applied, the declaration before. Its reader
+    /// is controlled by map name ([`start_reader`](Self::start_reader),
+    /// [`stop_reader`](Self::stop_reader)).
+    pub fn get_perf_map(&self, map_name: &str) -> Option<&crate::PerfMap> {
+        let all = if self.state() == ManagerState::New {
+            &self.perf_maps
+        } else {
+            &self.state.perf_maps
+        };
+        all.iter().find(|p| p.map_name == map_name)
+    }
+
+    /// The ring buffer that reads the map `map_name` (the Go `GetRingBuffer`); see
+    /// [`get_perf_map`](Self::get_perf_map).
+    pub fn get_ring_buffer(&self, map_name: &str) -> Option<&crate::RingBuffer> {
+        let all = if self.state() == ManagerState::New {
+            &self.ring_buffers
+        } else {
+            &self.state.ring_buffers
+        };
+        all.iter().find(|r| r.map_name == map_name)
+    }
+
     /// Every probe: the manager's copies once initialized, the declarations before.
     pub fn get_probes(&self) -> Vec<&Probe> {
         if self.state() == ManagerState::New {
