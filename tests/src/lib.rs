@@ -236,6 +236,7 @@ pub fn mkdir_and_read_trace_pipe(message: &str) -> Option<String> {
     .pop()
 }
 
+pub mod elf_edit;
 pub mod net;
 pub mod readers;
 pub mod user;

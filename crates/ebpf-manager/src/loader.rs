@@ -228,7 +228,16 @@ fn configure_and_load(
         }
         loader.map_pin_path(intern(&editor.name), editor.pin_path.clone());
     }
-    let ebpf = loader.load(object).map_err(object_error)?;
+    // The pipeline refuses what aya is known to panic on; a panic still inside aya is an error
+    // of this object, not of the caller's process.
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loader.load(object)))
+        .map_err(|panic| Error::InvalidObject {
+            reason: format!(
+                "aya panicked while loading it: {}",
+                crate::pipeline::panic_message(&panic)
+            ),
+        })?;
+    let ebpf = loaded.map_err(object_error)?;
     check_reused_maps(&ebpf, object, specs, pinned, maps)?;
     Ok(ebpf)
 }

@@ -21,6 +21,9 @@ mod maps;
 pub(crate) mod multi;
 mod rewrite;
 mod sections;
+mod validate;
+
+pub(crate) use validate::message as panic_message;
 
 use std::collections::HashMap;
 
@@ -97,6 +100,8 @@ fn invalid(reason: impl std::fmt::Display) -> Error {
 /// Runs the init-time stage over `original` (indexed as `elf`).
 pub(crate) fn prepare(original: &[u8], elf: &ElfIndex, settings: Settings<'_>) -> Result<Prepared> {
     let file = object::File::parse(original).map_err(invalid)?;
+    // Before anything reads sections by symbols: ours, then aya-obj's.
+    validate::check(original, settings.spec_editors)?;
     let legacy_maps = file
         .sections()
         .any(|s| s.name().is_ok_and(|n| n.starts_with("maps")));
@@ -114,6 +119,9 @@ pub(crate) fn prepare(original: &[u8], elf: &ElfIndex, settings: Settings<'_>) -
         } else {
             (original.to_vec(), Vec::new())
         };
+    if bytes.as_slice() != original {
+        validate::structure(&bytes)?;
+    }
     let mut prepared = analyze(bytes, elf)?;
     prepared.bypass = bypass;
     for p in &elf.programs {

@@ -1,0 +1,128 @@
+//! Checks of the bytes handed to aya, for what aya and aya-obj 0.14 do not check themselves and
+//! would panic or abort on: symbols past the end of their section (aya-obj slices program
+//! sections by them), instruction sections that are not whole instructions, uninitialized
+//! data sections of absurd sizes (aya-obj allocates them: an allocation failure aborts the
+//! process, which no `catch_unwind` can stop), and ring buffer sizes whose rounding overflows
+//! in aya. Each gives a typed error before aya sees the object.
+
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SectionKind};
+
+use crate::{Error, MapSpecEditor, Result};
+
+/// The largest uninitialized data section (`.bss`) accepted. aya-obj allocates it in full; the
+/// kernel refuses map values over `KMALLOC_MAX_SIZE` (4 MiB on x86-64) anyway.
+const MAX_NOBITS: u64 = 64 << 20;
+
+/// The largest ring buffer aya can round to a power of two of pages without overflowing a `u32`
+/// (and more than the kernel accepts).
+const MAX_RING_BYTES: u32 = 1 << 31;
+
+const RINGBUF: u32 = 27;
+
+fn invalid(reason: String) -> Error {
+    Error::InvalidObject { reason }
+}
+
+/// Checks the user's `bytes` and the map sizes `specs` will set.
+pub(crate) fn check(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<()> {
+    structure(bytes)?;
+    check_maps(bytes, specs)
+}
+
+/// Checks sections and symbols (also of the rewritten bytes, which only move them).
+pub(crate) fn structure(bytes: &[u8]) -> Result<()> {
+    let file = object::File::parse(bytes).map_err(|e| invalid(e.to_string()))?;
+    for section in file.sections() {
+        let name = section.name().unwrap_or("?");
+        match section.kind() {
+            SectionKind::UninitializedData | SectionKind::UninitializedTls => {
+                if section.size() > MAX_NOBITS {
+                    return Err(invalid(format!(
+                        "section `{name}` asks for {} bytes of zeroed data; the limit is {} \
+                         (the kernel refuses map values over a few MiB)",
+                        section.size(),
+                        MAX_NOBITS
+                    )));
+                }
+            }
+            _ => {
+                section.data().map_err(|e| {
+                    invalid(format!("section `{name}` is not inside the file: {e}"))
+                })?;
+            }
+        }
+        if section.kind() == SectionKind::Text && section.size() % 8 != 0 {
+            return Err(invalid(format!(
+                "section `{name}` holds {} bytes, not a whole number of 8-byte instructions",
+                section.size()
+            )));
+        }
+    }
+    for symbol in file.symbols() {
+        let Some(index) = symbol.section_index() else {
+            continue;
+        };
+        let name = symbol.name().unwrap_or("?");
+        let section = file.section_by_index(index).map_err(|e| {
+            invalid(format!(
+                "symbol `{name}` names a section that does not exist: {e}"
+            ))
+        })?;
+        let end = symbol.address().checked_add(symbol.size());
+        if end.is_none_or(|end| end > section.size()) {
+            return Err(invalid(format!(
+                "symbol `{name}` (at {}, {} bytes) runs past the end of section `{}` ({} bytes)",
+                symbol.address(),
+                symbol.size(),
+                section.name().unwrap_or("?"),
+                section.size()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Ring buffer sizes, read by aya-obj (the checks above keep its parse from slicing out of
+/// bounds); a panic inside it becomes an error, as a second line.
+fn check_maps(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<()> {
+    let parsed = std::panic::catch_unwind(|| aya_obj::Object::parse(bytes));
+    let obj = match parsed {
+        Ok(Ok(obj)) => obj,
+        // aya refuses it itself at load, with its own typed error.
+        Ok(Err(_)) => return Ok(()),
+        Err(panic) => {
+            return Err(invalid(format!(
+                "aya-obj panicked on it: {}",
+                message(&panic)
+            )))
+        }
+    };
+    for (name, map) in &obj.maps {
+        if map.map_type() != RINGBUF {
+            continue;
+        }
+        let size = specs
+            .iter()
+            .find(|s| &s.name == name)
+            .and_then(|s| s.max_entries)
+            .unwrap_or(map.max_entries());
+        if size > MAX_RING_BYTES {
+            return Err(Error::InvalidMapDefinition {
+                map: name.clone(),
+                reason: format!(
+                    "a ring buffer of {size} bytes: the largest is {MAX_RING_BYTES} (2 GiB)"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The text of a panic's payload.
+pub(crate) fn message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
