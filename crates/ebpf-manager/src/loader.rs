@@ -271,18 +271,8 @@ fn check_reused_maps(
             path: m.pin_path.clone(),
             mismatch,
         };
-        let fd = crate::maps::map_data(map).fd().as_fd().as_raw_fd();
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|v| {
-                    let v = v.trim();
-                    v.strip_prefix("0x")
-                        .map_or_else(|| v.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
-                })
-        };
-        let Some(map_type) = field("map_type") else {
+        let fd = crate::maps::map_data(map).fd().as_fd();
+        let Some(info) = kernel::bpf_map::map_fd_info(fd).ok().flatten() else {
             return Err(mismatch("it is not a map".into()));
         };
         let max_entries = specs
@@ -293,18 +283,14 @@ fn check_reused_maps(
         // aya sizes perf event arrays by CPU count and ring buffers by pages itself.
         let sized_by_aya = matches!(def.map_type(), 4 | 27) || max_entries == 0;
         let expected = [
-            ("map type", u64::from(def.map_type()), Some(map_type)),
-            ("key size", u64::from(def.key_size()), field("key_size")),
-            (
-                "value size",
-                u64::from(def.value_size()),
-                field("value_size"),
-            ),
-            ("flags", u64::from(def.map_flags()), field("map_flags")),
+            ("map type", def.map_type(), Some(info.map_type)),
+            ("key size", def.key_size(), Some(info.key_size)),
+            ("value size", def.value_size(), Some(info.value_size)),
+            ("flags", def.map_flags(), Some(info.flags)),
             (
                 "max entries",
-                u64::from(max_entries),
-                field("max_entries").filter(|_| own && !sized_by_aya),
+                max_entries,
+                Some(info.max_entries).filter(|_| own && !sized_by_aya),
             ),
         ];
         for (what, declared, found) in expected {

@@ -108,3 +108,60 @@ pub(crate) fn entries(
         key = Some(next);
     }
 }
+
+/// What the kernel says of the map behind an fd (`/proc/self/fdinfo`, every kernel of the
+/// project): not what an object declared, which a pin or an editor may contradict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MapFdInfo {
+    pub(crate) map_type: u32,
+    pub(crate) key_size: u32,
+    pub(crate) value_size: u32,
+    pub(crate) max_entries: u32,
+    pub(crate) flags: u32,
+}
+
+/// The kernel's view of the map behind `fd`; `None` when `fd` is not a map.
+pub(crate) fn map_fd_info(fd: BorrowedFd<'_>) -> io::Result<Option<MapFdInfo>> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    Ok(parse_fdinfo(&text))
+}
+
+fn parse_fdinfo(text: &str) -> Option<MapFdInfo> {
+    let field = |name: &str| -> Option<u32> {
+        let v = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+            .trim();
+        match v.strip_prefix("0x") {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => v.parse().ok(),
+        }
+    };
+    Some(MapFdInfo {
+        map_type: field("map_type")?,
+        key_size: field("key_size")?,
+        value_size: field("value_size")?,
+        max_entries: field("max_entries")?,
+        flags: field("map_flags")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fdinfo_of_a_map_and_of_something_else() {
+        let map = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nmap_type:\t27\n\
+                   key_size:\t0\nvalue_size:\t0\nmax_entries:\t4096\nmap_flags:\t0x0\n";
+        assert_eq!(
+            super::parse_fdinfo(map),
+            Some(super::MapFdInfo {
+                map_type: 27,
+                key_size: 0,
+                value_size: 0,
+                max_entries: 4096,
+                flags: 0
+            })
+        );
+        assert_eq!(super::parse_fdinfo("pos:\t0\nflags:\t02\n"), None);
+    }
+}

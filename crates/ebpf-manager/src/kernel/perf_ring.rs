@@ -123,7 +123,7 @@ impl PerfRing {
         unsafe { std::ptr::copy_nonoverlapping(data.add(start), header.as_mut_ptr(), 8) };
         let kind = u32::from_ne_bytes(header[..4].try_into().expect("4 bytes"));
         let len = u16::from_ne_bytes(header[6..8].try_into().expect("2 bytes")) as usize;
-        if len < 8 || len as u64 > head - tail || len > self.size {
+        if len < 8 || !len.is_multiple_of(8) || len as u64 > head - tail || len > self.size {
             // Cannot happen with a sane kernel; give up on what is left rather than misread.
             log::error!("perf ring: a record of {len} bytes at {tail}; skipping to the head");
             return (head - tail, ControlFlow::Continue(()));

@@ -51,11 +51,14 @@ pub(crate) struct RingConsumer {
 unsafe impl Send for RingConsumer {}
 
 impl RingConsumer {
-    /// Maps the ring buffer `map`, whose `max_entries` (its data size) is `size`.
+    /// Maps the ring buffer `map`, whose `max_entries` (its data size) the object says is
+    /// `size`. The kernel's view of the map decides: a map that is not a ring buffer (a pin or
+    /// an editor of another map), or of another size, is refused before anything is mapped.
     pub(crate) fn new(map: BorrowedFd<'_>, size: usize) -> io::Result<Self> {
-        let fd = map.try_clone_to_owned()?;
         // SAFETY: sysconf has no preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        check_ring(map, size, page_size)?;
+        let fd = map.try_clone_to_owned()?;
         let consumer = map_pages(&fd, page_size, libc::PROT_READ | libc::PROT_WRITE, 0)?;
         let producer = match map_pages(&fd, page_size + 2 * size, libc::PROT_READ, page_size) {
             Ok(p) => p,
@@ -113,6 +116,15 @@ impl RingConsumer {
                     return (handled, Stopped::Busy);
                 }
                 let body = (len & !DISCARD) as usize;
+                // The kernel commits records shorter than the ring; anything else is not a
+                // ring the kernel wrote: stop rather than read past the mapping.
+                if body > self.size - HEADER {
+                    log::error!(
+                        "ring buffer: a record of {body} bytes in a ring of {}",
+                        self.size
+                    );
+                    return (handled, Stopped::Busy);
+                }
                 let mut flow = ControlFlow::Continue(());
                 if len & DISCARD == 0 {
                     // SAFETY: the kernel commits records shorter than the ring, and the doubled
@@ -132,6 +144,30 @@ impl RingConsumer {
         }
     }
 }
+
+/// Refuses a map the kernel does not know as a ring buffer of `size` bytes (a power of two, a
+/// multiple of the page size, as the kernel enforces for its own).
+fn check_ring(map: BorrowedFd<'_>, size: usize, page_size: usize) -> io::Result<()> {
+    let refuse = |reason: String| Err(io::Error::new(io::ErrorKind::InvalidInput, reason));
+    let Some(info) = crate::kernel::bpf_map::map_fd_info(map)? else {
+        return refuse("the fd is not a BPF map".into());
+    };
+    if info.map_type != RINGBUF {
+        return refuse(format!(
+            "the kernel's map is of type {}, not a ring buffer ({RINGBUF})",
+            info.map_type
+        ));
+    }
+    let kernel_size = info.max_entries as usize;
+    if kernel_size != size || !size.is_power_of_two() || !size.is_multiple_of(page_size) {
+        return refuse(format!(
+            "the kernel's ring buffer holds {kernel_size} bytes, the object declares {size}"
+        ));
+    }
+    Ok(())
+}
+
+const RINGBUF: u32 = 27;
 
 fn map_pages(
     fd: &OwnedFd,

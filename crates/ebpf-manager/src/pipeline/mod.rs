@@ -119,9 +119,6 @@ pub(crate) fn prepare(original: &[u8], elf: &ElfIndex, settings: Settings<'_>) -
         } else {
             (original.to_vec(), Vec::new())
         };
-    if bytes.as_slice() != original {
-        validate::structure(&bytes)?;
-    }
     let mut prepared = analyze(bytes, elf)?;
     prepared.bypass = bypass;
     for p in &elf.programs {
