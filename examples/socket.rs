@@ -7,12 +7,11 @@
 use std::{
     error::Error,
     net::{Ipv4Addr, UdpSocket},
-    os::fd::AsRawFd,
     process::ExitCode,
     time::Duration,
 };
 
-use ebpf_manager::{aya::maps::Array, CleanupType, Manager, Probe};
+use ebpf_manager::{aya::maps::Array, CleanupType, Manager, Probe, SharedFd};
 
 /// `socket_count` (section `socket`) counts in slot 3 of the array `hits` what its socket
 /// receives, and keeps it all.
@@ -41,8 +40,8 @@ fn run() -> Result<(), Box<dyn Error>> {
     let probe = Probe {
         uid: "loopback".into(),
         ebpf_func_name: "socket_count".into(),
-        // The manager attaches to this socket; the caller keeps it open.
-        socket_fd: Some(rx.as_raw_fd()),
+        // The probe holds a descriptor of its own of this socket.
+        socket_fd: Some(SharedFd::dup(&rx)?),
         ..Default::default()
     };
     let id = probe.id();

@@ -246,7 +246,7 @@ fn cgroup_fields_that_do_not_apply_are_refused_at_init() {
         ),
         (
             Probe {
-                socket_fd: Some(0),
+                socket_fd: Some(ebpf_manager::SharedFd::dup(std::io::stdin()).unwrap()),
                 ..probe("sock", "sock_create")
             },
             "socket_fd does not apply to `sock_create`, a cgroup sock program",

@@ -9,6 +9,13 @@ use integration_tests::*;
 
 /// Starts `m`; with kprobes, checks the probe fired on mkdir through `method`; without, checks
 /// the precise error and that nothing stayed attached.
+/// The tests of this file check that this process has no tracefs kprobe event left, which
+/// another of them running at the same time would have: one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn run_kprobe(
     mut m: ebpf_manager::Manager,
     id: ProbeIdentificationPair,
@@ -56,6 +63,7 @@ fn default_method() -> AttachMethod {
 
 #[test]
 fn kprobe_from_section_fires_on_mkdir() {
+    let _serial = serial();
     let p = probe("kp", "kprobe_vfs_mkdir");
     let id = p.id();
     let m = counting_manager(vec![p]);
@@ -65,6 +73,7 @@ fn kprobe_from_section_fires_on_mkdir() {
 
 #[test]
 fn kprobe_through_tracefs_creates_and_removes_its_event() {
+    let _serial = serial();
     let p = Probe {
         kprobe_attach_method: KprobeAttachMethod::Tracefs,
         ..probe("kp-tracefs", "kprobe_vfs_mkdir")
@@ -82,6 +91,7 @@ fn kprobe_through_tracefs_creates_and_removes_its_event() {
 
 #[test]
 fn kretprobe_fires_on_return() {
+    let _serial = serial();
     let p = probe("krp", "kretprobe_vfs_mkdir");
     let id = p.id();
     let m = counting_manager(vec![p]);
@@ -91,6 +101,7 @@ fn kretprobe_fires_on_return() {
 
 #[test]
 fn kretprobe_with_maxactive_goes_through_tracefs() {
+    let _serial = serial();
     let p = Probe {
         kprobe_max_active: 16,
         ..probe("krp-maxactive", "kretprobe_vfs_mkdir")
@@ -108,6 +119,7 @@ fn kretprobe_with_maxactive_goes_through_tracefs() {
 
 #[test]
 fn syscall_func_name_gets_the_kernel_prefix() {
+    let _serial = serial();
     let p = Probe {
         syscall_func_name: Some("mkdir".into()),
         ..probe("sys", "kprobe_generic")
@@ -121,6 +133,7 @@ fn syscall_func_name_gets_the_kernel_prefix() {
 
 #[test]
 fn attach_to_func_name_pattern_resolves_to_a_kernel_function() {
+    let _serial = serial();
     let p = Probe {
         attach_to_func_name: Some("vfs_mkdi[r]".into()),
         ..probe("pattern", "kprobe_generic")
@@ -133,6 +146,7 @@ fn attach_to_func_name_pattern_resolves_to_a_kernel_function() {
 
 #[test]
 fn helloworld_kprobe_prints_to_trace_pipe() {
+    let _serial = serial();
     setup();
     let _lock = trace_pipe_lock();
     let p = probe("MyVFSMkdir", "kprobe_vfs_mkdir");
@@ -159,6 +173,7 @@ fn helloworld_kprobe_prints_to_trace_pipe() {
 
 #[test]
 fn leftover_events_of_dead_processes_are_removed_at_start() {
+    let _serial = serial();
     setup();
     let root = ebpf_manager::kernel::tracefs::root().expect("tracefs");
     if !tracefs_has("kprobe_events") {

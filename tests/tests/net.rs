@@ -27,7 +27,7 @@ use std::{
 use aya::{programs::TcAttachType, util::KernelVersion};
 use ebpf_manager::{
     AttachMethod, CleanupType, ConstantEditor, Error, Manager, Netns, NetworkDirection, Options,
-    Probe, ProbeState, TcAttachMethod, XdpAttachMode,
+    Probe, ProbeState, SharedFd, TcAttachMethod, XdpAttachMode,
 };
 use integration_tests::{net::*, *};
 
@@ -143,12 +143,13 @@ fn net_xdp_on_lo_of_a_netns_given_by_path() {
 #[test]
 fn net_xdp_by_if_index_in_a_netns_given_by_fd() {
     let ns = TestNetns::new("xdp-fd");
-    let file = ns.open();
+    // The declaration takes the file over: the caller's handle may close at once.
+    let netns = SharedFd::from(std::os::fd::OwnedFd::from(ns.open()));
     let (tx, rx) = lo_sockets(&ns);
     let p = Probe {
         if_name: None,
         if_index: Some(1), // lo is always the first interface of a namespace
-        netns: Some(Netns::Fd(file.as_raw_fd())),
+        netns: Some(Netns::Fd(netns.clone())),
         xdp_attach_mode: XdpAttachMode::Skb,
         ..xdp_probe("xdp-fd")
     };
@@ -158,7 +159,7 @@ fn net_xdp_by_if_index_in_a_netns_given_by_fd() {
     m.start().unwrap();
     assert_eq!(
         m.attach_info(&id).unwrap().hook,
-        format!("lo in netns fd {}", file.as_raw_fd())
+        format!("lo in netns fd {}", netns.as_raw_fd())
     );
     send_and_receive(&tx, &rx, 2);
     assert_eq!(read_slot(&m, "hits", net_slot::XDP), 2);
@@ -508,6 +509,82 @@ fn net_tc_filter_protocol_sees_only_its_protocol() {
     );
 }
 
+/// Drops CAP_SYS_ADMIN from the calling thread's effective set (it stays permitted): `setns`
+/// fails from then on, on this thread only.
+fn drop_sys_admin_on_this_thread() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset of the calling thread with version-3 buffers of two entries.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !(1 << CAP_SYS_ADMIN);
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0
+        );
+    }
+}
+
+/// A link whose namespace cannot be entered at stop (the process lost CAP_SYS_ADMIN) is left
+/// attached in its namespace, never detached through netlink in the caller's: there, the
+/// interface of the same index (lo is 1 everywhere) has a filter of the same priority and
+/// handle, another tool's, which must survive (issue 13).
+#[test]
+fn net_tc_detach_never_runs_in_the_wrong_namespace() {
+    let a = TestNetns::new("detach-a");
+    let b = TestNetns::new("detach-b");
+    let on = |ns: &TestNetns, uid: &str| Probe {
+        netns: Some(Netns::Path(ns.path().into())),
+        tc_attach_method: TcAttachMethod::Netlink,
+        tc_filter_prio: 42,
+        tc_filter_handle: 7,
+        ..tc_probe(uid, "tc_ingress")
+    };
+    // The other tool: a filter in b with the same keys.
+    let mut other = net_manager(vec![on(&b, "other-tool")], 0);
+    if !start_netlink(&mut other) {
+        other.stop(CleanupType::CleanAll).unwrap();
+        return;
+    }
+    let mut m = net_manager(vec![on(&a, "ours")], 0);
+    m.start().unwrap();
+    let stopped = b.run(|| {
+        drop_sys_admin_on_this_thread();
+        m.stop(CleanupType::CleanAll)
+    });
+    stopped.unwrap();
+    let in_b = b.tc(&["filter", "show", "dev", "lo", "ingress"]);
+    assert!(
+        in_b.contains("pref 42 bpf") && in_b.contains("handle 0x7"),
+        "the other tool's filter in b was deleted: {in_b:?}"
+    );
+    // Ours stays in a until a goes (when the test drops it).
+    let in_a = a.tc(&["filter", "show", "dev", "lo", "ingress"]);
+    assert!(in_a.contains("handle 0x7"), "{in_a:?}");
+    other.stop(CleanupType::CleanAll).unwrap();
+    assert_eq!(b.tc(&["filter", "show", "dev", "lo", "ingress"]), "");
+}
+
 #[test]
 fn net_tc_cleanup_qdisc_removes_the_clsact_it_added() {
     let ns = TestNetns::new("tc-cleanup");
@@ -618,7 +695,7 @@ fn net_tc_on_both_ends_of_a_veth_pair() {
     let ns_a = pair.ns_a.open();
     let egress = Probe {
         if_name: Some(pair.a.clone()),
-        netns: Some(Netns::Fd(ns_a.as_raw_fd())),
+        netns: Some(Netns::Fd(SharedFd::dup(&ns_a).unwrap())),
         network_direction: NetworkDirection::Egress,
         ..probe("veth-egress", "tc_egress")
     };
@@ -662,8 +739,9 @@ fn net_socket_filter_counts_what_its_socket_receives() {
     rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
     let tx = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    let socket = SharedFd::dup(&rx).unwrap();
     let p = Probe {
-        socket_fd: Some(rx.as_raw_fd()),
+        socket_fd: Some(socket.clone()),
         ..probe("socket", "socket_count")
     };
     let id = p.id();
@@ -672,7 +750,7 @@ fn net_socket_filter_counts_what_its_socket_receives() {
     m.start().unwrap();
     let info = m.attach_info(&id).unwrap();
     assert_eq!(info.method, AttachMethod::SocketOption);
-    assert_eq!(info.hook, format!("socket fd {}", rx.as_raw_fd()));
+    assert_eq!(info.hook, format!("socket fd {}", socket.as_raw_fd()));
     send_and_receive(&tx, &rx, 3);
     assert_eq!(read_slot(&m, "hits", net_slot::SOCKET), 3);
     m.pause().unwrap();
@@ -685,6 +763,84 @@ fn net_socket_filter_counts_what_its_socket_receives() {
     // The socket held the program while attached: unloaded means detached.
     assert_unloaded(&prog_ids);
     send_and_receive(&tx, &rx, 1);
+}
+
+/// The socket of a socket filter is held by the declaration: when the caller closes theirs and
+/// another socket takes the number, the filter still runs on the first socket, and `stop`
+/// detaches it from that one, never from the newcomer (issue 13: a raw fd number did).
+#[test]
+fn net_socket_filter_keeps_its_socket_and_detaches_from_it_only() {
+    let rx = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    let rx_addr = rx.local_addr().unwrap();
+    let tx = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    let p = Probe {
+        socket_fd: Some(SharedFd::dup(&rx).unwrap()),
+        ..probe("socket-owned", "socket_count")
+    };
+    let id = p.id();
+    let mut m = net_manager(vec![p], 0);
+    let prog_ids = program_ids(&m, std::slice::from_ref(&id));
+    m.start().unwrap();
+    let number = rx.as_raw_fd();
+    drop(rx);
+    // The lowest free number: the one just closed, unless another thread took it first.
+    let other = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    println!(
+        "the caller's socket was fd {number}; the new socket is fd {}",
+        other.as_raw_fd()
+    );
+    drop_all_with_a_classic_filter(&other);
+    // The first socket lives on through the declaration: the program counts what it gets.
+    tx.send_to(b"to the first socket", rx_addr).unwrap();
+    let counted = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        read_slot(&m, "hits", net_slot::SOCKET) == 1
+    });
+    assert!(counted, "the filter stopped with the caller's descriptor");
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded(&prog_ids);
+    // The newcomer's own filter is still there: it drops what is sent to it.
+    other
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    tx.send_to(b"to the new socket", other.local_addr().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let got = other.recv_from(&mut buf);
+    assert!(
+        got.is_err(),
+        "stop detached the new socket's filter: it received {got:?}"
+    );
+}
+
+/// Attaches a classic BPF filter that drops every packet (`ret #0`) to `socket`.
+fn drop_all_with_a_classic_filter(socket: &UdpSocket) {
+    let mut code = [libc::sock_filter {
+        code: 0x06, // BPF_RET | BPF_K
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: code.as_mut_ptr(),
+    };
+    // SAFETY: a valid sock_fprog of one instruction, copied by the kernel.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as u32,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "SO_ATTACH_FILTER: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 #[test]
@@ -749,14 +905,14 @@ fn net_fields_that_do_not_apply_are_refused_at_init() {
         ),
         (
             Probe {
-                socket_fd: Some(0),
+                socket_fd: Some(SharedFd::dup(std::io::stdin()).unwrap()),
                 ..lo(probe("tc", "tc_ingress"))
             },
             "socket_fd does not apply",
         ),
         (
             Probe {
-                socket_fd: Some(0),
+                socket_fd: Some(SharedFd::dup(std::io::stdin()).unwrap()),
                 ..lo(probe("socket", "socket_count"))
             },
             "if_name does not apply to `socket_count`, a socket filter program",

@@ -608,3 +608,98 @@ fn readers_ring_buffer_of_one_page_wraps_around_without_losing_count() {
     }
     assert!(state.records.iter().all(|(_, _, len)| *len == RECORD));
 }
+
+/// A handler that blocks on the thread that stops the manager (issue 13): `stop` waits at most
+/// `reader_stop_timeout`, says which reader is stuck, and stops everything else; the thread ends
+/// by itself once the handler returns.
+#[test]
+fn readers_stop_with_a_blocked_handler_returns_within_its_bound() {
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = Mutex::new(blocked);
+    let returned = Arc::new(AtomicBool::new(false));
+    let ring = RingBuffer {
+        map_name: "ring_events".into(),
+        data_handler: Some({
+            let returned = Arc::clone(&returned);
+            Arc::new(move |_: &[u8]| {
+                // Blocks until the test releases it, as a handler sending into a full channel
+                // that the stopping thread would drain.
+                let _ = blocked.lock().unwrap().recv();
+                returned.store(true, Ordering::SeqCst);
+            })
+        }),
+        ..Default::default()
+    };
+    setup();
+    let mut m = ebpf_manager::Manager {
+        probes: vec![probe("ring_emit", "ring_emit")],
+        ring_buffers: vec![ring],
+        ..Default::default()
+    };
+    m.init_with_options(
+        READERS,
+        ebpf_manager::Options {
+            constant_editors: vec![ebpf_manager::ConstantEditor::new("filter_tid", gettid())],
+            reader_stop_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let prog_ids = program_ids(&m, &[probe("ring_emit", "ring_emit").id()]);
+    m.start().unwrap();
+    emit(1);
+    let started = Instant::now();
+    match m.stop(CleanupType::CleanAll).unwrap_err() {
+        Error::ReaderStuck { map, waited, .. } => {
+            assert_eq!(map, "ring_events");
+            assert_eq!(waited, Duration::from_millis(300));
+        }
+        other => panic!("{other:?}"),
+    }
+    println!("stop returned after {:?}", started.elapsed());
+    // The rest stopped: the probe is detached and its program unloaded.
+    assert_eq!(m.state(), ManagerState::Stopped);
+    assert_unloaded(&prog_ids);
+    assert!(!returned.load(Ordering::SeqCst));
+    release.send(()).unwrap();
+    let ended = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        returned.load(Ordering::SeqCst)
+    });
+    assert!(ended, "the handler never returned");
+}
+
+/// A handler that drops the last handle of the manager (issue 13): the reader does not wait
+/// for itself (a deadlock, or a panic joining its own thread).
+#[test]
+fn readers_a_handler_may_drop_the_manager() {
+    let slot: Arc<Mutex<Option<ebpf_manager::Manager>>> = Arc::new(Mutex::new(None));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let ring = RingBuffer {
+        map_name: "ring_events".into(),
+        data_handler: Some({
+            let slot = Arc::clone(&slot);
+            let dropped = Arc::clone(&dropped);
+            Arc::new(move |_: &[u8]| {
+                // Taken out of the lock first: dropping it stops this very reader.
+                let m = slot.lock().unwrap().take();
+                if m.is_some() {
+                    drop(m);
+                    dropped.store(true, Ordering::SeqCst);
+                }
+            })
+        }),
+        ..Default::default()
+    };
+    let mut m = manager(&["ring_emit"], gettid(), vec![], vec![ring]);
+    let prog_ids = program_ids(&m, &[probe("ring_emit", "ring_emit").id()]);
+    m.start().unwrap();
+    *slot.lock().unwrap() = Some(m);
+    emit(1);
+    let done = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        dropped.load(Ordering::SeqCst)
+    });
+    assert!(done, "the handler did not finish dropping the manager");
+    assert_unloaded(&prog_ids);
+}

@@ -437,6 +437,23 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A reader did not finish within its stop timeout
+    /// ([`Options::reader_stop_timeout`](crate::Options::reader_stop_timeout)): its handler is
+    /// still running, blocked perhaps on something the caller holds. The thread ends on its
+    /// own once the handler returns; everything else was stopped.
+    #[error(
+        "{kind} `{map}`: its reader did not finish within {waited:?}: its handler is still \
+         running (a handler must not block on the thread that stops the manager)"
+    )]
+    ReaderStuck {
+        /// The map.
+        map: String,
+        /// What declared it: "perf map" or "ring buffer".
+        kind: &'static str,
+        /// How long stopping waited.
+        waited: std::time::Duration,
+    },
+
     /// `start_reader` / `stop_reader` named no declared perf map or ring buffer.
     #[error(
         "no perf map or ring buffer `{map}` is declared in this manager (declared: {declared})"

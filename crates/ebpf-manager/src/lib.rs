@@ -63,7 +63,7 @@ pub use probe::{
     AttachInfo, AttachMethod, KprobeAttachMethod, Probe, ProbeIdentificationPair, ProbeState,
     UprobeAttachMethod,
 };
-pub use probe::{Netns, NetworkDirection, TcAttachMethod, XdpAttachMode};
+pub use probe::{Netns, NetworkDirection, SharedFd, TcAttachMethod, XdpAttachMode};
 pub use selectors::ProbesSelector;
 
 /// aya, re-exported so that users name the same version the manager was built with.

@@ -61,6 +61,10 @@ pub struct Options {
     /// The `watermark` of perf maps that set neither a watermark nor `wakeup_events` (the Go
     /// `DefaultWatermark`), in bytes.
     pub default_watermark: u32,
+    /// How long stopping a perf map or ring buffer reader (`stop`, `stop_reader`,
+    /// `stop_readers`) waits for its handler to finish with the last records; zero means 5 s.
+    /// A reader still busy then is [`Error::ReaderStuck`](crate::Error::ReaderStuck).
+    pub reader_stop_timeout: std::time::Duration,
     /// Keep the kernel's parsed BTF after `start` (for hooks and clones of fentry, fexit,
     /// tp_btf, LSM and iterator programs added later). By default it is released after `start`:
     /// it takes several megabytes.

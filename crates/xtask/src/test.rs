@@ -135,17 +135,65 @@ pub fn run(args: &[String]) -> Result<()> {
             .collect();
         let payloads = guest_payloads(&filter, &guest_examples)?;
         println!("xtask: static binaries built in {:.1?}", t.elapsed());
-        for series in &args.kernels {
-            let t = Instant::now();
-            let kernel = vm::kernel(series)?;
-            let counts = tier3(&kernel, &payloads)?;
+        // Fetched one at a time (downloads, apt), then run side by side: TCG runs a guest on
+        // one host thread, so guests use the machine's cores in parallel. Each kernel's
+        // payloads go to two guests, so that the cores stay busy to the end.
+        let kernels = args
+            .kernels
+            .iter()
+            .map(|series| vm::kernel(series))
+            .collect::<Result<Vec<_>>>()?;
+        let halves: [Vec<vm::Payload>; 2] = [0, 1].map(|half| {
+            payloads
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 2 == half)
+                .map(|(_, p)| p.clone())
+                .collect()
+        });
+        let jobs: Vec<(usize, usize)> = (0..kernels.len())
+            .flat_map(|k| [(k, 0), (k, 1)])
+            .filter(|&(_, half)| !halves[half].is_empty())
+            .collect();
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: std::sync::Mutex<Vec<GuestJob>> = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..workers.min(jobs.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(&(k, half)) = jobs.get(i) else { break };
+                    let t = Instant::now();
+                    let result = tier3(&kernels[k], &halves[half], half);
+                    done.lock().expect("no worker panics holding it").push((
+                        i,
+                        result,
+                        t.elapsed(),
+                    ));
+                });
+            }
+        });
+        let mut done = done.into_inner().expect("no worker panicked");
+        done.sort_by_key(|(i, _, _)| *i);
+        for (k, kernel) in kernels.iter().enumerate() {
+            let mut counts = Counts::default();
+            let mut elapsed = Duration::ZERO;
+            for (i, result, took) in &mut done {
+                if jobs[*i].0 != k {
+                    continue;
+                }
+                let (c, out) = std::mem::replace(result, Ok(Default::default()))?;
+                print!("{out}");
+                counts.add(c);
+                elapsed = elapsed.max(*took);
+            }
             summary.push((
                 format!(
                     "tier 3 (QEMU, Linux {} from {})",
                     kernel.release, kernel.package
                 ),
                 counts,
-                t.elapsed(),
+                elapsed,
             ));
             print_line(summary.last().expect("pushed"));
         }
@@ -283,12 +331,27 @@ fn guest_payloads(filter: &[String], examples: &[&str]) -> Result<Vec<vm::Payloa
     Ok(payloads)
 }
 
-fn tier3(kernel: &vm::Kernel, payloads: &[vm::Payload]) -> Result<Counts> {
-    println!("== tier 3: Linux {} under QEMU", kernel.release);
-    let run = vm::run(kernel, payloads, Duration::from_secs(600), false)?;
+/// A finished guest run: its index in the job list, its counts and report, how long it took.
+type GuestJob = (usize, Result<(Counts, String)>, Duration);
+
+/// The most a guest may take for all its payloads; a guest that hangs is stopped there.
+const GUEST_TIME_LIMIT: Duration = Duration::from_secs(900);
+
+/// Runs the payloads in a guest of `kernel`; returns the counts and what to print (guests run
+/// side by side, so their reports are printed whole, one after the other).
+fn tier3(kernel: &vm::Kernel, payloads: &[vm::Payload], part: usize) -> Result<(Counts, String)> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "== tier 3: Linux {} under QEMU (guest {} of 2)",
+        kernel.release,
+        part + 1
+    );
+    let run = vm::run(kernel, payloads, GUEST_TIME_LIMIT, false)?;
     let log = crate::root()
         .join("target")
-        .join(format!("vm-{}.log", kernel.series));
+        .join(format!("vm-{}-{}.log", kernel.series, part + 1));
     // The serial console ends lines with \r\n.
     let console = run.console.replace('\r', "");
     let _ = std::fs::write(&log, &console);
@@ -305,24 +368,29 @@ fn tier3(kernel: &vm::Kernel, payloads: &[vm::Payload]) -> Result<Counts> {
             let path_ok = example != "helloworld" || section.contains(KPROBE_PATH);
             let passed =
                 status == Some(0) && section.contains(&format!("{example}: ok")) && path_ok;
-            println!("example {example}: {}", verdict(passed));
+            let _ = writeln!(out, "example {example}: {}", verdict(passed));
             one(passed)
         } else {
             let mut c = cargo::parse_libtest(section);
             if status != Some(0) && c.failed == 0 {
                 c.failed += 1; // crashed, hung, or never ran
             }
-            println!("{}: {c}", payload.name);
+            let _ = writeln!(out, "{}: {c}", payload.name);
             c
         };
         if c.failed > 0 {
-            println!("---- console of {} ----\n{section}\n----", payload.name);
+            let _ = writeln!(
+                out,
+                "---- console of {} ----\n{section}\n----",
+                payload.name
+            );
         }
         counts.add(c);
     }
     if run.timed_out || run.panicked {
         counts.failed += 1;
-        println!(
+        let _ = writeln!(
+            out,
             "the guest {} (console in {})",
             if run.panicked {
                 "panicked"
@@ -332,7 +400,7 @@ fn tier3(kernel: &vm::Kernel, payloads: &[vm::Payload]) -> Result<Counts> {
             log.display()
         );
     }
-    Ok(counts)
+    Ok((counts, out))
 }
 
 /// The console lines between a payload's BEGIN and END markers.

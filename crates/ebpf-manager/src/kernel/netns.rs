@@ -37,19 +37,27 @@ fn same(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<bool> {
 }
 
 /// While alive, the calling thread is in another network namespace; dropping it returns.
+/// Not `Send`: dropped on another thread, it would move that thread instead.
 pub(crate) struct Entered {
     /// `None` when the thread was in that namespace already.
     home: Option<OwnedFd>,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 /// Moves the calling thread into `netns` (needs CAP_SYS_ADMIN), unless it is there already.
 pub(crate) fn enter(netns: BorrowedFd<'_>) -> io::Result<Entered> {
     let home = current()?;
     if same(home.as_fd(), netns)? {
-        return Ok(Entered { home: None });
+        return Ok(Entered {
+            home: None,
+            _not_send: std::marker::PhantomData,
+        });
     }
     setns(netns)?;
-    Ok(Entered { home: Some(home) })
+    Ok(Entered {
+        home: Some(home),
+        _not_send: std::marker::PhantomData,
+    })
 }
 
 fn setns(fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -110,7 +110,7 @@ impl Manager {
             default_probe_retry: options.default_probe_retry,
             default_probe_retry_delay: options.default_probe_retry_delay,
             selectors: options.activated_probes,
-            readers: Default::default(),
+            readers: crate::maps::Readers::new(options.reader_stop_timeout),
             perf_maps: self
                 .perf_maps
                 .iter()

@@ -261,7 +261,8 @@ impl Manager {
             self.state.source.object.release_bytes();
         }
         if result.is_err() {
-            self.state.readers.stop();
+            // The attach error is the one to report; a stuck reader is logged.
+            let _ = self.state.readers.stop();
         }
         result?;
         self.state.phase = ManagerState::Running;
@@ -330,8 +331,9 @@ impl Manager {
         )?;
         log::debug!("stopping ({cleanup:?})");
         self.state.detach_all(ProbeState::Stopped);
-        // After the detach, so the readers drain everything the programs wrote.
-        self.state.readers.release();
+        // After the detach, so the readers drain everything the programs wrote. A stuck reader
+        // does not keep the rest from stopping; it is the error, at the end.
+        let readers = self.state.readers.release();
         for record in &mut self.state.records {
             record.state = ProbeState::Stopped;
             record.multi = None;
@@ -342,7 +344,7 @@ impl Manager {
         self.state.btf.release();
         self.state.functions.release();
         self.state.phase = ManagerState::Stopped;
-        Ok(())
+        readers
     }
 }
 

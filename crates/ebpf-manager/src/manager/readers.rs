@@ -16,7 +16,9 @@ impl Manager {
     }
 
     /// Stops the reader of the perf map or ring buffer whose map is `map_name`, after it has
-    /// handled what its buffers hold. Records the programs write while it is stopped are lost
+    /// handled what its buffers hold (waiting up to
+    /// [`Options::reader_stop_timeout`](crate::Options::reader_stop_timeout), else
+    /// [`Error::ReaderStuck`](crate::Error::ReaderStuck)). Records the programs write while it is stopped are lost
     /// (perf maps do not report them). Does nothing when it is stopped already.
     pub fn stop_reader(&mut self, map_name: &str) -> Result<()> {
         self.expect(
@@ -35,8 +37,7 @@ impl Manager {
             "stop_readers",
             &[ManagerState::Running, ManagerState::Paused],
         )?;
-        self.state.readers.stop();
-        Ok(())
+        self.state.readers.stop()
     }
 
     /// Whether the reader of `map_name` runs (false once stopped, or once a handler of it

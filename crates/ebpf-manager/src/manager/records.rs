@@ -449,7 +449,7 @@ impl State {
             (Hook::Uprobe(target), Program::UProbe(p)) => uprobe::attach(p, id, target)?,
             (Hook::Btf { target, .. }, p) => tracing::attach(p, id, target)?,
             (Hook::PerfEvent(target), Program::PerfEvent(p)) => perf_event::attach(p, id, target)?,
-            (Hook::Socket(fd), Program::SocketFilter(p)) => net::attach_socket(p, id, *fd)?,
+            (Hook::Socket(fd), Program::SocketFilter(p)) => net::attach_socket(p, id, fd)?,
             (Hook::Net(target), Program::Xdp(p)) => net::attach_xdp(p, id, target)?,
             (Hook::Net(target), Program::SchedClassifier(p)) => net::attach_tc(p, id, target)?,
             (Hook::Cgroup(path), p) => cgroup::attach(p, id, path)?,
@@ -524,8 +524,9 @@ impl Drop for State {
     fn drop(&mut self) {
         // Links first, in reverse attach order; the programs and maps go with `objects` after.
         self.detach_all(ProbeState::Stopped);
-        // Readers last: they drain what the probes wrote before they were detached.
-        self.readers.stop();
+        // Readers last: they drain what the probes wrote before they were detached. A stuck
+        // one is logged: a drop cannot report it.
+        let _ = self.readers.stop();
     }
 }
 

@@ -65,6 +65,25 @@ enum Source {
 struct Running {
     stop: OwnedFd,
     thread: JoinHandle<()>,
+    /// Disconnected when the thread ends, however it ends (the sender drops with it).
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+/// How long `stop` waits for a reader to finish by default: its handler runs on the last
+/// records meanwhile.
+pub(crate) const DEFAULT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `body` on a new thread whose end (return or panic) disconnects the returned receiver.
+fn spawn_reader(
+    builder: std::thread::Builder,
+    body: impl FnOnce() + Send + 'static,
+) -> io::Result<(JoinHandle<()>, std::sync::mpsc::Receiver<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let thread = builder.spawn(move || {
+        let _done = tx;
+        body();
+    })?;
+    Ok((thread, rx))
 }
 
 struct Reader {
@@ -91,7 +110,7 @@ impl Reader {
     fn start(&mut self) -> Result<()> {
         match &self.running {
             // Its handler panicked: collect the thread (and the ring) and start again.
-            Some(running) if running.thread.is_finished() => self.stop(),
+            Some(running) if running.thread.is_finished() => self.stop(DEFAULT_STOP_TIMEOUT)?,
             Some(_) => return Ok(()),
             None => {}
         }
@@ -138,7 +157,7 @@ impl Reader {
                     errors: decl.error_handler.clone(),
                     scratch: Vec::new(),
                 };
-                match builder.spawn(move || reader.run(epoll)) {
+                match spawn_reader(builder, move || reader.run(epoll)) {
                     Ok(thread) => {
                         *cpus = opened;
                         Ok(thread)
@@ -165,20 +184,22 @@ impl Reader {
                         .map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32),
                     size: *size,
                 };
-                builder.spawn(move || reader.run(epoll))
+                spawn_reader(builder, move || reader.run(epoll))
             }
         }
         .map_err(|e| fail(Box::new(e)))?;
-        self.running = Some(Running { stop, thread });
+        let (thread, done) = thread;
+        self.running = Some(Running { stop, thread, done });
         Ok(())
     }
 
-    /// Stops the reader: unhooks its rings, lets running programs return, then joins it.
-    fn stop(&mut self) {
+    /// Stops the reader: unhooks its rings, lets running programs return, then joins it
+    /// within `timeout`.
+    fn stop(&mut self, timeout: std::time::Duration) -> Result<()> {
         if self.unhook() {
             wait_for_running_programs();
         }
-        self.join();
+        self.join(timeout)
     }
 
     /// Clears the perf map entries of a running perf reader, so that programs write nowhere
@@ -194,10 +215,14 @@ impl Reader {
         }
     }
 
-    /// Wakes the thread and waits until it has drained its buffers.
-    fn join(&mut self) {
-        let Some(Running { stop, thread }) = self.running.take() else {
-            return;
+    /// Wakes the thread and waits, up to `timeout`, until it has drained its buffers. A
+    /// handler still busy then (blocked on the caller, say) makes it [`Error::ReaderStuck`]:
+    /// the thread is left to end on its own once the handler returns (it has been told to
+    /// stop). Called from the reader's own thread (a handler stopping or dropping the
+    /// manager), it does not wait for itself.
+    fn join(&mut self, timeout: std::time::Duration) -> Result<()> {
+        let Some(Running { stop, thread, done }) = self.running.take() else {
+            return Ok(());
         };
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
@@ -210,14 +235,34 @@ impl Reader {
                 io::Error::last_os_error()
             );
         }
-        match thread.join() {
-            Ok(()) => {}
-            Err(_) => log::error!(
+        if thread.thread().id() == std::thread::current().id() {
+            log::debug!(
+                "{} `{}`: stopped from its own handler; the thread ends after it",
+                self.kind(),
+                self.name
+            );
+            // `stop` drops with the thread's handle only once the handler has returned: the
+            // thread holds its own copy of the eventfd in its epoll set.
+            return Ok(());
+        }
+        match done.recv_timeout(timeout) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Err(Error::ReaderStuck {
+                    map: self.name.clone(),
+                    kind: self.kind(),
+                    waited: timeout,
+                });
+            }
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        if thread.join().is_err() {
+            log::error!(
                 "{} `{}`: its reader thread panicked",
                 self.kind(),
                 self.name
-            ),
+            );
         }
+        Ok(())
     }
 }
 
@@ -225,6 +270,8 @@ impl Reader {
 #[derive(Default)]
 pub(crate) struct Readers {
     readers: Vec<Reader>,
+    /// How long stopping waits for each reader (zero: [`DEFAULT_STOP_TIMEOUT`]).
+    pub(crate) stop_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for Readers {
@@ -240,6 +287,14 @@ impl fmt::Debug for Readers {
 }
 
 impl Readers {
+    /// No readers yet; stopping one waits up to `stop_timeout` (zero: the default).
+    pub(crate) fn new(stop_timeout: std::time::Duration) -> Self {
+        Self {
+            readers: Vec::new(),
+            stop_timeout,
+        }
+    }
+
     /// Starts the readers of `perf_maps` and `ring_buffers` that do not opt out, taking their
     /// maps from `ebpf`. Called by `start` before any probe attaches, so no event is missed.
     ///
@@ -261,9 +316,13 @@ impl Readers {
                 continue;
             }
             if let Err(e) = reader.start() {
+                let timeout = self.timeout();
                 for &j in started.iter().rev() {
                     let r: &mut Reader = &mut self.readers[j];
-                    r.stop();
+                    // The start error is the one to report; a stuck reader is logged.
+                    if let Err(stuck) = r.stop(timeout) {
+                        log::error!("{stuck}");
+                    }
                 }
                 return Err(e);
             }
@@ -354,7 +413,10 @@ impl Readers {
 
     /// Stops every reader, in reverse order, each after draining its buffers; the maps stay
     /// taken. Called by `stop` after every probe is detached.
-    pub(crate) fn stop(&mut self) {
+    ///
+    /// Each reader gets its own wait (see [`Reader::join`]); the first that is stuck is the
+    /// error, after the others were stopped.
+    pub(crate) fn stop(&mut self) -> Result<()> {
         let running = self.readers.iter().any(|r| r.running.is_some());
         for reader in &mut self.readers {
             reader.unhook();
@@ -363,15 +425,32 @@ impl Readers {
         if running {
             wait_for_running_programs();
         }
+        let timeout = self.timeout();
+        let mut first = Ok(());
         for reader in self.readers.iter_mut().rev() {
-            reader.join();
+            if let Err(e) = reader.join(timeout) {
+                log::error!("{e}");
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    fn timeout(&self) -> std::time::Duration {
+        if self.stop_timeout.is_zero() {
+            DEFAULT_STOP_TIMEOUT
+        } else {
+            self.stop_timeout
         }
     }
 
     /// Stops every reader and releases the maps they took.
-    pub(crate) fn release(&mut self) {
-        self.stop();
+    pub(crate) fn release(&mut self) -> Result<()> {
+        let stopped = self.stop();
         self.readers.clear();
+        stopped
     }
 
     fn find(&mut self, name: &str) -> Result<&mut Reader> {
@@ -397,8 +476,8 @@ impl Readers {
 
     /// Stops the reader of `name` after draining its buffers (no-op when it is stopped).
     pub(crate) fn stop_one(&mut self, name: &str) -> Result<()> {
-        self.find(name)?.stop();
-        Ok(())
+        let timeout = self.timeout();
+        self.find(name)?.stop(timeout)
     }
 
     /// Whether the reader of `name` runs; `None` when no reader has that map.
@@ -412,7 +491,8 @@ impl Readers {
 
 impl Drop for Readers {
     fn drop(&mut self) {
-        self.stop();
+        // A stuck reader is logged by `stop`; nothing else can be done from a drop.
+        let _ = self.stop();
     }
 }
 

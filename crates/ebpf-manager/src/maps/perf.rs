@@ -68,7 +68,11 @@ pub const DEFAULT_PERF_RING_PAGES: usize = 64;
 pub struct PerfMap {
     /// The map's name in the object.
     pub map_name: String,
-    /// Called for each record (required: `start` fails without it).
+    /// Called for each record (required: `start` fails without it), on the reader's own
+    /// thread. A handler may take its time and may drop the manager, but must not wait on
+    /// the thread that stops it (a lock it holds, a channel it drains after `stop`): `stop`
+    /// waits at most [`Options::reader_stop_timeout`](crate::Options::reader_stop_timeout),
+    /// then returns [`Error::ReaderStuck`](crate::Error::ReaderStuck).
     pub data_handler: Option<PerfDataHandler>,
     /// Called for each loss report; without it, losses are logged at `warn` level.
     pub lost_handler: Option<PerfLostHandler>,

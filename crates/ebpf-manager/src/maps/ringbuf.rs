@@ -47,7 +47,11 @@ pub type RingDataHandler = Arc<dyn Fn(&[u8]) + Send + Sync>;
 pub struct RingBuffer {
     /// The map's name in the object.
     pub map_name: String,
-    /// Called for each record (required: `start` fails without it).
+    /// Called for each record (required: `start` fails without it), on the reader's own
+    /// thread. A handler may take its time and may drop the manager, but must not wait on
+    /// the thread that stops it (a lock it holds, a channel it drains after `stop`): `stop`
+    /// waits at most [`Options::reader_stop_timeout`](crate::Options::reader_stop_timeout),
+    /// then returns [`Error::ReaderStuck`](crate::Error::ReaderStuck).
     pub data_handler: Option<RingDataHandler>,
     /// Receives the reader's errors (a handler that panicked, a failed wait), as the Go
     /// `RingBufferOptions.ErrChan`; they are logged either way.

@@ -12,11 +12,14 @@ pub(crate) mod net;
 pub(crate) mod pattern;
 pub(crate) mod perf_event;
 pub(crate) mod resolve;
+mod shared_fd;
 pub(crate) mod tracepoint;
 pub(crate) mod tracing;
 pub(crate) mod uprobe;
 
-use std::{fmt, os::fd::RawFd, path::PathBuf};
+use std::{fmt, path::PathBuf};
+
+pub use shared_fd::SharedFd;
 
 /// Identifies a probe: a `uid` (free text, `""` when one probe per function is enough) and the
 /// name of the eBPF function it runs.
@@ -216,8 +219,9 @@ pub struct Probe {
     /// Cgroup programs: the cgroup (v2) directory. Required.
     pub cgroup_path: Option<PathBuf>,
 
-    /// Socket filters: the socket to filter. Required. The caller keeps it open.
-    pub socket_fd: Option<RawFd>,
+    /// Socket filters: the socket to filter. Required. The declaration holds the socket open
+    /// (a [`SharedFd`]), so the filter is detached from this socket and no other.
+    pub socket_fd: Option<SharedFd>,
 
     /// perf_event programs: run every this many events (one of this and
     /// [`sample_frequency`](Self::sample_frequency) is required).
@@ -264,8 +268,9 @@ pub struct Probe {
 pub enum Netns {
     /// A namespace file, such as `/var/run/netns/NAME` or `/proc/PID/ns/net`.
     Path(PathBuf),
-    /// An open namespace file descriptor, which the caller keeps open.
-    Fd(RawFd),
+    /// An open namespace file (`/proc/PID/ns/net`, the Go `IfIndexNetns` handle), held open by
+    /// the declaration.
+    Fd(SharedFd),
 }
 
 /// The direction of a TC classifier.
@@ -406,7 +411,7 @@ pub(crate) enum Hook {
     /// A software or hardware perf event on every CPU.
     PerfEvent(perf_event::Target),
     /// A socket.
-    Socket(RawFd),
+    Socket(SharedFd),
     /// A cgroup.
     Cgroup(PathBuf),
     /// A network interface (XDP or TC).

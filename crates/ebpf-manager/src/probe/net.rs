@@ -2,7 +2,7 @@
 //! socket filters. XDP and TC enter the probe's namespace on the calling thread to attach, and
 //! again to detach where the detach goes through netlink.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use aya::programs::{
     tc::{NlOptions, SchedClassifierLink, TcAttachOptions},
@@ -11,7 +11,8 @@ use aya::programs::{
 };
 
 use super::{
-    AttachInfo, AttachMethod, Link, Netns, NetworkDirection, Probe, TcAttachMethod, XdpAttachMode,
+    AttachInfo, AttachMethod, Link, Netns, NetworkDirection, Probe, SharedFd, TcAttachMethod,
+    XdpAttachMode,
 };
 use crate::{kernel::netlink, kernel::netns, Error, ProbeIdentificationPair, Result};
 
@@ -81,14 +82,22 @@ pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe, kind: &str) -
 
 const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
 
-/// Enters the namespace a link was made in, to detach it there.
+/// Enters the namespace a link was made in, to detach it there. `None` when it cannot be
+/// entered (the process lost CAP_SYS_ADMIN, say): the link must then not be detached through
+/// netlink, which would act on the interface of the same index in the calling thread's
+/// namespace, another tool's perhaps.
 fn enter_to_detach(ns: &OwnedFd) -> Option<netns::Entered> {
     netns::enter(ns.as_fd())
-        .map_err(|e| log::warn!("cannot enter the network namespace of a link to detach it: {e}"))
+        .map_err(|e| {
+            log::error!(
+                "cannot enter the network namespace of a link to detach it ({e}): it is left \
+                 attached, and goes with its namespace, rather than detached in another one"
+            )
+        })
         .ok()
 }
 
-/// A link made inside a network namespace: dropped inside it too.
+/// A link made inside a network namespace: dropped inside it too, or not at all.
 #[derive(Debug)]
 pub(crate) struct InNetns<T> {
     inner: Option<T>,
@@ -97,8 +106,19 @@ pub(crate) struct InNetns<T> {
 
 impl<T> Drop for InNetns<T> {
     fn drop(&mut self) {
-        let _entered = self.netns.as_ref().and_then(enter_to_detach);
+        let entered = match &self.netns {
+            Some(ns) => match enter_to_detach(ns) {
+                Some(entered) => Some(entered),
+                None => {
+                    // Forgotten, not dropped: its drop would detach through netlink here.
+                    std::mem::forget(self.inner.take());
+                    return;
+                }
+            },
+            None => None,
+        };
         drop(self.inner.take());
+        drop(entered);
     }
 }
 
@@ -138,7 +158,18 @@ pub(crate) struct TcLink {
 
 impl Drop for TcLink {
     fn drop(&mut self) {
-        let _entered = self.netns.as_ref().and_then(enter_to_detach);
+        let _entered = match &self.netns {
+            Some(ns) => match enter_to_detach(ns) {
+                Some(entered) => Some(entered),
+                None => {
+                    // Forgotten, not dropped: its drop would delete a filter (and perhaps a
+                    // qdisc) of the same interface index in this thread's namespace.
+                    std::mem::forget(self.link.take());
+                    return;
+                }
+            },
+            None => None,
+        };
         drop(self.link.take());
         if let Some(if_index) = self.remove_qdisc {
             // Only when no filter (ours or another tool's) is left on it.
@@ -155,17 +186,18 @@ impl Drop for TcLink {
     }
 }
 
-/// A socket filter; dropping it detaches the filter from the socket.
+/// A socket filter, with a share of its socket: dropping it detaches the filter from that
+/// socket, which it keeps open, so the number cannot have been reused by another.
 #[derive(Debug)]
-pub(crate) struct SocketLink(RawFd);
+pub(crate) struct SocketLink(SharedFd);
 
 impl Drop for SocketLink {
     fn drop(&mut self) {
         let zero: libc::c_int = 0;
-        // SAFETY: SO_DETACH_BPF ignores its value; a closed fd only fails with EBADF.
+        // SAFETY: SO_DETACH_BPF ignores its value; the fd is open (held by self).
         unsafe {
             libc::setsockopt(
-                self.0,
+                self.0.as_fd().as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_DETACH_BPF,
                 (&zero as *const libc::c_int).cast(),
@@ -182,8 +214,7 @@ fn open_netns(target: &Target) -> std::io::Result<Option<OwnedFd>> {
     match &target.netns {
         None => netns::current().map(Some),
         Some(Netns::Path(p)) => netns::open(p).map(Some),
-        // SAFETY: the caller keeps the fd open while the probe is declared (documented).
-        Some(Netns::Fd(fd)) => netns::dup(unsafe { BorrowedFd::borrow_raw(*fd) }).map(Some),
+        Some(Netns::Fd(fd)) => netns::dup(fd.as_fd()).map(Some),
     }
 }
 
@@ -219,7 +250,7 @@ fn describe(target: &Target, name: &str) -> String {
     match &target.netns {
         None => name.to_owned(),
         Some(Netns::Path(p)) => format!("{name} in netns {}", p.display()),
-        Some(Netns::Fd(fd)) => format!("{name} in netns fd {fd}"),
+        Some(Netns::Fd(fd)) => format!("{name} in netns fd {}", fd.as_raw_fd()),
     }
 }
 
@@ -400,19 +431,17 @@ fn name_of(prog: &SchedClassifier) -> String {
 pub(crate) fn attach_socket(
     prog: &mut SocketFilter,
     id: &ProbeIdentificationPair,
-    fd: RawFd,
+    socket: &SharedFd,
 ) -> Result<(Link, AttachInfo)> {
-    let hook = format!("socket fd {fd}");
-    // SAFETY: the caller keeps the socket open while the probe is attached (documented).
-    let socket = unsafe { BorrowedFd::borrow_raw(fd) };
-    prog.attach(socket).map_err(|e| Error::Attach {
+    let hook = format!("socket fd {}", socket.as_fd().as_raw_fd());
+    prog.attach(socket.as_fd()).map_err(|e| Error::Attach {
         id: id.clone(),
         hook: hook.clone(),
         method: "SO_ATTACH_BPF",
         source: Box::new(e),
     })?;
     Ok((
-        Link::Socket(SocketLink(fd)),
+        Link::Socket(SocketLink(socket.clone())),
         AttachInfo {
             hook,
             method: AttachMethod::SocketOption,

@@ -204,8 +204,8 @@ pub(crate) fn hook(
             }
         }
         Program::PerfEvent(_) => Ok(Hook::PerfEvent(perf_event::resolve(id, probe)?)),
-        Program::SocketFilter(_) => match probe.socket_fd {
-            Some(fd) => Ok(Hook::Socket(fd)),
+        Program::SocketFilter(_) => match &probe.socket_fd {
+            Some(fd) => Ok(Hook::Socket(fd.clone())),
             None => Err(invalid("a socket filter needs socket_fd".into())),
         },
         Program::Xdp(_) => Ok(Hook::Net(net::resolve(id, probe, "XDP")?)),
