@@ -32,7 +32,6 @@ use ebpf_manager::{
 use integration_tests::{net::*, *};
 
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
-const NETLINK: &str = "netlink clsact + cls_bpf";
 
 /// A manager over `probes`, initialized from net.bpf.o counting UDP datagrams to `port`.
 fn net_manager(probes: Vec<Probe>, port: u16) -> Manager {
@@ -96,7 +95,9 @@ fn start_netlink(m: &mut Manager) -> bool {
             source,
             hook,
             ..
-        }) if method == NETLINK && os_error(source.as_ref()) == Some(libc::ENOENT) => {
+        }) if method == AttachMethod::TcNetlink
+            && os_error(source.as_ref()) == Some(libc::ENOENT) =>
+        {
             assert_ne!(
                 kernel_config_builtin("CONFIG_NET_SCH_INGRESS"),
                 Some(true),
@@ -216,7 +217,7 @@ fn net_xdp_driver_mode_needs_a_driver_with_xdp() {
         } => {
             assert_eq!(failed, id);
             assert_eq!(hook, format!("lo in netns {}", ns.path().display()));
-            assert_eq!(method, "XDP");
+            assert_eq!(method, AttachMethod::Xdp);
             assert_eq!(
                 os_error(source.as_ref()),
                 Some(libc::EOPNOTSUPP),
@@ -236,7 +237,7 @@ fn net_xdp_driver_mode_needs_a_driver_with_xdp() {
     let mut m = net_manager(vec![p], 0);
     match m.start().unwrap_err() {
         Error::Attach { method, source, .. } => {
-            assert_eq!(method, "XDP");
+            assert_eq!(method, AttachMethod::Xdp);
             assert_eq!(
                 os_error(source.as_ref()),
                 Some(libc::EOPNOTSUPP),
@@ -331,7 +332,7 @@ fn net_tc_tcx_on_lo_or_the_precise_error_before_linux_6_6() {
     if !tcx_available() {
         match m.start().unwrap_err() {
             Error::Attach { method, source, .. } => {
-                assert_eq!(method, "a TCX link");
+                assert_eq!(method, AttachMethod::Tcx);
                 let text = source.to_string();
                 assert!(
                     text.contains("TCX links need Linux 6.6")

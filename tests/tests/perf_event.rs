@@ -172,7 +172,7 @@ fn perf_event_hardware_cycles_sample_or_name_the_missing_pmu() {
         } => {
             assert_eq!(got, id);
             assert_eq!(hook, "perf event type 0 config 0");
-            assert_eq!(method, "perf events");
+            assert_eq!(method, AttachMethod::PerfEvent);
         }
         other => panic!("expected Error::Attach, got {other:?}"),
     }

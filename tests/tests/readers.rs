@@ -617,11 +617,14 @@ fn readers_stop_with_a_blocked_handler_returns_within_its_bound() {
     let (release, blocked) = std::sync::mpsc::channel::<()>();
     let blocked = Mutex::new(blocked);
     let returned = Arc::new(AtomicBool::new(false));
+    let reader_tid = Arc::new(AtomicU64::new(0));
     let ring = RingBuffer {
         map_name: "ring_events".into(),
         data_handler: Some({
             let returned = Arc::clone(&returned);
+            let reader_tid = Arc::clone(&reader_tid);
             Arc::new(move |_: &[u8]| {
+                reader_tid.store(u64::from(gettid()), Ordering::SeqCst);
                 // Blocks until the test releases it, as a handler sending into a full channel
                 // that the stopping thread would drain.
                 let _ = blocked.lock().unwrap().recv();
@@ -667,6 +670,14 @@ fn readers_stop_with_a_blocked_handler_returns_within_its_bound() {
         returned.load(Ordering::SeqCst)
     });
     assert!(ended, "the handler never returned");
+    // Told to stop, the reader thread ends once its handler returns (it must still see the
+    // stop signal after stop gave up on it).
+    let task = format!("/proc/self/task/{}", reader_tid.load(Ordering::SeqCst));
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        !std::path::Path::new(&task).exists()
+    });
+    assert!(gone, "the reader thread {task} is still alive");
 }
 
 /// A handler that drops the last handle of the manager (issue 13): the reader does not wait
@@ -702,4 +713,74 @@ fn readers_a_handler_may_drop_the_manager() {
     });
     assert!(done, "the handler did not finish dropping the manager");
     assert_unloaded(&prog_ids);
+}
+
+/// A reader that `stop_reader` gave up on is not started a second time on the same ring
+/// while its handler still runs (two consumers would share the ring); once it has ended,
+/// `start_reader` starts a new one.
+#[test]
+fn readers_a_stuck_reader_is_not_started_twice() {
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = Mutex::new(blocked);
+    let entered = Arc::new(AtomicU64::new(0));
+    let ring = RingBuffer {
+        map_name: "ring_events".into(),
+        data_handler: Some({
+            let entered = Arc::clone(&entered);
+            Arc::new(move |_: &[u8]| {
+                // Only the first record blocks.
+                if entered.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let _ = blocked.lock().unwrap().recv();
+                }
+            })
+        }),
+        ..Default::default()
+    };
+    setup();
+    let mut m = ebpf_manager::Manager {
+        probes: vec![probe("ring_emit", "ring_emit")],
+        ring_buffers: vec![ring],
+        ..Default::default()
+    };
+    m.init_with_options(
+        READERS,
+        ebpf_manager::Options {
+            constant_editors: vec![ebpf_manager::ConstantEditor::new("filter_tid", gettid())],
+            reader_stop_timeout: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    m.start().unwrap();
+    emit(1);
+    let waited = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        entered.load(Ordering::SeqCst) > 0
+    });
+    assert!(waited, "the handler never ran");
+    assert!(matches!(
+        m.stop_reader("ring_events"),
+        Err(Error::ReaderStuck { .. })
+    ));
+    match m.start_reader("ring_events").unwrap_err() {
+        Error::ReaderStuck { map, .. } => assert_eq!(map, "ring_events"),
+        other => panic!("{other:?}"),
+    }
+    release.send(()).unwrap();
+    let restarted = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        m.start_reader("ring_events").is_ok()
+    });
+    assert!(
+        restarted,
+        "start_reader kept refusing after the handler returned"
+    );
+    assert_eq!(m.is_reader_running("ring_events"), Some(true));
+    emit(1);
+    let second = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        entered.load(Ordering::SeqCst) >= 2
+    });
+    assert!(second, "the new reader did not receive");
+    m.stop(CleanupType::CleanAll).unwrap();
 }

@@ -289,7 +289,7 @@ fn uprobe_pid_of_no_process_fails_at_start() {
                 hook,
                 format!("{}:uprobe_target_add", target.path().display())
             );
-            assert_eq!(method, "the uprobe PMU");
+            assert_eq!(method, AttachMethod::Uprobe);
         }
         other => panic!("expected Error::Attach, got {other:?}"),
     }

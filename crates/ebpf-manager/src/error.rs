@@ -338,7 +338,7 @@ pub enum Error {
         /// The hook point.
         hook: String,
         /// The kernel facility used.
-        method: &'static str,
+        method: crate::AttachMethod,
         /// The cause.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,

@@ -331,12 +331,24 @@ impl LivePins {
                 option: format!("map editor `{}`", editor.name),
                 reason,
             };
+            // The name becomes a file name in the private directory.
+            if editor.name.is_empty()
+                || editor.name.contains('/')
+                || editor.name == "."
+                || editor.name == ".."
+            {
+                return Err(fail("not a map name".into()));
+            }
             let dir = match &live.dir {
                 Some(dir) => dir.clone(),
                 None => {
                     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // The time too: a directory a crashed process with the same pid left.
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos());
                     let dir = Path::new("/sys/fs/bpf").join(format!(
-                        "{}{}_editor_{n}",
+                        "{}{}_editor_{n}_{nanos}",
                         kernel::tracefs::GROUP_PREFIX,
                         std::process::id()
                     ));

@@ -155,6 +155,8 @@ pub fn run(args: &[String]) -> Result<()> {
             .flat_map(|k| [(k, 0), (k, 1)])
             .filter(|&(_, half)| !halves[half].is_empty())
             .collect();
+        // Before the workers: two of them installing QEMU at once would fight over apt.
+        crate::install::ensure(&[("qemu-system-x86_64", "qemu-system-x86")])?;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let next = std::sync::atomic::AtomicUsize::new(0);
         let done: std::sync::Mutex<Vec<GuestJob>> = std::sync::Mutex::new(Vec::new());
@@ -182,9 +184,17 @@ pub fn run(args: &[String]) -> Result<()> {
                 if jobs[*i].0 != k {
                     continue;
                 }
-                let (c, out) = std::mem::replace(result, Ok(Default::default()))?;
-                print!("{out}");
-                counts.add(c);
+                match std::mem::replace(result, Ok(Default::default())) {
+                    Ok((c, out)) => {
+                        print!("{out}");
+                        counts.add(c);
+                    }
+                    // A guest that could not be started: a failure, reported with the rest.
+                    Err(e) => {
+                        println!("tier 3, Linux {}: {e}", kernel.release);
+                        counts.failed += 1;
+                    }
+                }
                 elapsed = elapsed.max(*took);
             }
             summary.push((

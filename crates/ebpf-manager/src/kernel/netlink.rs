@@ -107,10 +107,21 @@ fn request(kind: u16, flags: u16, msg: TcMsg, attrs: &[u8]) -> io::Result<Vec<(u
     let mut answers = Vec::new();
     let mut rx = vec![0u8; 32 * 1024];
     loop {
+        // MSG_TRUNC: the datagram's real length, to tell a cut one.
         // SAFETY: rx is valid for its length.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), rx.as_mut_ptr().cast(), rx.len(), 0) };
+        let n = unsafe {
+            libc::recv(
+                sock.as_raw_fd(),
+                rx.as_mut_ptr().cast(),
+                rx.len(),
+                libc::MSG_TRUNC,
+            )
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
+        }
+        if n as usize > rx.len() {
+            return Err(truncated());
         }
         // Only what this datagram holds is read, never stale bytes past it.
         let data = &rx[..n as usize];
@@ -139,6 +150,9 @@ fn request(kind: u16, flags: u16, msg: TcMsg, attrs: &[u8]) -> io::Result<Vec<(u
                 other => answers.push((other, payload.to_vec())),
             }
             off = (end + 3) & !3;
+        }
+        if off < data.len() {
+            return Err(truncated());
         }
     }
 }
@@ -240,14 +254,21 @@ pub(crate) fn add_bpf_filter(
             // SAFETY: at least a tcmsg long; read_unaligned copes with any alignment.
             unsafe { std::ptr::read_unaligned(payload.as_ptr().cast::<TcMsg>()) }
         });
-    Ok(match echo {
-        Some(m) => BpfFilter {
+    match echo {
+        Some(m) => Ok(BpfFilter {
             prio: (m.info >> 16) as u16,
             handle: m.handle,
             ..filter
-        },
-        None => filter,
-    })
+        }),
+        // Both keys are known: the filter can be deleted by them.
+        None if filter.prio != 0 && filter.handle != 0 => Ok(filter),
+        // A delete with a zero prio or handle would flush every filter of the hook, other
+        // tools' too: refuse rather than keep a filter that cannot be deleted safely.
+        None => Err(io::Error::other(
+            "the kernel did not echo the new filter's priority and handle; set \
+             tc_filter_prio and tc_filter_handle to delete it by them",
+        )),
+    }
 }
 
 /// Deletes `filter`.

@@ -117,13 +117,14 @@ impl RingConsumer {
                 }
                 let body = (len & !DISCARD) as usize;
                 // The kernel commits records shorter than the ring; anything else is not a
-                // ring the kernel wrote: stop rather than read past the mapping.
+                // ring the kernel wrote: stop reading it for good, rather than read past the
+                // mapping (or spin: the ring stays readable).
                 if body > self.size - HEADER {
                     log::error!(
                         "ring buffer: a record of {body} bytes in a ring of {}",
                         self.size
                     );
-                    return (handled, Stopped::Busy);
+                    return (handled, Stopped::Broke);
                 }
                 let mut flow = ControlFlow::Continue(());
                 if len & DISCARD == 0 {

@@ -187,7 +187,7 @@ impl Manager {
         let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Attach {
             id: id.clone(),
             hook: "iterator".into(),
-            method: "a BTF link",
+            method: crate::AttachMethod::BtfLink,
             source,
         };
         match self.state.program_mut(index) {

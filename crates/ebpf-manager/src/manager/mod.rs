@@ -278,7 +278,7 @@ impl Manager {
     }
 
     /// Pauses every probe; programs and maps stay loaded, so [`resume`](Self::resume) is
-    /// quick. Probes whose program bypass patched ([`Options::bypass_enabled`]) stay attached
+    /// quick. Probes whose program bypass patched ([`Options::bypass_enabled`](crate::Options::bypass_enabled)) stay attached
     /// and their programs return at once (one map write, their
     /// [`attach_info`](Self::attach_info) stays); the others are detached, so no event of
     /// theirs reaches the programs meanwhile.

@@ -102,7 +102,11 @@ impl State {
                     MultiError::Kernel(e) => Error::Attach {
                         id: id.clone(),
                         hook: hook.clone(),
-                        method: "loading for kprobe.multi",
+                        method: if attach_type == bpf_prog::TRACE_UPROBE_MULTI {
+                            AttachMethod::UprobeMulti
+                        } else {
+                            AttachMethod::KprobeMulti
+                        },
                         source: Box::new(e),
                     },
                 },
@@ -141,7 +145,7 @@ impl State {
                         Error::Attach {
                             id: record.id.clone(),
                             hook: hook.clone(),
-                            method: "a kprobe.multi link",
+                            method: AttachMethod::KprobeMulti,
                             source: Box::new(e),
                         }
                     } else {
@@ -202,7 +206,7 @@ impl State {
         .map_err(|e| Error::Attach {
             id: record.id.clone(),
             hook: hook.clone(),
-            method: "a uprobe.multi link",
+            method: AttachMethod::UprobeMulti,
             source: Box::new(e),
         })?;
         let info = AttachInfo {

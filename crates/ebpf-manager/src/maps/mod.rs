@@ -76,11 +76,13 @@ pub(crate) const DEFAULT_STOP_TIMEOUT: std::time::Duration = std::time::Duration
 /// Runs `body` on a new thread whose end (return or panic) disconnects the returned receiver.
 fn spawn_reader(
     builder: std::thread::Builder,
+    stop: OwnedFd,
     body: impl FnOnce() + Send + 'static,
 ) -> io::Result<(JoinHandle<()>, std::sync::mpsc::Receiver<()>)> {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let thread = builder.spawn(move || {
         let _done = tx;
+        let _stop = stop;
         body();
     })?;
     Ok((thread, rx))
@@ -90,6 +92,9 @@ struct Reader {
     name: String,
     source: Source,
     running: Option<Running>,
+    /// A reader told to stop whose handler had not returned within the stop timeout: no new
+    /// reader starts on the map until it has ended (two would share the ring).
+    stuck: Option<Running>,
 }
 
 impl Reader {
@@ -108,6 +113,23 @@ impl Reader {
     }
 
     fn start(&mut self) -> Result<()> {
+        if let Some(stuck) = self.stuck.take() {
+            if stuck.done.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+                self.stuck = Some(stuck);
+                return Err(Error::ReaderStuck {
+                    map: self.name.clone(),
+                    kind: self.kind(),
+                    waited: std::time::Duration::ZERO,
+                });
+            }
+            if stuck.thread.join().is_err() {
+                log::error!(
+                    "{} `{}`: its reader thread panicked",
+                    self.kind(),
+                    self.name
+                );
+            }
+        }
         match &self.running {
             // Its handler panicked: collect the thread (and the ring) and start again.
             Some(running) if running.thread.is_finished() => self.stop(DEFAULT_STOP_TIMEOUT)?,
@@ -132,6 +154,10 @@ impl Reader {
         epoll
             .add(stop.as_raw_fd(), STOP)
             .map_err(|e| fail(Box::new(e)))?;
+        // The thread's own descriptor of the eventfd: epoll forgets a file once its last fd
+        // closes, and the manager closes its own when it gives up waiting for a stuck reader
+        // (the thread must still see the stop signal then).
+        let stop_kept = stop.try_clone().map_err(|e| fail(Box::new(e)))?;
         let thread_name: String = format!("rd:{}", self.name).chars().take(15).collect();
         let builder = std::thread::Builder::new().name(thread_name);
         let thread = match &mut self.source {
@@ -157,7 +183,7 @@ impl Reader {
                     errors: decl.error_handler.clone(),
                     scratch: Vec::new(),
                 };
-                match spawn_reader(builder, move || reader.run(epoll)) {
+                match spawn_reader(builder, stop_kept, move || reader.run(epoll)) {
                     Ok(thread) => {
                         *cpus = opened;
                         Ok(thread)
@@ -184,7 +210,7 @@ impl Reader {
                         .map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32),
                     size: *size,
                 };
-                spawn_reader(builder, move || reader.run(epoll))
+                spawn_reader(builder, stop_kept, move || reader.run(epoll))
             }
         }
         .map_err(|e| fail(Box::new(e)))?;
@@ -241,12 +267,13 @@ impl Reader {
                 self.kind(),
                 self.name
             );
-            // `stop` drops with the thread's handle only once the handler has returned: the
-            // thread holds its own copy of the eventfd in its epoll set.
+            // The thread has its own descriptor of the eventfd: it sees the stop signal once
+            // the handler returns, and ends.
             return Ok(());
         }
         match done.recv_timeout(timeout) {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                self.stuck = Some(Running { stop, thread, done });
                 return Err(Error::ReaderStuck {
                     map: self.name.clone(),
                     kind: self.kind(),
@@ -392,6 +419,7 @@ impl Readers {
                     cpus: Vec::new(),
                 },
                 running: None,
+                stuck: None,
             });
         }
         for (decl, size) in ring_buffers.iter().zip(sizes) {
@@ -406,6 +434,7 @@ impl Readers {
                     size,
                 },
                 running: None,
+                stuck: None,
             });
         }
         Ok(())

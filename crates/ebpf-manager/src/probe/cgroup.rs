@@ -51,7 +51,7 @@ pub(crate) fn attach(
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Attach {
         id: id.clone(),
         hook: hook.clone(),
-        method: "a cgroup attachment",
+        method: AttachMethod::Cgroup,
         source,
     };
     let fd = File::open(cgroup).map_err(|e| fail(Box::new(e)))?;

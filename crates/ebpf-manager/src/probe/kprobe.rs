@@ -122,7 +122,7 @@ pub(crate) fn attach(
         return Err(Error::Attach {
             id: id.clone(),
             hook: symbol.to_owned(),
-            method: method_name(method),
+            method,
             source: cause.into(),
         });
     }
@@ -147,16 +147,9 @@ pub(crate) fn attach(
         Err(source) => Err(missing_symbol(functions).unwrap_or(Error::Attach {
             id: id.clone(),
             hook: symbol.to_owned(),
-            method: method_name(method),
+            method,
             source,
         })),
-    }
-}
-
-fn method_name(method: AttachMethod) -> &'static str {
-    match method {
-        AttachMethod::KprobePmu => "the kprobe PMU",
-        _ => "tracefs kprobe_events",
     }
 }
 

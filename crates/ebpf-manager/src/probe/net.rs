@@ -88,16 +88,14 @@ const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
 /// namespace, another tool's perhaps.
 fn enter_to_detach(ns: &OwnedFd) -> Option<netns::Entered> {
     netns::enter(ns.as_fd())
-        .map_err(|e| {
-            log::error!(
-                "cannot enter the network namespace of a link to detach it ({e}): it is left \
-                 attached, and goes with its namespace, rather than detached in another one"
-            )
-        })
+        .map_err(|e| log::error!("cannot enter the network namespace of a link to detach it: {e}"))
         .ok()
 }
 
-/// A link made inside a network namespace: dropped inside it too, or not at all.
+/// An XDP link made inside a network namespace, dropped inside it too. Where the namespace
+/// cannot be entered it is dropped here anyway: a BPF link detaches by closing its fd, and
+/// aya's netlink detach replaces only its own program (`XDP_FLAGS_REPLACE`), so neither can
+/// touch another program on the same interface index of this namespace.
 #[derive(Debug)]
 pub(crate) struct InNetns<T> {
     inner: Option<T>,
@@ -106,19 +104,8 @@ pub(crate) struct InNetns<T> {
 
 impl<T> Drop for InNetns<T> {
     fn drop(&mut self) {
-        let entered = match &self.netns {
-            Some(ns) => match enter_to_detach(ns) {
-                Some(entered) => Some(entered),
-                None => {
-                    // Forgotten, not dropped: its drop would detach through netlink here.
-                    std::mem::forget(self.inner.take());
-                    return;
-                }
-            },
-            None => None,
-        };
+        let _entered = self.netns.as_ref().and_then(enter_to_detach);
         drop(self.inner.take());
-        drop(entered);
     }
 }
 
@@ -152,6 +139,9 @@ enum TcFilter {
 #[derive(Debug)]
 pub(crate) struct TcLink {
     link: Option<TcFilter>,
+    /// A netlink filter (deleted by interface index, priority and handle), not a TCX link
+    /// (detached by closing its fd, from any namespace).
+    netlink: bool,
     remove_qdisc: Option<u32>,
     netns: Option<OwnedFd>,
 }
@@ -161,12 +151,17 @@ impl Drop for TcLink {
         let _entered = match &self.netns {
             Some(ns) => match enter_to_detach(ns) {
                 Some(entered) => Some(entered),
-                None => {
+                None if self.netlink => {
                     // Forgotten, not dropped: its drop would delete a filter (and perhaps a
                     // qdisc) of the same interface index in this thread's namespace.
+                    log::error!(
+                        "a netlink TC filter is left attached in its namespace, where it goes \
+                         with the namespace, rather than deleted in another one"
+                    );
                     std::mem::forget(self.link.take());
                     return;
                 }
+                None => None,
             },
             None => None,
         };
@@ -289,7 +284,7 @@ pub(crate) fn attach_xdp(
     let (netns, link) = result.map_err(|source| Error::Attach {
         id: id.clone(),
         hook: hook.clone(),
-        method: "XDP",
+        method: AttachMethod::Xdp,
         source,
     })?;
     Ok((
@@ -387,11 +382,7 @@ pub(crate) fn attach_tc(
     let (ns, link, remove_qdisc) = result.map_err(|source| Error::Attach {
         id: id.clone(),
         hook: hook.clone(),
-        method: if netlink {
-            "netlink clsact + cls_bpf"
-        } else {
-            "a TCX link"
-        },
+        method,
         // The kernel only says EINVAL: name the cause.
         source: if netlink || tcx_available {
             source
@@ -412,6 +403,7 @@ pub(crate) fn attach_tc(
     Ok((
         Link::Tc(TcLink {
             link: Some(link),
+            netlink,
             remove_qdisc,
             netns: ns,
         }),
@@ -437,7 +429,7 @@ pub(crate) fn attach_socket(
     prog.attach(socket.as_fd()).map_err(|e| Error::Attach {
         id: id.clone(),
         hook: hook.clone(),
-        method: "SO_ATTACH_BPF",
+        method: AttachMethod::SocketOption,
         source: Box::new(e),
     })?;
     Ok((

@@ -37,7 +37,8 @@ pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe) -> Result<Tar
         config: probe.perf_event_config,
         period: probe.sample_period,
         frequency: probe.sample_frequency,
-        pid: probe.perf_event_pid,
+        // 0 is every process, as in Go (`perf_event_open` would read it as the caller).
+        pid: probe.perf_event_pid.filter(|&pid| pid != 0),
         cpu_count: probe.perf_event_cpu_count,
     })
 }
@@ -108,7 +109,7 @@ pub(crate) fn attach(
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Attach {
         id: id.clone(),
         hook: hook.clone(),
-        method: "perf events",
+        method: AttachMethod::PerfEvent,
         source,
     };
     let online =

@@ -41,7 +41,7 @@ pub(crate) fn attach(
                 Error::Attach {
                     id: id.clone(),
                     hook: format!("{category}/{name}"),
-                    method: "a tracepoint",
+                    method: AttachMethod::Tracepoint,
                     source: super::with_causes(other, hint),
                 }
             }
@@ -67,7 +67,7 @@ pub(crate) fn attach_raw(
         .map_err(|e| Error::Attach {
             id: id.clone(),
             hook: name.to_owned(),
-            method: "a raw tracepoint",
+            method: AttachMethod::RawTracepoint,
             source: Box::new(e),
         })?;
     Ok((

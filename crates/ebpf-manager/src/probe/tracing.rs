@@ -67,7 +67,7 @@ pub(crate) fn attach(
     .map_err(|e| Error::Attach {
         id: id.clone(),
         hook: target.to_owned(),
-        method: "a BTF link",
+        method: AttachMethod::BtfLink,
         source: super::with_causes(e, None),
     })?;
     Ok((

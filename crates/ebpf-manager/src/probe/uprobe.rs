@@ -25,6 +25,9 @@ pub(crate) struct Target {
     pattern: Option<String>,
     /// The PMU or tracefs `uprobe_events` (never `Default`: the manager's default is applied).
     pub(crate) method: UprobeAttachMethod,
+    /// The file offset of `symbol`, when already known (one function of `all`): tracefs then
+    /// does not read the binary again.
+    symbol_offset: Option<u64>,
 }
 
 impl Target {
@@ -80,7 +83,11 @@ pub(crate) fn resolve(
     let binary = probe.binary_path.clone().ok_or_else(|| {
         invalid("a uprobe needs binary_path: the executable or library to probe".into())
     })?;
-    let pid = probe.uprobe_pid.or(probe.perf_event_pid);
+    // 0 is every process, as in Go (`perf_event_open` would read it as the caller).
+    let pid = probe
+        .uprobe_pid
+        .or(probe.perf_event_pid)
+        .filter(|&pid| pid != 0);
     let method = match probe.uprobe_attach_method {
         UprobeAttachMethod::Default => UprobeAttachMethod::PerfEventOpen,
         explicit => explicit,
@@ -119,6 +126,7 @@ pub(crate) fn resolve(
             all,
             pattern: Some(compiled.as_str().to_owned()),
             method,
+            symbol_offset: None,
         });
     }
     let symbol = if let Some(symbol) = &probe.hook_func_name {
@@ -165,6 +173,7 @@ pub(crate) fn resolve(
         all: Vec::new(),
         pattern: None,
         method,
+        symbol_offset: None,
     })
 }
 
@@ -226,15 +235,20 @@ pub(crate) fn attach_each(
     target: &Target,
 ) -> Result<(Link, AttachInfo)> {
     let mut links = Vec::with_capacity(target.all.len());
-    for (name, _) in &target.all {
+    let mut method = AttachMethod::Uprobe;
+    for (name, offset) in &target.all {
         let one = Target {
             symbol: Some(name.clone()),
+            symbol_offset: Some(*offset),
             all: Vec::new(),
             pattern: None,
             ..target.clone()
         };
         match attach(prog, id, &one) {
-            Ok((link, _)) => links.push(link),
+            Ok((link, info)) => {
+                links.push(link);
+                method = info.method;
+            }
             Err(e) => {
                 while let Some(l) = links.pop() {
                     drop(l);
@@ -245,7 +259,7 @@ pub(crate) fn attach_each(
     }
     let info = AttachInfo {
         hook: target.describe(),
-        method: AttachMethod::Uprobe,
+        method,
     };
     Ok((Link::Many(links), info))
 }
@@ -282,7 +296,7 @@ pub(crate) fn attach(
             Error::Attach {
                 id: id.clone(),
                 hook: hook.clone(),
-                method: "the uprobe PMU",
+                method: AttachMethod::Uprobe,
                 source: super::with_causes(e, hint),
             }
         })?;
@@ -306,7 +320,7 @@ fn attach_tracefs(
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Attach {
         id: id.clone(),
         hook: hook.clone(),
-        method: "tracefs uprobe_events",
+        method: AttachMethod::UprobeTracefs,
         source,
     };
     let root = tracefs::root()?;
@@ -334,11 +348,12 @@ fn attach_tracefs(
                 .into(),
             )
         })?;
-    let base = match &target.symbol {
-        Some(symbol) => symbol_offset(&binary, symbol)
+    let base = match (&target.symbol, target.symbol_offset) {
+        (_, Some(known)) => known,
+        (Some(symbol), None) => symbol_offset(&binary, symbol)
             .map_err(|e| fail(Box::new(e)))?
             .ok_or_else(|| fail(format!("no function `{symbol}` in {path}").into()))?,
-        None => 0,
+        (None, None) => 0,
     };
     let offset = base
         .checked_add(target.offset)
