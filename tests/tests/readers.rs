@@ -609,6 +609,26 @@ fn readers_ring_buffer_of_one_page_wraps_around_without_losing_count() {
     assert!(state.records.iter().all(|(_, _, len)| *len == RECORD));
 }
 
+/// A manager of ring_emit whose ring buffer reader is `ring`, stopped within `timeout`.
+fn ring_manager_with_stop_timeout(ring: RingBuffer, timeout: Duration) -> ebpf_manager::Manager {
+    setup();
+    let mut m = ebpf_manager::Manager {
+        probes: vec![probe("ring_emit", "ring_emit")],
+        ring_buffers: vec![ring],
+        ..Default::default()
+    };
+    m.init_with_options(
+        READERS,
+        ebpf_manager::Options {
+            constant_editors: vec![ebpf_manager::ConstantEditor::new("filter_tid", gettid())],
+            reader_stop_timeout: timeout,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    m
+}
+
 /// A handler that blocks on the thread that stops the manager (issue 13): `stop` waits at most
 /// `reader_stop_timeout`, says which reader is stuck, and stops everything else; the thread ends
 /// by itself once the handler returns.
@@ -633,21 +653,7 @@ fn readers_stop_with_a_blocked_handler_returns_within_its_bound() {
         }),
         ..Default::default()
     };
-    setup();
-    let mut m = ebpf_manager::Manager {
-        probes: vec![probe("ring_emit", "ring_emit")],
-        ring_buffers: vec![ring],
-        ..Default::default()
-    };
-    m.init_with_options(
-        READERS,
-        ebpf_manager::Options {
-            constant_editors: vec![ebpf_manager::ConstantEditor::new("filter_tid", gettid())],
-            reader_stop_timeout: Duration::from_millis(300),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut m = ring_manager_with_stop_timeout(ring, Duration::from_millis(300));
     let prog_ids = program_ids(&m, &[probe("ring_emit", "ring_emit").id()]);
     m.start().unwrap();
     emit(1);
@@ -736,21 +742,7 @@ fn readers_a_stuck_reader_is_not_started_twice() {
         }),
         ..Default::default()
     };
-    setup();
-    let mut m = ebpf_manager::Manager {
-        probes: vec![probe("ring_emit", "ring_emit")],
-        ring_buffers: vec![ring],
-        ..Default::default()
-    };
-    m.init_with_options(
-        READERS,
-        ebpf_manager::Options {
-            constant_editors: vec![ebpf_manager::ConstantEditor::new("filter_tid", gettid())],
-            reader_stop_timeout: Duration::from_millis(200),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut m = ring_manager_with_stop_timeout(ring, Duration::from_millis(200));
     m.start().unwrap();
     emit(1);
     let waited = (0..250).any(|_| {

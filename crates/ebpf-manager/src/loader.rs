@@ -306,6 +306,27 @@ fn check_reused_maps(
     Ok(())
 }
 
+/// Creates a directory of this process's own under `/sys/fs/bpf`:
+/// `ebpf_manager_<pid>_<kind>_<n>_<nanoseconds>` (the time, so that one left by a crashed
+/// process of the same pid is never taken over).
+fn private_bpffs_dir(kind: &str) -> Result<PathBuf> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = Path::new("/sys/fs/bpf").join(format!(
+        "{}{}_{kind}_{n}_{nanos}",
+        kernel::tracefs::GROUP_PREFIX,
+        std::process::id()
+    ));
+    std::fs::create_dir(&dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
 /// The editors of [`load_object_pinning`] with each open map
 /// ([`MapEditor::map`](crate::MapEditor::map)) pinned in a private bpffs directory for the
 /// time of one load; the pins and the directory go on drop.
@@ -317,7 +338,6 @@ struct LivePins {
 
 impl LivePins {
     fn pin(editors: &[MapEditor]) -> Result<Self> {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let mut live = Self {
             dir: None,
             pins: Vec::new(),
@@ -342,20 +362,7 @@ impl LivePins {
             let dir = match &live.dir {
                 Some(dir) => dir.clone(),
                 None => {
-                    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    // The time too: a directory a crashed process with the same pid left.
-                    let nanos = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.subsec_nanos());
-                    let dir = Path::new("/sys/fs/bpf").join(format!(
-                        "{}{}_editor_{n}_{nanos}",
-                        kernel::tracefs::GROUP_PREFIX,
-                        std::process::id()
-                    ));
-                    std::fs::create_dir(&dir).map_err(|source| Error::Io {
-                        path: dir.clone(),
-                        source,
-                    })?;
+                    let dir = private_bpffs_dir("editor")?;
                     live.dir = Some(dir.clone());
                     dir
                 }
@@ -397,17 +404,7 @@ pub(crate) struct SharedMaps {
 
 impl SharedMaps {
     pub(crate) fn pin(ebpf: &Ebpf, except: &[MapEditor]) -> Result<Self> {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = Path::new("/sys/fs/bpf").join(format!(
-            "{}{}_clone_{n}",
-            kernel::tracefs::GROUP_PREFIX,
-            std::process::id()
-        ));
-        std::fs::create_dir(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        let dir = private_bpffs_dir("clone")?;
         let mut shared = Self {
             dir,
             editors: Vec::new(),
