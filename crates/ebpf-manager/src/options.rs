@@ -254,11 +254,8 @@ impl PartialEq for MapEditor {
     /// Editors are equal when they name the same map and take the same pin or the same open
     /// map (the same shared fd).
     fn eq(&self, other: &Self) -> bool {
-        let same_map = match (&self.map, &other.map) {
-            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
-            (None, None) => self.pin_path == other.pin_path,
-            _ => false,
-        };
+        let same_map = same_shared(&self.map, &other.map)
+            && (self.map.is_some() || self.pin_path == other.pin_path);
         self.name == other.name && same_map
     }
 }
@@ -326,11 +323,7 @@ impl PartialEq for TailCallRoute {
     /// Routes are equal when they write the same entry with the same program (the same shared
     /// fd).
     fn eq(&self, other: &Self) -> bool {
-        let same_program = match (&self.program, &other.program) {
-            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
+        let same_program = same_shared(&self.program, &other.program);
         self.prog_array_name == other.prog_array_name
             && self.key == other.key
             && self.probe_identification_pair == other.probe_identification_pair
@@ -376,11 +369,7 @@ pub struct MapRoute {
 impl PartialEq for MapRoute {
     /// Routes are equal when they write the same entry with the same map (the same shared fd).
     fn eq(&self, other: &Self) -> bool {
-        let same_map = match (&self.map, &other.map) {
-            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
+        let same_map = same_shared(&self.map, &other.map);
         self.routing_map_name == other.routing_map_name
             && self.key == other.key
             && self.map_name == other.map_name
@@ -437,4 +426,35 @@ pub struct TestRunOutput {
     pub context: Vec<u8>,
     /// The mean time of one run, as the kernel measured it.
     pub duration: std::time::Duration,
+}
+
+/// Whether two optional shared fds are both absent, or the same one (not merely the same
+/// kernel object): what the equality of editors and routes that hold one compares.
+fn same_shared<T>(a: &Option<std::sync::Arc<T>>, b: &Option<std::sync::Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn editors_and_routes_compare_their_shared_fds_by_identity() {
+        assert_eq!(MapEditor::pinned("a", "/p"), MapEditor::pinned("a", "/p"));
+        assert_ne!(MapEditor::pinned("a", "/p"), MapEditor::pinned("a", "/q"));
+        assert_ne!(MapEditor::pinned("a", "/p"), MapEditor::pinned("b", "/p"));
+        let one = std::sync::Arc::new(7u8);
+        assert!(same_shared(&Some(one.clone()), &Some(one.clone())));
+        assert!(!same_shared(
+            &Some(one.clone()),
+            &Some(std::sync::Arc::new(7u8))
+        ));
+        assert!(!same_shared(&Some(one), &None));
+        assert!(same_shared::<u8>(&None, &None));
+        assert_eq!(MapRoute::default(), MapRoute::default());
+    }
 }
