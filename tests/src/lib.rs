@@ -136,7 +136,7 @@ pub fn is_loaded(m: &Manager, id: &ProbeIdentificationPair) -> bool {
 
 /// The names under /sys/fs/bpf that this process's manager made (it must leave none).
 pub fn own_bpffs_entries() -> Vec<String> {
-    let prefix = format!("{}{}", kernel::tracefs::GROUP_PREFIX, std::process::id());
+    let prefix = kernel::instance::own_group();
     std::fs::read_dir("/sys/fs/bpf")
         .map(|d| {
             d.filter_map(Result::ok)

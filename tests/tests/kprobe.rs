@@ -171,6 +171,10 @@ fn helloworld_kprobe_prints_to_trace_pipe() {
     }
 }
 
+/// Events of this library are told dead or alive by their lock, not by a pid: an unlocked
+/// event of another token is removed at start, a locked one (a live manager in another pid
+/// namespace) and another tool's are kept. The crash-restart suite (restart.rs) runs the
+/// same with real processes.
 #[test]
 fn leftover_events_of_dead_processes_are_removed_at_start() {
     let _serial = serial();
@@ -180,18 +184,14 @@ fn leftover_events_of_dead_processes_are_removed_at_start() {
         // Without kprobe_events nothing can be left over, and start must not fail on it.
         assert_eq!(
             ebpf_manager::kernel::tracefs::remove_leftover_events(root, "kprobe_events").unwrap(),
-            0
+            Vec::<String>::new()
         );
         return;
     }
-    // A pid that cannot be alive: above pid_max.
-    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let dead_group = format!("ebpf_manager_{}", pid_max + 1);
-    let other_group = format!("not_ebpf_manager_{}", pid_max + 1);
+    let token = |n: u64| format!("ebpf_manager_{:016x}", n ^ u64::from(std::process::id()));
+    let dead_group = token(0xdead_0000_0000_0000);
+    let live_group = token(0x11fe_0000_0000_0000);
+    let other_group = format!("not_{dead_group}");
     let control = root.join("kprobe_events");
     let add = |line: String| {
         use std::io::Write;
@@ -203,12 +203,20 @@ fn leftover_events_of_dead_processes_are_removed_at_start() {
             .unwrap();
     };
     add(format!("p:{dead_group}/p_leftover vfs_mkdir"));
+    add(format!("p:{live_group}/p_live vfs_mkdir"));
     add(format!("p:{other_group}/p_not_ours vfs_mkdir"));
+    // The live manager's lock, as ProbeEvent holds it.
+    let lock = std::fs::File::open(root.join(format!("events/{live_group}/p_live/id"))).unwrap();
+    // SAFETY: flock on an fd owned by `lock`.
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(rc, 0);
     let mut m = counting_manager(vec![probe("tp", "tracepoint_sys_enter_mkdir")]);
     m.start().expect("start");
     let listing = std::fs::read_to_string(&control).unwrap();
-    // Remove the other tool's event ourselves before asserting, so a failure leaves nothing.
+    // Remove the others ourselves before asserting, so a failure leaves nothing.
     add(format!("-:{other_group}/p_not_ours"));
+    add(format!("-:{live_group}/p_live"));
+    drop(lock);
     let groups: Vec<&str> = listing
         .lines()
         .filter_map(ebpf_manager::kernel::tracefs::parse_event_line)
@@ -217,6 +225,10 @@ fn leftover_events_of_dead_processes_are_removed_at_start() {
     assert!(
         !groups.contains(&dead_group.as_str()),
         "leftover kept:\n{listing}"
+    );
+    assert!(
+        groups.contains(&live_group.as_str()),
+        "a live manager's event was removed:\n{listing}"
     );
     assert!(
         groups.contains(&other_group.as_str()),

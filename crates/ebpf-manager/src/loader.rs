@@ -3,14 +3,14 @@
 
 use std::{
     os::fd::{AsFd, AsRawFd},
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
 };
 
 use aya::{programs::Program, Ebpf, EbpfError, EbpfLoader};
 
 use crate::{
-    kernel,
+    kernel::{self, instance::PrivateDir},
     pipeline::Prepared,
     probe::{resolve, tracing},
     ConstantEditor, Error, KernelTypes, MapEditor, MapSpecEditor, ProbeIdentificationPair, Result,
@@ -306,33 +306,23 @@ fn check_reused_maps(
     Ok(())
 }
 
-/// Creates a directory of this process's own under `/sys/fs/bpf`:
-/// `ebpf_manager_<pid>_<kind>_<n>_<nanoseconds>` (the time, so that one left by a crashed
-/// process of the same pid is never taken over).
-fn private_bpffs_dir(kind: &str) -> Result<PathBuf> {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = Path::new("/sys/fs/bpf").join(format!(
-        "{}{}_{kind}_{n}_{nanos}",
-        kernel::tracefs::GROUP_PREFIX,
-        std::process::id()
-    ));
-    std::fs::create_dir(&dir).map_err(|source| Error::Io {
-        path: dir.clone(),
+/// Creates a locked directory of this process's own under `/sys/fs/bpf`,
+/// `ebpf_manager_<token>_<kind>_<n>` ([`kernel::instance`]): swept by the next start if this
+/// process dies.
+fn private_bpffs_dir(kind: &str) -> Result<PrivateDir> {
+    PrivateDir::create(kind).map_err(|source| Error::Io {
+        path: Path::new(kernel::instance::BPFFS)
+            .join(format!("{}_{kind}_*", kernel::instance::own_group())),
         source,
-    })?;
-    Ok(dir)
+    })
 }
 
 /// The editors of [`load_object_pinning`] with each open map
 /// ([`MapEditor::map`](crate::MapEditor::map)) pinned in a private bpffs directory for the
 /// time of one load; the pins and the directory go on drop.
 struct LivePins {
-    dir: Option<PathBuf>,
-    pins: Vec<PathBuf>,
+    /// Removed on drop, with the pins in it.
+    dir: Option<PrivateDir>,
     editors: Vec<MapEditor>,
 }
 
@@ -340,7 +330,6 @@ impl LivePins {
     fn pin(editors: &[MapEditor]) -> Result<Self> {
         let mut live = Self {
             dir: None,
-            pins: Vec::new(),
             editors: editors.to_vec(),
         };
         for editor in &mut live.editors {
@@ -359,14 +348,14 @@ impl LivePins {
             {
                 return Err(fail("not a map name".into()));
             }
-            let dir = match &live.dir {
-                Some(dir) => dir.clone(),
-                None => {
-                    let dir = private_bpffs_dir("editor")?;
-                    live.dir = Some(dir.clone());
-                    dir
-                }
-            };
+            if live.dir.is_none() {
+                live.dir = Some(private_bpffs_dir("editor")?);
+            }
+            let dir = live
+                .dir
+                .as_ref()
+                .map(|d| d.path().to_owned())
+                .unwrap_or_default();
             let owned = map
                 .as_fd()
                 .try_clone_to_owned()
@@ -377,28 +366,17 @@ impl LivePins {
             let path = dir.join(&editor.name);
             data.pin(&path)
                 .map_err(|e| fail(format!("pinning it at {}: {e}", path.display())))?;
-            live.pins.push(path.clone());
             editor.pin_path = path;
         }
         Ok(live)
     }
 }
 
-impl Drop for LivePins {
-    fn drop(&mut self) {
-        for pin in &self.pins {
-            let _ = std::fs::remove_file(pin);
-        }
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
 /// Pins the maps of `ebpf` that a clone shares (every map but the `.rodata`/`.data`/`.bss`
 /// sections, which hold the clone's own globals) in a private bpffs directory, removed on drop.
 pub(crate) struct SharedMaps {
-    dir: PathBuf,
+    /// Removed on drop, with the pins in it; the maps live on through their fds.
+    dir: PrivateDir,
     pub(crate) editors: Vec<MapEditor>,
 }
 
@@ -413,7 +391,7 @@ impl SharedMaps {
             if name.starts_with('.') || except.iter().any(|e| e.name == name) {
                 continue;
             }
-            let pin_path = shared.dir.join(name);
+            let pin_path = shared.dir.path().join(name);
             map.pin(&pin_path).map_err(|e| Error::Io {
                 path: pin_path.clone(),
                 source: std::io::Error::other(e.to_string()),
@@ -421,16 +399,6 @@ impl SharedMaps {
             shared.editors.push(MapEditor::pinned(name, pin_path));
         }
         Ok(shared)
-    }
-}
-
-impl Drop for SharedMaps {
-    fn drop(&mut self) {
-        // The maps live on through their fds; only the pins go.
-        for e in &self.editors {
-            let _ = std::fs::remove_file(&e.pin_path);
-        }
-        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 

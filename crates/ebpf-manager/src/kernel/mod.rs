@@ -1,6 +1,7 @@
 //! Thin facts about the running kernel that aya does not give, and the few raw interfaces the
 //! manager drives itself (tracefs probe events, perf events).
 
+pub mod instance;
 pub mod symbols;
 pub mod trace_pipe;
 pub mod tracefs;

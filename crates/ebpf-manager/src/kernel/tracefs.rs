@@ -1,8 +1,10 @@
-//! tracefs: where it is, and the dynamic probe events (`kprobe_events`) the manager creates.
+//! tracefs: where it is, and the dynamic probe events (`kprobe_events`, `uprobe_events`) the
+//! manager creates.
 //!
-//! Every event the manager creates lives in a group named `ebpf_manager_<pid>`, so that a later
-//! process can tell which events were left behind by a dead process of this library, and remove
-//! those, and only those.
+//! Every event the manager creates lives in the group `ebpf_manager_<token>` of its process
+//! and is locked while in use ([`instance`](super::instance)), so that a later process, in any
+//! pid namespace, can tell which events a dead process of this library left, and remove those,
+//! and only those.
 
 use std::{
     fs::OpenOptions,
@@ -11,12 +13,13 @@ use std::{
     sync::atomic::{AtomicUsize, Ordering},
 };
 
+use super::instance::{self, Alive};
 use crate::{Error, Result};
 
 const ROOTS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// The prefix of the group of every tracefs event this library creates.
-pub const GROUP_PREFIX: &str = "ebpf_manager_";
+pub const GROUP_PREFIX: &str = instance::PREFIX;
 
 /// The kernel's limit on an event name (MAX_EVENT_NAME_LEN), terminator included.
 const MAX_EVENT_NAME: usize = 64;
@@ -58,9 +61,9 @@ pub fn mount_if_needed() -> io::Result<()> {
     }
 }
 
-/// The group of this process's events.
+/// The group of this process's events: `ebpf_manager_<token>`.
 pub fn own_group() -> String {
-    format!("{GROUP_PREFIX}{}", std::process::id())
+    instance::own_group()
 }
 
 /// A unique event name for a probe on `symbol`: `<p|r>_<symbol>_<n>`, cut to the kernel's limit
@@ -78,7 +81,8 @@ pub(crate) fn event_name(retprobe: bool, symbol: &str) -> String {
     format!("{kind}{clean}{suffix}")
 }
 
-/// A dynamic probe event (`kprobe_events`) that this process created; removed on drop.
+/// A dynamic probe event (`kprobe_events`, `uprobe_events`) that this process created and
+/// holds locked; removed on drop.
 #[derive(Debug)]
 pub(crate) struct ProbeEvent {
     control: PathBuf,
@@ -86,12 +90,45 @@ pub(crate) struct ProbeEvent {
     event: String,
     /// The tracepoint id of the event, for `perf_event_open`.
     pub(crate) id: u64,
+    /// Declared last: dropped after the event is removed, so no sweeper sees it unlocked.
+    _alive: Alive,
 }
 
 impl ProbeEvent {
-    /// Writes `<definition prefix>:<group>/<event> <target>` to `<tracefs>/<control>` and
-    /// reads back the event's id. `prefix` is `p`, `r` or `r<maxactive>`.
+    /// Writes `<prefix>:<group>/<event> <target>` to `<tracefs>/<control>` (the event named by
+    /// [`event_name`] after `retprobe` and `symbol`), locks it and reads back its id. `prefix`
+    /// is `p`, `r` or `r<maxactive>`.
     pub(crate) fn create(
+        tracefs: &Path,
+        control: &str,
+        prefix: &str,
+        (retprobe, symbol): (bool, &str),
+        target: &str,
+    ) -> io::Result<Self> {
+        let mut last = None;
+        // A sweeper may lock and remove an event between its creation and its lock: then it
+        // is made again under a new name.
+        for _ in 0..3 {
+            match Self::create_once(
+                tracefs,
+                control,
+                prefix,
+                event_name(retprobe, symbol),
+                target,
+            ) {
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::NotFound =>
+                {
+                    last = Some(e)
+                }
+                done => return done,
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no event")))
+    }
+
+    fn create_once(
         tracefs: &Path,
         control: &str,
         prefix: &str,
@@ -101,18 +138,23 @@ impl ProbeEvent {
         let control = tracefs.join(control);
         let group = own_group();
         append_line(&control, &format!("{prefix}:{group}/{event} {target}"))?;
+        let id_path = tracefs.join("events").join(&group).join(&event).join("id");
+        let alive = match Alive::claim(&id_path) {
+            Ok(alive) => alive,
+            Err(e) => {
+                // Not ours to keep: remove it unless a sweeper already did.
+                let _ = append_line(&control, &format!("-:{group}/{event}"));
+                return Err(e);
+            }
+        };
         // From here on, drop removes the event, also when reading the id fails.
         let mut created = Self {
             control,
             group,
             event,
             id: 0,
+            _alive: alive,
         };
-        let id_path = tracefs
-            .join("events")
-            .join(&created.group)
-            .join(&created.event)
-            .join("id");
         let text = std::fs::read_to_string(&id_path)?;
         created.id = text.trim().parse().map_err(|e| {
             io::Error::new(
@@ -147,36 +189,62 @@ pub fn parse_event_line(line: &str) -> Option<(&str, &str)> {
     name.split_once('/')
 }
 
-/// The events of `text` (a `kprobe_events` listing) that dead processes of this library left:
-/// their group is `ebpf_manager_<pid>` and `is_alive(pid)` is false.
-pub fn leftover_events(text: &str, is_alive: impl Fn(u32) -> bool) -> Vec<(&str, &str)> {
+/// The events of `text` (a `kprobe_events` or `uprobe_events` listing) that a process of this
+/// library made: their group is `ebpf_manager_<token>`. Whether their maker is alive is told
+/// by their lock, not by their name.
+pub fn events_of_this_library(text: &str) -> Vec<(&str, &str)> {
     text.lines()
         .filter_map(parse_event_line)
         .filter(|(group, _)| {
-            group
-                .strip_prefix(GROUP_PREFIX)
-                .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| !is_alive(pid))
+            instance::owner_token(group)
+                .is_some_and(|t| group.len() == GROUP_PREFIX.len() + t.len())
         })
         .collect()
 }
 
-/// Removes the events that dead processes of this library left in `<tracefs>/<control>`.
-/// Returns how many were removed.
-pub fn remove_leftover_events(tracefs: &Path, control: &str) -> io::Result<usize> {
+/// Removes the events that dead processes of this library left in `<tracefs>/<control>`
+/// (`kprobe_events` or `uprobe_events`): each one whose lock nobody holds, removed while this
+/// process holds it. Never an event of a live process, in any pid namespace, nor another
+/// tool's. Returns the events removed; one that cannot be removed is logged and skipped.
+pub fn remove_leftover_events(tracefs: &Path, control: &str) -> io::Result<Vec<String>> {
+    leftover_events(tracefs, control, true)
+}
+
+/// The events [`remove_leftover_events`] would remove, without removing them.
+pub fn find_leftover_events(tracefs: &Path, control: &str) -> io::Result<Vec<String>> {
+    leftover_events(tracefs, control, false)
+}
+
+fn leftover_events(tracefs: &Path, control: &str, remove: bool) -> io::Result<Vec<String>> {
     let path = tracefs.join(control);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         // No such facility on this kernel: nothing can be left over.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let dead = leftover_events(&text, |pid| Path::new(&format!("/proc/{pid}")).exists());
-    for (group, event) in &dead {
-        log::info!("removing tracefs event {group}/{event} left by a dead process");
-        append_line(&path, &format!("-:{group}/{event}"))?;
+    let mut dead = Vec::new();
+    for (group, event) in events_of_this_library(&text) {
+        let id = tracefs.join("events").join(group).join(event).join("id");
+        let _lock = match Alive::of_dead(&id) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => continue,
+            Err(e) => {
+                log::warn!("cannot tell whether tracefs event {group}/{event} is in use: {e}");
+                continue;
+            }
+        };
+        let name = format!("{group}/{event}");
+        if remove {
+            if let Err(e) = append_line(&path, &format!("-:{name}")) {
+                log::warn!("cannot remove tracefs event {name} left by a dead process: {e}");
+                continue;
+            }
+            log::info!("removed tracefs event {name} left by a dead process");
+        }
+        dead.push(name);
     }
-    Ok(dead.len())
+    Ok(dead)
 }
 
 #[cfg(test)]
@@ -200,21 +268,20 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_are_only_dead_processes_of_this_library() {
+    fn only_groups_of_this_library_are_candidates() {
         let listing = "\
 p:kprobes/p_vfs_mkdir_0 vfs_mkdir
-p:ebpf_manager_100/p_vfs_mkdir_0 vfs_mkdir
-r16:ebpf_manager_100/r_vfs_mkdir_1 vfs_mkdir
+p:ebpf_manager_0123456789abcdef/p_vfs_mkdir_0 vfs_mkdir
+r16:ebpf_manager_0123456789abcdef/r_vfs_mkdir_1 vfs_mkdir
 p:ebpf_manager_200/p_vfs_rmdir_2 vfs_rmdir
-p:ebpf_manager_x/p_odd_3 vfs_rmdir
-p:other_tool_100/p_vfs_mkdir_0 vfs_mkdir
+p:ebpf_manager_0123456789abcdef_x/p_odd_3 vfs_rmdir
+p:other_tool_0123456789abcdef/p_vfs_mkdir_0 vfs_mkdir
 ";
-        let dead = leftover_events(listing, |pid| pid == 200);
         assert_eq!(
-            dead,
+            events_of_this_library(listing),
             vec![
-                ("ebpf_manager_100", "p_vfs_mkdir_0"),
-                ("ebpf_manager_100", "r_vfs_mkdir_1")
+                ("ebpf_manager_0123456789abcdef", "p_vfs_mkdir_0"),
+                ("ebpf_manager_0123456789abcdef", "r_vfs_mkdir_1")
             ]
         );
     }

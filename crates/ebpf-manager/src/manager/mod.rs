@@ -20,7 +20,7 @@ use aya::Ebpf;
 
 use crate::{
     elf::ElfIndex,
-    kernel::{symbols::LazyFunctions, tracefs},
+    kernel::{self, symbols::LazyFunctions},
     loader,
     probe::{AttachInfo, Hook, Link, ProbeState},
     ConstantEditor, Error, KprobeAttachMethod, MapEditor, Probe, ProbeIdentificationPair,
@@ -214,8 +214,9 @@ impl Manager {
     /// reverse order, and its error (naming the probe, the hook point and the cause) is returned.
     /// With selectors, every enabled probe is tried, then the selectors validate what runs; if
     /// one fails, everything is detached and [`Error::SelectorValidation`] lists each failing
-    /// probe with its own cause. Tracefs events left by dead processes of this library are
-    /// removed first. A probe whose attach fails is tried again
+    /// probe with its own cause. What dead processes of this library left (tracefs events,
+    /// private bpffs directories) is removed first:
+    /// [`remove_leftovers`](crate::kernel::instance::remove_leftovers). A probe whose attach fails is tried again
     /// [`Probe::probe_retry`](crate::Probe::probe_retry) times first.
     ///
     /// A failed `start` leaves the manager [`Initialized`](ManagerState::Initialized), its
@@ -224,7 +225,7 @@ impl Manager {
     /// is not called twice.)
     pub fn start(&mut self) -> Result<()> {
         self.expect("start", &[ManagerState::Initialized])?;
-        remove_leftover_tracefs_events();
+        kernel::instance::remove_leftovers();
         {
             let routes = (
                 std::mem::take(&mut self.state.tail_call_router),
@@ -345,14 +346,5 @@ impl Manager {
         self.state.functions.release();
         self.state.phase = ManagerState::Stopped;
         readers
-    }
-}
-
-fn remove_leftover_tracefs_events() {
-    let Ok(root) = tracefs::root() else { return };
-    for control in ["kprobe_events", "uprobe_events"] {
-        if let Err(e) = tracefs::remove_leftover_events(root, control) {
-            log::warn!("cannot remove tracefs {control} left by dead processes: {e}");
-        }
     }
 }

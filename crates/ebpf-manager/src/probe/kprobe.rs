@@ -165,8 +165,13 @@ fn attach_tracefs(
         (true, 0) => "r".to_owned(),
         (true, n) => format!("r{n}"),
     };
-    let name = tracefs::event_name(retprobe, symbol);
-    let event = tracefs::ProbeEvent::create(tracefs_root, "kprobe_events", &prefix, name, symbol)?;
+    let event = tracefs::ProbeEvent::create(
+        tracefs_root,
+        "kprobe_events",
+        &prefix,
+        (retprobe, symbol),
+        symbol,
+    )?;
     let perf = perf::open_tracepoint(event.id)?;
     let prog_fd = prog
         .fd()

@@ -67,8 +67,8 @@ pub enum KprobeAttachMethod {
     /// `perf_event_open` on the kprobe PMU (Linux 4.17). Events vanish with their fd.
     PerfEventOpen,
     /// A `kprobe_events` entry in tracefs opened as a tracepoint (Linux 4.1). The manager names
-    /// its events `ebpf_manager_<pid>/...`, removes them at stop, and removes those left by dead
-    /// processes at start.
+    /// its events `ebpf_manager_<token>/...` ([`kernel::instance`](crate::kernel::instance)),
+    /// removes them at stop, and removes those left by dead processes at start.
     Tracefs,
     /// One kprobe.multi BPF link (Linux 5.18 built with CONFIG_FPROBE), the program loaded
     /// with `BPF_TRACE_KPROBE_MULTI` by the manager (aya 0.14 cannot). Where the kernel lacks

@@ -359,13 +359,12 @@ fn attach_tracefs(
         .checked_add(target.offset)
         .ok_or_else(|| fail("the symbol's offset plus uprobe_offset overflows".into()))?;
     let retprobe = matches!(prog.kind(), aya::programs::ProbeKind::Return);
-    let name = tracefs::event_name(retprobe, target.symbol.as_deref().unwrap_or("offset"));
     let prefix = if retprobe { "r" } else { "p" };
     let event = tracefs::ProbeEvent::create(
         root,
         "uprobe_events",
         prefix,
-        name,
+        (retprobe, target.symbol.as_deref().unwrap_or("offset")),
         &format!("{path}:{offset:#x}"),
     )
     .map_err(|e| fail(Box::new(e)))?;
