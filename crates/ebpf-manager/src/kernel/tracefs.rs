@@ -2,7 +2,7 @@
 //! manager creates.
 //!
 //! Every event the manager creates lives in the group `ebpf_manager_<token>` of its process
-//! and is locked while in use ([`instance`](super::instance)), so that a later process, in any
+//! and is locked while in use ([`super::instance`]), so that a later process, in any
 //! pid namespace, can tell which events a dead process of this library left, and remove those,
 //! and only those.
 
