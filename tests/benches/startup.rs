@@ -7,11 +7,11 @@
 use std::time::{Duration, Instant};
 
 use aya::{
-    programs::{KProbe, TracePoint},
+    programs::{uprobe::UProbeScope, KProbe, TracePoint, UProbe},
     Ebpf,
 };
 use ebpf_manager::{kernel, CleanupType, Manager, Probe};
-use integration_tests::{kernel_has_kprobes, setup, HELLOWORLD};
+use integration_tests::{kernel_has_kprobes, setup, user::USER, HELLOWORLD};
 
 #[path = "startup/scale.rs"]
 mod scale;
@@ -22,6 +22,8 @@ const MANY: &[u8] = include_bytes!("../../ebpf-fixtures/many_tracepoints.bpf.o")
 enum Kind {
     Kprobe,
     Tracepoint,
+    /// The hook is `<binary>:<symbol>`.
+    Uprobe,
 }
 
 struct Case {
@@ -37,9 +39,22 @@ fn through_manager(case: &Case) -> (Duration, Duration) {
     let probes = case
         .programs
         .iter()
-        .map(|(f, _, _)| Probe {
-            ebpf_func_name: f.clone(),
-            ..Default::default()
+        .enumerate()
+        .map(|(i, (f, kind, hook))| match kind {
+            Kind::Uprobe => {
+                let (binary, symbol) = hook.split_once(':').expect("binary:symbol");
+                Probe {
+                    uid: format!("u{i}"),
+                    ebpf_func_name: f.clone(),
+                    binary_path: Some(binary.into()),
+                    hook_func_name: Some(symbol.into()),
+                    ..Default::default()
+                }
+            }
+            _ => Probe {
+                ebpf_func_name: f.clone(),
+                ..Default::default()
+            },
         })
         .collect();
     let t = Instant::now();
@@ -61,6 +76,15 @@ fn through_aya(case: &Case) -> (Duration, Duration) {
     for (function, kind, hook) in &case.programs {
         let prog = ebpf.program_mut(function).expect("program");
         match kind {
+            Kind::Uprobe => {
+                let p: &mut UProbe = prog.try_into().expect("uprobe");
+                if p.fd().is_err() {
+                    p.load().expect("load");
+                }
+                let (binary, symbol) = hook.split_once(':').expect("binary:symbol");
+                p.attach(symbol, binary, UProbeScope::AllProcesses)
+                    .expect("attach");
+            }
             Kind::Kprobe => {
                 let p: &mut KProbe = prog.try_into().expect("kprobe");
                 p.load().expect("load");
@@ -131,6 +155,31 @@ fn main() {
             .collect(),
         iterations: 11,
     };
+    // Uprobes on functions of this benchmark's own executable: aya reads the file at each
+    // attach by symbol; the manager reads it once while it is unchanged.
+    let exe = std::env::current_exe().expect("this executable");
+    let symbols: Vec<String> = integration_tests::user::elf_functions(&exe)
+        .into_iter()
+        .map(|f| f.name)
+        .filter(|s| s.starts_with("_ZN4core3fmt"))
+        .take(20)
+        .collect();
+    let size_mb = std::fs::metadata(&exe).map_or(0, |m| m.len()) / (1 << 20);
+    let uprobes = Case {
+        name: format!("{} uprobes on one {size_mb} MB binary", symbols.len()),
+        object: USER,
+        programs: symbols
+            .iter()
+            .map(|s| {
+                (
+                    "uprobe_add".to_owned(),
+                    Kind::Uprobe,
+                    format!("{}:{s}", exe.display()),
+                )
+            })
+            .collect(),
+        iterations: 11,
+    };
     println!(
         "startup: init + start + stop, median of interleaved runs, Linux {} (kprobe PMU: {})",
         release.trim(),
@@ -141,7 +190,8 @@ fn main() {
         "case", "runs", "manager", "raw aya", "ratio"
     );
     let mut stops = Vec::new();
-    for case in [hello, many] {
+    let mut starts = Vec::new();
+    for case in [hello, many, uprobes] {
         // One warm-up of each, not counted.
         through_manager(&case);
         through_aya(&case);
@@ -161,6 +211,12 @@ fn main() {
             median(a.iter().map(|t| t.1).collect()),
         );
         stops.push((case.name.clone(), case.iterations, ms, as_));
+        starts.push((
+            case.name.clone(),
+            case.iterations,
+            median(m.iter().map(|t| t.0 - t.1).collect()),
+            median(a.iter().map(|t| t.0 - t.1).collect()),
+        ));
         let (m, a) = (
             median(m.into_iter().map(|t| t.0).collect()),
             median(a.into_iter().map(|t| t.0).collect()),
@@ -169,6 +225,25 @@ fn main() {
             "{:<48} {:>5} {:>9.3} ms {:>9.3} ms {:>7.3}",
             case.name,
             case.iterations,
+            m.as_secs_f64() * 1e3,
+            a.as_secs_f64() * 1e3,
+            m.as_secs_f64() / a.as_secs_f64()
+        );
+    }
+    println!(
+        "(the manager read the uprobes' binary {} time(s) in all those runs)",
+        kernel::binary_symbol_reads(&exe)
+    );
+    println!("\ninit + start alone (manager init + start vs aya load + attach)");
+    println!(
+        "{:<48} {:>5} {:>12} {:>12} {:>7}",
+        "case", "runs", "manager", "raw aya", "ratio"
+    );
+    for (name, runs, m, a) in starts {
+        println!(
+            "{:<48} {:>5} {:>9.3} ms {:>9.3} ms {:>7.3}",
+            name,
+            runs,
             m.as_secs_f64() * 1e3,
             a.as_secs_f64() * 1e3,
             m.as_secs_f64() / a.as_secs_f64()

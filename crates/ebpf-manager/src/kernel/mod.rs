@@ -68,6 +68,13 @@ pub fn kernel_btf_parses() -> usize {
     crate::loader::kernel_btf_parses()
 }
 
+/// How many times this process read the executable or library `binary` for its function
+/// symbols (uprobe resolution and attach): once while the file is unchanged, however many
+/// probes go to it. A diagnostic for benchmarks and tests.
+pub fn binary_symbol_reads(binary: &std::path::Path) -> usize {
+    crate::probe::binary_symbols::reads(binary)
+}
+
 /// Whether closing perf-event BPF links from several threads overlaps their RCU grace periods:
 /// measured on Linux 6.18 (100 tracepoint links: 4.0 s one after another, 0.14 s from 64
 /// threads), not on 6.1 and 6.12, where the wait happens under `bpf_event_mutex` and threads gain

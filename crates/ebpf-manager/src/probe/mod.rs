@@ -6,6 +6,7 @@
 //! manager's own records and is read through getters such as
 //! [`Manager::probe_state`](crate::Manager::probe_state).
 
+pub(crate) mod binary_symbols;
 pub(crate) mod cgroup;
 pub(crate) mod kprobe;
 pub(crate) mod net;

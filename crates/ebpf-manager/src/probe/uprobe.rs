@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::programs::{uprobe::UProbeScope, UProbe};
-use object::{Object as _, ObjectSymbol as _};
-
-use super::{pattern::Pattern, AttachInfo, AttachMethod, Link, Probe, UprobeAttachMethod};
+use super::{
+    binary_symbols, pattern::Pattern, AttachInfo, AttachMethod, Link, Probe, UprobeAttachMethod,
+};
 use crate::{
     kernel::{perf, tracefs},
     Error, ProbeIdentificationPair, Result,
 };
+use aya::programs::{uprobe::UProbeScope, UProbe};
 
 /// What a uprobe attaches to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,22 +50,11 @@ impl Target {
 /// The function symbols an ELF file defines, in symbol table order (`.symtab`, then
 /// `.dynsym`), without undefined imports.
 pub fn elf_functions(binary: &Path) -> std::io::Result<Vec<String>> {
-    let data = std::fs::read(binary)?;
-    let file = object::File::parse(&*data)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    let mut names: Vec<String> = Vec::new();
-    // A set, not a scan of `names`: binaries have tens of thousands of symbols.
-    let mut seen = std::collections::HashSet::new();
-    for sym in file.symbols().chain(file.dynamic_symbols()) {
-        if sym.kind() == object::SymbolKind::Text && sym.is_definition() {
-            if let Ok(name) = sym.name() {
-                if !name.is_empty() && seen.insert(name) {
-                    names.push(name.to_owned());
-                }
-            }
-        }
-    }
-    Ok(names)
+    Ok(binary_symbols::functions(binary)?
+        .list
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect())
 }
 
 /// The uprobe target of a probe: `binary_path` (required), then `hook_func_name`, else an
@@ -165,6 +154,13 @@ pub(crate) fn resolve(
                 .into(),
         ));
     }
+    // Resolved here from the binary's cached table, so that attach does not make aya read the
+    // file again; a symbol not found (a stripped binary with a debug link) is left to aya.
+    let symbol_offset = symbol.as_deref().and_then(|s| {
+        binary_symbols::functions(&binary)
+            .ok()
+            .and_then(|f| f.offset_of(s))
+    });
     Ok(Target {
         binary,
         symbol,
@@ -173,7 +169,7 @@ pub(crate) fn resolve(
         all: Vec::new(),
         pattern: None,
         method,
-        symbol_offset: None,
+        symbol_offset,
     })
 }
 
@@ -194,38 +190,12 @@ fn offsets_where(
     binary: &Path,
     keep: impl Fn(&str) -> bool,
 ) -> std::io::Result<Vec<(String, u64)>> {
-    use object::ObjectSection as _;
-    let data = std::fs::read(binary)?;
-    let file = object::File::parse(&*data)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    let mut found: Vec<(String, u64)> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for sym in file.symbols().chain(file.dynamic_symbols()) {
-        if sym.kind() != object::SymbolKind::Text || !sym.is_definition() {
-            continue;
-        }
-        let Ok(name) = sym.name() else { continue };
-        if name.is_empty() || !keep(name) || !seen.insert(name) {
-            continue;
-        }
-        let Some(section) = sym
-            .section_index()
-            .and_then(|i| file.section_by_index(i).ok())
-        else {
-            continue;
-        };
-        let Some((file_offset, _)) = section.file_range() else {
-            continue;
-        };
-        if let Some(offset) = sym
-            .address()
-            .checked_sub(section.address())
-            .and_then(|o| o.checked_add(file_offset))
-        {
-            found.push((name.to_owned(), offset));
-        }
-    }
-    Ok(found)
+    Ok(binary_symbols::functions(binary)?
+        .list
+        .iter()
+        .filter(|(name, _)| keep(name))
+        .filter_map(|(name, offset)| Some((name.clone(), (*offset)?)))
+        .collect())
 }
 
 /// Attaches `prog` to every function of `target.all`, one uprobe each, undone if one fails.
@@ -273,16 +243,25 @@ pub(crate) fn attach(
         return attach_tracefs(prog, id, target);
     }
     use aya::programs::uprobe::UProbeAttachLocation as Loc;
-    let location = match (&target.symbol, target.offset) {
-        (Some(s), 0) => Loc::Symbol(s),
-        (Some(s), o) => Loc::SymbolOffset(s, o),
-        (None, o) => Loc::AbsoluteOffset(o),
+    let hook = target.describe();
+    let location = match (&target.symbol, target.symbol_offset, target.offset) {
+        // Known offset: aya does not read the binary again.
+        (Some(_), Some(base), o) => {
+            Loc::AbsoluteOffset(base.checked_add(o).ok_or_else(|| Error::Attach {
+                id: id.clone(),
+                hook: hook.clone(),
+                method: AttachMethod::Uprobe,
+                source: "the symbol's offset plus uprobe_offset overflows".into(),
+            })?)
+        }
+        (Some(s), None, 0) => Loc::Symbol(s),
+        (Some(s), None, o) => Loc::SymbolOffset(s, o),
+        (None, _, o) => Loc::AbsoluteOffset(o),
     };
     let scope = match target.pid.and_then(std::num::NonZeroU32::new) {
         Some(pid) => UProbeScope::OneProcess(pid),
         None => UProbeScope::AllProcesses,
     };
-    let hook = target.describe();
     let link = prog
         .attach(location, &target.binary, scope)
         .and_then(|link_id| prog.take_link(link_id))
