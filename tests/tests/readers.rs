@@ -776,3 +776,51 @@ fn readers_a_stuck_reader_is_not_started_twice() {
     assert!(second, "the new reader did not receive");
     m.stop(CleanupType::CleanAll).unwrap();
 }
+
+/// A clone made after `start`, when the readers hold the perf and ring maps, writes to those
+/// maps (it got private ones nobody read); `map_fd` still answers for a map a reader holds.
+#[test]
+fn readers_a_clone_made_after_start_writes_to_the_running_readers() {
+    let _bpffs = bpffs_lock();
+    let seen = Arc::new(Seen::default());
+    let mut m = manager(
+        &["perf_emit", "ring_emit"],
+        gettid(),
+        vec![seen.perf_map("perf_events")],
+        vec![seen.ring_buffer("ring_events")],
+    );
+    let perf_id = map_id(&m, "perf_events");
+    m.start().unwrap();
+    for function in ["perf_emit", "ring_emit"] {
+        m.clone_program(
+            function,
+            Probe {
+                uid: "clone".into(),
+                ebpf_func_name: function.into(),
+                ..Default::default()
+            },
+            vec![],
+            vec![],
+        )
+        .unwrap_or_else(|e| panic!("clone of {function}: {e}"));
+    }
+    assert_eq!(
+        map_fdinfo(&m, "perf_events").get("map_id").copied(),
+        Some(u64::from(perf_id)),
+        "map_fd opens the map a reader holds"
+    );
+    const N: usize = 50;
+    emit(N);
+    // Each getppid runs the two programs of each map: the original and its clone.
+    assert!(
+        seen.wait_for(WAIT, |s| s.records.len() >= 4 * N),
+        "received {} of {}: a clone wrote to a map nobody reads",
+        seen.received(),
+        4 * N
+    );
+    assert_eq!(read_slot(&m, "counts", PERF_PRODUCED), 2 * N as u64);
+    assert_eq!(read_slot(&m, "counts", RING_PRODUCED), 2 * N as u64);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_eq!(seen.received(), 4 * N);
+    assert!(own_bpffs_entries().is_empty(), "{:?}", own_bpffs_entries());
+}

@@ -381,21 +381,33 @@ pub(crate) struct SharedMaps {
 }
 
 impl SharedMaps {
-    pub(crate) fn pin(ebpf: &Ebpf, except: &[MapEditor]) -> Result<Self> {
+    /// `maps` are every map of the main object, by name, as init opened them: also those a
+    /// reader took out of the object since, so a clone's records reach the running reader.
+    pub(crate) fn pin(
+        maps: &std::collections::HashMap<String, std::os::fd::OwnedFd>,
+        except: &[MapEditor],
+    ) -> Result<Self> {
         let dir = private_bpffs_dir("clone")?;
         let mut shared = Self {
             dir,
             editors: Vec::new(),
         };
-        for (name, map) in ebpf.maps() {
-            if name.starts_with('.') || except.iter().any(|e| e.name == name) {
+        let mut names: Vec<&String> = maps.keys().collect();
+        names.sort();
+        for name in names {
+            if name.starts_with('.') || except.iter().any(|e| &e.name == name) {
                 continue;
             }
             let pin_path = shared.dir.path().join(name);
-            map.pin(&pin_path).map_err(|e| Error::Io {
+            let io = |source: std::io::Error| Error::Io {
                 path: pin_path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+                source,
+            };
+            let owned = maps[name].try_clone().map_err(io)?;
+            let data = aya::maps::MapData::from_fd(owned)
+                .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+            data.pin(&pin_path)
+                .map_err(|e| io(std::io::Error::other(e.to_string())))?;
             shared.editors.push(MapEditor::pinned(name, pin_path));
         }
         Ok(shared)

@@ -204,7 +204,9 @@ impl Manager {
         }
     }
 
-    /// The map named `name` of the object given to `init`.
+    /// The map named `name` of the object given to `init`. `None` for a perf map or ring
+    /// buffer a reader holds while it runs ([`get_perf_map`](Self::get_perf_map),
+    /// [`get_ring_buffer`](Self::get_ring_buffer) and [`map_fd`](Self::map_fd) still reach it).
     pub fn get_map(&self, name: &str) -> Option<&aya::maps::Map> {
         self.state.objects.first()?.as_ref()?.map(name)
     }

@@ -63,11 +63,8 @@ impl State {
     /// `own` (indices into `constant_editors`), sharing the main object's other maps.
     /// Returns its index in `objects`.
     pub(super) fn load_copy(&mut self, own: &[usize]) -> Result<usize> {
-        let main = self.objects[0]
-            .as_ref()
-            .expect("the main object lives until stop");
         let mut maps = self.map_editors.clone();
-        let shared = loader::SharedMaps::pin(main, &maps)?;
+        let shared = loader::SharedMaps::pin(&self.main_map_fds, &maps)?;
         maps.extend(shared.editors.iter().cloned());
         let constants: Vec<&crate::ConstantEditor> = self
             .constant_editors

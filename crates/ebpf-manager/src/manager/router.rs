@@ -126,17 +126,28 @@ impl Manager {
     /// ([`MapRoute::map`]).
     pub fn map_fd(&self, name: &str) -> Result<MapFd> {
         let main = self.state.objects.first().and_then(Option::as_ref);
-        let map = main
-            .and_then(|ebpf| ebpf.map(name))
+        let failed = |reason: String| Error::InvalidOption {
+            option: format!("map_fd({name})"),
+            reason,
+        };
+        if let Some(map) = main.and_then(|ebpf| ebpf.map(name)) {
+            return reopen(map).map_err(|e| failed(e.to_string()));
+        }
+        // A map a reader took out of the object is still the object's map.
+        let held = self
+            .state
+            .main_map_fds
+            .get(name)
             .ok_or_else(|| Error::MapNotFound {
                 map: name.to_owned(),
                 kind: "map",
                 available: main.map(crate::maps::map_names).unwrap_or_default(),
             })?;
-        reopen(map).map_err(|e| Error::InvalidOption {
-            option: format!("map_fd({name})"),
-            reason: e.to_string(),
-        })
+        let owned = held.try_clone().map_err(|e| failed(e.to_string()))?;
+        aya::maps::MapData::from_fd(owned)
+            .and_then(|data| data.info())
+            .and_then(|info| info.fd())
+            .map_err(|e| failed(e.to_string()))
     }
 
     /// A new fd of the loaded program of the probe with this id, for another manager's

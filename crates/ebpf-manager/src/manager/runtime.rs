@@ -159,12 +159,9 @@ impl Manager {
         let source = ProbeIdentificationPair::new(uid, probe.ebpf_func_name.clone());
         let (function, _, section) = self.existing(&source, &probe)?;
         let state = &mut self.state;
-        let main = state.objects[0]
-            .as_ref()
-            .expect("the main object lives until stop");
         let mut maps = map_editors;
         maps.extend(state.map_editors.iter().cloned());
-        let shared = loader::SharedMaps::pin(main, &maps)?;
+        let shared = loader::SharedMaps::pin(&state.main_map_fds, &maps)?;
         maps.extend(shared.editors.iter().cloned());
         // The manager's editors for every probe, then those naming this clone (the Go library
         // accepts editors for pairs a later clone declares), then the clone's own.
