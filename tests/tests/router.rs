@@ -217,3 +217,83 @@ fn router_routes_a_program_of_another_manager() {
     );
     assert_eq!(count(&m, "tail_hits"), 0, "not this one's");
 }
+
+/// The id in slot `key` of the program array or map of maps `map`, `None` when empty: read
+/// with a raw `BPF_MAP_LOOKUP_ELEM`, which gives the occupant's id to user space.
+fn slot_id(m: &Manager, map: &str, key: u32) -> Option<u32> {
+    use std::os::fd::{AsFd, AsRawFd};
+    #[repr(C)]
+    struct Attr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let fd = m.map_fd(map).expect("map_fd");
+    let mut id = 0u32;
+    let mut attr = Attr {
+        map_fd: fd.as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: &key as *const u32 as u64,
+        value: &mut id as *mut u32 as u64,
+        flags: 0,
+    };
+    // SAFETY: a valid bpf_attr prefix of the size passed; key and value outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            1, // BPF_MAP_LOOKUP_ELEM
+            &mut attr as *mut Attr,
+            std::mem::size_of::<Attr>() as u32,
+        )
+    };
+    if rc == 0 {
+        return Some(id);
+    }
+    let e = std::io::Error::last_os_error();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::ENOENT),
+        "lookup {map}[{key}]: {e}"
+    );
+    None
+}
+
+/// A failed start puts back every route slot it wrote: an empty slot is emptied again, an
+/// occupied one gets its previous program back (the routes stayed written before).
+#[test]
+fn router_failed_start_puts_route_slots_back() {
+    let second = TailCallRoute {
+        key: 2,
+        probe_identification_pair: Id::new("entry", "router_entry"),
+        ..tail_route()
+    };
+    let mut m = routed(
+        vec![tail_route(), second],
+        vec![map_route("inner_a"), map_route("no_such_inner")],
+    )
+    .unwrap();
+    // Slot 2 already holds tail_target, written on the initialized manager.
+    m.update_tail_call_routes(&[TailCallRoute {
+        key: 2,
+        ..tail_route()
+    }])
+    .unwrap();
+    let tail_target = m
+        .program_id(&Id::new("", "tail_target"))
+        .or_else(|| slot_id(&m, "jump_table", 2))
+        .expect("tail_target is loaded");
+    assert_eq!(slot_id(&m, "jump_table", 2), Some(tail_target));
+    let err = m.start().unwrap_err();
+    assert!(err.to_string().contains("no map `no_such_inner`"), "{err}");
+    assert_eq!(slot_id(&m, "jump_table", 1), None, "slot 1 was empty");
+    assert_eq!(
+        slot_id(&m, "jump_table", 2),
+        Some(tail_target),
+        "slot 2 holds tail_target again, not router_entry"
+    );
+    assert_eq!(slot_id(&m, "outer", 0), None, "outer[0] was empty");
+    assert_eq!(m.state(), ebpf_manager::ManagerState::Initialized);
+    m.stop(CleanupType::CleanAll).unwrap();
+}

@@ -70,6 +70,71 @@ pub(crate) fn clear_perf_event(map: BorrowedFd<'_>, cpu: u32) -> io::Result<()> 
     }
 }
 
+/// The id in slot `key` of a program array or map of maps (what a lookup from user space
+/// gives there), `None` when the slot is empty.
+pub(crate) fn fd_slot_id(map: BorrowedFd<'_>, key: u32) -> io::Result<Option<u32>> {
+    let mut id = 0u32;
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value_or_next_key: &mut id as *mut u32 as u64,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(()) => Ok(Some(id)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Stores the program or map `fd` in slot `key` of a program array or map of maps.
+pub(crate) fn set_fd_slot(map: BorrowedFd<'_>, key: u32, fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_perf_event(map, key, fd)
+}
+
+/// Empties slot `key` of a map with u32 keys; an empty slot is not an error.
+pub(crate) fn clear_slot(map: BorrowedFd<'_>, key: u32) -> io::Result<()> {
+    clear_perf_event(map, key)
+}
+
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
+
+/// A new fd of the program (`program` true) or map with this id (Linux 4.13).
+pub(crate) fn fd_by_id(program: bool, id: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    #[repr(C)]
+    struct GetFdById {
+        id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let mut attr = GetFdById {
+        id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    let cmd = if program {
+        BPF_PROG_GET_FD_BY_ID
+    } else {
+        BPF_MAP_GET_FD_BY_ID
+    };
+    // SAFETY: attr is a valid bpf_attr prefix of the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            &mut attr as *mut GetFdById,
+            std::mem::size_of::<GetFdById>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) })
+}
+
 /// Every (key, value) of the map, in the kernel's key order. `value_size` is the size the
 /// kernel copies out: for per-CPU maps, the value size rounded up to 8, times the possible CPUs.
 pub(crate) fn entries(

@@ -220,21 +220,21 @@ impl Manager {
     /// [`Probe::probe_retry`](crate::Probe::probe_retry) times first.
     ///
     /// A failed `start` leaves the manager [`Initialized`](ManagerState::Initialized), its
-    /// programs loaded and nothing attached: fix the cause and call `start` again, or `stop`
+    /// programs loaded, nothing attached and every route slot it wrote as it was before: fix the cause and call `start` again, or `stop`
     /// it. (The Go manager is reset by a failed `Start` and needs `Init` again; here `init`
     /// is not called twice.)
     pub fn start(&mut self) -> Result<()> {
         self.expect("start", &[ManagerState::Initialized])?;
         kernel::instance::remove_leftovers();
-        {
+        let routes = {
             let routes = (
                 std::mem::take(&mut self.state.tail_call_router),
                 std::mem::take(&mut self.state.map_router),
             );
             let applied = self.state.apply_routes(&routes.0, &routes.1);
             (self.state.tail_call_router, self.state.map_router) = routes;
-            applied?;
-        }
+            applied?
+        };
         {
             let State {
                 objects,
@@ -246,7 +246,10 @@ impl Manager {
             let main = objects[0]
                 .as_mut()
                 .expect("the main object lives until stop");
-            readers.start(main, perf_maps, ring_buffers)?;
+            if let Err(e) = readers.start(main, perf_maps, ring_buffers) {
+                routes.undo();
+                return Err(e);
+            }
         }
         let indices: Vec<usize> = (0..self.state.records.len())
             .filter(|&i| self.state.records[i].state != ProbeState::Disabled)
@@ -264,6 +267,7 @@ impl Manager {
         if result.is_err() {
             // The attach error is the one to report; a stuck reader is logged.
             let _ = self.state.readers.stop();
+            routes.undo();
         }
         result?;
         self.state.phase = ManagerState::Running;

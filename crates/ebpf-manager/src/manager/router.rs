@@ -1,10 +1,67 @@
 //! Routers: programs into program arrays (tail calls) and maps into maps of maps, at `start`
 //! before probes attach, and at runtime.
 
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
+
 use aya::maps::{ArrayOfMaps, HashOfMaps, Map, MapFd, ProgramArray};
 
 use super::{Manager, ManagerState, State};
-use crate::{loader, Error, MapRoute, ProbeIdentificationPair, Result, TailCallRoute};
+use crate::{
+    kernel::bpf_map, loader, Error, MapRoute, ProbeIdentificationPair, Result, TailCallRoute,
+};
+
+/// One slot a route wrote, and what it held before, so that a failed call puts it back.
+struct RouteUndo {
+    map: OwnedFd,
+    key: u32,
+    /// The previous occupant (program or map), `None` for an empty slot, `Err` when the
+    /// kernel would not tell (the slot is then left as the route wrote it).
+    previous: std::result::Result<Option<OwnedFd>, String>,
+}
+
+impl RouteUndo {
+    fn record(map: BorrowedFd<'_>, key: u32, program: bool) -> std::io::Result<Self> {
+        let previous = match bpf_map::fd_slot_id(map, key) {
+            Ok(None) => Ok(None),
+            Ok(Some(id)) => bpf_map::fd_by_id(program, id)
+                .map(Some)
+                .map_err(|e| format!("reopening id {id}: {e}")),
+            Err(e) => Err(format!("lookup: {e}")),
+        };
+        Ok(Self {
+            map: map.try_clone_to_owned()?,
+            key,
+            previous,
+        })
+    }
+
+    fn undo(self) {
+        let done = match &self.previous {
+            Ok(None) => bpf_map::clear_slot(self.map.as_fd(), self.key),
+            Ok(Some(fd)) => bpf_map::set_fd_slot(self.map.as_fd(), self.key, fd.as_fd()),
+            Err(why) => {
+                log::warn!("route slot {} left as written: {why}", self.key);
+                return;
+            }
+        };
+        if let Err(e) = done {
+            log::warn!("restoring route slot {}: {e}", self.key);
+        }
+    }
+}
+
+/// The slots a call's routes wrote, in order; [`undo`](Self::undo) restores them.
+#[derive(Default)]
+pub(super) struct AppliedRoutes(Vec<RouteUndo>);
+
+impl AppliedRoutes {
+    /// Puts every slot back as it was, last written first.
+    pub(super) fn undo(self) {
+        for slot in self.0.into_iter().rev() {
+            slot.undo();
+        }
+    }
+}
 
 fn route_error(route: String, reason: impl std::fmt::Display) -> Error {
     Error::InvalidOption {
@@ -19,22 +76,33 @@ fn reopen(map: &Map) -> std::result::Result<MapFd, aya::maps::MapError> {
 }
 
 impl State {
-    /// Writes every route into its map.
+    /// Writes every route into its map; if one fails, the slots already written are put back
+    /// as they were.
     pub(super) fn apply_routes(
         &mut self,
         tail_calls: &[TailCallRoute],
         maps: &[MapRoute],
-    ) -> Result<()> {
-        for route in tail_calls {
-            self.route_tail_call(route)?;
+    ) -> Result<AppliedRoutes> {
+        let mut applied = AppliedRoutes::default();
+        let result = (|| {
+            for route in tail_calls {
+                applied.0.push(self.route_tail_call(route)?);
+            }
+            for route in maps {
+                applied.0.push(self.route_map(route)?);
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(applied),
+            Err(e) => {
+                applied.undo();
+                Err(e)
+            }
         }
-        for route in maps {
-            self.route_map(route)?;
-        }
-        Ok(())
     }
 
-    fn route_tail_call(&mut self, route: &TailCallRoute) -> Result<()> {
+    fn route_tail_call(&mut self, route: &TailCallRoute) -> Result<RouteUndo> {
         let name = format!("tail call route {}[{}]", route.prog_array_name, route.key);
         let function = &route.probe_identification_pair.ebpf_func_name;
         let ebpf = self.objects[0]
@@ -73,14 +141,17 @@ impl State {
                 format!("the object has no map `{}`", route.prog_array_name),
             )
         })?;
+        let undo = RouteUndo::record(super::dump::data(map).fd().as_fd(), route.key, true)
+            .map_err(|e| route_error(name.clone(), e))?;
         let mut array = ProgramArray::try_from(map)
             .map_err(|e| route_error(name.clone(), format!("not a program array: {e}")))?;
         array
             .set(route.key, fd, 0)
-            .map_err(|e| route_error(name, e))
+            .map_err(|e| route_error(name, e))?;
+        Ok(undo)
     }
 
-    fn route_map(&mut self, route: &MapRoute) -> Result<()> {
+    fn route_map(&mut self, route: &MapRoute) -> Result<RouteUndo> {
         let name = format!("map route {}[{}]", route.routing_map_name, route.key);
         let ebpf = self.objects[0]
             .as_mut()
@@ -104,6 +175,10 @@ impl State {
         let outer = ebpf
             .map_mut(&route.routing_map_name)
             .ok_or_else(|| missing(&route.routing_map_name))?;
+        let undo = matches!(outer, Map::ArrayOfMaps(_) | Map::HashOfMaps(_))
+            .then(|| RouteUndo::record(super::dump::data(outer).fd().as_fd(), route.key, false))
+            .transpose()
+            .map_err(|e| route_error(name.clone(), e))?;
         let result = match outer {
             Map::ArrayOfMaps(_) => ArrayOfMaps::<_, MapFd>::try_from(outer)
                 .and_then(|mut m| m.set(route.key, inner_fd, 0)),
@@ -116,7 +191,8 @@ impl State {
                 ))
             }
         };
-        result.map_err(|e| route_error(name, e))
+        result.map_err(|e| route_error(name.clone(), e))?;
+        undo.ok_or_else(|| route_error(name, "not a map of maps"))
     }
 }
 
@@ -176,7 +252,7 @@ impl Manager {
                 ManagerState::Paused,
             ],
         )?;
-        self.state.apply_routes(routes, &[])
+        self.state.apply_routes(routes, &[]).map(drop)
     }
 
     /// Writes more map routes (on an initialized or running manager).
@@ -189,6 +265,6 @@ impl Manager {
                 ManagerState::Paused,
             ],
         )?;
-        self.state.apply_routes(&[], routes)
+        self.state.apply_routes(&[], routes).map(drop)
     }
 }
