@@ -383,3 +383,90 @@ fn failed_clone_leaves_nothing() {
     assert!(matches!(err, Error::ProbeNotFound { .. }), "{err:?}");
     m.stop(CleanupType::CleanAll).unwrap();
 }
+
+/// A failed `update_activated_probes` unloads the programs it loaded and removes the pins it
+/// made (it only detached what it attached).
+#[test]
+fn failed_update_unloads_and_unpins_what_it_loaded() {
+    let _bpffs = bpffs_lock();
+    let pin = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/mgr_test_{}_failed_update",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&pin);
+    let pinned = Probe {
+        pin_path: Some(pin.clone()),
+        ..probe("pinned", "tagged_sys_enter_mkdir")
+    };
+    let mut m = with_selectors(
+        vec![tp(), pinned.clone(), bad_symbol()],
+        vec![Probe(tp().id())],
+    );
+    m.start().unwrap();
+    let loaded_before = [
+        is_loaded(&m, &pinned.id()),
+        is_loaded(&m, &bad_symbol().id()),
+    ];
+    assert_eq!(
+        loaded_before,
+        [false, false],
+        "disabled probes are not loaded"
+    );
+    let err = m
+        .update_activated_probes(vec![AllOf(vec![
+            Probe(tp().id()),
+            Probe(pinned.id()),
+            Probe(bad_symbol().id()),
+        ])])
+        .unwrap_err();
+    assert!(matches!(err, Error::SelectorValidation { .. }), "{err:?}");
+    assert!(!pin.exists(), "the failed update left its pin");
+    assert!(
+        !is_loaded(&m, &pinned.id()),
+        "the failed update left a program loaded"
+    );
+    assert!(!is_loaded(&m, &bad_symbol().id()));
+    assert!(!m.holds_kernel_btf());
+    assert_eq!(m.probe_state(&tp().id()), Some(ProbeState::Running));
+    // The manager is as before: the same update without the failing probe works.
+    m.update_activated_probes(vec![Probe(tp().id()), Probe(pinned.id())])
+        .unwrap();
+    assert_eq!(m.probe_state(&pinned.id()), Some(ProbeState::Running));
+    assert!(pin.exists());
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert!(!pin.exists());
+}
+
+/// A failed `add_hook` removes the pin it made and unloads the program it loaded: trying
+/// again fails the same way, not on a pin left behind.
+#[test]
+fn failed_add_hook_leaves_no_pin() {
+    let _bpffs = bpffs_lock();
+    let pin = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/mgr_test_{}_failed_hook",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&pin);
+    let mut m = counting_manager(vec![tp()]);
+    m.start().unwrap();
+    // Loaded and pinned, then refused at attach (no such symbol, or no kprobes at all).
+    let hook = Probe {
+        uid: "late".into(),
+        pin_path: Some(pin.clone()),
+        ..bad_symbol()
+    };
+    for attempt in 0..2 {
+        let err = m.add_hook("", hook.clone()).unwrap_err();
+        assert!(
+            matches!(err, Error::Attach { .. } | Error::SymbolNotFound { .. }),
+            "attempt {attempt}: {err:?}"
+        );
+        assert!(
+            !pin.exists(),
+            "attempt {attempt}: the failed add_hook left its pin"
+        );
+        assert_eq!(m.probe_state(&hook.id()), None);
+    }
+    assert_eq!(m.probe_state(&tp().id()), Some(ProbeState::Running));
+    m.stop(CleanupType::CleanAll).unwrap();
+}

@@ -582,6 +582,43 @@ pub(crate) fn from_pin(
     Ok(pinned)
 }
 
+/// Unloads the program (closes the manager's fd of it; a pinned program stays for its pin),
+/// keeping it in the object so that it can be loaded again.
+pub(crate) fn unload(prog: &mut Program) -> std::result::Result<(), aya::programs::ProgramError> {
+    // aya's `Program::unload` takes the program by value; the per-type one does not.
+    match prog {
+        Program::KProbe(p) => p.unload(),
+        Program::UProbe(p) => p.unload(),
+        Program::TracePoint(p) => p.unload(),
+        Program::SocketFilter(p) => p.unload(),
+        Program::ReusePortSocketFilter(p) => p.unload(),
+        Program::Xdp(p) => p.unload(),
+        Program::SkMsg(p) => p.unload(),
+        Program::SkSkb(p) => p.unload(),
+        Program::SockOps(p) => p.unload(),
+        Program::SchedClassifier(p) => p.unload(),
+        Program::CgroupSkb(p) => p.unload(),
+        Program::CgroupSysctl(p) => p.unload(),
+        Program::CgroupSockopt(p) => p.unload(),
+        Program::LircMode2(p) => p.unload(),
+        Program::PerfEvent(p) => p.unload(),
+        Program::RawTracePoint(p) => p.unload(),
+        Program::Lsm(p) => p.unload(),
+        Program::LsmCgroup(p) => p.unload(),
+        Program::BtfTracePoint(p) => p.unload(),
+        Program::FEntry(p) => p.unload(),
+        Program::FExit(p) => p.unload(),
+        Program::FlowDissector(p) => p.unload(),
+        Program::Extension(p) => p.unload(),
+        Program::CgroupSockAddr(p) => p.unload(),
+        Program::SkLookup(p) => p.unload(),
+        Program::SkReuseport(p) => p.unload(),
+        Program::CgroupSock(p) => p.unload(),
+        Program::CgroupDevice(p) => p.unload(),
+        Program::Iter(p) => p.unload(),
+    }
+}
+
 /// Whether the program is loaded in the kernel.
 pub(crate) fn is_loaded(prog: &Program) -> bool {
     prog.fd().is_ok()

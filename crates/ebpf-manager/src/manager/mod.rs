@@ -11,6 +11,7 @@ mod multi;
 mod pins;
 mod readers;
 mod records;
+mod rollback;
 mod router;
 mod runtime;
 

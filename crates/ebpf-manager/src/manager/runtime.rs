@@ -48,14 +48,21 @@ impl Manager {
             .map(|&i| (state.records[i].state, state.records[i].error.clone()))
             .collect();
         let before = state.attached.len();
+        let mark = state.load_mark();
         for &i in &additions {
             if let Err(e) = state.ensure_loaded(i).and_then(|()| state.attach_one(i)) {
                 state.fail(i, &e);
             }
         }
+        // As after start: the BTF the new probes needed goes.
+        if !state.keep_kernel_btf {
+            state.btf.release();
+        }
         if let Err(e) = state.validate(&state.selectors) {
-            // Back to exactly the previous set: detach what this call attached.
+            // Back to exactly the previous set: detach what this call attached, unload what
+            // it loaded, remove the pins it made.
             state.detach_since(before, ProbeState::Disabled);
+            state.undo_loads(mark);
             for (&i, (s, err)) in additions.iter().zip(saved) {
                 state.records[i].state = s;
                 if state.records[i].state != ProbeState::Failed {
@@ -199,6 +206,7 @@ impl Manager {
         let result = self.add_and_attach(probe, function, &section, object);
         if result.is_err() {
             self.state.objects[object] = None;
+            self.state.own_constants.remove(&object);
         }
         result
     }
@@ -283,6 +291,7 @@ impl Manager {
     ) -> Result<()> {
         let running = self.state() == ManagerState::Running;
         let state = &mut self.state;
+        let mark = state.load_mark();
         let index = state.add_record(probe, function, section, object)?;
         // A hook or clone is enabled by being added, whatever the selectors say.
         state.records[index].state = ProbeState::Loaded;
@@ -300,6 +309,7 @@ impl Manager {
         }
         if let Err(e) = result {
             state.records.pop();
+            state.undo_loads(mark);
             return Err(e);
         }
         Ok(())
