@@ -199,6 +199,41 @@ fn maps_dump_prints_keys_and_values_in_hex() {
     m.stop(CleanupType::CleanAll).unwrap();
 }
 
+/// Dumping every map skips one the kernel will not list (here `BPF_F_WRONLY`: lookups from
+/// user space get EPERM) instead of failing the whole dump; naming it is an error.
+#[test]
+fn maps_dump_of_every_map_skips_an_unlistable_one() {
+    const BPF_F_WRONLY: u32 = 1 << 4;
+    setup();
+    let mut m = Manager {
+        probes: vec![tp()],
+        ..Default::default()
+    };
+    m.init_with_options(
+        PROBES,
+        Options {
+            map_spec_editors: vec![MapSpecEditor {
+                name: "tagged".into(),
+                flags: Some(BPF_F_WRONLY),
+                ..Default::default()
+            }],
+            ..this_thread_only()
+        },
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    m.dump_maps_with(&[], &mut |e| seen.push(e.map.to_owned()))
+        .expect("one unlistable map does not fail the dump");
+    assert_eq!(seen.len(), 9, "hits' 8 slots and .rodata's one: {seen:?}");
+    assert!(!seen.iter().any(|n| n == "tagged"));
+    let err = m.dump_maps(&mut Vec::new(), &["tagged"]).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path.to_string_lossy() == "map tagged"),
+        "{err:?}"
+    );
+    m.stop(CleanupType::CleanAll).unwrap();
+}
+
 /// The Go `CopyProgram`: two probes of one function share one kernel program, which the
 /// kernel attaches to a tracepoint only once (EEXIST); a probe with a copy of its own runs
 /// next to it, both writing to the object's one map.

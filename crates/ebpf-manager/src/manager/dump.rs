@@ -38,7 +38,9 @@ fn hex(bytes: &[u8]) -> String {
 impl Manager {
     /// Writes the entries of the maps named in `names` (every map of the object when empty)
     /// to `out`, one `map key=<hex> value=<hex>` line each. Maps that hold no key-value pairs
-    /// (ring buffers, perf event arrays, queues, stacks) are listed without entries.
+    /// (ring buffers, perf event arrays, queues, stacks) have no lines. When dumping every map,
+    /// one the kernel will not list (a `BPF_F_WRONLY` map, local storage) is skipped with a
+    /// warning in the log; a map named in `names` that cannot be listed is an error.
     ///
     /// ```no_run
     /// # let manager = ebpf_manager::Manager::default();
@@ -98,52 +100,62 @@ impl Manager {
             if !names.is_empty() && !names.contains(&name) {
                 continue;
             }
-            let io = |source| Error::Io {
-                path: format!("map {name}").into(),
-                source,
-            };
-            let info = data(map)
-                .info()
-                .map_err(|e| io(std::io::Error::other(e.to_string())))?;
-            let map_type = info.map_type().ok();
-            if matches!(
-                map_type,
-                Some(
-                    MapType::RingBuf
-                        | MapType::PerfEventArray
-                        | MapType::Queue
-                        | MapType::Stack
-                        | MapType::BloomFilter
-                )
-            ) {
-                continue;
-            }
-            let per_cpu = matches!(
-                map_type,
-                Some(
-                    MapType::PerCpuArray
-                        | MapType::PerCpuHash
-                        | MapType::LruPerCpuHash
-                        | MapType::PerCpuCgroupStorage
-                )
-            );
-            let value_size = if per_cpu {
-                let cpus = aya::util::nr_cpus().map_err(|(_, e)| io(e))?;
-                (info.value_size() as usize).div_ceil(8) * 8 * cpus
-            } else {
-                info.value_size() as usize
-            };
-            let fd = data(map).fd();
-            let entries =
-                bpf_map::entries(fd.as_fd(), info.key_size() as usize, value_size).map_err(io)?;
-            for (key, value) in &entries {
-                handler(MapEntry {
-                    map: name,
-                    key,
-                    value,
-                });
+            match dump_one(name, map, handler) {
+                Ok(()) => {}
+                // Dumping everything: one map the kernel will not list does not hide the others.
+                Err(e) if names.is_empty() => log::warn!("dump_maps: skipping map {name}: {e}"),
+                Err(e) => return Err(e),
             }
         }
         Ok(())
     }
+}
+
+/// Hands every entry of one map to `handler`.
+fn dump_one(name: &str, map: &Map, handler: &mut dyn FnMut(MapEntry<'_>)) -> Result<()> {
+    let io = |source| Error::Io {
+        path: format!("map {name}").into(),
+        source,
+    };
+    let info = data(map)
+        .info()
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    let map_type = info.map_type().ok();
+    if matches!(
+        map_type,
+        Some(
+            MapType::RingBuf
+                | MapType::PerfEventArray
+                | MapType::Queue
+                | MapType::Stack
+                | MapType::BloomFilter
+        )
+    ) {
+        return Ok(());
+    }
+    let per_cpu = matches!(
+        map_type,
+        Some(
+            MapType::PerCpuArray
+                | MapType::PerCpuHash
+                | MapType::LruPerCpuHash
+                | MapType::PerCpuCgroupStorage
+        )
+    );
+    let value_size = if per_cpu {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| io(e))?;
+        (info.value_size() as usize).div_ceil(8) * 8 * cpus
+    } else {
+        info.value_size() as usize
+    };
+    let fd = data(map).fd();
+    let entries = bpf_map::entries(fd.as_fd(), info.key_size() as usize, value_size).map_err(io)?;
+    for (key, value) in &entries {
+        handler(MapEntry {
+            map: name,
+            key,
+            value,
+        });
+    }
+    Ok(())
 }
