@@ -38,6 +38,9 @@
 
 mod elf;
 mod error;
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+#[cfg_attr(feature = "fault-injection", doc(hidden))]
+pub mod fault;
 pub mod kernel;
 mod loader;
 mod manager;

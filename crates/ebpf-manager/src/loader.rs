@@ -148,6 +148,7 @@ pub(crate) fn load_object_pinning(
     specs: &[MapSpecEditor],
     pinned: &[MapEditor],
 ) -> Result<Ebpf> {
+    crate::fault::check("object")?;
     // Open maps are reused by pin (aya 0.14 has no other way): pinned for this load only.
     let live = LivePins::pin(maps)?;
     let maps = live.editors.as_slice();
@@ -424,6 +425,7 @@ pub(crate) fn load_program(
     btf: &mut KernelBtf,
 ) -> Result<()> {
     use aya::programs::ProgramError;
+    crate::fault::check("load")?;
     let program_type = resolve::type_name(prog);
     let result = match (prog, btf_target) {
         (prog, Some(target)) => {

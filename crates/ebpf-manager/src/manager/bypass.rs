@@ -18,6 +18,7 @@ impl State {
         let Some((name, _)) = self.source.object.bypass_map() else {
             return Ok(());
         };
+        crate::fault::check("bypass")?;
         let entries: Vec<u32> = indices
             .iter()
             .filter_map(|&i| self.bypass_index(i))

@@ -252,6 +252,7 @@ impl State {
             loader::load_program(prog, &id, &function, btf_target, btf)?;
         }
         if let Some(path) = pin_path.filter(|p| !ours(p)) {
+            crate::fault::check("pin")?;
             prog.pin(path).map_err(|e| Error::InvalidProbe {
                 id: id.clone(),
                 reason: format!(
@@ -350,6 +351,7 @@ impl State {
     }
 
     fn attach_once(&mut self, index: usize) -> Result<()> {
+        crate::fault::check("attach")?;
         if self.wants_multi(index) {
             let (link, info) = self.attach_multi(index)?;
             let record = &mut self.records[index];

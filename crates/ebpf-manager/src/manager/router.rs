@@ -103,6 +103,7 @@ impl State {
     }
 
     fn route_tail_call(&mut self, route: &TailCallRoute) -> Result<RouteUndo> {
+        crate::fault::check("route")?;
         let name = format!("tail call route {}[{}]", route.prog_array_name, route.key);
         let function = &route.probe_identification_pair.ebpf_func_name;
         let ebpf = self.objects[0]
@@ -152,6 +153,7 @@ impl State {
     }
 
     fn route_map(&mut self, route: &MapRoute) -> Result<RouteUndo> {
+        crate::fault::check("route")?;
         let name = format!("map route {}[{}]", route.routing_map_name, route.key);
         let ebpf = self.objects[0]
             .as_mut()

@@ -113,6 +113,7 @@ impl Reader {
     }
 
     fn start(&mut self) -> Result<()> {
+        crate::fault::check("reader")?;
         if let Some(stuck) = self.stuck.take() {
             if stuck.done.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
                 self.stuck = Some(stuck);
