@@ -525,3 +525,41 @@ fn hostile_declarations_get_typed_errors_and_leave_nothing() {
     println!("bad declarations refused: {counted}");
     assert!(counted >= 20, "only {counted} bad declarations");
 }
+
+/// Objects the `object` fuzz target found (fuzz/corpus/object/regression-*): each panicked or
+/// exhausted memory inside the manager or aya-obj before its check. Now each is a typed error
+/// from the manager's own validation (the last, an aya-obj string lookup, from the
+/// `catch_unwind` around aya-obj, the second line), and nothing is left.
+#[test]
+fn fuzz_findings_are_typed_errors() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    setup();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/object");
+    let cases: [(&str, &str); 5] = [
+        ("regression-btf-ext-records-past-end", ".BTF.ext: "),
+        (
+            "regression-section-alignment-2-to-the-56",
+            "asks for an alignment of",
+        ),
+        (
+            "regression-section-address",
+            "in an object file sections have none",
+        ),
+        ("regression-relocation-offset-overflow", ""),
+        ("regression-btf-string-offset", "aya-obj panicked on it"),
+    ];
+    for (file, expected) in cases {
+        let object = std::fs::read(format!("{dir}/{file}")).expect("the committed corpus");
+        let err = refused(file, &object, vec![], Options::default());
+        let text = err.to_string();
+        println!("fuzz finding {file}: {text}");
+        assert!(
+            matches!(err, Error::InvalidObject { .. }),
+            "{file}: {err:?}"
+        );
+        assert!(text.contains(expected), "{file}: {text}");
+        if !expected.contains("panicked") {
+            assert!(!text.contains("panicked"), "{file}: {text}");
+        }
+    }
+}

@@ -41,6 +41,9 @@ mod error;
 #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 #[cfg_attr(feature = "fault-injection", doc(hidden))]
 pub mod fault;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kernel;
 mod loader;
 mod manager;

@@ -5,10 +5,12 @@
 //! - `cargo xtask vm --kernel V -- BINARY [ARGS]...`: run a static binary in a guest kernel.
 //! - `cargo xtask bench startup`: manager against raw aya.
 //! - `cargo xtask bench readers`: ring and perf buffer readers against raw aya and libbpf.
+//! - `cargo xtask fuzz [--seconds N] [TARGET]...`: the fuzz targets of fuzz/, N seconds each.
 
 mod bench;
 mod cargo;
 mod fixtures;
+mod fuzz;
 mod install;
 mod test;
 mod vm;
@@ -24,7 +26,8 @@ fn usage() -> &'static str {
      \n  test [--kernel V]... [--tier N]... [FILTER]\n                                     unit, host and QEMU tiers (V: 5.10, 6.1, 6.12)\
      \n  vm --kernel V -- BINARY [ARGS]...  run a static binary as a child of a guest's /init\
      \n  bench startup [--kernel V]...      init+start+stop: manager against raw aya\
-     \n  bench readers                      ring/perf buffer readers: manager, raw aya, libbpf\n"
+     \n  bench readers                      ring/perf buffer readers: manager, raw aya, libbpf\
+     \n  fuzz [--seconds N] [TARGET]...     fuzz targets (nightly, libFuzzer), N s each (60)\n"
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("vm") => vm::cli(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{}", usage());
             Ok(())

@@ -111,6 +111,19 @@ pub fn run(args: &[String]) -> Result<()> {
         let counts = tier1(&filter)?;
         summary.push(("tier 1 (unit tests, no kernel)".into(), counts, t.elapsed()));
         print_line(summary.last().expect("pushed"));
+        if filter.is_empty() {
+            let t = Instant::now();
+            let counts = fuzz_tier()?;
+            summary.push((
+                format!(
+                    "tier 1, fuzz ({} targets, {FUZZ_SECONDS} s each)",
+                    crate::fuzz::TARGETS.len()
+                ),
+                counts,
+                t.elapsed(),
+            ));
+            print_line(summary.last().expect("pushed"));
+        }
     }
     if args.tiers.contains(&2) {
         let t = Instant::now();
@@ -223,6 +236,30 @@ pub fn run(args: &[String]) -> Result<()> {
         return Err("no test ran: check the filter".into());
     }
     Ok(())
+}
+
+/// How long `cargo xtask test` runs each fuzz target.
+const FUZZ_SECONDS: u64 = 15;
+
+/// Each fuzz target for a bounded time from its committed corpus: one passed test a target
+/// that found nothing, one failed test a target that found a failure.
+fn fuzz_tier() -> Result<Counts> {
+    println!("== tier 1: fuzz targets, {FUZZ_SECONDS} s each");
+    let bins = crate::fuzz::build()?;
+    let mut counts = Counts::default();
+    for target in crate::fuzz::TARGETS {
+        match crate::fuzz::run_target(&bins, target, FUZZ_SECONDS) {
+            Ok(report) => {
+                println!("{report}");
+                counts.passed += 1;
+            }
+            Err(e) => {
+                println!("{e}");
+                counts.failed += 1;
+            }
+        }
+    }
+    Ok(counts)
 }
 
 fn print_line((name, counts, elapsed): &(String, Counts, Duration)) {

@@ -20,8 +20,9 @@ mod insns;
 mod maps;
 pub(crate) mod multi;
 mod rewrite;
-mod sections;
-mod validate;
+pub(crate) mod sections;
+pub(crate) mod validate;
+mod validate_btf;
 
 pub(crate) use validate::message as panic_message;
 
@@ -194,8 +195,12 @@ fn analyze(bytes: Vec<u8>, elf: &ElfIndex) -> Result<Prepared> {
             let Ok(sym) = file.symbol_by_index(si) else {
                 continue;
             };
+            // A relocation outside its section is aya's to refuse; it is no asm constant.
+            if offset.checked_add(16).is_none_or(|end| end > size) {
+                continue;
+            }
             let at = file_off + offset;
-            let is_ld64 = offset + 16 <= size && bytes.get(at as usize) == Some(&insns::LD_IMM64);
+            let is_ld64 = bytes.get(at as usize) == Some(&insns::LD_IMM64);
             if sym.is_undefined() && is_ld64 && !sym.name().unwrap_or("").is_empty() {
                 asm.push(AsmSite {
                     name: sym.name().unwrap_or("").to_owned(),

@@ -19,6 +19,9 @@ const MAX_RING_BYTES: u32 = 1 << 31;
 
 const RINGBUF: u32 = 27;
 
+/// The largest section alignment accepted.
+const MAX_ALIGN: u64 = 4096;
+
 fn invalid(reason: String) -> Error {
     Error::InvalidObject { reason }
 }
@@ -33,8 +36,26 @@ pub(crate) fn check(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<()> {
 /// symbols in an empty section aya never reads.)
 fn structure(bytes: &[u8]) -> Result<()> {
     let file = object::File::parse(bytes).map_err(|e| invalid(e.to_string()))?;
+    super::validate_btf::check(&file)?;
     for section in file.sections() {
         let name = section.name().unwrap_or("?");
+        // The rewrite writes sections at their alignment: an absurd one would pad the new file
+        // to terabytes. ELF wants 0 or a power of two; BPF objects use at most 8.
+        // aya-obj reads symbol values as offsets into their section and subtracts the section's
+        // address from them: in an object (ELF relocatable) file, every address is 0.
+        if section.address() != 0 {
+            return Err(invalid(format!(
+                "section `{name}` has the address {:#x}; in an object file sections have none",
+                section.address()
+            )));
+        }
+        let align = section.align();
+        if align > MAX_ALIGN || (align > 1 && !align.is_power_of_two()) {
+            return Err(invalid(format!(
+                "section `{name}` asks for an alignment of {align} bytes (a power of two up to \
+                 {MAX_ALIGN} is accepted)"
+            )));
+        }
         match section.kind() {
             SectionKind::UninitializedData | SectionKind::UninitializedTls => {
                 if section.size() > MAX_NOBITS {
@@ -86,7 +107,9 @@ fn structure(bytes: &[u8]) -> Result<()> {
 /// Ring buffer sizes, read by aya-obj (the checks above keep its parse from slicing out of
 /// bounds); a panic inside it becomes an error, as a second line.
 fn check_maps(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<()> {
+    AT_AYA_BOUNDARY.with(|at| at.set(true));
     let parsed = std::panic::catch_unwind(|| aya_obj::Object::parse(bytes));
+    AT_AYA_BOUNDARY.with(|at| at.set(false));
     let obj = match parsed {
         Ok(Ok(obj)) => obj,
         // aya refuses it itself at load, with its own typed error.
@@ -117,6 +140,18 @@ fn check_maps(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+thread_local! {
+    /// Whether this thread is inside the `catch_unwind` around aya-obj's parse, where a panic
+    /// becomes a typed error (the fuzz targets let those through and abort on any other).
+    static AT_AYA_BOUNDARY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside the `catch_unwind` around aya-obj's parse.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
+pub(crate) fn at_aya_boundary() -> bool {
+    AT_AYA_BOUNDARY.with(std::cell::Cell::get)
 }
 
 /// The text of a panic's payload.

@@ -100,8 +100,12 @@ fn count_read(file: (u64, u64)) {
 
 fn read(binary: &Path, file_id: (u64, u64)) -> io::Result<Functions> {
     count_read(file_id);
-    let data = std::fs::read(binary)?;
-    let file = object::File::parse(&*data)
+    parse(&std::fs::read(binary)?)
+}
+
+/// The functions of an ELF file's bytes.
+pub(crate) fn parse(data: &[u8]) -> io::Result<Functions> {
+    let file = object::File::parse(data)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let mut list = Vec::new();
     // A set, not a scan of `list`: binaries have tens of thousands of symbols.

@@ -363,7 +363,7 @@ impl Field {
 /// A kprobe's hook is written to tracefs `kprobe_events` on the tracefs path: only a symbol
 /// (letters, digits, `_`, `.`), optionally `+offset`, may go there, never a newline or a space
 /// that would add a command of its own.
-fn check_kprobe_symbol(id: &ProbeIdentificationPair, symbol: &str) -> Result<()> {
+pub(crate) fn check_kprobe_symbol(id: &ProbeIdentificationPair, symbol: &str) -> Result<()> {
     let (name, offset) = symbol.split_once('+').unwrap_or((symbol, ""));
     let name_ok = !name.is_empty()
         && name
