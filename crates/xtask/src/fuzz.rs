@@ -15,6 +15,17 @@ use crate::{root, Result};
 /// The targets in fuzz/fuzz_targets.
 pub const TARGETS: &[&str] = &["object", "patterns", "declaration"];
 
+/// How long a target runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    /// Fresh random inputs for this long.
+    Seconds(u64),
+    /// This many inputs from a fixed seed, so that the same code always runs the same inputs
+    /// (what `cargo xtask test` runs: a finding there is reproducible, never luck); at most
+    /// 120 s.
+    Runs(u64),
+}
+
 /// What one bounded run did.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -37,7 +48,7 @@ impl std::fmt::Display for Report {
 
 /// Entry point of `cargo xtask fuzz`.
 pub fn run(args: &[String]) -> Result<()> {
-    let mut seconds = 60;
+    let mut seconds: u64 = 60;
     let mut targets = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -61,7 +72,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let bins = build()?;
     for target in targets {
-        println!("{}", run_target(&bins, target, seconds)?);
+        println!("{}", run_target(&bins, target, Limit::Seconds(seconds))?);
     }
     Ok(())
 }
@@ -112,8 +123,8 @@ pub fn build() -> Result<PathBuf> {
     Ok(fuzz.join("target").join(triple).join("release"))
 }
 
-/// Runs `target` for `seconds` from its committed corpus.
-pub fn run_target(bins: &Path, target: &str, seconds: u64) -> Result<Report> {
+/// Runs `target` within `limit` from its committed corpus.
+pub fn run_target(bins: &Path, target: &str, limit: Limit) -> Result<Report> {
     let root = root();
     let seeds_dir = root.join("fuzz/corpus").join(target);
     let work = root.join("target/fuzz/corpus").join(target);
@@ -122,10 +133,24 @@ pub fn run_target(bins: &Path, target: &str, seconds: u64) -> Result<Report> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let seeds = count(&seeds_dir);
+    let bound = match limit {
+        Limit::Seconds(s) => vec![format!("-max_total_time={s}")],
+        Limit::Runs(n) => {
+            // A fresh work corpus too: the inputs then depend on the committed corpus only.
+            let _ = std::fs::remove_dir_all(&work);
+            std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+            vec![
+                format!("-runs={n}"),
+                "-seed=1".to_owned(),
+                "-max_total_time=120".to_owned(),
+            ]
+        }
+    };
+    let started = Instant::now();
     let output = Command::new(bins.join(target))
         .arg(&work)
         .arg(&seeds_dir)
-        .arg(format!("-max_total_time={seconds}"))
+        .args(&bound)
         .arg("-rss_limit_mb=1024")
         .arg("-timeout=10")
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
@@ -151,7 +176,7 @@ pub fn run_target(bins: &Path, target: &str, seconds: u64) -> Result<Report> {
         .unwrap_or(0);
     Ok(Report {
         target: target.to_owned(),
-        seconds,
+        seconds: started.elapsed().as_secs(),
         executions,
         seeds,
         corpus: count(&work),

@@ -73,6 +73,15 @@ fn structure(bytes: &[u8]) -> Result<()> {
                 })?;
             }
         }
+        // The rewrite moves relocations with their section (offsets plus the new base).
+        for (offset, _) in section.relocations() {
+            if offset >= section.size() {
+                return Err(invalid(format!(
+                    "section `{name}` has a relocation at {offset}, past its {} bytes",
+                    section.size()
+                )));
+            }
+        }
         if section.kind() == SectionKind::Text && section.size() % 8 != 0 {
             return Err(invalid(format!(
                 "section `{name}` holds {} bytes, not a whole number of 8-byte instructions",
