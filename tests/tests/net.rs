@@ -98,10 +98,11 @@ fn start_netlink(m: &mut Manager) -> bool {
         }) if method == AttachMethod::TcNetlink
             && os_error(source.as_ref()) == Some(libc::ENOENT) =>
         {
-            assert_ne!(
+            assert_eq!(
                 kernel_config_builtin("CONFIG_NET_SCH_INGRESS"),
-                Some(true),
-                "clsact is built into this kernel, yet adding it failed: {source}"
+                Some(false),
+                "adding clsact failed ({source}): the kernel's configuration must say it is \
+                 not built in (None: no /proc/config.gz nor /boot/config-<release> to tell)"
             );
             println!(
                 "this kernel has no clsact qdisc (attaching to {hook}: {source}): checked \

@@ -144,3 +144,31 @@ fn helloworld_tracepoint_twin_prints_to_trace_pipe() {
     assert!(line.is_some(), "no `mkdir (vfs hook point)` in trace_pipe");
     m.stop(CleanupType::CleanAll).unwrap();
 }
+
+/// `init` raises the soft limit of open files to the hard one, as the Go runtime does for Go
+/// programs: a manager holds several fds per probe (perf event or link, a tracefs event's
+/// lock, one perf ring per CPU), and a soft limit of 1024 runs out at a few hundred probes.
+#[test]
+fn init_raises_the_soft_open_file_limit_to_the_hard_one() {
+    let get = || {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into a valid struct.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+        l
+    };
+    let before = get();
+    assert!(before.rlim_max > 64, "hard limit {}", before.rlim_max);
+    // Just below the hard limit: lowered for this process, harmless to the other tests.
+    let lowered = libc::rlimit {
+        rlim_cur: before.rlim_max - 1,
+        rlim_max: before.rlim_max,
+    };
+    // SAFETY: setrlimit reads a valid struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+    let mut m = counting_manager(vec![probe("tp", "tracepoint_sys_enter_mkdir")]);
+    assert_eq!(get().rlim_cur, before.rlim_max);
+    m.stop(CleanupType::CleanAll).unwrap();
+}

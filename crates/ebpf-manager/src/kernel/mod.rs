@@ -60,6 +60,28 @@ pub(crate) fn lift_memlock_rlimit() {
     }
 }
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as the Go runtime does for every Go
+/// program (Go 1.19): a manager holds several descriptors per probe (a perf event or link, a
+/// tracefs event's lock, one perf ring per CPU), and the usual soft limit of 1024 runs out at a
+/// few hundred probes. Never above the hard limit, so no privilege is needed.
+pub(crate) fn lift_nofile_rlimit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur >= limit.rlim_max
+    {
+        return;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        log::debug!("RLIMIT_NOFILE kept: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// How many times this process parsed the kernel's BTF (`/sys/kernel/btf/vmlinux`) through
 /// managers: their own parses (for BTF-typed hooks) and aya's (one per loader; a manager keeps
 /// one loader for all its loads until [`Manager::start`](crate::Manager::start) releases it).

@@ -217,3 +217,146 @@ impl Drop for RingConsumer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring in anonymous memory laid out as the kernel maps one: a consumer page; a producer
+    /// page, then the data twice in a row.
+    fn synthetic(size: usize) -> RingConsumer {
+        // SAFETY: sysconf has no preconditions.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let anon = |len: usize| {
+            // SAFETY: a fresh private anonymous mapping.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(ptr, libc::MAP_FAILED);
+            NonNull::new(ptr.cast::<u8>()).unwrap()
+        };
+        RingConsumer {
+            fd: std::fs::File::open("/dev/null").unwrap().into(),
+            consumer: anon(page_size),
+            producer: anon(page_size + 2 * size),
+            page_size,
+            size,
+        }
+    }
+
+    /// Writes a record header (`len` with its flags) and `body` at ring position `pos`, in
+    /// both copies of the data, as the doubled mapping shows them.
+    fn write(ring: &RingConsumer, pos: usize, len: u32, body: &[u8]) {
+        let mut bytes = len.to_ne_bytes().to_vec();
+        bytes.extend_from_slice(&0u32.to_ne_bytes());
+        bytes.extend_from_slice(body);
+        for (i, b) in bytes.iter().enumerate() {
+            let at = (pos + i) & (ring.size - 1);
+            // SAFETY: inside the synthetic data mapping (2 * size bytes after one page).
+            unsafe {
+                let data = ring.producer.as_ptr().add(ring.page_size);
+                *data.add(at) = *b;
+                *data.add(at + ring.size) = *b;
+            }
+        }
+    }
+
+    fn set_producer(ring: &RingConsumer, pos: usize) {
+        ring.position(ring.producer).store(pos, Ordering::Release);
+    }
+
+    fn consumer(ring: &RingConsumer) -> usize {
+        ring.position(ring.consumer).load(Ordering::Acquire)
+    }
+
+    fn collect(ring: &mut RingConsumer, max: usize) -> (Vec<Vec<u8>>, Stopped) {
+        let mut seen = Vec::new();
+        let (n, stopped) = ring.read(max, |r| {
+            seen.push(r.to_vec());
+            ControlFlow::Continue(())
+        });
+        assert_eq!(n, seen.len());
+        (seen, stopped)
+    }
+
+    #[test]
+    fn discarded_records_are_skipped_and_a_busy_one_stops_the_read() {
+        let mut ring = synthetic(4096);
+        write(&ring, 0, 5, b"hello");
+        write(&ring, 16, 3 | DISCARD, b"bad");
+        write(&ring, 32, 8, b"12345678");
+        write(&ring, 48, 4 | BUSY, b"wait");
+        set_producer(&ring, 64);
+        let (seen, stopped) = collect(&mut ring, usize::MAX);
+        assert_eq!(seen, [b"hello".to_vec(), b"12345678".to_vec()]);
+        assert_eq!(stopped, Stopped::Busy);
+        assert_eq!(
+            consumer(&ring),
+            48,
+            "the discarded record's space is given back too"
+        );
+        // Committed: the next read hands it over.
+        write(&ring, 48, 4, b"done");
+        let (seen, stopped) = collect(&mut ring, usize::MAX);
+        assert_eq!(seen, [b"done".to_vec()]);
+        assert_eq!(stopped, Stopped::Empty);
+        assert_eq!(consumer(&ring), 64);
+    }
+
+    #[test]
+    fn the_byte_limit_stops_between_records() {
+        let mut ring = synthetic(4096);
+        for i in 0..4 {
+            write(&ring, 16 * i, 8, &[i as u8; 8]);
+        }
+        set_producer(&ring, 64);
+        let (seen, stopped) = collect(&mut ring, 20);
+        assert_eq!(seen.len(), 2, "records starting below the limit");
+        assert_eq!(stopped, Stopped::Limit);
+        assert_eq!(consumer(&ring), 32);
+        let (seen, stopped) = collect(&mut ring, usize::MAX);
+        assert_eq!(seen, [vec![2u8; 8], vec![3u8; 8]]);
+        assert_eq!(stopped, Stopped::Empty);
+    }
+
+    #[test]
+    fn a_record_wrapping_the_end_is_whole_and_a_break_keeps_the_rest() {
+        let mut ring = synthetic(4096);
+        let start = 4096 - 8;
+        ring.position(ring.consumer).store(start, Ordering::Release);
+        let body: Vec<u8> = (0..24).collect();
+        write(&ring, start, 24, &body);
+        write(&ring, start + 32, 2, b"ok");
+        set_producer(&ring, start + 48);
+        let (n, stopped) = ring.read(usize::MAX, |r| {
+            assert_eq!(r, &body[..], "the doubled mapping holds it whole");
+            ControlFlow::Break(())
+        });
+        assert_eq!((n, stopped), (1, Stopped::Broke));
+        assert_eq!(
+            consumer(&ring),
+            start + 32,
+            "the broken record is consumed, not the next"
+        );
+        let (seen, _) = collect(&mut ring, usize::MAX);
+        assert_eq!(seen, [b"ok".to_vec()]);
+    }
+
+    #[test]
+    fn a_record_longer_than_the_ring_is_never_read() {
+        let mut ring = synthetic(4096);
+        write(&ring, 0, 4096, b"");
+        set_producer(&ring, 8);
+        let (seen, stopped) = collect(&mut ring, usize::MAX);
+        assert!(seen.is_empty());
+        assert_eq!(stopped, Stopped::Broke);
+        assert_eq!(consumer(&ring), 0);
+    }
+}

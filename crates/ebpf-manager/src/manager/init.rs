@@ -52,6 +52,7 @@ impl Manager {
         if !options.keep_memlock_rlimit {
             crate::kernel::lift_memlock_rlimit();
         }
+        crate::kernel::lift_nofile_rlimit();
         log_unmatched_constant_editors(&options.constant_editors, &matched);
         // Per-probe editors apply to those probes' own copies, below.
         let constants: Vec<&ConstantEditor> = options

@@ -73,6 +73,12 @@ fn structure(bytes: &[u8]) -> Result<()> {
                 })?;
             }
         }
+        if section.kind() == SectionKind::Text && section.size() % 8 != 0 {
+            return Err(invalid(format!(
+                "section `{name}` holds {} bytes, not a whole number of 8-byte instructions",
+                section.size()
+            )));
+        }
         // The rewrite moves relocations with their section (offsets plus the new base).
         for (offset, _) in section.relocations() {
             if offset >= section.size() {
@@ -81,12 +87,6 @@ fn structure(bytes: &[u8]) -> Result<()> {
                     section.size()
                 )));
             }
-        }
-        if section.kind() == SectionKind::Text && section.size() % 8 != 0 {
-            return Err(invalid(format!(
-                "section `{name}` holds {} bytes, not a whole number of 8-byte instructions",
-                section.size()
-            )));
         }
     }
     for symbol in file.symbols() {

@@ -103,8 +103,13 @@ fn init_script(payloads: &[Payload]) -> String {
 }
 
 /// Builds `<run>/initrd.cpio`: busybox with a link per applet in `/bin`, the payloads in
-/// `/payload`, and `/init`. Returns its path.
-pub(super) fn initramfs(run: &Path, payloads: &[Payload]) -> Result<PathBuf> {
+/// `/payload`, the kernel's `config` in `/boot` (as distributions install it), and `/init`.
+/// Returns its path.
+pub(super) fn initramfs(
+    run: &Path,
+    payloads: &[Payload],
+    config: Option<&Path>,
+) -> Result<PathBuf> {
     install::ensure(&[("busybox", "busybox-static"), ("cpio", "cpio")])?;
     let busybox = env::split_paths(&env::var_os("PATH").unwrap_or_default())
         .map(|d| d.join("busybox"))
@@ -115,8 +120,12 @@ pub(super) fn initramfs(run: &Path, payloads: &[Payload]) -> Result<PathBuf> {
     let root = run.join("root");
     let mkdir =
         |d: &Path| fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()));
-    for d in ["bin", "proc", "sys", "dev", "tmp", "payload"] {
+    for d in ["bin", "proc", "sys", "dev", "tmp", "payload", "boot"] {
         mkdir(&root.join(d))?;
+    }
+    if let Some(config) = config {
+        let name = config.file_name().ok_or("a kernel config without a name")?;
+        copy(config, &root.join("boot").join(name))?;
     }
     copy(&busybox, &root.join("bin/busybox"))?;
     let list = Command::new(&busybox)

@@ -139,7 +139,11 @@ pub fn run(
         RUNS.fetch_add(1, Ordering::SeqCst)
     ));
     let _cleanup = RemoveOnDrop(dir.clone());
-    let initrd = initramfs(&dir, payloads)?;
+    // The kernel's configuration, where tests look for it when /proc/config.gz is absent.
+    let config = kernel
+        .vmlinuz
+        .with_file_name(format!("config-{}", kernel.release));
+    let initrd = initramfs(&dir, payloads, config.is_file().then_some(config.as_path()))?;
 
     // The initramfs is unpacked in RAM next to its own copy: leave room for both.
     let initrd_mib = fs::metadata(&initrd).map_or(0, |m| m.len() >> 20);
