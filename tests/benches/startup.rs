@@ -104,6 +104,18 @@ fn through_aya(case: &Case) -> (Duration, Duration) {
     (t.elapsed(), stop.elapsed())
 }
 
+/// One row: the case, its runs, the two medians and their ratio.
+fn print_row(name: &str, runs: usize, m: Duration, a: Duration) {
+    println!(
+        "{:<48} {:>5} {:>9.3} ms {:>9.3} ms {:>7.3}",
+        name,
+        runs,
+        m.as_secs_f64() * 1e3,
+        a.as_secs_f64() * 1e3,
+        m.as_secs_f64() / a.as_secs_f64()
+    );
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -221,14 +233,7 @@ fn main() {
             median(m.into_iter().map(|t| t.0).collect()),
             median(a.into_iter().map(|t| t.0).collect()),
         );
-        println!(
-            "{:<48} {:>5} {:>9.3} ms {:>9.3} ms {:>7.3}",
-            case.name,
-            case.iterations,
-            m.as_secs_f64() * 1e3,
-            a.as_secs_f64() * 1e3,
-            m.as_secs_f64() / a.as_secs_f64()
-        );
+        print_row(&case.name, case.iterations, m, a);
     }
     println!(
         "(the manager read the uprobes' binary {} time(s) in all those runs)",
@@ -240,14 +245,7 @@ fn main() {
         "case", "runs", "manager", "raw aya", "ratio"
     );
     for (name, runs, m, a) in starts {
-        println!(
-            "{:<48} {:>5} {:>9.3} ms {:>9.3} ms {:>7.3}",
-            name,
-            runs,
-            m.as_secs_f64() * 1e3,
-            a.as_secs_f64() * 1e3,
-            m.as_secs_f64() / a.as_secs_f64()
-        );
+        print_row(&name, runs, m, a);
     }
     println!(
         "\nstop alone (manager stop vs dropping aya's Ebpf; parallel closes: {})",

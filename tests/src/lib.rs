@@ -297,6 +297,63 @@ pub fn test_run_repeat(prog: std::os::fd::RawFd, packet: &[u8], repeat: u32) -> 
     (attr.retval, attr.duration)
 }
 
+/// The value at `key` of the map behind `fd`, read with a raw `BPF_MAP_LOOKUP_ELEM` (a map of
+/// any type, also one whose manager has stopped: the fd keeps it; a program array or map of
+/// maps gives its occupant's id); `None` for an empty slot (ENOENT), a panic for any other
+/// error.
+pub fn lookup_raw(fd: std::os::fd::BorrowedFd<'_>, key: u32, value_size: usize) -> Option<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Attr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let mut value = vec![0u8; value_size];
+    let mut attr = Attr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: &key as *const u32 as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: a valid bpf_attr prefix of the size passed; key and value outlive the call, and
+    // value holds value_size bytes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            1, // BPF_MAP_LOOKUP_ELEM
+            &mut attr as *mut Attr,
+            std::mem::size_of::<Attr>() as u32,
+        )
+    };
+    if rc == 0 {
+        return Some(value);
+    }
+    let e = std::io::Error::last_os_error();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::ENOENT),
+        "lookup of key {key}: {e}"
+    );
+    None
+}
+
+/// A manager over `probes`, initialized from probes.bpf.o with `options` (counting this
+/// thread only unless they set `filter_tid` themselves).
+pub fn counting_manager_with(probes: Vec<Probe>, options: Options) -> Manager {
+    setup();
+    let mut m = Manager {
+        probes,
+        ..Default::default()
+    };
+    m.init_with_options(PROBES, options)
+        .expect("init of probes.bpf.o");
+    m
+}
+
 /// The kernel's view of map `name` of `m` (`/proc/self/fdinfo` of a fresh fd): `map_type`,
 /// `key_size`, `value_size`, `max_entries`, `map_flags`, ...
 pub fn map_fdinfo(m: &Manager, name: &str) -> std::collections::HashMap<String, u64> {

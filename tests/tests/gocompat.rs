@@ -436,14 +436,9 @@ fn the_verifier_log_level_shapes_the_log_of_a_rejected_program() {
 /// before the kernel creates them.
 #[test]
 fn btf_maps_are_edited_and_excluded_before_creation() {
-    setup();
     let tp = || probe("tp", "tracepoint_sys_enter_mkdir");
-    let mut m = Manager {
-        probes: vec![tp()],
-        ..Default::default()
-    };
-    m.init_with_options(
-        PROBES,
+    let m = counting_manager_with(
+        vec![tp()],
         Options {
             map_spec_editors: vec![MapSpecEditor {
                 name: "tagged".into(),
@@ -455,8 +450,7 @@ fn btf_maps_are_edited_and_excluded_before_creation() {
             }],
             ..this_thread_only()
         },
-    )
-    .unwrap();
+    );
     let tagged = map_fdinfo(&m, "tagged");
     assert_eq!(
         (

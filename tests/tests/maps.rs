@@ -204,13 +204,8 @@ fn maps_dump_prints_keys_and_values_in_hex() {
 #[test]
 fn maps_dump_of_every_map_skips_an_unlistable_one() {
     const BPF_F_WRONLY: u32 = 1 << 4;
-    setup();
-    let mut m = Manager {
-        probes: vec![tp()],
-        ..Default::default()
-    };
-    m.init_with_options(
-        PROBES,
+    let mut m = counting_manager_with(
+        vec![tp()],
         Options {
             map_spec_editors: vec![MapSpecEditor {
                 name: "tagged".into(),
@@ -219,8 +214,7 @@ fn maps_dump_of_every_map_skips_an_unlistable_one() {
             }],
             ..this_thread_only()
         },
-    )
-    .unwrap();
+    );
     let mut seen = Vec::new();
     m.dump_maps_with(&[], &mut |e| seen.push(e.map.to_owned()))
         .expect("one unlistable map does not fail the dump");

@@ -218,46 +218,11 @@ fn router_routes_a_program_of_another_manager() {
     assert_eq!(count(&m, "tail_hits"), 0, "not this one's");
 }
 
-/// The id in slot `key` of the program array or map of maps `map`, `None` when empty: read
-/// with a raw `BPF_MAP_LOOKUP_ELEM`, which gives the occupant's id to user space.
+/// The id in slot `key` of the program array or map of maps `map`, `None` when empty.
 fn slot_id(m: &Manager, map: &str, key: u32) -> Option<u32> {
-    use std::os::fd::{AsFd, AsRawFd};
-    #[repr(C)]
-    struct Attr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        value: u64,
-        flags: u64,
-    }
+    use std::os::fd::AsFd;
     let fd = m.map_fd(map).expect("map_fd");
-    let mut id = 0u32;
-    let mut attr = Attr {
-        map_fd: fd.as_fd().as_raw_fd() as u32,
-        _pad: 0,
-        key: &key as *const u32 as u64,
-        value: &mut id as *mut u32 as u64,
-        flags: 0,
-    };
-    // SAFETY: a valid bpf_attr prefix of the size passed; key and value outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            1, // BPF_MAP_LOOKUP_ELEM
-            &mut attr as *mut Attr,
-            std::mem::size_of::<Attr>() as u32,
-        )
-    };
-    if rc == 0 {
-        return Some(id);
-    }
-    let e = std::io::Error::last_os_error();
-    assert_eq!(
-        e.raw_os_error(),
-        Some(libc::ENOENT),
-        "lookup {map}[{key}]: {e}"
-    );
-    None
+    lookup_raw(fd.as_fd(), key, 4).map(|v| u32::from_ne_bytes(v[..4].try_into().unwrap()))
 }
 
 /// A failed start puts back every route slot it wrote: an empty slot is emptied again, an

@@ -102,7 +102,6 @@ const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
 
 /// A new fd of the program (`program` true) or map with this id (Linux 4.13).
 pub(crate) fn fd_by_id(program: bool, id: u32) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd as _;
     #[repr(C)]
     struct GetFdById {
         id: u32,
@@ -114,25 +113,12 @@ pub(crate) fn fd_by_id(program: bool, id: u32) -> io::Result<std::os::fd::OwnedF
         next_id: 0,
         open_flags: 0,
     };
-    let cmd = if program {
-        BPF_PROG_GET_FD_BY_ID
+    let (cmd, command) = if program {
+        (BPF_PROG_GET_FD_BY_ID, "BPF_PROG_GET_FD_BY_ID")
     } else {
-        BPF_MAP_GET_FD_BY_ID
+        (BPF_MAP_GET_FD_BY_ID, "BPF_MAP_GET_FD_BY_ID")
     };
-    // SAFETY: attr is a valid bpf_attr prefix of the size passed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            &mut attr as *mut GetFdById,
-            std::mem::size_of::<GetFdById>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new fd that nothing else owns.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) })
+    super::bpf_prog::sys_bpf(cmd, command, &mut attr).map_err(|e| e.source)
 }
 
 /// Every (key, value) of the map, in the kernel's key order. `value_size` is the size the

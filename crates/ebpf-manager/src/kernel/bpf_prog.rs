@@ -37,7 +37,11 @@ pub struct BpfError {
 }
 
 /// `bpf(cmd, attr)`, returning the new fd.
-fn sys_bpf<T>(cmd: libc::c_long, command: &'static str, attr: &mut T) -> Result<OwnedFd, BpfError> {
+pub(crate) fn sys_bpf<T>(
+    cmd: libc::c_long,
+    command: &'static str,
+    attr: &mut T,
+) -> Result<OwnedFd, BpfError> {
     // SAFETY: `attr` is a live, writable prefix of `union bpf_attr` of the size passed; the
     // pointers inside it point to buffers the caller keeps alive across the call.
     let rc = unsafe {
