@@ -38,9 +38,13 @@
 
 mod elf;
 mod error;
-#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
-#[cfg_attr(feature = "fault-injection", doc(hidden))]
+// Test-only failure points: public (and hidden from the docs) only with the feature.
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
 pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+#[allow(dead_code)]
+mod fault;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
