@@ -171,12 +171,53 @@ pub fn assert_unloaded(ids: &[u32]) {
 /// Asserts that these map ids leave the kernel, which frees a program's maps after an RCU
 /// grace period once the program is unloaded: waits up to 5 s.
 pub fn assert_maps_unloaded(ids: &[u32]) {
-    wait_until_gone("maps", ids, || {
-        aya::maps::loaded_maps()
-            .filter_map(Result::ok)
-            .map(|m| m.id())
-            .collect()
-    });
+    wait_until_gone("maps", ids, map_ids);
+}
+
+/// The ids of every map in the kernel, listed with `BPF_MAP_GET_NEXT_ID` alone: no map is
+/// opened.
+///
+/// Opening a map by id (as `aya::maps::loaded_maps` does) is not harmless while a program
+/// array is being freed: the kernel (measured on 6.18) defers clearing a program array to a
+/// work item when its last user reference goes, and takes a map reference for that work; a
+/// reference opened by id and closed while the work is still pending queues it again, the
+/// second queueing is a no-op, and its map reference is never dropped. The array then stays in
+/// the kernel until reboot, with no fd, pin or program holding it.
+pub fn map_ids() -> Vec<u32> {
+    #[repr(C)]
+    struct Attr {
+        start_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let mut ids = Vec::new();
+    let mut attr = Attr {
+        start_id: 0,
+        next_id: 0,
+        open_flags: 0,
+    };
+    loop {
+        // SAFETY: a valid bpf_attr prefix of the size passed, written by the kernel only.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                12, // BPF_MAP_GET_NEXT_ID
+                &mut attr as *mut Attr,
+                std::mem::size_of::<Attr>() as u32,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::ENOENT),
+                "BPF_MAP_GET_NEXT_ID: {e}"
+            );
+            return ids;
+        }
+        ids.push(attr.next_id);
+        attr.start_id = attr.next_id;
+    }
 }
 
 fn wait_until_gone(what: &str, ids: &[u32], loaded: impl Fn() -> Vec<u32>) {

@@ -23,7 +23,7 @@ const BYPASS: &[u8] = include_bytes!("../../ebpf-fixtures/bypass.bpf.o");
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Snapshot {
     programs: Vec<(u32, String)>,
-    maps: Vec<(u32, String)>,
+    maps: Vec<u32>,
     fds: BTreeMap<String, usize>,
     tracefs: Vec<String>,
     bpffs: Vec<String>,
@@ -36,11 +36,9 @@ fn snapshot() -> Snapshot {
         .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_owned()))
         .collect();
     programs.sort_unstable();
-    let mut maps: Vec<(u32, String)> = aya::maps::loaded_maps()
-        .filter_map(Result::ok)
-        .map(|m| (m.id(), m.name_as_str().unwrap_or("?").to_owned()))
-        .collect();
-    maps.sort_unstable();
+    // Ids only: opening maps by id while the manager frees a program array can leak the array
+    // (see `map_ids`); names are read once a comparison has failed.
+    let maps = map_ids();
     let mut fds = BTreeMap::new();
     for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
         if let Ok(target) = std::fs::read_link(entry.path()) {
@@ -97,7 +95,21 @@ fn assert_same(before: &Snapshot, what: &str) {
             return;
         }
         if std::time::Instant::now() > deadline {
-            panic!("{what}: the kernel is not as before\nbefore: {before:#?}\nafter:  {now:#?}");
+            let names: Vec<(u32, String)> = now
+                .maps
+                .iter()
+                .filter(|id| !before.maps.contains(id))
+                .map(|&id| {
+                    let name = aya::maps::MapInfo::from_id(id)
+                        .map(|m| m.name_as_str().unwrap_or("?").to_owned())
+                        .unwrap_or_else(|e| e.to_string());
+                    (id, name)
+                })
+                .collect();
+            panic!(
+                "{what}: the kernel is not as before\nbefore: {before:#?}\nafter:  {now:#?}\n\
+                 new maps: {names:?}"
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
