@@ -58,7 +58,7 @@ pub fn exit(result: ebpf_manager::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", e.report());
             std::process::ExitCode::FAILURE
         }
     }

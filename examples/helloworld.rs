@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("helloworld: error: {e}");
+            eprintln!("helloworld: error: {}", e.report());
             ExitCode::FAILURE
         }
     }

@@ -217,7 +217,7 @@ fn map_spec_editor_changes_type_sizes_and_flags_of_a_legacy_map() {
     })
     .unwrap_err();
     assert!(matches!(err, Error::Object { .. }), "{err:?}");
-    assert!(err.to_string().contains("edited"), "{err}");
+    assert!(err.report().to_string().contains("edited"), "{err}");
 }
 
 #[test]

@@ -162,7 +162,7 @@ fn perf_event_hardware_cycles_sample_or_name_the_missing_pmu() {
     }
     let fds_before = attachment_fds();
     let e = m.start().unwrap_err();
-    let message = e.to_string();
+    let message = e.report().to_string();
     match e {
         Error::Attach {
             id: got,
@@ -178,9 +178,9 @@ fn perf_event_hardware_cycles_sample_or_name_the_missing_pmu() {
     }
     assert!(
         message.ends_with(
-            "`perf_event_open` failed: No such file or directory (os error 2) (on CPU 0: the \
-             kernel has no such event; hardware events need a PMU, which virtual machines \
-             often lack)"
+            "failed: on CPU 0: the kernel has no such event; hardware events need a PMU, which \
+             virtual machines often lack: `perf_event_open` failed: No such file or directory \
+             (os error 2)"
         ),
         "{message}"
     );
@@ -286,7 +286,7 @@ fn perf_event_cpu_count_opens_the_first_cpus_only() {
     let fds_before = attachment_fds();
     let err = m.start().unwrap_err();
     assert!(
-        err.to_string().contains(&format!(
+        err.report().to_string().contains(&format!(
             "perf_event_cpu_count is {}, but only {} CPUs are online",
             cpus.len() + 1,
             cpus.len()

@@ -274,11 +274,11 @@ fn uprobe_pid_of_no_process_fails_at_start() {
     let mut m = user_manager(vec![p], user_filters(0, 0)).unwrap();
     let prog_ids = program_ids(&m, std::slice::from_ref(&id));
     let e = m.start().unwrap_err();
-    let message = e.to_string();
+    let message = e.report().to_string();
     assert!(
         message.ends_with(&format!(
-            "`perf_event_open` failed: No such process (os error 3) \
-             (uprobe_pid {gone} names no running process)"
+            "failed: uprobe_pid {gone} names no running process: \
+             `perf_event_open` failed: No such process (os error 3)"
         )),
         "{message}"
     );
@@ -465,7 +465,7 @@ fn uprobe_on_a_missing_symbol_fails_at_start_and_leaves_nothing() {
     let mut m = user_manager(vec![good, bad], user_filters(0, 0)).unwrap();
     let prog_ids = program_ids(&m, &ids);
     let e = m.start().unwrap_err();
-    let message = e.to_string();
+    let message = e.report().to_string();
     assert!(
         message.ends_with(
             "failed: error resolving symbol: unknown symbol `uprobe_target_no_such_function`"

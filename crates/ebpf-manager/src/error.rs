@@ -9,6 +9,23 @@ use crate::{manager::ManagerState, probe::ProbeIdentificationPair};
 /// Each variant names what it concerns (the probe, the hook point, the kernel facility) and the
 /// message says what to do about it. When a call fails, the manager has already undone what that
 /// call did: no program, link or tracefs event is left behind.
+///
+/// As in aya, `Display` says what failed and [`source`](std::error::Error::source) gives why
+/// (the kernel's errno with the call that returned it, aya's error, the file): each cause is
+/// printed once. [`Error::report`] prints the whole chain on one line (as anyhow's `{:#}` does),
+/// and [`Error::errno`] finds the kernel's errno in it.
+///
+/// ```no_run
+/// # fn main() {
+/// let mut manager = ebpf_manager::Manager::default();
+/// if let Err(e) = manager.init(b"not an object") {
+///     eprintln!("init failed: {}", e.report());
+///     if e.errno() == Some(libc::EPERM) {
+///         eprintln!("run as root");
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -31,7 +48,7 @@ pub enum Error {
     },
 
     /// aya refused the object, or could not create one of its maps.
-    #[error("aya could not load the object: {source}")]
+    #[error("aya could not load the object")]
     Object {
         /// aya's error.
         #[source]
@@ -70,7 +87,7 @@ pub enum Error {
 
     /// The kernel refused a kprobe.multi program or link
     /// ([`KprobeAttachMethod::KprobeMulti`](crate::KprobeAttachMethod::KprobeMulti)).
-    #[error("probe {id}: kprobe.multi on {hook} is not available on this kernel ({source}): it needs Linux 5.18 built with CONFIG_FPROBE; attach with KprobeAttachMethod::PerfEventOpen or Tracefs")]
+    #[error("probe {id}: kprobe.multi on {hook} is not available on this kernel: it needs Linux 5.18 built with CONFIG_FPROBE; attach with KprobeAttachMethod::PerfEventOpen or Tracefs")]
     KprobeMultiUnsupported {
         /// The probe.
         id: ProbeIdentificationPair,
@@ -82,7 +99,7 @@ pub enum Error {
     },
 
     /// `BPF_PROG_TEST_RUN` of a probe's program failed ([`Manager::test_run`](crate::Manager::test_run)).
-    #[error("probe {id}: running its program with BPF_PROG_TEST_RUN failed ({source}); the kernel test-runs XDP, TC, socket filter, cgroup_skb, flow dissector, raw tracepoint, tracing and syscall programs only, and wants a packet of at least 14 bytes for the network ones")]
+    #[error("probe {id}: running its program with BPF_PROG_TEST_RUN failed; the kernel test-runs XDP, TC, socket filter, cgroup_skb, flow dissector, raw tracepoint, tracing and syscall programs only, and wants a packet of at least 14 bytes for the network ones")]
     TestRun {
         /// The probe.
         id: ProbeIdentificationPair,
@@ -208,7 +225,7 @@ pub enum Error {
     },
 
     /// The verifier rejected the program.
-    #[error("probe {id}: the verifier rejected `{function}` ({source}); verifier log:\n{log}")]
+    #[error("probe {id}: the verifier rejected `{function}`; verifier log:\n{log}")]
     Verifier {
         /// The probe.
         id: ProbeIdentificationPair,
@@ -240,7 +257,7 @@ pub enum Error {
     },
 
     /// Loading the program failed for a reason other than the verifier.
-    #[error("probe {id}: loading `{function}` failed: {source}")]
+    #[error("probe {id}: loading `{function}` failed")]
     Load {
         /// The probe.
         id: ProbeIdentificationPair,
@@ -252,7 +269,7 @@ pub enum Error {
     },
 
     /// The process lacks the privileges an operation needs.
-    #[error("{operation}: permission denied ({source}); run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (kernels before 5.8: CAP_SYS_ADMIN)")]
+    #[error("{operation}: permission denied; run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (kernels before 5.8: CAP_SYS_ADMIN)")]
     PermissionDenied {
         /// What was being done.
         operation: String,
@@ -331,7 +348,7 @@ pub enum Error {
     },
 
     /// Attaching failed.
-    #[error("probe {id}: attaching to `{hook}` through {method} failed: {source}")]
+    #[error("probe {id}: attaching to `{hook}` through {method} failed")]
     Attach {
         /// The probe.
         id: ProbeIdentificationPair,
@@ -349,7 +366,7 @@ pub enum Error {
     TracefsNotMounted,
 
     /// Neither available_filter_functions nor /proc/kallsyms could be read.
-    #[error("cannot list the kernel's functions: {available_filter_functions}: {aff_error}; /proc/kallsyms: {source}")]
+    #[error("cannot list the kernel's functions: {available_filter_functions}: {aff_error}; /proc/kallsyms could not be read either")]
     FunctionList {
         /// The available_filter_functions path tried.
         available_filter_functions: PathBuf,
@@ -361,7 +378,7 @@ pub enum Error {
     },
 
     /// Reading or writing a kernel file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: I/O failed")]
     Io {
         /// The file.
         path: PathBuf,
@@ -426,7 +443,7 @@ pub enum Error {
 
     /// Starting the reader of a perf map or ring buffer failed (opening, mapping or polling its
     /// buffers, or starting its thread).
-    #[error("{kind} `{map}`: starting its reader failed: {source}")]
+    #[error("{kind} `{map}`: starting its reader failed")]
     ReaderStart {
         /// The map.
         map: String,
@@ -468,3 +485,115 @@ pub enum Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The error and its causes on one line, `what failed: why: why that`, each cause printed
+    /// once (a cause whose text its parent already shows is skipped).
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+
+    /// The errno of the kernel call that caused this error, when one did: the first OS error
+    /// in the chain of [`source`](std::error::Error::source)s.
+    pub fn errno(&self) -> Option<i32> {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(errno) = e
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::raw_os_error)
+            {
+                return Some(errno);
+            }
+            cause = e.source();
+        }
+        None
+    }
+}
+
+/// An [`Error`] with its causes, from [`Error::report`].
+pub struct Report<'a>(&'a Error);
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_chain(f, self.0)
+    }
+}
+
+/// `error` and its causes on one line, for messages that carry another crate's error.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+    impl std::fmt::Display for Chain<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write_chain(f, self.0)
+        }
+    }
+    Chain(error).to_string()
+}
+
+fn write_chain(
+    f: &mut std::fmt::Formatter<'_>,
+    error: &(dyn std::error::Error + 'static),
+) -> std::fmt::Result {
+    {
+        let mut last = error.to_string();
+        f.write_str(&last)?;
+        let mut cause = error.source();
+        while let Some(e) = cause {
+            let text = e.to_string();
+            // Errors of other crates may print their source themselves as well.
+            if !text.is_empty() && !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_printed_once_and_the_errno_is_found() {
+        let sys = crate::kernel::SysError {
+            call: "perf_event_open",
+            io_error: io::Error::from_raw_os_error(libc::ESRCH),
+        };
+        let err = Error::Attach {
+            id: ProbeIdentificationPair::new("u", "uprobe_add"),
+            hook: "add".into(),
+            method: crate::AttachMethod::Uprobe,
+            source: Box::new(io::Error::new(io::ErrorKind::NotFound, sys)),
+        };
+        let display = err.to_string();
+        assert!(!display.contains("failed: "), "{display}");
+        let report = err.report().to_string();
+        assert_eq!(
+            report,
+            format!(
+                "{display}: `perf_event_open` failed: {}",
+                io::Error::from_raw_os_error(libc::ESRCH)
+            )
+        );
+        assert_eq!(err.errno(), Some(libc::ESRCH));
+        // A cause whose text its parent already shows is not repeated.
+        let err = Error::ReaderStart {
+            map: "events".into(),
+            kind: "perf map",
+            source: Box::new(io::Error::other("the inner cause")),
+        };
+        assert_eq!(
+            err.report().to_string(),
+            "perf map `events`: starting its reader failed: the inner cause"
+        );
+        assert_eq!(err.errno(), None);
+    }
+}

@@ -57,7 +57,7 @@ mod pipeline;
 mod probe;
 mod selectors;
 
-pub use error::{Error, Result};
+pub use error::{Error, Report, Result};
 pub use kernel::FunctionIndex;
 pub use manager::{CleanupType, Manager, ManagerState, MapEntry};
 pub use maps::{

@@ -3,7 +3,7 @@
 
 use std::{
     os::fd::{AsFd, AsRawFd},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
@@ -72,7 +72,11 @@ impl KernelBtf {
                 aya::Btf::parse_file(path, aya::Endianness::default()).map_err(|e| {
                     Error::InvalidOption {
                         option: "kernel_btf".into(),
-                        reason: format!("{} is not a BTF file aya can read: {e}", path.display()),
+                        reason: format!(
+                            "{} is not a BTF file aya can read: {}",
+                            path.display(),
+                            crate::error::chain(&e)
+                        ),
                     }
                 })?,
             )),
@@ -92,7 +96,7 @@ impl KernelBtf {
             PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let btf = aya::Btf::from_sys_fs().map_err(|e| Error::Io {
                 path: "/sys/kernel/btf/vmlinux".into(),
-                source: std::io::Error::other(e.to_string()),
+                source: std::io::Error::other(e),
             })?;
             self.parsed = Some(btf);
         }
@@ -118,6 +122,25 @@ impl KernelBtf {
 pub(crate) struct Source {
     pub(crate) object: Prepared,
     pub(crate) verifier_log_level: Option<aya::VerifierLogLevel>,
+    /// [`Options::map_pin_directory`](crate::Options::map_pin_directory).
+    pub(crate) map_pin_directory: Option<PathBuf>,
+}
+
+impl Source {
+    /// Where each map the object pins by name lives, unless a declared pin or a map editor
+    /// places it elsewhere.
+    pub(crate) fn pins_by_name(&self, elsewhere: &[&str]) -> Vec<MapEditor> {
+        let dir = self
+            .map_pin_directory
+            .as_deref()
+            .unwrap_or(Path::new(kernel::instance::BPFFS));
+        self.object
+            .pinned_by_name()
+            .iter()
+            .filter(|name| !elsewhere.contains(&name.as_str()))
+            .map(|name| MapEditor::pinned(name, dir.join(name)))
+            .collect()
+    }
 }
 
 /// A copy of `object` aligned for ELF parsing, when it is not already: object's ELF reader needs
@@ -207,6 +230,9 @@ fn configure_and_load(
     if let Some(level) = source.verifier_log_level {
         loader.verifier_log_level(level);
     }
+    if let Some(dir) = &source.map_pin_directory {
+        loader.default_map_pin_directory(dir);
+    }
     if let Some((map, entries)) = source.object.bypass_map() {
         loader.map_max_entries(intern(map), entries);
     }
@@ -239,13 +265,16 @@ fn configure_and_load(
             ),
         })?;
     let ebpf = loaded.map_err(object_error)?;
-    check_reused_maps(&ebpf, object, specs, pinned, maps)?;
+    let elsewhere: Vec<&str> = pinned.iter().chain(maps).map(|m| m.name.as_str()).collect();
+    let by_name = source.pins_by_name(&elsewhere);
+    let pinned: Vec<MapEditor> = pinned.iter().cloned().chain(by_name).collect();
+    check_reused_maps(&ebpf, object, specs, &pinned, maps)?;
     Ok(ebpf)
 }
 
 /// aya reuses whatever is pinned at a map's path without looking at it: compare the kernel's
-/// view of each pinned or edited map with the object's definition (type, key and value sizes,
-/// flags; and max_entries for pins of the object's own maps).
+/// view of each pinned (declared, or by name) or edited map with the object's definition (type,
+/// key and value sizes, flags; and max_entries for pins of the object's own maps).
 fn check_reused_maps(
     ebpf: &Ebpf,
     object: &[u8],
@@ -362,11 +391,20 @@ impl LivePins {
                 .try_clone_to_owned()
                 .map_err(|e| fail(format!("duplicating its fd: {e}")))?;
             // Also checks that the fd is a map: aya reads its info.
-            let data = aya::maps::MapData::from_fd(owned)
-                .map_err(|e| fail(format!("the fd is not a usable map: {e}")))?;
+            let data = aya::maps::MapData::from_fd(owned).map_err(|e| {
+                fail(format!(
+                    "the fd is not a usable map: {}",
+                    crate::error::chain(&e)
+                ))
+            })?;
             let path = dir.join(&editor.name);
-            data.pin(&path)
-                .map_err(|e| fail(format!("pinning it at {}: {e}", path.display())))?;
+            data.pin(&path).map_err(|e| {
+                fail(format!(
+                    "pinning it at {}: {}",
+                    path.display(),
+                    crate::error::chain(&e)
+                ))
+            })?;
             editor.pin_path = path;
         }
         Ok(live)
@@ -405,10 +443,10 @@ impl SharedMaps {
                 source,
             };
             let owned = maps[name].try_clone().map_err(io)?;
-            let data = aya::maps::MapData::from_fd(owned)
-                .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+            let data =
+                aya::maps::MapData::from_fd(owned).map_err(|e| io(std::io::Error::other(e)))?;
             data.pin(&pin_path)
-                .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+                .map_err(|e| io(std::io::Error::other(e)))?;
             shared.editors.push(MapEditor::pinned(name, pin_path));
         }
         Ok(shared)
@@ -562,9 +600,9 @@ pub(crate) fn from_pin(
             path.display()
         ),
     };
-    let pinned = pinned.map_err(|e| unusable(e.to_string()))?;
+    let pinned = pinned.map_err(|e| unusable(crate::error::chain(&e)))?;
     // aya reads a pinned map's info as if it were a program's: ask the kernel what the fd is.
-    let fd = pinned.fd().map_err(|e| unusable(e.to_string()))?;
+    let fd = pinned.fd().map_err(|e| unusable(crate::error::chain(&e)))?;
     let fdinfo = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
     match std::fs::read_to_string(&fdinfo) {
         Ok(info) if info.contains("prog_type:") => {}
@@ -573,7 +611,7 @@ pub(crate) fn from_pin(
     }
     let found = pinned
         .info()
-        .map_err(|e| unusable(e.to_string()))?
+        .map_err(|e| unusable(crate::error::chain(&e)))?
         .program_type();
     let expected = aya_obj::generated::bpf_prog_type::from(prog.prog_type());
     if found != expected {
@@ -636,7 +674,7 @@ fn is_permission_error(e: &std::io::Error) -> bool {
 fn object_error(e: EbpfError) -> Error {
     if let EbpfError::ParseError(_) = &e {
         return Error::InvalidObject {
-            reason: e.to_string(),
+            reason: crate::error::chain(&e),
         };
     }
     // Without BPF capabilities aya fails in many places (feature probes, relocations, map

@@ -33,6 +33,14 @@ pub struct Options {
     pub constant_editors: Vec<ConstantEditor>,
     /// Maps pinned elsewhere used in place of the object's maps of the same name.
     pub map_editors: Vec<MapEditor>,
+    /// The bpffs directory of the maps the object pins by name (`__uint(pinning,
+    /// LIBBPF_PIN_BY_NAME)` in the map's definition): each lives at `<directory>/<map name>`,
+    /// reused when a pin is there (its type, key and value sizes, flags and max entries must
+    /// match the definition, else [`Error::PinnedMapMismatch`](crate::Error::PinnedMapMismatch)),
+    /// created and pinned otherwise. `None`: `/sys/fs/bpf`, as libbpf. The Go
+    /// `VerifierOptions.Maps.PinPath`. As with libbpf, `stop` leaves these pins (sharing maps
+    /// across restarts is what they are for); a failed `init` removes the ones it created.
+    pub map_pin_directory: Option<std::path::PathBuf>,
     /// Changes to the object's map definitions, applied before the maps are created.
     pub map_spec_editors: Vec<MapSpecEditor>,
     /// Programs put into program arrays at `start`, before any probe attaches.

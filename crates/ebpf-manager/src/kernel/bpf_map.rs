@@ -24,6 +24,12 @@ struct MapElemAttr {
 }
 
 fn bpf(cmd: libc::c_long, attr: &mut MapElemAttr) -> io::Result<()> {
+    let call = match cmd {
+        BPF_MAP_LOOKUP_ELEM => "BPF_MAP_LOOKUP_ELEM",
+        BPF_MAP_UPDATE_ELEM => "BPF_MAP_UPDATE_ELEM",
+        BPF_MAP_DELETE_ELEM => "BPF_MAP_DELETE_ELEM",
+        _ => "BPF_MAP_GET_NEXT_KEY",
+    };
     // SAFETY: attr is a valid, zero-padded bpf_attr prefix of the size passed.
     let rc = unsafe {
         libc::syscall(
@@ -34,7 +40,7 @@ fn bpf(cmd: libc::c_long, attr: &mut MapElemAttr) -> io::Result<()> {
         )
     };
     if rc < 0 {
-        Err(io::Error::last_os_error())
+        Err(super::sys::last_error(call))
     } else {
         Ok(())
     }
@@ -65,7 +71,7 @@ pub(crate) fn clear_perf_event(map: BorrowedFd<'_>, cpu: u32) -> io::Result<()> 
         ..Default::default()
     };
     match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
-        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+        Err(e) if super::sys::errno(&e) != Some(libc::ENOENT) => Err(e),
         _ => Ok(()),
     }
 }
@@ -82,7 +88,7 @@ pub(crate) fn fd_slot_id(map: BorrowedFd<'_>, key: u32) -> io::Result<Option<u32
     };
     match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
         Ok(()) => Ok(Some(id)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) if super::sys::errno(&e) == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -118,7 +124,15 @@ pub(crate) fn fd_by_id(program: bool, id: u32) -> io::Result<std::os::fd::OwnedF
     } else {
         (BPF_MAP_GET_FD_BY_ID, "BPF_MAP_GET_FD_BY_ID")
     };
-    super::bpf_prog::sys_bpf(cmd, command, &mut attr).map_err(|e| e.source)
+    super::bpf_prog::sys_bpf(cmd, command, &mut attr).map_err(|e| {
+        io::Error::new(
+            e.source.kind(),
+            super::sys::SysError {
+                call: e.command,
+                io_error: e.source,
+            },
+        )
+    })
 }
 
 /// Every (key, value) of the map, in the kernel's key order. `value_size` is the size the
@@ -140,7 +154,7 @@ pub(crate) fn entries(
         };
         match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Err(e) if super::sys::errno(&e) == Some(libc::ENOENT) => return Ok(out),
             Err(e) => return Err(e),
         }
         let mut value = vec![0u8; value_size];
@@ -153,7 +167,7 @@ pub(crate) fn entries(
         match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
             Ok(()) => out.push((next.clone(), value)),
             // Deleted between the two calls: skip it.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) if super::sys::errno(&e) == Some(libc::ENOENT) => {}
             Err(e) => return Err(e),
         }
         key = Some(next);

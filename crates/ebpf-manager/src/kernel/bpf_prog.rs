@@ -25,7 +25,7 @@ const UPROBE_MULTI_RETURN: u32 = 1;
 
 /// A failed `bpf(2)` command: which, the errno, and the verifier's log for a load.
 #[derive(Debug, thiserror::Error)]
-#[error("{command}: {source}")]
+#[error("{command} failed")]
 pub struct BpfError {
     /// The command (`BPF_PROG_LOAD`, ...).
     pub command: &'static str,

@@ -29,7 +29,7 @@ impl Epoll {
         // SAFETY: no pointers; the fd is checked.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(super::sys::last_error("epoll_create1"));
         }
         // SAFETY: a fresh fd that nothing else owns.
         Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
@@ -49,7 +49,7 @@ impl Epoll {
         let rc =
             unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
         if rc < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(super::sys::last_error("epoll_ctl"));
         }
         Ok(())
     }
@@ -74,7 +74,7 @@ impl Epoll {
             if n >= 0 {
                 return Ok(events[..n as usize].iter().map(|e| e.u64));
             }
-            let e = io::Error::last_os_error();
+            let e = super::sys::last_error("epoll_wait");
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }

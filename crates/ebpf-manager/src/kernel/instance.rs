@@ -80,7 +80,7 @@ impl Alive {
         let file = File::open(path)?;
         // SAFETY: flock on an fd this function owns.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(io::Error::last_os_error());
+            return Err(super::sys::last_error("flock"));
         }
         let locked = file.metadata()?;
         let named = std::fs::metadata(path)?;
@@ -166,7 +166,7 @@ pub(crate) fn remove_dir_and_entries(path: &Path) -> usize {
         }
     }
     if let Err(e) = std::fs::remove_dir(path) {
-        log::warn!("removing {}: {e}", path.display());
+        log::warn!("removing {}: {}", path.display(), crate::error::chain(&e));
     }
     removed
 }
@@ -216,7 +216,7 @@ fn sweep(remove: bool) -> Leftovers {
             };
             match listed {
                 Ok(events) => found.tracefs_events.extend(events),
-                Err(e) => log::warn!("cannot read tracefs {control}: {e}"),
+                Err(e) => log::warn!("cannot read tracefs {control}: {}", crate::error::chain(&e)),
             }
         }
     }
@@ -235,7 +235,11 @@ fn sweep(remove: bool) -> Leftovers {
             Ok(Some(lock)) => lock,
             Ok(None) => continue,
             Err(e) => {
-                log::warn!("cannot tell whether {} is in use: {e}", path.display());
+                log::warn!(
+                    "cannot tell whether {} is in use: {}",
+                    path.display(),
+                    crate::error::chain(&e)
+                );
                 continue;
             }
         };

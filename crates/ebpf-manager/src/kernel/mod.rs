@@ -9,12 +9,14 @@ pub mod tracefs;
 pub(crate) mod bpf_map;
 pub(crate) mod bpf_prog;
 pub use bpf_prog::{kprobe_multi_supported, uprobe_multi_supported, BpfError};
+pub use sys::SysError;
 pub(crate) mod epoll;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod perf;
 pub(crate) mod perf_ring;
 pub(crate) mod ringbuf;
+pub mod sys;
 
 pub use symbols::{FunctionIndex, SYSCALL_PREFIXES};
 pub use trace_pipe::TracePipe;
@@ -129,7 +131,10 @@ pub(crate) fn close_in_parallel<T: Send>(mut items: Vec<T>) {
             let chunk: Vec<T> = items.drain(..per_thread.min(items.len())).collect();
             // A thread that cannot start drops its share here instead.
             if let Err(e) = std::thread::Builder::new().spawn_scoped(scope, move || drop(chunk)) {
-                log::debug!("closing links on the calling thread: {e}");
+                log::debug!(
+                    "closing links on the calling thread: {}",
+                    crate::error::chain(&e)
+                );
             }
         }
     });

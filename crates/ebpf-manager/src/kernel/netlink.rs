@@ -58,7 +58,7 @@ fn socket() -> io::Result<OwnedFd> {
         )
     };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(super::sys::last_error("socket"));
     }
     // SAFETY: a new fd owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -101,7 +101,7 @@ fn request(kind: u16, flags: u16, msg: TcMsg, attrs: &[u8]) -> io::Result<Vec<(u
     buf.extend_from_slice(attrs);
     // SAFETY: buf is valid for its length.
     if unsafe { libc::send(sock.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) } < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(super::sys::last_error("send"));
     }
     let truncated = || io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message");
     let mut answers = Vec::new();
@@ -118,7 +118,7 @@ fn request(kind: u16, flags: u16, msg: TcMsg, attrs: &[u8]) -> io::Result<Vec<(u
             )
         };
         if n < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(super::sys::last_error("recv"));
         }
         if n as usize > rx.len() {
             return Err(truncated());

@@ -29,7 +29,7 @@ fn same(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<bool> {
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: a valid fd and a stat buffer.
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
+            return Err(super::sys::last_error("fstat"));
         }
         Ok((st.st_dev, st.st_ino))
     };
@@ -63,7 +63,7 @@ pub(crate) fn enter(netns: BorrowedFd<'_>) -> io::Result<Entered> {
 fn setns(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: a valid fd and a namespace type.
     if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
+        return Err(super::sys::last_error("setns"));
     }
     Ok(())
 }

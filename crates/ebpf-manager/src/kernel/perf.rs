@@ -108,7 +108,7 @@ fn open(attr: &PerfEventAttr, pid: libc::pid_t, cpu: libc::c_int) -> io::Result<
         )
     };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(super::sys::last_error("perf_event_open"));
     }
     // SAFETY: the kernel returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -132,7 +132,7 @@ pub(crate) fn disable(perf: &OwnedFd) -> io::Result<()> {
 fn ioctl(fd: &OwnedFd, request: libc::c_ulong, arg: libc::c_ulong) -> io::Result<()> {
     // SAFETY: fd is open; these requests take an integer argument.
     if unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) } < 0 {
-        Err(io::Error::last_os_error())
+        Err(super::sys::last_error("ioctl"))
     } else {
         Ok(())
     }

@@ -65,7 +65,7 @@ impl PerfRing {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            return Err(super::sys::last_error("mmap"));
         }
         Ok(Self {
             fd,

@@ -188,7 +188,7 @@ fn map_pages(
         )
     };
     if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
+        return Err(super::sys::last_error("mmap"));
     }
     Ok(NonNull::new(ptr.cast()).expect("mmap does not return null"))
 }

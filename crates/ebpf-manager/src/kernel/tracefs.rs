@@ -57,7 +57,7 @@ pub fn mount_if_needed() -> io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(io::Error::last_os_error())
+        Err(super::sys::last_error("mount"))
     }
 }
 
@@ -170,7 +170,12 @@ impl Drop for ProbeEvent {
     fn drop(&mut self) {
         let line = format!("-:{}/{}", self.group, self.event);
         if let Err(e) = append_line(&self.control, &line) {
-            log::warn!("removing tracefs event {}/{}: {e}", self.group, self.event);
+            log::warn!(
+                "removing tracefs event {}/{}: {}",
+                self.group,
+                self.event,
+                crate::error::chain(&e)
+            );
         }
     }
 }
@@ -230,14 +235,20 @@ fn leftover_events(tracefs: &Path, control: &str, remove: bool) -> io::Result<Ve
             Ok(Some(lock)) => lock,
             Ok(None) => continue,
             Err(e) => {
-                log::warn!("cannot tell whether tracefs event {group}/{event} is in use: {e}");
+                log::warn!(
+                    "cannot tell whether tracefs event {group}/{event} is in use: {}",
+                    crate::error::chain(&e)
+                );
                 continue;
             }
         };
         let name = format!("{group}/{event}");
         if remove {
             if let Err(e) = append_line(&path, &format!("-:{name}")) {
-                log::warn!("cannot remove tracefs event {name} left by a dead process: {e}");
+                log::warn!(
+                    "cannot remove tracefs event {name} left by a dead process: {}",
+                    crate::error::chain(&e)
+                );
                 continue;
             }
             log::info!("removed tracefs event {name} left by a dead process");

@@ -34,11 +34,11 @@ impl State {
             .and_then(|o| o.map_mut(name))
             .ok_or_else(|| fail("the map is not loaded".into()))?;
         let mut array =
-            aya::maps::Array::<_, u32>::try_from(map).map_err(|e| fail(e.to_string()))?;
+            aya::maps::Array::<_, u32>::try_from(map).map_err(|e| fail(crate::error::chain(&e)))?;
         for entry in entries {
             array
                 .set(entry, value, 0)
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(crate::error::chain(&e)))?;
         }
         Ok(())
     }

@@ -103,7 +103,9 @@ impl Manager {
             match dump_one(name, map, handler) {
                 Ok(()) => {}
                 // Dumping everything: one map the kernel will not list does not hide the others.
-                Err(e) if names.is_empty() => log::warn!("dump_maps: skipping map {name}: {e}"),
+                Err(e) if names.is_empty() => {
+                    log::warn!("dump_maps: skipping map {name}: {}", e.report())
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -117,9 +119,7 @@ fn dump_one(name: &str, map: &Map, handler: &mut dyn FnMut(MapEntry<'_>)) -> Res
         path: format!("map {name}").into(),
         source,
     };
-    let info = data(map)
-        .info()
-        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    let info = data(map).info().map_err(|e| io(std::io::Error::other(e)))?;
     let map_type = info.map_type().ok();
     if matches!(
         map_type,

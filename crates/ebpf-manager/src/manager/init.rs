@@ -47,6 +47,7 @@ impl Manager {
         let source = loader::Source {
             object: prepared,
             verifier_log_level: options.verifier_log_level,
+            map_pin_directory: options.map_pin_directory,
         };
 
         if !options.keep_memlock_rlimit {
@@ -79,6 +80,21 @@ impl Manager {
                     .map(|pin_path| MapEditor::pinned(&m.name, pin_path))
             })
             .collect();
+        // Pins by name (`LIBBPF_PIN_BY_NAME`) outlive `stop`, as libbpf's do; only a failed
+        // init removes the ones it created.
+        let elsewhere: Vec<&str> = pinned
+            .iter()
+            .chain(&options.map_editors)
+            .map(|m| m.name.as_str())
+            .collect();
+        let by_name: Vec<pins::Pin> = source
+            .pins_by_name(&elsewhere)
+            .into_iter()
+            .map(|m| pins::Pin {
+                created: !m.pin_path.exists(),
+                path: m.pin_path,
+            })
+            .collect();
         let ebpf = loader::load_object_pinning(
             &source,
             &mut btf,
@@ -89,7 +105,8 @@ impl Manager {
         )
         .inspect_err(|_| {
             // A failed init removes the pins it created, and only those.
-            pins::remove(&pins, CleanupType::CleanInternal)
+            pins::remove(&pins, CleanupType::CleanInternal);
+            pins::remove(&by_name, CleanupType::CleanInternal);
         })?;
 
         let mut state = State {
@@ -138,6 +155,7 @@ impl Manager {
         if let Err(e) = state.populate(matched, options.load_unselected_probes) {
             // Dropping `state` unloads what it loaded; the pins it created go too.
             pins::remove(&state.pins, CleanupType::CleanInternal);
+            pins::remove(&by_name, CleanupType::CleanInternal);
             return Err(e);
         }
         state.phase = ManagerState::Initialized;

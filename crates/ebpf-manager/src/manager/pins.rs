@@ -26,7 +26,11 @@ pub(super) fn remove(pins: &[Pin], cleanup: CleanupType) {
         if remove {
             if let Err(e) = std::fs::remove_file(&pin.path) {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    log::warn!("removing the pin {}: {e}", pin.path.display());
+                    log::warn!(
+                        "removing the pin {}: {}",
+                        pin.path.display(),
+                        crate::error::chain(&e)
+                    );
                 }
             }
         }

@@ -143,8 +143,9 @@ impl State {
             // A probe no selector enables does not fail init over its hook (a pattern that
             // matches nothing on this kernel): it is resolved again if it gets enabled.
             Err(e) if !wanted => {
+                let e = e.report().to_string();
                 log::debug!("probe {id}: hook not resolved while disabled: {e}");
-                Hook::Unresolved(e.to_string())
+                Hook::Unresolved(e)
             }
             Err(e) => return Err(e),
         };
@@ -256,8 +257,9 @@ impl State {
             prog.pin(path).map_err(|e| Error::InvalidProbe {
                 id: id.clone(),
                 reason: format!(
-                    "pin_path: pinning the program at {} failed: {e} (the directory must exist on a bpffs; a probe sharing this function reuses its program, so give both the same pin_path)",
-                    path.display()
+                    "pin_path: pinning the program at {} failed: {} (the directory must exist on a bpffs; a probe sharing this function reuses its program, so give both the same pin_path)",
+                    path.display(),
+                    crate::error::chain(&e)
                 ),
             })?;
             pins.push(Pin {
@@ -270,9 +272,10 @@ impl State {
 
     /// Records a probe's failure.
     pub(super) fn fail(&mut self, index: usize, error: &Error) {
+        let error = error.report().to_string();
         log::info!("probe {} failed: {error}", self.records[index].id);
         self.records[index].state = ProbeState::Failed;
-        self.records[index].error = Some(error.to_string());
+        self.records[index].error = Some(error);
     }
 
     /// Attaches the records at `indices`. Without selectors, all or nothing; with selectors,
@@ -339,9 +342,10 @@ impl State {
             match self.attach_once(index) {
                 Err(e @ Error::Attach { .. }) if tries <= retries => {
                     log::info!(
-                        "probe {}: attach try {tries} of {} failed, trying again in {delay:?}: {e}",
+                        "probe {}: attach try {tries} of {} failed, trying again in {delay:?}: {}",
                         self.records[index].id,
-                        retries + 1
+                        retries + 1,
+                        e.report()
                     );
                     std::thread::sleep(delay);
                 }

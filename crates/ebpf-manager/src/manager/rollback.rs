@@ -44,7 +44,11 @@ impl State {
             // A reused pin is another owner's: only the manager's use of it goes.
             if pin.created {
                 if let Err(e) = std::fs::remove_file(&pin.path) {
-                    log::warn!("removing the pin {}: {e}", pin.path.display());
+                    log::warn!(
+                        "removing the pin {}: {}",
+                        pin.path.display(),
+                        crate::error::chain(&e)
+                    );
                 }
             }
         }
@@ -59,7 +63,7 @@ impl State {
                 if loader::is_loaded(prog) && !mark.loaded.contains(&(object, function.to_owned()))
                 {
                     if let Err(e) = loader::unload(prog) {
-                        log::warn!("unloading `{function}`: {e}");
+                        log::warn!("unloading `{function}`: {}", crate::error::chain(&e));
                     }
                 }
             }

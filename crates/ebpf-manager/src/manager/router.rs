@@ -25,8 +25,8 @@ impl RouteUndo {
             Ok(None) => Ok(None),
             Ok(Some(id)) => bpf_map::fd_by_id(program, id)
                 .map(Some)
-                .map_err(|e| format!("reopening id {id}: {e}")),
-            Err(e) => Err(format!("lookup: {e}")),
+                .map_err(|e| format!("reopening id {id}: {}", crate::error::chain(&e))),
+            Err(e) => Err(format!("lookup: {}", crate::error::chain(&e))),
         };
         Ok(Self {
             map: map.try_clone_to_owned()?,
@@ -45,7 +45,11 @@ impl RouteUndo {
             }
         };
         if let Err(e) = done {
-            log::warn!("restoring route slot {}: {e}", self.key);
+            log::warn!(
+                "restoring route slot {}: {}",
+                self.key,
+                crate::error::chain(&e)
+            );
         }
     }
 }
@@ -132,7 +136,7 @@ impl State {
                 own = prog
                     .fd()
                     .and_then(|fd| fd.try_clone().map_err(Into::into))
-                    .map_err(|e| route_error(name.clone(), e))?;
+                    .map_err(|e| route_error(name.clone(), crate::error::chain(&e)))?;
                 &own
             }
         };
@@ -143,12 +147,16 @@ impl State {
             )
         })?;
         let undo = RouteUndo::record(super::dump::data(map).fd().as_fd(), route.key, true)
-            .map_err(|e| route_error(name.clone(), e))?;
-        let mut array = ProgramArray::try_from(map)
-            .map_err(|e| route_error(name.clone(), format!("not a program array: {e}")))?;
+            .map_err(|e| route_error(name.clone(), crate::error::chain(&e)))?;
+        let mut array = ProgramArray::try_from(map).map_err(|e| {
+            route_error(
+                name.clone(),
+                format!("not a program array: {}", crate::error::chain(&e)),
+            )
+        })?;
         array
             .set(route.key, fd, 0)
-            .map_err(|e| route_error(name, e))?;
+            .map_err(|e| route_error(name, crate::error::chain(&e)))?;
         Ok(undo)
     }
 
@@ -166,7 +174,10 @@ impl State {
                 let inner = ebpf
                     .map(&route.map_name)
                     .ok_or_else(|| missing(&route.map_name))?;
-                Some(reopen(inner).map_err(|e| route_error(name.clone(), e))?)
+                Some(
+                    reopen(inner)
+                        .map_err(|e| route_error(name.clone(), crate::error::chain(&e)))?,
+                )
             }
         };
         let inner_fd: &MapFd = route
@@ -180,7 +191,7 @@ impl State {
         let undo = matches!(outer, Map::ArrayOfMaps(_) | Map::HashOfMaps(_))
             .then(|| RouteUndo::record(super::dump::data(outer).fd().as_fd(), route.key, false))
             .transpose()
-            .map_err(|e| route_error(name.clone(), e))?;
+            .map_err(|e| route_error(name.clone(), crate::error::chain(&e)))?;
         let result = match outer {
             Map::ArrayOfMaps(_) => ArrayOfMaps::<_, MapFd>::try_from(outer)
                 .and_then(|mut m| m.set(route.key, inner_fd, 0)),
@@ -193,7 +204,7 @@ impl State {
                 ))
             }
         };
-        result.map_err(|e| route_error(name.clone(), e))?;
+        result.map_err(|e| route_error(name.clone(), crate::error::chain(&e)))?;
         undo.ok_or_else(|| route_error(name, "not a map of maps"))
     }
 }
@@ -209,7 +220,7 @@ impl Manager {
             reason,
         };
         if let Some(map) = main.and_then(|ebpf| ebpf.map(name)) {
-            return reopen(map).map_err(|e| failed(e.to_string()));
+            return reopen(map).map_err(|e| failed(crate::error::chain(&e)));
         }
         // A map a reader took out of the object is still the object's map.
         let held = self
@@ -221,11 +232,13 @@ impl Manager {
                 kind: "map",
                 available: main.map(crate::maps::map_names).unwrap_or_default(),
             })?;
-        let owned = held.try_clone().map_err(|e| failed(e.to_string()))?;
+        let owned = held
+            .try_clone()
+            .map_err(|e| failed(crate::error::chain(&e)))?;
         aya::maps::MapData::from_fd(owned)
             .and_then(|data| data.info())
             .and_then(|info| info.fd())
-            .map_err(|e| failed(e.to_string()))
+            .map_err(|e| failed(crate::error::chain(&e)))
     }
 
     /// A new fd of the loaded program of the probe with this id, for another manager's
@@ -239,9 +252,9 @@ impl Manager {
             .get_program(id)
             .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })?;
         prog.fd()
-            .map_err(|e| fail(format!("not loaded: {e}")))?
+            .map_err(|e| fail(format!("not loaded: {}", crate::error::chain(&e))))?
             .try_clone()
-            .map_err(|e| fail(e.to_string()))
+            .map_err(|e| fail(crate::error::chain(&e)))
     }
 
     /// Writes more tail-call routes (on an initialized or running manager).

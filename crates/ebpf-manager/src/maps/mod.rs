@@ -148,7 +148,7 @@ impl Reader {
         // SAFETY: eventfd has no memory preconditions; the fd is checked before use.
         let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if stop < 0 {
-            return Err(fail(Box::new(io::Error::last_os_error())));
+            return Err(fail(Box::new(crate::kernel::sys::last_error("eventfd"))));
         }
         // SAFETY: a fresh fd that nothing else owns.
         let stop = unsafe { OwnedFd::from_raw_fd(stop) };
@@ -459,7 +459,7 @@ impl Readers {
         let mut first = Ok(());
         for reader in self.readers.iter_mut().rev() {
             if let Err(e) = reader.join(timeout) {
-                log::error!("{e}");
+                log::error!("{}", crate::error::chain(&e));
                 if first.is_ok() {
                     first = Err(e);
                 }
@@ -597,7 +597,7 @@ pub enum ReaderError {
         map: String,
     },
     /// Waiting for records failed: the reader stopped.
-    #[error("`{map}`: waiting for records failed ({source}); the reader stopped")]
+    #[error("`{map}`: waiting for records failed; the reader stopped")]
     Wait {
         /// The map's name in the object.
         map: String,

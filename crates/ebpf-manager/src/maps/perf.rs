@@ -163,7 +163,7 @@ impl PerfMap {
                     clear_rings(map, rings.iter().map(|(cpu, _)| *cpu));
                     return Err(io::Error::new(
                         e.kind(),
-                        format!("opening the ring of cpu {cpu}: {e}"),
+                        format!("opening the ring of cpu {cpu}: {}", crate::error::chain(&e)),
                     ));
                 }
             }
@@ -176,7 +176,10 @@ impl PerfMap {
 pub(crate) fn clear_rings(map: BorrowedFd<'_>, cpus: impl Iterator<Item = u32>) {
     for cpu in cpus {
         if let Err(e) = bpf_map::clear_perf_event(map, cpu) {
-            log::warn!("perf map: clearing the entry of cpu {cpu}: {e}");
+            log::warn!(
+                "perf map: clearing the entry of cpu {cpu}: {}",
+                crate::error::chain(&e)
+            );
         }
     }
 }
@@ -216,7 +219,11 @@ impl PerfReader {
             let ready = match epoll.wait(&mut events, -1) {
                 Ok(ready) => ready,
                 Err(e) => {
-                    log::error!("perf map `{}`: epoll_wait failed: {e}", self.name);
+                    log::error!(
+                        "perf map `{}`: epoll_wait failed: {}",
+                        self.name,
+                        crate::error::chain(&e)
+                    );
                     super::report(
                         self.errors.as_ref(),
                         &super::ReaderError::Wait {

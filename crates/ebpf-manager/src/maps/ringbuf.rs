@@ -104,7 +104,11 @@ impl RingReader {
                     }
                 }
                 Err(e) => {
-                    log::error!("ring buffer `{}`: epoll_wait failed: {e}", self.name);
+                    log::error!(
+                        "ring buffer `{}`: epoll_wait failed: {}",
+                        self.name,
+                        crate::error::chain(&e)
+                    );
                     super::report(
                         self.errors.as_ref(),
                         &super::ReaderError::Wait {

@@ -63,6 +63,9 @@ pub(crate) struct Prepared {
     has_core: bool,
     /// Whether the bytes were freed after `start`.
     released: bool,
+    /// Maps whose definition says `pinning` = `LIBBPF_PIN_BY_NAME`: aya reuses or creates a pin
+    /// named after them.
+    pinned_by_name: Vec<String>,
 }
 
 /// An `ld_imm64` of an undefined symbol: an asm constant.
@@ -102,7 +105,7 @@ fn invalid(reason: impl std::fmt::Display) -> Error {
 pub(crate) fn prepare(original: &[u8], elf: &ElfIndex, settings: Settings<'_>) -> Result<Prepared> {
     let file = object::File::parse(original).map_err(invalid)?;
     // Before anything reads sections by symbols: ours, then aya-obj's.
-    validate::check(original, settings.spec_editors)?;
+    let pinned_by_name = validate::check(original, settings.spec_editors)?;
     let legacy_maps = file
         .sections()
         .any(|s| s.name().is_ok_and(|n| n.starts_with("maps")));
@@ -129,6 +132,10 @@ pub(crate) fn prepare(original: &[u8], elf: &ElfIndex, settings: Settings<'_>) -
                 .insert(p.function.clone(), (p.section.clone(), reason));
         }
     }
+    prepared.pinned_by_name = pinned_by_name
+        .into_iter()
+        .filter(|m| !settings.excluded_maps.contains(m))
+        .collect();
     prepared.patchers = settings.patchers;
     prepared.strict_constants = settings.strict_constants;
     Ok(prepared)
@@ -272,6 +279,11 @@ impl Prepared {
     /// Whether [`release_bytes`](Self::release_bytes) ran.
     pub(crate) fn is_released(&self) -> bool {
         self.released
+    }
+
+    /// The maps the object pins by name (`LIBBPF_PIN_BY_NAME`).
+    pub(crate) fn pinned_by_name(&self) -> &[String] {
+        &self.pinned_by_name
     }
 
     /// Whether loading needs the kernel's BTF for CO-RE relocations.

@@ -422,3 +422,24 @@ fn an_editor_changes_only_its_map_when_maps_share_a_struct() {
     assert_eq!(obj.maps["inner_b"].value_size(), 8);
     assert_eq!(obj.maps["tail_hits"].value_size(), 8);
 }
+
+/// A `.BTF` type name offset past the string table (the fuzz finding
+/// regression-btf-string-offset) is refused by the manager's own walk of `.BTF`, before aya-obj
+/// slices its string table with it; a pin by name is listed.
+#[test]
+fn btf_name_offsets_are_checked_before_aya() {
+    let finding = include_bytes!("../../../../fuzz/corpus/object/regression-btf-string-offset");
+    let err = validate::check(&aligned(finding), &[]).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, Error::InvalidObject { .. }) && text.contains("not a string of the"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    let pinned = include_bytes!("../../../../ebpf-fixtures/pinned.bpf.o");
+    assert_eq!(
+        validate::check(&aligned(pinned), &[]).unwrap(),
+        ["shared_counts"]
+    );
+    assert!(validate::check(&aligned(PROBES), &[]).unwrap().is_empty());
+}

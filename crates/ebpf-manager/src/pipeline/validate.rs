@@ -27,7 +27,8 @@ fn invalid(reason: String) -> Error {
 }
 
 /// Checks the user's `bytes` and the map sizes `specs` will set.
-pub(crate) fn check(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<()> {
+/// Returns the maps the object pins by name (`pinning` = `LIBBPF_PIN_BY_NAME`).
+pub(crate) fn check(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<Vec<String>> {
     structure(bytes)?;
     check_maps(bytes, specs)
 }
@@ -114,15 +115,16 @@ fn structure(bytes: &[u8]) -> Result<()> {
 }
 
 /// Ring buffer sizes, read by aya-obj (the checks above keep its parse from slicing out of
-/// bounds); a panic inside it becomes an error, as a second line.
-fn check_maps(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<()> {
+/// bounds); a panic inside it becomes an error, as a second line. Returns the maps pinned by
+/// name.
+fn check_maps(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<Vec<String>> {
     AT_AYA_BOUNDARY.with(|at| at.set(true));
     let parsed = std::panic::catch_unwind(|| aya_obj::Object::parse(bytes));
     AT_AYA_BOUNDARY.with(|at| at.set(false));
     let obj = match parsed {
         Ok(Ok(obj)) => obj,
         // aya refuses it itself at load, with its own typed error.
-        Ok(Err(_)) => return Ok(()),
+        Ok(Err(_)) => return Ok(Vec::new()),
         Err(panic) => {
             return Err(invalid(format!(
                 "aya-obj panicked on it: {}",
@@ -130,7 +132,11 @@ fn check_maps(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<()> {
             )))
         }
     };
+    let mut by_name = Vec::new();
     for (name, map) in &obj.maps {
+        if map.pinning() == aya_obj::maps::PinningType::ByName {
+            by_name.push(name.clone());
+        }
         if map.map_type() != RINGBUF {
             continue;
         }
@@ -148,7 +154,8 @@ fn check_maps(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<()> {
             });
         }
     }
-    Ok(())
+    by_name.sort();
+    Ok(by_name)
 }
 
 thread_local! {

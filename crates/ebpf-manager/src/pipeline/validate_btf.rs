@@ -17,8 +17,123 @@ fn invalid(reason: String) -> Error {
 /// (16), `bpf_core_relo` (16).
 const MIN_RECORD: [(&str, usize); 3] = [("func_info", 8), ("line_info", 16), ("core_relo", 16)];
 
-/// Checks `.BTF.ext` of `file`, if it has one, against its `.BTF` strings.
+/// Checks `.BTF` of `file`, then its `.BTF.ext` against the `.BTF` strings.
 pub(super) fn check(file: &object::File<'_>) -> Result<()> {
+    check_btf(file)?;
+    check_ext(file)
+}
+
+/// The kinds of BTF types (`BTF_KIND_*`) whose trailing records start with a name offset, and
+/// the size of one record.
+fn named_records(kind: u32) -> Option<usize> {
+    match kind {
+        4 | 5 => Some(12), // STRUCT, UNION: name_off, type, offset
+        6 => Some(8),      // ENUM: name_off, val
+        13 => Some(8),     // FUNC_PROTO: name_off, type
+        19 => Some(12),    // ENUM64: name_off, val_lo32, val_hi32
+        _ => None,
+    }
+}
+
+/// The bytes after a type's 12-byte head, by kind; `None` for a kind aya-obj refuses itself.
+fn tail_len(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+        3 => 12,                      // ARRAY
+        4 | 5 | 15 | 19 => vlen * 12, // STRUCT, UNION, DATASEC, ENUM64
+        6 | 13 => vlen * 8,           // ENUM, FUNC_PROTO
+        2 | 7..=12 | 16 | 18 => 0,    // PTR, FWD, TYPEDEF, qualifiers, FUNC, FLOAT, TYPE_TAG
+        _ => return None,
+    })
+}
+
+/// aya-obj 0.3 bounds a string offset by the string table's end measured from the start of
+/// `.BTF`, not from the table's start, and slices the table with it: a type or member name
+/// offset between the two panics. So every name offset must name a string of the table, and
+/// the header's offsets must add up inside the section (aya-obj adds them as u32).
+fn check_btf(file: &object::File<'_>) -> Result<()> {
+    let bad = |reason: String| Error::InvalidObject {
+        reason: format!(".BTF: {reason}"),
+    };
+    let Some(data) = file.section_by_name(".BTF").and_then(|s| s.data().ok()) else {
+        return Ok(());
+    };
+    let little = match data.get(..2) {
+        Some([0x9f, 0xeb]) => true,
+        Some([0xeb, 0x9f]) => false,
+        // aya-obj refuses a bad magic itself.
+        _ => return Ok(()),
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        let b: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
+    };
+    let (Some(hdr_len), Some(type_off), Some(type_len), Some(str_off), Some(str_len)) =
+        (u32_at(4), u32_at(8), u32_at(12), u32_at(16), u32_at(20))
+    else {
+        return Err(bad("shorter than its header".into()));
+    };
+    let region = |what: &str, off: u32, len: u32| -> Result<std::ops::Range<usize>> {
+        let start = hdr_len.checked_add(off);
+        let end = start.and_then(|s| s.checked_add(len));
+        match (start, end) {
+            (Some(start), Some(end)) if end as usize <= data.len() => {
+                Ok(start as usize..end as usize)
+            }
+            _ => Err(bad(format!(
+                "its {what} ({len} bytes at {off} after a {hdr_len}-byte header) run past the \
+                 section's {} bytes",
+                data.len()
+            ))),
+        }
+    };
+    let types = region("types", type_off, type_len)?;
+    let strings = &data[region("strings", str_off, str_len)?];
+    let name = |what: String, offset: u32| -> Result<()> {
+        // aya-obj reads up to the NUL, lossily: any bytes will do.
+        if strings
+            .get(offset as usize..)
+            .is_some_and(|rest| rest.contains(&0))
+        {
+            Ok(())
+        } else {
+            Err(bad(format!(
+                "{what} has the name offset {offset}, which is not a string of the {str_len}-byte \
+                 string table"
+            )))
+        }
+    };
+    let mut at = types.start;
+    let mut id = 1u32;
+    while at < types.end {
+        let (Some(name_off), Some(info)) = (u32_at(at), u32_at(at + 4)) else {
+            return Ok(()); // truncated: aya-obj refuses it
+        };
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        name(format!("type {id}"), name_off)?;
+        let Some(tail) = tail_len(kind, vlen) else {
+            return Ok(()); // unknown kind: aya-obj refuses it
+        };
+        if let Some(record) = named_records(kind) {
+            for i in 0..vlen {
+                let Some(member) = u32_at(at + 12 + i * record) else {
+                    return Ok(());
+                };
+                name(format!("member {i} of type {id}"), member)?;
+            }
+        }
+        at += 12 + tail;
+        id += 1;
+    }
+    Ok(())
+}
+
+/// Checks `.BTF.ext` of `file`, if it has one, against its `.BTF` strings.
+fn check_ext(file: &object::File<'_>) -> Result<()> {
     let Some(ext) = file.section_by_name(".BTF.ext") else {
         return Ok(());
     };

@@ -97,7 +97,10 @@ pub(crate) fn attach(
         }),
         Ok(_) => None,
         Err(e) => {
-            log::debug!("cannot check that {symbol} exists: {e}");
+            log::debug!(
+                "cannot check that {symbol} exists: {}",
+                crate::error::chain(&e)
+            );
             None
         }
     };
@@ -173,9 +176,7 @@ fn attach_tracefs(
         symbol,
     )?;
     let perf = perf::open_tracepoint(event.id)?;
-    let prog_fd = prog
-        .fd()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let prog_fd = prog.fd().map_err(std::io::Error::other)?;
     perf::attach_bpf(&perf, prog_fd.as_fd())?;
     Ok(TracefsLink {
         perf: Some(perf),

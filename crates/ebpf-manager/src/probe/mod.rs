@@ -461,43 +461,43 @@ pub(crate) enum Link {
     Tc(net::TcLink),
 }
 
-/// aya's error with its causes in its message, and `hint` after them.
-///
-/// aya's messages leave the cause to the source chain ("`perf_event_open` failed", "error
-/// resolving symbol"), and [`Error::Attach`] prints its source's message only: the cause
-/// (ESRCH, the unknown symbol) would be lost to anyone printing the error with `{}`.
-pub(crate) fn with_causes(
-    error: aya::programs::ProgramError,
+/// `error` behind `hint`, a sentence that names its likely cause in the user's terms
+/// ("uprobe_pid 7 names no running process"): the hint prints first and the error is its
+/// source, so [`Error::report`](crate::Error::report) reads "…failed: <hint>: `perf_event_open`
+/// failed: No such process" and [`Error::errno`](crate::Error::errno) still finds the errno.
+/// Without a hint, the error itself.
+pub(crate) fn with_hint<E>(
+    error: E,
     hint: Option<String>,
-) -> Box<dyn std::error::Error + Send + Sync> {
-    let mut message = error.to_string();
-    let mut cause = std::error::Error::source(&error);
-    while let Some(c) = cause {
-        message.push_str(&format!(": {c}"));
-        cause = c.source();
+) -> Box<dyn std::error::Error + Send + Sync>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match hint {
+        Some(hint) => Box::new(Hinted {
+            hint,
+            error: Box::new(error),
+        }),
+        None => Box::new(error),
     }
-    if let Some(hint) = hint {
-        message.push_str(&format!(" ({hint})"));
-    }
-    Box::new(WithCauses { message, error })
 }
 
-/// See [`with_causes`].
+/// See [`with_hint`].
 #[derive(Debug)]
-struct WithCauses {
-    message: String,
-    error: aya::programs::ProgramError,
+struct Hinted {
+    hint: String,
+    error: Box<dyn std::error::Error + Send + Sync>,
 }
 
-impl std::fmt::Display for WithCauses {
+impl std::fmt::Display for Hinted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.hint)
     }
 }
 
-impl std::error::Error for WithCauses {
+impl std::error::Error for Hinted {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
+        Some(self.error.as_ref())
     }
 }
 

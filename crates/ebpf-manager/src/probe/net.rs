@@ -88,7 +88,12 @@ const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
 /// namespace, another tool's perhaps.
 fn enter_to_detach(ns: &OwnedFd) -> Option<netns::Entered> {
     netns::enter(ns.as_fd())
-        .map_err(|e| log::error!("cannot enter the network namespace of a link to detach it: {e}"))
+        .map_err(|e| {
+            log::error!(
+                "cannot enter the network namespace of a link to detach it: {}",
+                crate::error::chain(&e)
+            )
+        })
         .ok()
 }
 
@@ -117,10 +122,11 @@ impl Drop for OwnFilter {
     fn drop(&mut self) {
         if let Err(e) = netlink::delete_bpf_filter(&self.0) {
             log::warn!(
-                "deleting the TC filter (prio {}, handle {:#x}) of interface {}: {e}",
+                "deleting the TC filter (prio {}, handle {:#x}) of interface {}: {}",
                 self.0.prio,
                 self.0.handle,
-                self.0.if_index
+                self.0.if_index,
+                crate::error::chain(&e)
             );
         }
     }
@@ -171,11 +177,17 @@ impl Drop for TcLink {
             match netlink::tc_filter_count(if_index) {
                 Ok(0) => {
                     if let Err(e) = netlink::delete_clsact(if_index) {
-                        log::warn!("removing the clsact qdisc of interface {if_index}: {e}");
+                        log::warn!(
+                            "removing the clsact qdisc of interface {if_index}: {}",
+                            crate::error::chain(&e)
+                        );
                     }
                 }
                 Ok(n) => log::debug!("clsact of interface {if_index} kept: {n} filters left"),
-                Err(e) => log::warn!("listing the filters of interface {if_index}: {e}"),
+                Err(e) => log::warn!(
+                    "listing the filters of interface {if_index}: {}",
+                    crate::error::chain(&e)
+                ),
             }
         }
     }
@@ -222,7 +234,7 @@ fn interface(target: &Target) -> std::io::Result<(String, u32)> {
             // SAFETY: a valid C string.
             let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
             if index == 0 {
-                return Err(std::io::Error::last_os_error());
+                return Err(crate::kernel::sys::last_error("if_nametoindex"));
             }
             Ok((name.clone(), index))
         }
@@ -231,7 +243,7 @@ fn interface(target: &Target) -> std::io::Result<(String, u32)> {
             // SAFETY: buf has IF_NAMESIZE bytes.
             let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
             if p.is_null() {
-                return Err(std::io::Error::last_os_error());
+                return Err(crate::kernel::sys::last_error("if_indextoname"));
             }
             // SAFETY: if_indextoname wrote a NUL-terminated name.
             let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
@@ -387,12 +399,7 @@ pub(crate) fn attach_tc(
         source: if netlink || tcx_available {
             source
         } else {
-            let mut cause = source.to_string();
-            let mut next = source.source();
-            while let Some(e) = next {
-                cause = format!("{cause}: {e}");
-                next = e.source();
-            }
+            let cause = crate::error::chain(source.as_ref());
             format!(
                 "{cause}; TCX links need Linux 6.6, and this kernel is older: \
                  use TcAttachMethod::Netlink (TcAttachMethod::Default picks it here)"

@@ -147,11 +147,11 @@ pub(crate) fn attach(
                 Some(libc::ESRCH) => format!("{place}: perf_event_pid names no running process"),
                 _ => place,
             };
-            fail(super::with_causes(e, Some(hint)))
+            fail(super::with_hint(e, Some(hint)))
         })?;
         links.push(
             prog.take_link(link_id)
-                .map_err(|e| fail(super::with_causes(e, None)))?,
+                .map_err(|e| fail(super::with_hint(e, None)))?,
         );
     }
     Ok((

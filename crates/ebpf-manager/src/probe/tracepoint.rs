@@ -42,7 +42,7 @@ pub(crate) fn attach(
                     id: id.clone(),
                     hook: format!("{category}/{name}"),
                     method: AttachMethod::Tracepoint,
-                    source: super::with_causes(other, hint),
+                    source: super::with_hint(other, hint),
                 }
             }
         })?;

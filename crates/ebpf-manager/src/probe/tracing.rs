@@ -68,7 +68,7 @@ pub(crate) fn attach(
         id: id.clone(),
         hook: target.to_owned(),
         method: AttachMethod::BtfLink,
-        source: super::with_causes(e, None),
+        source: super::with_hint(e, None),
     })?;
     Ok((
         link,

@@ -276,7 +276,7 @@ pub(crate) fn attach(
                 id: id.clone(),
                 hook: hook.clone(),
                 method: AttachMethod::Uprobe,
-                source: super::with_causes(e, hint),
+                source: super::with_hint(e, hint),
             }
         })?;
     Ok((
@@ -348,11 +348,13 @@ fn attach_tracefs(
     )
     .map_err(|e| fail(Box::new(e)))?;
     let perf = perf::open_tracepoint_of(event.id, target.pid).map_err(|e| {
-        let hint = match (e.raw_os_error(), target.pid) {
-            (Some(libc::ESRCH), Some(pid)) => format!(": the pid {pid} names no running process"),
-            _ => String::new(),
+        let hint = match (crate::kernel::sys::errno(&e), target.pid) {
+            (Some(libc::ESRCH), Some(pid)) => {
+                Some(format!("uprobe_pid {pid} names no running process"))
+            }
+            _ => None,
         };
-        fail(format!("perf_event_open: {e}{hint}").into())
+        fail(super::with_hint(e, hint))
     })?;
     let prog_fd = prog.fd().map_err(|e| fail(Box::new(e)))?;
     perf::attach_bpf(&perf, std::os::fd::AsFd::as_fd(prog_fd)).map_err(|e| fail(Box::new(e)))?;
