@@ -1,6 +1,7 @@
 //! Reading the manager's records: probes, their state and hooks, programs and maps, and
 //! running a program with `BPF_PROG_TEST_RUN`.
 
+use super::table::ObjectKey;
 use aya::programs::Program;
 
 use super::{Manager, ManagerState};
@@ -48,7 +49,6 @@ impl Manager {
         self.state
             .objects
             .get(record.object)?
-            .as_ref()?
             .program(&record.function)
     }
 
@@ -208,12 +208,12 @@ impl Manager {
     /// buffer a reader holds while it runs ([`get_perf_map`](Self::get_perf_map),
     /// [`get_ring_buffer`](Self::get_ring_buffer) and [`map_fd`](Self::map_fd) still reach it).
     pub fn get_map(&self, name: &str) -> Option<&aya::maps::Map> {
-        self.state.objects.first()?.as_ref()?.map(name)
+        self.state.objects.get(ObjectKey::MAIN)?.map(name)
     }
 
     /// The map named `name` of the object given to `init`, mutably.
     pub fn get_map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
-        self.state.objects.first_mut()?.as_mut()?.map_mut(name)
+        self.state.objects.get_mut(ObjectKey::MAIN)?.map_mut(name)
     }
 
     /// The perf map that reads the map `map_name` (the Go `GetPerfMap`): the manager's copy once
@@ -245,7 +245,7 @@ impl Manager {
         if self.state() == ManagerState::New {
             return self.probes.iter().collect();
         }
-        self.state.records.iter().map(|r| &r.probe).collect()
+        self.state.records.values().map(|r| &r.probe).collect()
     }
 
     /// Every probe whose program is loaded, with its program's kernel id.
@@ -253,14 +253,14 @@ impl Manager {
         self.state
             .records
             .iter()
-            .filter_map(|r| Some((r.id.clone(), self.program_id(&r.id)?)))
+            .filter_map(|(_, r)| Some((r.id.clone(), self.program_id(&r.id)?)))
             .collect()
     }
 
     /// The program of the object whose function is `function`, declared by a probe or not
     /// (the Go `GetProgram` by section or function).
     pub fn get_program_by_function(&self, function: &str) -> Option<&Program> {
-        self.state.objects.first()?.as_ref()?.program(function)
+        self.state.objects.get(ObjectKey::MAIN)?.program(function)
     }
 
     /// Every map of the object given to `init`, those readers hold included, with its kernel

@@ -2,19 +2,20 @@
 //! and its program returns 0 at once, so pause and resume are one map write each instead of a
 //! detach (an RCU grace period per link) and an attach.
 
+use super::table::{ObjectKey, RecordKey};
 use super::State;
 use crate::{probe::ProbeState, Error, Result};
 
 impl State {
     /// The bypass index of record `index`'s program, when the pipeline patched it.
-    pub(super) fn bypass_index(&self, index: usize) -> Option<u32> {
+    pub(super) fn bypass_index(&self, index: RecordKey) -> Option<u32> {
         self.source
             .object
             .bypass_index(&self.records[index].function)
     }
 
     /// Writes `value` (1: bypassed, 0: running) into the bypass entries of `indices`.
-    pub(super) fn set_bypass(&mut self, indices: &[usize], value: u32) -> Result<()> {
+    pub(super) fn set_bypass(&mut self, indices: &[RecordKey], value: u32) -> Result<()> {
         let Some((name, _)) = self.source.object.bypass_map() else {
             return Ok(());
         };
@@ -29,8 +30,7 @@ impl State {
         };
         let map = self
             .objects
-            .first_mut()
-            .and_then(Option::as_mut)
+            .get_mut(ObjectKey::MAIN)
             .and_then(|o| o.map_mut(name))
             .ok_or_else(|| fail("the map is not loaded".into()))?;
         let mut array =
@@ -46,7 +46,7 @@ impl State {
     /// Pauses every attached probe: bypassable ones by their map entry (they stay attached),
     /// the others by detaching them, in reverse attach order.
     pub(super) fn pause_all(&mut self) -> Result<()> {
-        let (bypassed, others): (Vec<usize>, Vec<usize>) = self
+        let (bypassed, others): (Vec<RecordKey>, Vec<RecordKey>) = self
             .attached
             .iter()
             .rev()
@@ -61,8 +61,9 @@ impl State {
     }
 
     /// The paused probes that are still attached (bypassed).
-    pub(super) fn bypassed(&self) -> Vec<usize> {
-        (0..self.records.len())
+    pub(super) fn bypassed(&self) -> Vec<RecordKey> {
+        self.records
+            .keys()
             .filter(|&i| {
                 self.records[i].state == ProbeState::Paused && self.records[i].link.is_some()
             })
@@ -109,7 +110,7 @@ impl super::Manager {
         id: &crate::ProbeIdentificationPair,
         operation: &'static str,
         expected: ProbeState,
-    ) -> Result<usize> {
+    ) -> Result<RecordKey> {
         self.expect(
             operation,
             &[super::ManagerState::Running, super::ManagerState::Paused],

@@ -1,5 +1,6 @@
 //! `Manager::dump_maps`: the contents of maps, for debugging.
 
+use super::table::ObjectKey;
 use std::{io::Write, os::fd::AsFd};
 
 use aya::maps::{Map, MapType};
@@ -73,16 +74,15 @@ impl Manager {
         names: &[&str],
         handler: &mut dyn FnMut(MapEntry<'_>),
     ) -> Result<()> {
-        let ebpf =
-            self.state
-                .objects
-                .first()
-                .and_then(Option::as_ref)
-                .ok_or(Error::InvalidState {
-                    operation: "dump the maps of",
-                    state: self.state(),
-                    hint: "maps exist between init and stop",
-                })?;
+        let ebpf = self
+            .state
+            .objects
+            .get(ObjectKey::MAIN)
+            .ok_or(Error::InvalidState {
+                operation: "dump the maps of",
+                state: self.state(),
+                hint: "maps exist between init and stop",
+            })?;
         let mut maps: Vec<(&str, &Map)> = ebpf.maps().collect();
         maps.sort_by_key(|(name, _)| *name);
         for name in names {

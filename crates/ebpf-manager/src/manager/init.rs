@@ -115,8 +115,12 @@ impl Manager {
             source,
             own_constants: Default::default(),
             elf,
-            objects: vec![Some(ebpf)],
-            records: Vec::with_capacity(matched.len()),
+            objects: {
+                let mut objects = super::table::Table::default();
+                objects.push(ebpf);
+                objects
+            },
+            records: super::table::Table::with_capacity(matched.len()),
             attached: Vec::new(),
             functions: LazyFunctions::default(),
             btf,

@@ -14,10 +14,12 @@ mod records;
 mod rollback;
 mod router;
 mod runtime;
+mod table;
 
 use std::fmt;
 
 use aya::Ebpf;
+use table::{ObjectKey, RecordKey, Table};
 
 use crate::{
     elf::ElfIndex,
@@ -81,8 +83,8 @@ struct Record {
     id: ProbeIdentificationPair,
     /// The program's function in the object (from `ebpf_func_name`, or found by `section`).
     function: String,
-    /// Index in `State::objects`: 0 is the object given to `init`, others are clones.
-    object: usize,
+    /// Its object in `State::objects`.
+    object: ObjectKey,
     /// The program's section as the object names it (for hooks resolved later).
     section: String,
     hook: Hook,
@@ -145,14 +147,15 @@ pub struct State {
     /// Fds of the main object's maps, taken at `init`: readers take maps out of the object at
     /// `start`, and programs loaded later (kprobe.multi) must still be relocated against them.
     main_map_fds: std::collections::HashMap<String, std::os::fd::OwnedFd>,
-    /// The constant editors of each object copy (index in `objects`) beyond the global ones.
-    own_constants: std::collections::HashMap<usize, Vec<ConstantEditor>>,
+    /// The constant editors of each object copy beyond the global ones.
+    own_constants: std::collections::HashMap<ObjectKey, Vec<ConstantEditor>>,
     elf: ElfIndex,
-    /// Loaded objects: 0 is the one given to `init`; clones add theirs; `None` once unused.
-    objects: Vec<Option<Ebpf>>,
-    records: Vec<Record>,
-    /// Indices into `records` of the attached probes, in attach order.
-    attached: Vec<usize>,
+    /// Loaded objects: [`ObjectKey::MAIN`] is the one given to `init`; clones and per-probe
+    /// copies add theirs, removed once unused.
+    objects: Table<ObjectKey, Ebpf>,
+    records: Table<RecordKey, Record>,
+    /// The attached probes, in attach order.
+    attached: Vec<RecordKey>,
     functions: LazyFunctions,
     btf: loader::KernelBtf,
     keep_kernel_btf: bool,
@@ -244,15 +247,18 @@ impl Manager {
                 ring_buffers,
                 ..
             } = &mut self.state;
-            let main = objects[0]
-                .as_mut()
+            let main = objects
+                .get_mut(ObjectKey::MAIN)
                 .expect("the main object lives until stop");
             if let Err(e) = readers.start(main, perf_maps, ring_buffers) {
                 routes.undo();
                 return Err(e);
             }
         }
-        let indices: Vec<usize> = (0..self.state.records.len())
+        let indices: Vec<RecordKey> = self
+            .state
+            .records
+            .keys()
             .filter(|&i| self.state.records[i].state != ProbeState::Disabled)
             .collect();
         let result = self.state.attach_enabled(&indices);
@@ -300,7 +306,10 @@ impl Manager {
     pub fn resume(&mut self) -> Result<()> {
         self.expect("resume", &[ManagerState::Paused])?;
         let bypassed = self.state.bypassed();
-        let indices: Vec<usize> = (0..self.state.records.len())
+        let indices: Vec<RecordKey> = self
+            .state
+            .records
+            .keys()
             .filter(|&i| self.state.records[i].state == ProbeState::Paused)
             .filter(|i| !bypassed.contains(i))
             .collect();
@@ -340,7 +349,7 @@ impl Manager {
         // After the detach, so the readers drain everything the programs wrote. A stuck reader
         // does not keep the rest from stopping; it is the error, at the end.
         let readers = self.state.readers.release();
-        for record in &mut self.state.records {
+        for record in self.state.records.values_mut() {
             record.state = ProbeState::Stopped;
             record.multi = None;
         }

@@ -3,6 +3,7 @@
 //! kprobe.multi link. The fallback to single kprobes and multi-function hooks are the scale
 //! issue's; here a probe gets one link on its resolved function.
 
+use super::table::{ObjectKey, RecordKey};
 use std::os::fd::{AsFd, AsRawFd};
 
 use super::State;
@@ -16,7 +17,7 @@ use crate::{
 impl State {
     /// Whether record `index` attaches through kprobe.multi: when asked, or for a probe on
     /// every match of a pattern where the kernel has kprobe.multi.
-    pub(super) fn wants_multi(&self, index: usize) -> bool {
+    pub(super) fn wants_multi(&self, index: RecordKey) -> bool {
         let record = &self.records[index];
         let method = match record.probe.kprobe_attach_method {
             KprobeAttachMethod::Default => self.default_kprobe_attach_method,
@@ -39,7 +40,7 @@ impl State {
     }
 
     /// Loads record `index`'s program for kprobe.multi, once.
-    pub(super) fn load_multi(&mut self, index: usize) -> Result<()> {
+    pub(super) fn load_multi(&mut self, index: RecordKey) -> Result<()> {
         if self.records[index].multi.is_some() {
             return Ok(());
         }
@@ -57,14 +58,15 @@ impl State {
             .chain(self.own_constants.get(&record.object).into_iter().flatten())
             .collect();
         let (bytes, _) = self.source.object.instantiate(&constants)?;
-        let map_fds = if record.object == 0 {
+        let map_fds = if record.object == ObjectKey::MAIN {
             self.main_map_fds
                 .iter()
                 .map(|(name, fd)| (name.clone(), fd.as_raw_fd()))
                 .collect()
         } else {
-            let ebpf = self.objects[record.object]
-                .as_ref()
+            let ebpf = self
+                .objects
+                .get(record.object)
                 .expect("records point at loaded objects");
             ebpf.maps()
                 .map(|(name, map)| {
@@ -116,7 +118,7 @@ impl State {
     }
 
     /// One kprobe.multi (or uprobe.multi) link of record `index`'s program on its function(s).
-    pub(super) fn attach_multi(&mut self, index: usize) -> Result<(Link, AttachInfo)> {
+    pub(super) fn attach_multi(&mut self, index: RecordKey) -> Result<(Link, AttachInfo)> {
         self.load_multi(index)?;
         let record = &self.records[index];
         if let Hook::Uprobe(target) = &record.hook {
@@ -172,13 +174,12 @@ impl State {
 impl State {
     fn attach_uprobe_multi(
         &self,
-        index: usize,
+        index: RecordKey,
         target: &crate::probe::uprobe::Target,
     ) -> Result<(Link, AttachInfo)> {
         let record = &self.records[index];
         let retprobe = matches!(
-            self.objects[record.object]
-                .as_ref()
+            self.objects.get(record.object)
                 .and_then(|o| o.program(&record.function)),
             Some(aya::programs::Program::UProbe(p)) if matches!(p.kind(), aya::programs::ProbeKind::Return)
         );

@@ -1,5 +1,6 @@
 //! Starting and stopping the readers of perf maps and ring buffers by hand.
 
+use super::table::ObjectKey;
 use super::{Manager, ManagerState};
 use crate::Result;
 
@@ -164,8 +165,10 @@ impl Manager {
                 reason: "declared in the manager's perf_maps or ring_buffers, whose reader thread owns it: remove the declaration to read it from async code".into(),
             });
         }
-        let ebpf = self.state.objects[0]
-            .as_mut()
+        let ebpf = self
+            .state
+            .objects
+            .get_mut(ObjectKey::MAIN)
             .expect("the main object lives until stop");
         crate::maps::check_map(ebpf, name, kind)?;
         // Before the map is taken, so that a call outside a runtime leaves it in place.

@@ -1,6 +1,7 @@
 //! The manager's records: loading, attaching, validating and detaching probes one by one, in
 //! an order that `stop`, a failed call and `Drop` can undo.
 
+use super::table::{ObjectKey, RecordKey};
 use aya::programs::Program;
 
 use super::{pins::Pin, Record, State};
@@ -23,7 +24,7 @@ impl State {
     ) -> Result<()> {
         // Probes with constants of their own load from a copy of the object; probes with the
         // same set of editors share one, unless they ask for their own program.
-        let mut copies: Vec<(Vec<usize>, usize)> = Vec::new();
+        let mut copies: Vec<(Vec<usize>, ObjectKey)> = Vec::new();
         for (probe, function, section) in matched {
             let id = probe.id();
             let own: Vec<usize> = (0..self.constant_editors.len())
@@ -33,7 +34,7 @@ impl State {
             let object = if probe.copy_program {
                 self.load_copy(&own)?
             } else if own.is_empty() {
-                0
+                ObjectKey::MAIN
             } else if let Some((_, object)) = copies.iter().find(|(set, _)| *set == own) {
                 *object
             } else {
@@ -43,7 +44,8 @@ impl State {
             };
             self.add_record(probe, function, &section, object)?;
         }
-        for index in 0..self.records.len() {
+        let keys: Vec<RecordKey> = self.records.keys().collect();
+        for index in keys {
             let record = &self.records[index];
             let wanted = self.enabled(&record.id) || load_unselected;
             if self.is_excluded(&record.function) || !wanted {
@@ -61,8 +63,8 @@ impl State {
 
     /// Loads a copy of the object with the global constant editors, then the editors at
     /// `own` (indices into `constant_editors`), sharing the main object's other maps.
-    /// Returns its index in `objects`.
-    pub(super) fn load_copy(&mut self, own: &[usize]) -> Result<usize> {
+    /// Returns its key in `objects`.
+    pub(super) fn load_copy(&mut self, own: &[usize]) -> Result<ObjectKey> {
         let mut maps = self.map_editors.clone();
         let shared = loader::SharedMaps::pin(&self.main_map_fds, &maps)?;
         maps.extend(shared.editors.iter().cloned());
@@ -80,8 +82,7 @@ impl State {
             &self.map_spec_editors,
         )?;
         drop(shared);
-        self.objects.push(Some(ebpf));
-        let object = self.objects.len() - 1;
+        let object = self.objects.push(ebpf);
         let own = own
             .iter()
             .map(|&i| self.constant_editors[i].clone())
@@ -90,8 +91,11 @@ impl State {
         Ok(object)
     }
 
-    pub(super) fn record(&self, id: &ProbeIdentificationPair) -> Option<usize> {
-        self.records.iter().position(|r| &r.id == id)
+    pub(super) fn record(&self, id: &ProbeIdentificationPair) -> Option<RecordKey> {
+        self.records
+            .iter()
+            .find(|(_, r)| &r.id == id)
+            .map(|(key, _)| key)
     }
 
     pub(super) fn is_excluded(&self, function: &str) -> bool {
@@ -110,11 +114,12 @@ impl State {
         probe: Probe,
         function: String,
         section: &str,
-        object: usize,
-    ) -> Result<usize> {
+        object: ObjectKey,
+    ) -> Result<RecordKey> {
         let id = probe.id();
-        let prog = self.objects[object]
-            .as_ref()
+        let prog = self
+            .objects
+            .get(object)
             .and_then(|o| o.program(&function))
             .ok_or_else(|| Error::ProgramNotFound {
                 id: id.clone(),
@@ -162,7 +167,7 @@ impl State {
         } else {
             (ProbeState::Loaded, None)
         };
-        self.records.push(Record {
+        Ok(self.records.push(Record {
             probe,
             id,
             function,
@@ -174,18 +179,18 @@ impl State {
             attach: None,
             link: None,
             multi: None,
-        });
-        Ok(self.records.len() - 1)
+        }))
     }
 
     /// Resolves the hook of a record that was disabled at `init` (see `add_record`).
-    pub(super) fn resolve_pending(&mut self, index: usize) -> Result<()> {
+    pub(super) fn resolve_pending(&mut self, index: RecordKey) -> Result<()> {
         if !matches!(self.records[index].hook, Hook::Unresolved(_)) {
             return Ok(());
         }
         let record = &self.records[index];
-        let prog = self.objects[record.object]
-            .as_ref()
+        let prog = self
+            .objects
+            .get(record.object)
             .and_then(|o| o.program(&record.function))
             .expect("records point at existing programs");
         let hook = resolve::hook(
@@ -200,16 +205,15 @@ impl State {
         Ok(())
     }
 
-    pub(super) fn program_mut(&mut self, index: usize) -> Option<&mut Program> {
+    pub(super) fn program_mut(&mut self, index: RecordKey) -> Option<&mut Program> {
         let record = &self.records[index];
         self.objects
             .get_mut(record.object)?
-            .as_mut()?
             .program_mut(&record.function)
     }
 
     /// Loads the record's program unless it already is (probes may share a program).
-    pub(super) fn ensure_loaded(&mut self, index: usize) -> Result<()> {
+    pub(super) fn ensure_loaded(&mut self, index: RecordKey) -> Result<()> {
         let id = self.records[index].id.clone();
         let function = self.records[index].function.clone();
         if self.is_excluded(&function) {
@@ -230,8 +234,8 @@ impl State {
             ..
         } = self;
         let record = &records[index];
-        let prog = objects[record.object]
-            .as_mut()
+        let prog = objects
+            .get_mut(record.object)
             .and_then(|o| o.program_mut(&record.function))
             .expect("records point at existing programs");
         let pin_path = record.probe.pin_path.as_deref();
@@ -271,7 +275,7 @@ impl State {
     }
 
     /// Records a probe's failure.
-    pub(super) fn fail(&mut self, index: usize, error: &Error) {
+    pub(super) fn fail(&mut self, index: RecordKey, error: &Error) {
         let error = error.report().to_string();
         log::info!("probe {} failed: {error}", self.records[index].id);
         self.records[index].state = ProbeState::Failed;
@@ -281,7 +285,7 @@ impl State {
     /// Attaches the records at `indices`. Without selectors, all or nothing; with selectors,
     /// failures are recorded and the selectors decide. On error, what this call attached is
     /// detached again.
-    pub(super) fn attach_enabled(&mut self, indices: &[usize]) -> Result<()> {
+    pub(super) fn attach_enabled(&mut self, indices: &[RecordKey]) -> Result<()> {
         let before = self.attached.len();
         for &index in indices {
             let result = self
@@ -331,7 +335,7 @@ impl State {
     /// [`Probe::probe_retry_delay`] between tries, while the kernel or the system refuses
     /// ([`Error::Attach`]); errors that another try cannot cure return at once. A failed try
     /// leaves nothing attached.
-    pub(super) fn attach_one(&mut self, index: usize) -> Result<()> {
+    pub(super) fn attach_one(&mut self, index: RecordKey) -> Result<()> {
         let (retries, delay) = {
             let p = &self.records[index].probe;
             (p.probe_retry, p.probe_retry_delay)
@@ -354,7 +358,7 @@ impl State {
         }
     }
 
-    fn attach_once(&mut self, index: usize) -> Result<()> {
+    fn attach_once(&mut self, index: RecordKey) -> Result<()> {
         crate::fault::check("attach")?;
         if self.wants_multi(index) {
             let (link, info) = self.attach_multi(index)?;
@@ -375,8 +379,8 @@ impl State {
             ..
         } = self;
         let record = &mut records[index];
-        let prog = objects[record.object]
-            .as_mut()
+        let prog = objects
+            .get_mut(record.object)
             .and_then(|o| o.program_mut(&record.function))
             .expect("records point at existing programs");
         let id = &record.id;
@@ -475,7 +479,7 @@ impl State {
     }
 
     /// Detaches one attached record, leaving it in `state`.
-    pub(super) fn detach_one(&mut self, index: usize, state: ProbeState) {
+    pub(super) fn detach_one(&mut self, index: RecordKey, state: ProbeState) {
         if let Some(pos) = self.attached.iter().position(|&i| i == index) {
             self.attached.remove(pos);
         }
@@ -488,7 +492,7 @@ impl State {
 
     /// Detaches, in reverse order, what was attached after the first `len` attachments.
     pub(super) fn detach_since(&mut self, len: usize, state: ProbeState) {
-        let indices: Vec<usize> = self
+        let indices: Vec<RecordKey> = self
             .attached
             .drain(len.min(self.attached.len())..)
             .rev()
@@ -499,7 +503,7 @@ impl State {
     /// Detaches the records at `indices`, in that order, except that perf-event links (whose
     /// close waits for an RCU grace period, about 40 ms each) close in parallel at the end on
     /// kernels where those waits overlap (see [`kernel::parallel_detach`]).
-    pub(super) fn detach_many(&mut self, indices: &[usize], state: ProbeState) {
+    pub(super) fn detach_many(&mut self, indices: &[RecordKey], state: ProbeState) {
         let parallel = kernel::parallel_detach();
         let mut slow = Vec::new();
         for &index in indices {

@@ -4,24 +4,26 @@
 
 use std::collections::HashSet;
 
-use super::State;
+use super::{
+    table::{ObjectKey, RecordKey},
+    State,
+};
 use crate::loader;
 
 /// What was loaded and pinned before a call.
 pub(super) struct LoadMark {
     pins: usize,
     /// (object, function) of every program loaded then.
-    loaded: HashSet<(usize, String)>,
+    loaded: HashSet<(ObjectKey, String)>,
     /// Records that had their multi-link program then.
-    multi: HashSet<usize>,
+    multi: HashSet<RecordKey>,
 }
 
 impl State {
     /// Notes what is loaded and pinned now, for [`undo_loads`](Self::undo_loads).
     pub(super) fn load_mark(&self) -> LoadMark {
         let mut loaded = HashSet::new();
-        for (object, ebpf) in self.objects.iter().enumerate() {
-            let Some(ebpf) = ebpf else { continue };
+        for (object, ebpf) in self.objects.iter() {
             for (function, prog) in ebpf.programs() {
                 if loader::is_loaded(prog) {
                     loaded.insert((object, function.to_owned()));
@@ -31,7 +33,9 @@ impl State {
         LoadMark {
             pins: self.pins.len(),
             loaded,
-            multi: (0..self.records.len())
+            multi: self
+                .records
+                .keys()
                 .filter(|&i| self.records[i].multi.is_some())
                 .collect(),
         }
@@ -52,13 +56,12 @@ impl State {
                 }
             }
         }
-        for (i, record) in self.records.iter_mut().enumerate() {
+        for (i, record) in self.records.iter_mut() {
             if !mark.multi.contains(&i) {
                 record.multi = None;
             }
         }
-        for (object, ebpf) in self.objects.iter_mut().enumerate() {
-            let Some(ebpf) = ebpf else { continue };
+        for (object, ebpf) in self.objects.iter_mut() {
             for (function, prog) in ebpf.programs_mut() {
                 if loader::is_loaded(prog) && !mark.loaded.contains(&(object, function.to_owned()))
                 {

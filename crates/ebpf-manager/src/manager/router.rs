@@ -1,6 +1,7 @@
 //! Routers: programs into program arrays (tail calls) and maps into maps of maps, at `start`
 //! before probes attach, and at runtime.
 
+use super::table::ObjectKey;
 use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 
 use aya::maps::{ArrayOfMaps, HashOfMaps, Map, MapFd, ProgramArray};
@@ -110,8 +111,9 @@ impl State {
         crate::fault::check("route")?;
         let name = format!("tail call route {}[{}]", route.prog_array_name, route.key);
         let function = &route.probe_identification_pair.ebpf_func_name;
-        let ebpf = self.objects[0]
-            .as_mut()
+        let ebpf = self
+            .objects
+            .get_mut(ObjectKey::MAIN)
             .expect("the main object lives until stop");
         // Another manager's program, or the object's, loaded when needed.
         let own;
@@ -163,8 +165,9 @@ impl State {
     fn route_map(&mut self, route: &MapRoute) -> Result<RouteUndo> {
         crate::fault::check("route")?;
         let name = format!("map route {}[{}]", route.routing_map_name, route.key);
-        let ebpf = self.objects[0]
-            .as_mut()
+        let ebpf = self
+            .objects
+            .get_mut(ObjectKey::MAIN)
             .expect("the main object lives until stop");
         let missing =
             |map: &str| route_error(name.clone(), format!("the object has no map `{map}`"));
@@ -214,7 +217,7 @@ impl Manager {
     /// this manager stops, and routes it into another manager's map of maps
     /// ([`MapRoute::map`]).
     pub fn map_fd(&self, name: &str) -> Result<MapFd> {
-        let main = self.state.objects.first().and_then(Option::as_ref);
+        let main = self.state.objects.get(ObjectKey::MAIN);
         let failed = |reason: String| Error::InvalidOption {
             option: format!("map_fd({name})"),
             reason,

@@ -1,5 +1,6 @@
 //! Changing a manager's probes after `init`: selectors, hooks, clones.
 
+use super::table::{ObjectKey, RecordKey};
 use super::{init::check_selectors, Manager, ManagerState};
 use crate::{
     loader, ConstantEditor, Error, MapEditor, Probe, ProbeIdentificationPair, ProbeState,
@@ -20,15 +21,19 @@ impl Manager {
             &[ManagerState::Initialized, ManagerState::Running],
         )?;
         let state = &mut self.state;
-        check_selectors(&selectors, state.records.iter().map(|r| r.id.clone()))?;
+        check_selectors(&selectors, state.records.values().map(|r| r.id.clone()))?;
         let previous = std::mem::replace(&mut state.selectors, selectors);
-        let enabled: Vec<bool> = state.records.iter().map(|r| state.enabled(&r.id)).collect();
+        let enabled: std::collections::BTreeMap<RecordKey, bool> = state
+            .records
+            .iter()
+            .map(|(key, r)| (key, state.enabled(&r.id)))
+            .collect();
         let usable =
-            |state: &super::State, i: usize| !state.is_excluded(&state.records[i].function);
+            |state: &super::State, i: RecordKey| !state.is_excluded(&state.records[i].function);
 
         if self.state() == ManagerState::Initialized {
             let state = &mut self.state;
-            for (i, &on) in enabled.iter().enumerate() {
+            for (&i, &on) in &enabled {
                 state.records[i].state = match (on && usable(state, i), state.records[i].state) {
                     (true, ProbeState::Disabled) => ProbeState::Loaded,
                     (false, _) => ProbeState::Disabled,
@@ -39,8 +44,10 @@ impl Manager {
         }
 
         let state = &mut self.state;
-        let additions: Vec<usize> = (0..state.records.len())
-            .filter(|&i| enabled[i] && usable(state, i))
+        let additions: Vec<RecordKey> = state
+            .records
+            .keys()
+            .filter(|i| enabled[i] && usable(state, *i))
             .filter(|&i| state.records[i].state != ProbeState::Running)
             .collect();
         let saved: Vec<(ProbeState, Option<String>)> = additions
@@ -73,15 +80,15 @@ impl Manager {
             return Err(e);
         }
         // Probes the new selectors leave out: detached in reverse attach order, then disabled.
-        let removals: Vec<usize> = state
+        let removals: Vec<RecordKey> = state
             .attached
             .iter()
             .rev()
             .copied()
-            .filter(|&i| !enabled[i])
+            .filter(|i| !enabled[i])
             .collect();
         state.detach_many(&removals, ProbeState::Disabled);
-        for (i, &on) in enabled.iter().enumerate() {
+        for (&i, &on) in &enabled {
             if !on && !state.is_excluded(&state.records[i].function) {
                 state.records[i].state = ProbeState::Disabled;
                 state.records[i].error = Some("no selector of activated_probes names it".into());
@@ -193,8 +200,7 @@ impl Manager {
             &state.map_spec_editors,
         )?;
         drop(shared);
-        state.objects.push(Some(ebpf));
-        let object = state.objects.len() - 1;
+        let object = state.objects.push(ebpf);
         let own: Vec<ConstantEditor> = state
             .constant_editors
             .iter()
@@ -205,7 +211,7 @@ impl Manager {
         state.own_constants.insert(object, own);
         let result = self.add_and_attach(probe, function, &section, object);
         if result.is_err() {
-            self.state.objects[object] = None;
+            self.state.objects.remove(object);
             self.state.own_constants.remove(&object);
         }
         result
@@ -227,15 +233,11 @@ impl Manager {
             .record(id)
             .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })?;
         state.detach_one(index, ProbeState::Stopped);
-        let record = state.records.remove(index);
-        for i in &mut state.attached {
-            if *i > index {
-                *i -= 1;
-            }
-        }
-        let still_used = state.records.iter().any(|r| r.object == record.object);
-        if record.object != 0 && !still_used {
-            state.objects[record.object] = None;
+        let record = state.records.remove(index).expect("the key was just found");
+        let still_used = state.records.values().any(|r| r.object == record.object);
+        if record.object != ObjectKey::MAIN && !still_used {
+            state.objects.remove(record.object);
+            state.own_constants.remove(&record.object);
         }
         Ok(())
     }
@@ -246,7 +248,7 @@ impl Manager {
         &self,
         source: &ProbeIdentificationPair,
         probe: &Probe,
-    ) -> Result<(String, usize, String)> {
+    ) -> Result<(String, ObjectKey, String)> {
         if self.state.record(&probe.id()).is_some() {
             return Err(Error::DuplicateProbe { id: probe.id() });
         }
@@ -268,7 +270,7 @@ impl Manager {
                         .is_none()
                 });
             return match undeclared {
-                Some(p) => Ok((p.function.clone(), 0, p.section.clone())),
+                Some(p) => Ok((p.function.clone(), ObjectKey::MAIN, p.section.clone())),
                 None => Err(Error::ProbeNotFound { id: source.clone() }),
             };
         };
@@ -287,7 +289,7 @@ impl Manager {
         probe: Probe,
         function: String,
         section: &str,
-        object: usize,
+        object: ObjectKey,
     ) -> Result<()> {
         let running = self.state() == ManagerState::Running;
         let state = &mut self.state;
@@ -308,7 +310,7 @@ impl Manager {
             state.btf.release();
         }
         if let Err(e) = result {
-            state.records.pop();
+            state.records.remove(index);
             state.undo_loads(mark);
             return Err(e);
         }
