@@ -107,6 +107,16 @@ fn readers_perf_lost_records_are_reported_when_the_buffer_is_tiny_and_the_consum
     );
     assert!(lost > 0, "a 1-page ring took {BURST} records without loss");
     assert_eq!(lost, failed, "the kernel reports every record it refused");
+    // The status counts what the handlers saw.
+    let status = m.status().readers;
+    assert_eq!(status.len(), 1);
+    let r = &status[0];
+    assert_eq!(
+        (r.map.as_str(), r.kind, r.running),
+        ("perf_events", "perf map", true)
+    );
+    assert_eq!((r.received, r.lost, r.handler_errors), (received, lost, 0));
+    assert_eq!((r.ring_size, r.ring_high_water), (None, None));
     m.stop(CleanupType::CleanAll).unwrap();
     assert_eq!(seen.received() as u64 + seen.lost_count(), produced);
 }
@@ -133,6 +143,14 @@ fn readers_ring_buffer_receives_every_record() {
     );
     assert_eq!(read_slot(&m, "counts", RING_PRODUCED), N as u64);
     assert_eq!(read_slot(&m, "counts", RING_FAILED), 0);
+    let r = &m.status().readers[0];
+    assert_eq!((r.kind, r.received, r.lost), ("ring buffer", N as u64, 0));
+    let (size, high) = (r.ring_size.unwrap(), r.ring_high_water.unwrap());
+    // Each record takes its 8-byte header and RECORD bytes rounded up to 8.
+    assert!(
+        high >= (8 + RECORD as u64).next_multiple_of(8) && high <= size,
+        "high water {high} of {size}"
+    );
     m.stop(CleanupType::CleanAll).unwrap();
     let state = seen.state.lock().unwrap();
     assert_eq!(state.records.len(), N);
@@ -440,6 +458,8 @@ fn readers_a_panicking_handler_stops_its_reader_and_start_reader_restarts_it() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(seen.received(), 2, "records 0 and 1");
+    let r = &m.status().readers[0];
+    assert_eq!((r.running, r.received, r.handler_errors), (false, 3, 1));
     assert_eq!(
         errors.lock().unwrap().as_slice(),
         ["`ring_events`: a handler panicked; the reader stopped (start_reader starts it again)"]

@@ -59,7 +59,9 @@ mod selectors;
 
 pub use error::{Error, Report, Result};
 pub use kernel::FunctionIndex;
-pub use manager::{CleanupType, Manager, ManagerState, MapEntry};
+pub use manager::{
+    CleanupType, Manager, ManagerState, MapEntry, ProbeStatus, ReaderStatus, Status,
+};
 pub use maps::{
     PerfDataHandler, PerfLostHandler, PerfMap, ReaderError, ReaderErrorHandler, RingBuffer,
     RingDataHandler,

@@ -33,6 +33,10 @@ pub struct Options {
     pub constant_editors: Vec<ConstantEditor>,
     /// Maps pinned elsewhere used in place of the object's maps of the same name.
     pub map_editors: Vec<MapEditor>,
+    /// Make the kernel count each program's runs and run time from `init` to `stop`
+    /// (`BPF_ENABLE_STATS`, Linux 5.8), for [`Manager::status`](crate::Manager::status). The
+    /// count costs a few nanoseconds per run; it is off by default, as in the kernel.
+    pub enable_stats: bool,
     /// The bpffs directory of the maps the object pins by name (`__uint(pinning,
     /// LIBBPF_PIN_BY_NAME)` in the map's definition): each lives at `<directory>/<map name>`,
     /// reused when a pin is there (its type, key and value sizes, flags and max entries must

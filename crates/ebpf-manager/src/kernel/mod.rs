@@ -16,6 +16,7 @@ pub(crate) mod netns;
 pub(crate) mod perf;
 pub(crate) mod perf_ring;
 pub(crate) mod ringbuf;
+pub(crate) mod stats;
 pub mod sys;
 
 pub use symbols::{FunctionIndex, SYSCALL_PREFIXES};

@@ -83,6 +83,14 @@ impl RingConsumer {
         unsafe { &*page.as_ptr().cast::<AtomicUsize>() }
     }
 
+    /// Bytes the producer has written that the consumer has not read yet (record headers
+    /// and discarded records included).
+    pub(crate) fn pending(&self) -> u64 {
+        let consumer = self.position(self.consumer).load(Ordering::Acquire);
+        let producer = self.position(self.producer).load(Ordering::Acquire);
+        producer.wrapping_sub(consumer) as u64
+    }
+
     /// Hands the records written so far to `handle`, in order, giving each one's space back to
     /// the kernel after it, until `max_bytes` of the ring are consumed or `handle` breaks.
     /// Returns how many records it handed over, and where it stopped.

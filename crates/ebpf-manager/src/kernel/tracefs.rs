@@ -95,6 +95,11 @@ pub(crate) struct ProbeEvent {
 }
 
 impl ProbeEvent {
+    /// The event's name in its group.
+    pub(crate) fn name(&self) -> &str {
+        &self.event
+    }
+
     /// Writes `<prefix>:<group>/<event> <target>` to `<tracefs>/<control>` (the event named by
     /// [`event_name`] after `retprobe` and `symbol`), locks it and reads back its id. `prefix`
     /// is `p`, `r` or `r<maxactive>`.

@@ -43,6 +43,18 @@ impl Manager {
             },
         )?;
         let matched = without_hidden(matched, &prepared, &options)?;
+        let stats = options
+            .enable_stats
+            .then(|| {
+                aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| Error::InvalidOption {
+                    option: "enable_stats".into(),
+                    reason: format!(
+                        "{}: run statistics need Linux 5.8 and CAP_SYS_ADMIN",
+                        crate::error::chain(&e)
+                    ),
+                })
+            })
+            .transpose()?;
         let mut btf = loader::KernelBtf::given(options.kernel_btf.as_ref())?;
         let source = loader::Source {
             object: prepared,
@@ -155,6 +167,7 @@ impl Manager {
             tail_call_router: options.tail_call_router,
             map_router: options.map_router,
             pins,
+            stats,
         };
         if let Err(e) = state.populate(matched, options.load_unselected_probes) {
             // Dropping `state` unloads what it loaded; the pins it created go too.

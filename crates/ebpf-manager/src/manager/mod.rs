@@ -7,6 +7,7 @@ mod bypass;
 mod dump;
 mod init;
 pub use dump::MapEntry;
+pub use status::{ProbeStatus, ReaderStatus, Status};
 mod multi;
 mod pins;
 mod readers;
@@ -14,6 +15,7 @@ mod records;
 mod rollback;
 mod router;
 mod runtime;
+mod status;
 mod table;
 
 use std::fmt;
@@ -32,6 +34,7 @@ use crate::{
 
 /// Where a manager is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum ManagerState {
     /// Declared, not initialized.
@@ -176,6 +179,9 @@ pub struct State {
     tail_call_router: Vec<crate::TailCallRoute>,
     map_router: Vec<crate::MapRoute>,
     pins: Vec<pins::Pin>,
+    /// The `BPF_ENABLE_STATS` fd of [`Options::enable_stats`](crate::Options::enable_stats):
+    /// the kernel counts program runs while it is open.
+    stats: Option<std::os::fd::OwnedFd>,
 }
 
 impl fmt::Debug for Manager {
@@ -358,6 +364,7 @@ impl Manager {
         pins::remove(&self.state.pins, cleanup);
         self.state.btf.release();
         self.state.functions.release();
+        self.state.stats = None;
         self.state.phase = ManagerState::Stopped;
         readers
     }

@@ -1,6 +1,5 @@
 //! Starting and stopping the readers of perf maps and ring buffers by hand.
 
-use super::table::ObjectKey;
 use super::{Manager, ManagerState};
 use crate::Result;
 
@@ -168,7 +167,7 @@ impl Manager {
         let ebpf = self
             .state
             .objects
-            .get_mut(ObjectKey::MAIN)
+            .get_mut(super::table::ObjectKey::MAIN)
             .expect("the main object lives until stop");
         crate::maps::check_map(ebpf, name, kind)?;
         // Before the map is taken, so that a call outside a runtime leaves it in place.

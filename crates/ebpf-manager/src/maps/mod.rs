@@ -23,6 +23,7 @@ use std::{
     fmt, io,
     ops::ControlFlow,
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    sync::atomic::{AtomicU64, Ordering},
     thread::JoinHandle,
 };
 
@@ -88,8 +89,29 @@ fn spawn_reader(
     Ok((thread, rx))
 }
 
+/// What a reader thread counted, shared with the manager for
+/// [`Manager::status`](crate::Manager::status); kept across restarts of the reader.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Records handed to the data handler.
+    pub(crate) received: AtomicU64,
+    /// Records the kernel reported lost (perf maps: a CPU's buffer was full).
+    pub(crate) lost: AtomicU64,
+    /// Handler panics (each stopped the reader).
+    pub(crate) handler_errors: AtomicU64,
+    /// Ring buffers: the most bytes of records found at one wakeup.
+    pub(crate) high_water: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 struct Reader {
     name: String,
+    counters: std::sync::Arc<Counters>,
     source: Source,
     running: Option<Running>,
     /// A reader told to stop whose handler had not returned within the stop timeout: no new
@@ -183,6 +205,7 @@ impl Reader {
                     lost: decl.lost_handler.clone(),
                     errors: decl.error_handler.clone(),
                     scratch: Vec::new(),
+                    counters: self.counters.clone(),
                 };
                 match spawn_reader(builder, stop_kept, move || reader.run(epoll)) {
                     Ok(thread) => {
@@ -210,6 +233,7 @@ impl Reader {
                         .poll_timeout
                         .map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32),
                     size: *size,
+                    counters: self.counters.clone(),
                 };
                 spawn_reader(builder, stop_kept, move || reader.run(epoll))
             }
@@ -414,6 +438,7 @@ impl Readers {
             };
             self.readers.push(Reader {
                 name: decl.map_name.clone(),
+                counters: Default::default(),
                 source: Source::Perf {
                     decl: decl.clone(),
                     map,
@@ -429,6 +454,7 @@ impl Readers {
             };
             self.readers.push(Reader {
                 name: decl.map_name.clone(),
+                counters: Default::default(),
                 source: Source::Ring {
                     decl: decl.clone(),
                     map,
@@ -510,6 +536,30 @@ impl Readers {
         self.find(name)?.stop(timeout)
     }
 
+    /// Each reader's map, kind, whether it runs, its counts and (ring buffers) size.
+    pub(crate) fn status(&self) -> Vec<crate::ReaderStatus> {
+        self.readers
+            .iter()
+            .map(|r| {
+                let c = &r.counters;
+                let ring_size = match &r.source {
+                    Source::Ring { size, .. } => Some(*size as u64),
+                    Source::Perf { .. } => None,
+                };
+                crate::ReaderStatus {
+                    map: r.name.clone(),
+                    kind: r.kind(),
+                    running: r.running.as_ref().is_some_and(|r| !r.thread.is_finished()),
+                    received: c.received.load(Ordering::Relaxed),
+                    lost: c.lost.load(Ordering::Relaxed),
+                    handler_errors: c.handler_errors.load(Ordering::Relaxed),
+                    ring_size,
+                    ring_high_water: ring_size.map(|_| c.high_water.load(Ordering::Relaxed)),
+                }
+            })
+            .collect()
+    }
+
     /// Whether the reader of `name` runs; `None` when no reader has that map.
     pub(crate) fn is_running(&self, name: &str) -> Option<bool> {
         self.readers
@@ -566,10 +616,12 @@ pub(super) fn handler_result(
     name: &str,
     handled: std::thread::Result<()>,
     errors: Option<&ReaderErrorHandler>,
+    counters: &Counters,
 ) -> ControlFlow<()> {
     match handled {
         Ok(()) => ControlFlow::Continue(()),
         Err(_) => {
+            Counters::add(&counters.handler_errors, 1);
             log::error!(
                 "{kind} `{name}`: a handler panicked; the reader stopped (start_reader starts it again)"
             );

@@ -210,6 +210,7 @@ pub(super) struct PerfReader {
     pub(super) errors: Option<super::ReaderErrorHandler>,
     /// Where a record that wraps around the ring's end is made contiguous.
     pub(super) scratch: Vec<u8>,
+    pub(super) counters: std::sync::Arc<super::Counters>,
 }
 
 impl PerfReader {
@@ -270,12 +271,17 @@ impl PerfReader {
             lost,
             errors,
             scratch,
+            counters,
         } = self;
         let Some((cpu, buffer)) = buffers.get_mut(index) else {
             return ControlFlow::Continue(());
         };
         let cpu = *cpu;
         buffer.read(scratch, |record| {
+            match &record {
+                Record::Sample(_) => super::Counters::add(&counters.received, 1),
+                Record::Lost(count) => super::Counters::add(&counters.lost, *count),
+            }
             let handled = catch_unwind(AssertUnwindSafe(|| match record {
                 Record::Sample(bytes) => data(cpu, bytes),
                 Record::Lost(count) => match lost {
@@ -283,7 +289,7 @@ impl PerfReader {
                     None => log::warn!("perf map `{name}`: {count} records lost on cpu {cpu}"),
                 },
             }));
-            handler_result(PERF, name, handled, errors.as_ref())
+            handler_result(PERF, name, handled, errors.as_ref(), counters)
         })
     }
 }

@@ -85,6 +85,7 @@ pub(super) struct RingReader {
     pub(super) errors: Option<super::ReaderErrorHandler>,
     pub(super) timeout: i32,
     pub(super) size: usize,
+    pub(super) counters: std::sync::Arc<super::Counters>,
 }
 
 impl RingReader {
@@ -131,11 +132,16 @@ impl RingReader {
             ring,
             data,
             errors,
+            counters,
             ..
         } = self;
+        counters
+            .high_water
+            .fetch_max(ring.pending(), std::sync::atomic::Ordering::Relaxed);
         let (_, stopped) = ring.read(limit, |record| {
+            super::Counters::add(&counters.received, 1);
             let handled = catch_unwind(AssertUnwindSafe(|| data(record)));
-            handler_result(RING, name, handled, errors.as_ref())
+            handler_result(RING, name, handled, errors.as_ref(), counters)
         });
         match stopped {
             Stopped::Broke => ControlFlow::Break(()),

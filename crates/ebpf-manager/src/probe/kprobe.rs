@@ -17,7 +17,7 @@ use crate::{
 #[derive(Debug)]
 pub(crate) struct TracefsLink {
     perf: Option<OwnedFd>,
-    _event: tracefs::ProbeEvent,
+    event: tracefs::ProbeEvent,
 }
 
 impl TracefsLink {
@@ -25,8 +25,15 @@ impl TracefsLink {
     pub(crate) fn new(perf: OwnedFd, event: tracefs::ProbeEvent) -> Self {
         Self {
             perf: Some(perf),
-            _event: event,
+            event,
         }
+    }
+}
+
+impl TracefsLink {
+    /// The tracefs event's name (its line in `kprobe_profile`).
+    pub(crate) fn event_name(&self) -> &str {
+        self.event.name()
     }
 }
 
@@ -35,7 +42,7 @@ impl Drop for TracefsLink {
         if let Some(perf) = self.perf.take() {
             let _ = perf::disable(&perf);
         }
-        // _event drops after this body, removing the tracefs event.
+        // `event` drops after this body, removing the tracefs event.
     }
 }
 
@@ -180,7 +187,7 @@ fn attach_tracefs(
     perf::attach_bpf(&perf, prog_fd.as_fd())?;
     Ok(TracefsLink {
         perf: Some(perf),
-        _event: event,
+        event,
     })
 }
 

@@ -27,6 +27,7 @@ pub use shared_fd::SharedFd;
 ///
 /// Two probes may run the same function at two hook points as long as their `uid`s differ.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ProbeIdentificationPair {
     /// The probe's unique id among the probes of the same function.
     pub uid: String,
@@ -96,6 +97,7 @@ pub enum UprobeAttachMethod {
 
 /// The life cycle of one probe inside a manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum ProbeState {
     /// Declared; the manager is not initialized yet.
@@ -321,6 +323,7 @@ impl Probe {
 }
 
 /// The kernel facility a probe was attached through.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum AttachMethod {
@@ -419,7 +422,38 @@ pub(crate) enum Hook {
     Net(net::Target),
 }
 
+impl Hook {
+    /// The hook point in a few words, for status reports; `None` where only the attachment
+    /// tells (sockets, cgroups, interfaces, perf events, binaries).
+    pub(crate) fn summary(&self) -> Option<String> {
+        match self {
+            Self::Kprobe { symbol, .. } => Some(symbol.clone()),
+            Self::Kprobes {
+                pattern, symbols, ..
+            } => Some(format!("{} functions matching {pattern}", symbols.len())),
+            Self::Tracepoint { category, name } => Some(format!("{category}/{name}")),
+            Self::RawTracepoint { name } => Some(name.clone()),
+            Self::Btf { target, .. } => Some(target.clone()),
+            Self::Uprobe(target) => Some(target.describe()),
+            Self::Unresolved(_)
+            | Self::PerfEvent(_)
+            | Self::Socket(_)
+            | Self::Cgroup(_)
+            | Self::Net(_) => None,
+        }
+    }
+}
+
 impl Link {
+    /// The tracefs kprobe events behind it (their names in `kprobe_profile`).
+    pub(crate) fn kprobe_events(&self) -> Vec<&str> {
+        match self {
+            Self::KprobeTracefs(link) => vec![link.event_name()],
+            Self::Many(links) => links.iter().flat_map(Link::kprobe_events).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether closing it waits for an RCU tasks-trace grace period (perf-event links:
     /// kprobes, tracepoints, uprobes).
     pub(crate) fn waits_for_rcu(&self) -> bool {

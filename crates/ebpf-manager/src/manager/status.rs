@@ -1,0 +1,383 @@
+//! [`Manager::status`]: what runs, how often, what failed and what the readers got, as one
+//! snapshot a person reads at a glance (`Display`) or a program serializes (feature `serde`).
+
+use std::{fmt, os::fd::AsFd};
+
+use super::{Manager, ManagerState};
+use crate::{kernel::stats, AttachMethod, ProbeIdentificationPair, ProbeState};
+
+/// A snapshot of a manager: its state, every probe and every reader
+/// ([`Manager::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Status {
+    /// Where the manager is in its life.
+    pub state: ManagerState,
+    /// Whether the kernel counts program runs and run time now (the manager's
+    /// [`Options::enable_stats`](crate::Options::enable_stats), another process's
+    /// `BPF_ENABLE_STATS`, or the `kernel.bpf_stats_enabled` sysctl).
+    pub run_stats: bool,
+    /// Every probe, in declaration order (then hooks and clones in the order they came).
+    pub probes: Vec<ProbeStatus>,
+    /// Every perf map and ring buffer reader (not the async ones, which the caller drives).
+    pub readers: Vec<ReaderStatus>,
+}
+
+/// One probe of a [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ProbeStatus {
+    /// The probe.
+    pub id: ProbeIdentificationPair,
+    /// Its state.
+    pub state: ProbeState,
+    /// Where it attaches: the resolved symbol, tracepoint or target; for a probe over many
+    /// functions, how many and the pattern. `None` before it is resolved.
+    pub hook: Option<String>,
+    /// How it is attached, while it is.
+    pub attach_method: Option<AttachMethod>,
+    /// The kernel's id of its program, once loaded.
+    pub program_id: Option<u32>,
+    /// The kernel's id of its BPF link, when the attachment is one (raw tracepoints, BTF
+    /// hooks, multi links, perf-event links from Linux 5.15, cgroup and XDP links, ...).
+    pub link_id: Option<u32>,
+    /// How many times its program ran while run statistics were on (Linux 5.1; see
+    /// [`Status::run_stats`]).
+    pub run_count: Option<u64>,
+    /// The time its program ran while run statistics were on, in nanoseconds.
+    pub run_time_ns: Option<u64>,
+    /// kprobes and kretprobes through tracefs: the hits the kernel missed (a kretprobe's
+    /// `maxactive` instances all in use; Linux `kprobe_profile`).
+    pub missed: Option<u64>,
+    /// Why it is failed or disabled.
+    pub error: Option<String>,
+}
+
+/// One reader of a [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ReaderStatus {
+    /// The map it reads.
+    pub map: String,
+    /// "perf map" or "ring buffer".
+    pub kind: &'static str,
+    /// Whether its thread runs.
+    pub running: bool,
+    /// Records handed to its data handler since `start`.
+    pub received: u64,
+    /// Records the kernel reported lost (perf maps: a CPU's buffer was full when a program
+    /// wrote).
+    pub lost: u64,
+    /// Handler panics; each stopped the reader until `start_reader`.
+    pub handler_errors: u64,
+    /// Ring buffers: the size of the ring in bytes.
+    pub ring_size: Option<u64>,
+    /// Ring buffers: the most bytes of records waiting at one wakeup of the reader; near
+    /// `ring_size`, the ring is about to overflow (programs then fail `bpf_ringbuf_reserve`).
+    pub ring_high_water: Option<u64>,
+}
+
+impl Manager {
+    /// A snapshot of the manager: each probe's state, hook, attach method, program and link
+    /// ids, run count and run time (with [`Options::enable_stats`](crate::Options::enable_stats),
+    /// Linux 5.8), kretprobe misses (tracefs kprobes) and last error; each reader's counts.
+    ///
+    /// ```no_run
+    /// # fn show(m: &ebpf_manager::Manager) {
+    /// println!("{}", m.status()); // a table
+    /// let status = m.status();
+    /// for probe in &status.probes {
+    ///     if let Some(error) = &probe.error {
+    ///         eprintln!("{}: {error}", probe.id);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn status(&self) -> Status {
+        let state = &self.state;
+        let links = stats::links_by_program();
+        let profile = state
+            .records
+            .values()
+            .any(|r| {
+                r.link
+                    .as_ref()
+                    .is_some_and(|l| !l.kprobe_events().is_empty())
+            })
+            .then(stats::kprobe_profile)
+            .unwrap_or_default();
+        let run_stats = state.stats.is_some() || stats::run_stats_on();
+        let probes = state
+            .records
+            .values()
+            .map(|r| {
+                let info = self.program_fdinfo(&r.id);
+                let program_id = info
+                    .as_ref()
+                    .and_then(|i| i.get("prog_id"))
+                    .map(|&v| v as u32);
+                let counter = |key: &str| {
+                    info.as_ref()
+                        .filter(|_| run_stats)
+                        .and_then(|i| i.get(key).copied())
+                };
+                let events = r
+                    .link
+                    .as_ref()
+                    .map(|l| l.kprobe_events())
+                    .unwrap_or_default();
+                let missed = (!events.is_empty()).then(|| {
+                    events
+                        .iter()
+                        .filter_map(|e| profile.get(*e))
+                        .map(|&(_, misses)| misses)
+                        .sum()
+                });
+                ProbeStatus {
+                    id: r.id.clone(),
+                    state: r.state,
+                    hook: r
+                        .attach
+                        .as_ref()
+                        .map(|a| a.hook.clone())
+                        .or_else(|| r.hook.summary()),
+                    attach_method: r.attach.as_ref().map(|a| a.method),
+                    program_id,
+                    link_id: program_id
+                        .filter(|_| r.link.is_some())
+                        .and_then(|id| links.get(&id).copied()),
+                    run_count: counter("run_cnt"),
+                    run_time_ns: counter("run_time_ns"),
+                    missed,
+                    error: r.error.clone(),
+                }
+            })
+            .collect();
+        Status {
+            state: self.state(),
+            run_stats,
+            probes,
+            readers: state.readers.status(),
+        }
+    }
+
+    /// The fdinfo of the probe's loaded program (the manager's own for multi links).
+    fn program_fdinfo(
+        &self,
+        id: &ProbeIdentificationPair,
+    ) -> Option<std::collections::HashMap<String, u64>> {
+        let record = &self.state.records[self.state.record(id)?];
+        if let Some(fd) = &record.multi {
+            return Some(stats::fdinfo(fd.as_fd()));
+        }
+        let fd = self.get_program(id)?.fd().ok()?;
+        Some(stats::fdinfo(fd.as_fd()))
+    }
+}
+
+impl fmt::Display for Status {
+    /// A table: one line per probe, then one per reader.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = |s: ProbeState| self.probes.iter().filter(|p| p.state == s).count();
+        writeln!(
+            f,
+            "manager {:?}: {} probes ({} running, {} failed, {} disabled), run statistics {}",
+            self.state,
+            self.probes.len(),
+            count(ProbeState::Running),
+            count(ProbeState::Failed),
+            count(ProbeState::Disabled),
+            if self.run_stats { "on" } else { "off" },
+        )?;
+        let dash = || "-".to_owned();
+        let opt = |v: Option<u64>| v.map_or_else(dash, |v| v.to_string());
+        let rows: Vec<[String; 9]> = self
+            .probes
+            .iter()
+            .map(|p| {
+                [
+                    format!("{}/{}", p.id.uid, p.id.ebpf_func_name),
+                    format!("{:?}", p.state),
+                    p.hook.clone().unwrap_or_else(dash),
+                    p.attach_method.map_or_else(dash, method_short),
+                    opt(p.program_id.map(u64::from)),
+                    opt(p.link_id.map(u64::from)),
+                    opt(p.run_count),
+                    p.run_time_ns.map_or_else(dash, |ns| {
+                        format!("{:?}", std::time::Duration::from_nanos(ns))
+                    }),
+                    opt(p.missed),
+                ]
+            })
+            .collect();
+        let header = [
+            "probe", "state", "hook", "method", "prog", "link", "runs", "run time", "missed",
+        ];
+        table(f, &header, &rows)?;
+        for p in self.probes.iter().filter(|p| p.error.is_some()) {
+            writeln!(
+                f,
+                "  {}/{}: {}",
+                p.id.uid,
+                p.id.ebpf_func_name,
+                p.error.as_deref().unwrap_or_default()
+            )?;
+        }
+        if self.readers.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<[String; 7]> = self
+            .readers
+            .iter()
+            .map(|r| {
+                [
+                    r.map.clone(),
+                    r.kind.to_owned(),
+                    if r.running { "running" } else { "stopped" }.to_owned(),
+                    r.received.to_string(),
+                    r.lost.to_string(),
+                    r.handler_errors.to_string(),
+                    match (r.ring_high_water, r.ring_size) {
+                        (Some(high), Some(size)) => format!("{high} of {size} bytes"),
+                        _ => dash(),
+                    },
+                ]
+            })
+            .collect();
+        let header = [
+            "reader",
+            "kind",
+            "state",
+            "received",
+            "lost",
+            "handler errors",
+            "ring high water",
+        ];
+        table(f, &header, &rows)
+    }
+}
+
+/// The attach method in a word or two, for the table.
+fn method_short(method: AttachMethod) -> String {
+    match method {
+        AttachMethod::KprobePmu => "kprobe PMU",
+        AttachMethod::KprobeTracefs => "kprobe tracefs",
+        AttachMethod::KprobeMulti => "kprobe.multi",
+        AttachMethod::UprobeMulti => "uprobe.multi",
+        AttachMethod::Tracepoint => "tracepoint",
+        AttachMethod::RawTracepoint => "raw tracepoint",
+        AttachMethod::Uprobe => "uprobe PMU",
+        AttachMethod::UprobeTracefs => "uprobe tracefs",
+        AttachMethod::BtfLink => "BTF link",
+        AttachMethod::PerfEvent => "perf event",
+        AttachMethod::SocketOption => "socket",
+        AttachMethod::Cgroup => "cgroup",
+        AttachMethod::Xdp => "XDP",
+        AttachMethod::Tcx => "TCX",
+        AttachMethod::TcNetlink => "TC netlink",
+    }
+    .to_owned()
+}
+
+/// Left-aligned columns as wide as their widest cell.
+fn table<const N: usize>(
+    f: &mut fmt::Formatter<'_>,
+    header: &[&str; N],
+    rows: &[[String; N]],
+) -> fmt::Result {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |f: &mut fmt::Formatter<'_>, cells: &mut dyn Iterator<Item = &str>| {
+        let text: Vec<String> = cells
+            .zip(&widths)
+            .map(|(c, &w)| format!("{c:<w$}"))
+            .collect();
+        writeln!(f, "  {}", text.join("  ").trim_end())
+    };
+    line(f, &mut header.iter().copied())?;
+    for row in rows {
+        line(f, &mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_lines_up_and_lists_errors_and_readers() {
+        let status = Status {
+            state: ManagerState::Running,
+            run_stats: true,
+            probes: vec![
+                ProbeStatus {
+                    id: ProbeIdentificationPair::new("mkdir", "tracepoint_sys_enter_mkdir"),
+                    state: ProbeState::Running,
+                    hook: Some("syscalls/sys_enter_mkdir".into()),
+                    attach_method: Some(AttachMethod::Tracepoint),
+                    program_id: Some(12),
+                    link_id: Some(7),
+                    run_count: Some(3),
+                    run_time_ns: Some(1500),
+                    missed: None,
+                    error: None,
+                },
+                ProbeStatus {
+                    id: ProbeIdentificationPair::new("", "kprobe_vfs_mkdir"),
+                    state: ProbeState::Failed,
+                    hook: Some("vfs_mkdir".into()),
+                    attach_method: None,
+                    program_id: Some(13),
+                    link_id: None,
+                    run_count: Some(0),
+                    run_time_ns: Some(0),
+                    missed: None,
+                    error: Some("no kprobes".into()),
+                },
+            ],
+            readers: vec![ReaderStatus {
+                map: "events".into(),
+                kind: crate::maps::RING,
+                running: true,
+                received: 10,
+                lost: 0,
+                handler_errors: 1,
+                ring_size: Some(4096),
+                ring_high_water: Some(160),
+            }],
+        };
+        let text = status.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "manager Running: 2 probes (1 running, 1 failed, 0 disabled), run statistics on"
+        );
+        // Every column starts where its header does.
+        let cell = |header: &str, row: &str, name: &str| {
+            let at = header.find(name).unwrap();
+            row[at..].split("  ").next().unwrap().to_owned()
+        };
+        let (header, first, second) = (lines[1], lines[2], lines[3]);
+        assert_eq!(cell(header, first, "hook"), "syscalls/sys_enter_mkdir");
+        assert_eq!(cell(header, second, "hook"), "vfs_mkdir");
+        assert_eq!(cell(header, first, "link"), "7");
+        assert_eq!(cell(header, second, "link"), "-");
+        assert_eq!(cell(header, first, "runs"), "3");
+        assert_eq!(cell(header, first, "run time"), "1.5µs");
+        assert_eq!(lines[4], "  /kprobe_vfs_mkdir: no kprobes");
+        assert_eq!(cell(lines[5], lines[6], "received"), "10");
+        assert_eq!(cell(lines[5], lines[6], "handler errors"), "1");
+        assert_eq!(
+            cell(lines[5], lines[6], "ring high water"),
+            "160 of 4096 bytes"
+        );
+    }
+}
