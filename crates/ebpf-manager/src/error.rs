@@ -387,6 +387,20 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A declaration file (`Declaration`, feature `serde`) that cannot be
+    /// read: an unknown key, a bad value, a syntax error.
+    #[error("the {format} declaration is invalid at line {line}, column {column}: {message}")]
+    InvalidDeclaration {
+        /// "TOML" or "JSON".
+        format: &'static str,
+        /// Where (1-based; 0 when the error has no position).
+        line: usize,
+        /// Where (1-based; 0 when the error has no position).
+        column: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+
     /// A selector of `activated_probes` failed after attaching; everything attached by the call
     /// was detached again.
     #[error("selector {selector} failed: {}", failures.iter().map(|(id, cause)| format!("{id}: {cause}")).collect::<Vec<_>>().join("; "))]

@@ -36,6 +36,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "serde")]
+mod declare;
 mod elf;
 mod error;
 // Test-only failure points: public (and hidden from the docs) only with the feature.
@@ -57,6 +59,8 @@ mod pipeline;
 mod probe;
 mod selectors;
 
+#[cfg(feature = "serde")]
+pub use declare::Declaration;
 pub use error::{Error, Report, Result};
 pub use kernel::FunctionIndex;
 pub use manager::{

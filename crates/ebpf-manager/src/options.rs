@@ -17,6 +17,11 @@ use crate::{KprobeAttachMethod, ProbeIdentificationPair, ProbesSelector};
 /// # let _ = options;
 /// ```
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Options {
     /// Which probes to enable, and what must run for `start` to succeed. Empty: every declared
     /// probe is enabled and mandatory. Otherwise a probe is enabled when a selector names it;
@@ -63,6 +68,7 @@ pub struct Options {
     pub default_probe_retry: u32,
     /// The [`Probe::probe_retry_delay`](crate::Probe::probe_retry_delay) of probes that leave
     /// theirs at zero (the Go `DefaultProbeRetryDelay`).
+    #[cfg_attr(feature = "serde", serde(with = "crate::declare::duration"))]
     pub default_probe_retry_delay: std::time::Duration,
     /// The `kprobe_max_active` of kretprobes that leave theirs at 0 (the Go
     /// `DefaultKProbeMaxActive`); above 0 they attach through tracefs.
@@ -76,6 +82,7 @@ pub struct Options {
     /// How long stopping a perf map or ring buffer reader (`stop`, `stop_reader`,
     /// `stop_readers`) waits for its handler to finish with the last records; zero means 5 s.
     /// A reader still busy then is [`Error::ReaderStuck`](crate::Error::ReaderStuck).
+    #[cfg_attr(feature = "serde", serde(with = "crate::declare::duration"))]
     pub reader_stop_timeout: std::time::Duration,
     /// Keep the kernel's parsed BTF after `start` (for hooks and clones of fentry, fexit,
     /// tp_btf, LSM and iterator programs added later). By default it is released after `start`:
@@ -103,15 +110,18 @@ pub struct Options {
     pub bypass_enabled: bool,
     /// Callbacks run over every program's instructions after constants are set and before
     /// load (the Go `InstructionPatchers`).
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub instruction_patchers: Vec<crate::InstructionPatcher>,
     /// The kernel types CO-RE relocations and BTF-typed hooks (fentry, fexit, tp_btf, LSM,
     /// iterators) resolve against, instead of `/sys/kernel/btf/vmlinux` (the Go
     /// `VerifierOptions.Programs.KernelTypes`): for kernels without BTF (a BTFHub file) and for
     /// tests.
+    #[cfg_attr(feature = "serde", serde(with = "crate::declare::kernel_types"))]
     pub kernel_btf: Option<KernelTypes>,
     /// The verifier's log level (aya's default, `DEBUG | STATS`, when `None`). The log of a
     /// rejected program is in [`Error::Verifier`](crate::Error::Verifier); its buffer grows
     /// until the log fits (aya 0.14 sizes it, starting at 64 KiB).
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub verifier_log_level: Option<aya::VerifierLogLevel>,
     /// Free the object's bytes once `start` succeeds (they are kept by default, as the Go
     /// library keeps its collection spec, so that `clone_program` works at any time). With it,
@@ -139,6 +149,11 @@ pub struct Options {
 /// # let _ = options;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct InnerOuterMapSpec {
     /// The map of maps (a legacy `struct bpf_map_def`).
     pub outer_map_name: String,
@@ -171,16 +186,24 @@ pub enum KernelTypes {
 /// the `ld_imm64` instructions that load it, zero-extended to 64 bits). A name of both kinds sets
 /// both.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct ConstantEditor {
     /// The global's name in the object.
     pub name: String,
     /// Its new value, in the kernel's byte order, of the global's exact size.
+    #[cfg_attr(feature = "serde", serde(with = "crate::declare::constant_value"))]
     pub value: Vec<u8>,
     /// Do not fail when the object has no such global.
+    #[cfg_attr(feature = "serde", serde(default))]
     pub allow_missing: bool,
     /// The probes this value is for; empty: every probe. Probes named here get their own copy
     /// of their program (sharing every map but the globals' with the others), since a loaded
     /// program has one value per constant.
+    #[cfg_attr(feature = "serde", serde(default))]
     pub probes: Vec<ProbeIdentificationPair>,
 }
 
@@ -231,6 +254,11 @@ impl ConstantEditor {
 /// # }
 /// ```
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct MapEditor {
     /// The map's name in the object.
     pub name: String,
@@ -239,6 +267,7 @@ pub struct MapEditor {
     /// An open map to use instead of a pinned one (the Go `MapEditors` value, a `*ebpf.Map`).
     /// The manager pins it for the time of the load in a private bpffs directory (aya 0.14
     /// reuses maps only by pin), and removes the pin right after.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub map: Option<std::sync::Arc<aya::maps::MapFd>>,
 }
 
@@ -298,6 +327,11 @@ impl Eq for MapEditor {}
 /// # let _ = options;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct MapSpecEditor {
     /// The map's name in the object.
     pub name: String,
@@ -318,6 +352,11 @@ pub struct MapSpecEditor {
 /// `bpf_tail_call`: a program of the object, loaded when needed and attached nowhere, or one from
 /// elsewhere (another manager's, through [`Manager::program_fd`](crate::Manager::program_fd)).
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct TailCallRoute {
     /// The program array's name in the object.
     pub prog_array_name: String,
@@ -328,6 +367,7 @@ pub struct TailCallRoute {
     pub probe_identification_pair: ProbeIdentificationPair,
     /// A program from elsewhere to route instead of the object's (the Go
     /// `TailCallRoute.Program`). Its type must be the one the program array holds.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub program: Option<std::sync::Arc<aya::programs::ProgramFd>>,
 }
 
@@ -365,6 +405,11 @@ impl Eq for TailCallRoute {}
 /// # }
 /// ```
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct MapRoute {
     /// The map of maps' name in the object.
     pub routing_map_name: String,
@@ -375,6 +420,7 @@ pub struct MapRoute {
     pub map_name: String,
     /// A map from elsewhere to route instead of the object's `map_name` (the Go library's
     /// `MapRoute.Map`). It must match the map of maps' inner definition.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub map: Option<std::sync::Arc<aya::maps::MapFd>>,
 }
 
@@ -401,6 +447,11 @@ impl Eq for MapRoute {}
 /// # let _ = map;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Map {
     /// The map's name in the object.
     pub name: String,

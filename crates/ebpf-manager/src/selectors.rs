@@ -24,6 +24,11 @@ use crate::ProbeIdentificationPair;
 /// # let _ = selectors;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum ProbesSelector {
     /// One probe; valid when it is running.
     Probe(ProbeIdentificationPair),

@@ -24,6 +24,7 @@ const EXAMPLES: &[&str] = &[
     "pause",
     "clone_vs_add_hook",
     "tracepoint",
+    "declarative",
     "uprobe",
     "perf_event",
     "fentry",

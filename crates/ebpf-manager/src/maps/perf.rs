@@ -65,6 +65,11 @@ pub const DEFAULT_PERF_RING_PAGES: usize = 64;
 /// };
 /// ```
 #[derive(Clone, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct PerfMap {
     /// The map's name in the object.
     pub map_name: String,
@@ -73,11 +78,14 @@ pub struct PerfMap {
     /// the thread that stops it (a lock it holds, a channel it drains after `stop`): `stop`
     /// waits at most [`Options::reader_stop_timeout`](crate::Options::reader_stop_timeout),
     /// then returns [`Error::ReaderStuck`](crate::Error::ReaderStuck).
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub data_handler: Option<PerfDataHandler>,
     /// Called for each loss report; without it, losses are logged at `warn` level.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub lost_handler: Option<PerfLostHandler>,
     /// Receives the reader's errors (a handler that panicked, a failed wait), as the Go
     /// `PerfMapOptions.ErrChan`; they are logged either way.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub error_handler: Option<super::ReaderErrorHandler>,
     /// Size of each CPU's ring in pages, a power of two; 0 means
     /// [`DEFAULT_PERF_RING_PAGES`].

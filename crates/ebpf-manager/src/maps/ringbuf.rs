@@ -44,6 +44,11 @@ pub type RingDataHandler = Arc<dyn Fn(&[u8]) + Send + Sync>;
 /// };
 /// ```
 #[derive(Clone, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct RingBuffer {
     /// The map's name in the object.
     pub map_name: String,
@@ -52,13 +57,16 @@ pub struct RingBuffer {
     /// the thread that stops it (a lock it holds, a channel it drains after `stop`): `stop`
     /// waits at most [`Options::reader_stop_timeout`](crate::Options::reader_stop_timeout),
     /// then returns [`Error::ReaderStuck`](crate::Error::ReaderStuck).
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub data_handler: Option<RingDataHandler>,
     /// Receives the reader's errors (a handler that panicked, a failed wait), as the Go
     /// `RingBufferOptions.ErrChan`; they are logged either way.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub error_handler: Option<super::ReaderErrorHandler>,
     /// Also look for records every `poll_timeout`, without waiting for the kernel's
     /// notification: for programs that write with `BPF_RB_NO_WAKEUP`. `None` (the default)
     /// waits for notifications only.
+    #[cfg_attr(feature = "serde", serde(with = "crate::declare::option_duration"))]
     pub poll_timeout: Option<Duration>,
     /// Do not start this reader in `start`: start it later with
     /// [`Manager::start_reader`](crate::Manager::start_reader). Its map is taken all the same.

@@ -27,7 +27,11 @@ pub use shared_fd::SharedFd;
 ///
 /// Two probes may run the same function at two hook points as long as their `uid`s differ.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct ProbeIdentificationPair {
     /// The probe's unique id among the probes of the same function.
     pub uid: String,
@@ -58,6 +62,11 @@ impl fmt::Display for ProbeIdentificationPair {
 /// How a kprobe or kretprobe is attached.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum KprobeAttachMethod {
     /// The probe's default is the manager's
     /// ([`Options::default_kprobe_attach_method`](crate::Options::default_kprobe_attach_method));
@@ -81,6 +90,11 @@ pub enum KprobeAttachMethod {
 /// How a uprobe or uretprobe is attached.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum UprobeAttachMethod {
     /// The probe's default is the manager's
     /// ([`Options::default_uprobe_attach_method`](crate::Options::default_uprobe_attach_method));
@@ -136,6 +150,11 @@ pub enum ProbeState {
 /// assert_eq!(probe.id().to_string(), r#"{uid: "MyVFSMkdir", ebpf_func_name: "kprobe_vfs_mkdir"}"#);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Probe {
     /// Tells apart probes that run the same function; `""` when not needed.
     pub uid: String,
@@ -199,6 +218,7 @@ pub struct Probe {
     /// XDP and TC: the interface by index, instead of [`if_name`](Self::if_name).
     pub if_index: Option<u32>,
     /// XDP and TC: the network namespace of the interface; the caller's when `None`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::declare::netns"))]
     pub netns: Option<Netns>,
     /// TC: ingress or egress.
     pub network_direction: NetworkDirection,
@@ -224,6 +244,7 @@ pub struct Probe {
 
     /// Socket filters: the socket to filter. Required. The declaration holds the socket open
     /// (a [`SharedFd`]), so the filter is detached from this socket and no other.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub socket_fd: Option<SharedFd>,
 
     /// perf_event programs: run every this many events (one of this and
@@ -251,6 +272,7 @@ pub struct Probe {
     pub probe_retry: u32,
     /// The pause between two tries (the Go `ProbeRetryDelay`); zero takes
     /// [`Options::default_probe_retry_delay`](crate::Options::default_probe_retry_delay).
+    #[cfg_attr(feature = "serde", serde(with = "crate::declare::duration"))]
     pub probe_retry_delay: std::time::Duration,
     /// Load this probe's program as a copy of its own, even when no
     /// [`ConstantEditor`](crate::ConstantEditor) tells it apart (the Go `CopyProgram`): two
@@ -278,6 +300,11 @@ pub enum Netns {
 
 /// The direction of a TC classifier.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum NetworkDirection {
     /// Packets received.
     #[default]
@@ -289,6 +316,11 @@ pub enum NetworkDirection {
 /// How a TC classifier attaches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum TcAttachMethod {
     /// TCX where the kernel has it (Linux 6.6), else netlink.
     #[default]
@@ -303,6 +335,11 @@ pub enum TcAttachMethod {
 /// The XDP attach mode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum XdpAttachMode {
     /// Let the kernel choose (driver mode where supported, else generic).
     #[default]
