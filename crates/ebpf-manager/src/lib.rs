@@ -40,6 +40,7 @@
 mod declare;
 mod elf;
 mod error;
+mod inspect;
 // Test-only failure points: public (and hidden from the docs) only with the feature.
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
@@ -62,6 +63,7 @@ mod selectors;
 #[cfg(feature = "serde")]
 pub use declare::Declaration;
 pub use error::{Error, Report, Result};
+pub use inspect::{ObjectInfo, ObjectMap, ObjectProgram};
 pub use kernel::FunctionIndex;
 pub use manager::{
     CleanupType, Manager, ManagerState, MapEntry, ProbeStatus, ReaderStatus, Status,
