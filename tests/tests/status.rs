@@ -176,7 +176,7 @@ fn status_reports_kretprobe_misses() {
     }
     m.start().unwrap();
     let sleepers: Vec<_> = (0..2)
-        .map(|_| std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(300))))
+        .map(|_| std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(1))))
         .collect();
     for s in sleepers {
         s.join().unwrap();
