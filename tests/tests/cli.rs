@@ -121,10 +121,16 @@ fn cli_run_streams_trace_pipe_and_stops_cleanly() {
         "cli-run.toml",
         b"[[probes]]\nuid = \"hello\"\nebpf_func_name = \"tracepoint_sys_enter_mkdir\"\n",
     );
-    // A directory made while the command runs.
-    let maker = std::thread::spawn(|| {
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        mkdir_rmdir("cli-run")
+    // Directories made while the command runs (it starts after a while under TCG).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let maker = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                mkdir_rmdir("cli-run");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
     });
     let (code, out, err) = cli(&[
         "run",
@@ -135,6 +141,7 @@ fn cli_run_streams_trace_pipe_and_stops_cleanly() {
         "3",
         "--json",
     ]);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     maker.join().unwrap();
     assert_eq!(code, 0, "{err}");
     let events: Vec<serde_json::Value> = out
