@@ -97,6 +97,30 @@ impl Manager {
     /// # }
     /// ```
     pub fn status(&self) -> Status {
+        if self.state() == ManagerState::New {
+            // Nothing is loaded yet: the declarations.
+            return Status {
+                state: ManagerState::New,
+                run_stats: stats::run_stats_on(),
+                probes: self
+                    .probes
+                    .iter()
+                    .map(|p| ProbeStatus {
+                        id: p.id(),
+                        state: ProbeState::Declared,
+                        hook: None,
+                        attach_method: None,
+                        program_id: None,
+                        link_id: None,
+                        run_count: None,
+                        run_time_ns: None,
+                        missed: None,
+                        error: None,
+                    })
+                    .collect(),
+                readers: Vec::new(),
+            };
+        }
         let state = &self.state;
         let links = stats::links_by_program();
         let profile = state
@@ -311,6 +335,30 @@ fn table<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_manager_reports_its_declared_probes() {
+        let m = Manager {
+            probes: vec![crate::Probe {
+                uid: "a".into(),
+                ebpf_func_name: "f".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let status = m.status();
+        assert_eq!(status.state, ManagerState::New);
+        assert_eq!(status.probes.len(), 1);
+        assert_eq!(status.probes[0].id, ProbeIdentificationPair::new("a", "f"));
+        assert_eq!(status.probes[0].state, ProbeState::Declared);
+        assert!(
+            status
+                .to_string()
+                .lines()
+                .any(|l| l.trim_start().starts_with("a/f ") && l.contains(" Declared ")),
+            "{status}"
+        );
+    }
 
     #[test]
     fn the_table_lines_up_and_lists_errors_and_readers() {
