@@ -81,10 +81,155 @@ fn build_all(dir: &Path, out: &Path, check: bool) -> Result<()> {
             stale.join("\n  ")
         ));
     }
+    // The Rust helloworld (aya-ebpf), checked the same way.
+    let fresh = rust::build(dir, out)?;
+    let committed = dir.join(rust::OBJECT);
     if check {
-        println!("fixtures: {} objects match their sources", names.len());
+        if fs::read(&committed).ok().as_deref() != Some(fresh.as_slice()) {
+            return Err(format!(
+                "{} differs from what ebpf-fixtures/rust builds to; run `cargo xtask fixtures` and commit it",
+                committed.display()
+            ));
+        }
+        println!(
+            "fixtures: {} objects match their sources (C and Rust)",
+            names.len() + 1
+        );
+    } else {
+        fs::write(&committed, &fresh)
+            .map_err(|e| format!("writing {}: {e}", committed.display()))?;
+        println!("built {}", committed.display());
     }
     Ok(())
+}
+
+/// The eBPF side written in Rust: ebpf-fixtures/rust, built with the nightly toolchain
+/// (`-Z build-std=core` for `bpfel-unknown-none`) and bpf-linker, which are installed here
+/// when missing (Debian's llvm-22-dev, then `cargo install bpf-linker`, about a minute).
+mod rust {
+    use std::{fs, path::Path, process::Command};
+
+    use crate::{install, Result};
+
+    /// The committed object, in ebpf-fixtures.
+    pub(super) const OBJECT: &str = "helloworld-rust.bpf.o";
+    /// bpf-linker's release that links with LLVM 22 (rustc's own LLVM on this toolchain).
+    const BPF_LINKER: &str = "0.13.0";
+
+    pub(super) fn build(dir: &Path, out: &Path) -> Result<Vec<u8>> {
+        tools()?;
+        let crate_dir = dir.join("rust");
+        let target_dir = out.join("rust-target");
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let sysroot = output("rustc", &["+nightly", "--print", "sysroot"])?;
+        // Paths the object's BTF would carry, made the same on every machine like this one.
+        let rustflags = [
+            "-C debuginfo=2".to_owned(),
+            "-C link-arg=--btf".to_owned(),
+            format!("--remap-path-prefix={}=.", crate_dir.display()),
+            format!("--remap-path-prefix={home}/.cargo=cargo"),
+            format!("--remap-path-prefix={}=rust", sysroot.trim()),
+        ]
+        .join(" ");
+        let status = Command::new("cargo")
+            .args(["+nightly", "build", "--release", "--locked", "--quiet"])
+            .current_dir(&crate_dir)
+            .env("RUSTFLAGS", rustflags)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WRAPPER")
+            .status()
+            .map_err(|e| format!("running cargo +nightly: {e}"))?;
+        if !status.success() {
+            return Err(format!("building ebpf-fixtures/rust failed ({status})"));
+        }
+        let built = target_dir.join("bpfel-unknown-none/release/helloworld");
+        let stripped = out.join(OBJECT);
+        // DWARF carries build paths; BTF (.BTF, .BTF.ext) stays for aya.
+        let status = Command::new("llvm-strip")
+            .arg("-g")
+            .arg(&built)
+            .arg("-o")
+            .arg(&stripped)
+            .status()
+            .map_err(|e| format!("running llvm-strip: {e}"))?;
+        if !status.success() {
+            return Err(format!("llvm-strip failed on {}", built.display()));
+        }
+        fs::read(&stripped).map_err(|e| format!("reading {}: {e}", stripped.display()))
+    }
+
+    /// The nightly toolchain's rust-src and bpf-linker, installed when missing.
+    fn tools() -> Result<()> {
+        let components = output("rustup", &["component", "list", "--installed", "--toolchain", "nightly"])
+            .map_err(|e| format!("{e} (the Rust fixture needs a nightly toolchain: rustup toolchain install nightly)"))?;
+        if !components.lines().any(|c| c.starts_with("rust-src")) {
+            run(
+                "rustup",
+                &["component", "add", "rust-src", "--toolchain", "nightly"],
+            )?;
+        }
+        if install::find("bpf-linker").is_none() {
+            install::ensure_files(&[("/usr/lib/llvm-22/bin/llvm-config", "llvm-22-dev")])?;
+            // bpf-linker's build looks for LLVM under these (Debian keeps it in /usr/lib/llvm-22).
+            let path = format!(
+                "/usr/lib/llvm-22/bin:{}",
+                std::env::var("PATH").unwrap_or_default()
+            );
+            run_with(
+                &[
+                    ("PATH", path.as_str()),
+                    ("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"),
+                    ("LLVM_PREFIX", "/usr/lib/llvm-22"),
+                ],
+                "cargo",
+                &[
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER,
+                    "--locked",
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn run(command: &str, args: &[&str]) -> Result<()> {
+        run_with(&[], command, args)
+    }
+
+    fn run_with(env: &[(&str, &str)], command: &str, args: &[&str]) -> Result<()> {
+        println!("xtask: {command} {}", args.join(" "));
+        let status = Command::new(command)
+            .args(args)
+            .envs(env.iter().copied())
+            .status()
+            .map_err(|e| format!("running {command}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{command} {} failed ({status})", args.join(" ")))
+        }
+    }
+
+    fn output(command: &str, args: &[&str]) -> Result<String> {
+        let out = Command::new(command)
+            .args(args)
+            .output()
+            .map_err(|e| format!("running {command}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{command} {} failed ({})",
+                args.join(" "),
+                out.status
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 fn build_one(dir: &Path, name: &str, out: &Path) -> Result<()> {

@@ -99,7 +99,7 @@ fn apt_get(args: &[&str]) -> Result<()> {
 }
 
 /// The path of an executable `command` found on `PATH`, like `command -v`.
-fn find(command: &str) -> Option<PathBuf> {
+pub(crate) fn find(command: &str) -> Option<PathBuf> {
     if command.contains('/') {
         return is_executable(Path::new(command)).then(|| PathBuf::from(command));
     }

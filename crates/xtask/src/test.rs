@@ -20,6 +20,7 @@ use crate::{
 /// The examples run in tiers 2 and 3; each prints `<name>: ok` when it saw what it expects.
 const EXAMPLES: &[&str] = &[
     "helloworld",
+    "helloworld_rust",
     "activated_probes",
     "pause",
     "clone_vs_add_hook",
