@@ -99,7 +99,7 @@ fn run() -> Result<(), Error> {
     }
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
