@@ -159,6 +159,11 @@ fn cli_run_streams_trace_pipe_and_stops_cleanly() {
     );
     let last = events.last().unwrap();
     assert_eq!(last["what"], "stopped (time is up)");
+    let last_running = events
+        .iter()
+        .rfind(|e| e["what"] == "final (time is up)")
+        .expect("the status before stop");
+    assert_eq!(last_running["status"]["probes"][0]["state"], "Running");
     assert_eq!(last["status"]["probes"][0]["state"], "Stopped");
     // A declaration that cannot start: exit code 1 and the library's error.
     let bad = file(

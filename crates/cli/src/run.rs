@@ -96,13 +96,15 @@ pub(crate) fn run(
                 false
             })
             .map_err(|e| format!("reading trace_pipe: {e}"))?;
-        for l in lines {
-            print_line(out, as_json, &l)?;
+        for l in lines.iter().filter(|l| !l.trim().is_empty()) {
+            print_line(out, as_json, l)?;
         }
         for event in rx.try_iter() {
             print_event(out, as_json, &event)?;
         }
     };
+    // The counts as they were at the end (stop closes the programs and the statistics).
+    print_status(out, as_json, &format!("final ({why})"), &manager.status())?;
     let stopped = manager.stop(CleanupType::CleanAll);
     // What the readers drained at stop.
     for event in rx.try_iter() {
