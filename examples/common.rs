@@ -42,6 +42,21 @@ pub fn mkdir_and_show_trace_pipe(message: &str, timeout: Duration) -> ebpf_manag
     Ok(!lines.is_empty())
 }
 
+/// Makes and removes `n` directories named after `tag` and this process (mkdir(2), rmdir(2)).
+pub fn make_directories(tag: &str, n: u64) -> ebpf_manager::Result<()> {
+    for i in 0..n {
+        let dir =
+            std::env::temp_dir().join(format!("ebpf-manager-{tag}-{}-{i}", std::process::id()));
+        let io = |source| ebpf_manager::Error::Io {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir(&dir).map_err(io)?;
+        std::fs::remove_dir(&dir).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// The error of an example whose expected events did not show.
 pub fn not_seen() -> ebpf_manager::Error {
     ebpf_manager::Error::Io {

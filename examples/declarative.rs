@@ -30,18 +30,7 @@ fn run() -> Result<(), Error> {
         .push(ConstantEditor::new("filter_tid", tid));
     m.init_with_options(OBJECT, options)?;
     m.start()?;
-    for i in 0..DIRECTORIES {
-        let dir = std::env::temp_dir().join(format!(
-            "ebpf-manager-declarative-{}-{i}",
-            std::process::id()
-        ));
-        let io = |source| Error::Io {
-            path: dir.clone(),
-            source,
-        };
-        std::fs::create_dir(&dir).map_err(io)?;
-        std::fs::remove_dir(&dir).map_err(io)?;
-    }
+    examples::make_directories("declarative", DIRECTORIES)?;
     let status = m.status();
     println!("{status}");
     let map = m.get_map("hits").expect("probes.bpf.o has `hits`");

@@ -52,18 +52,7 @@ fn run() -> Result<(), Error> {
     m.start()?;
     let info = m.attach_info(&id).expect("attached");
     println!("attached to {} through {}", info.hook, info.method);
-    for i in 0..DIRECTORIES {
-        let dir = std::env::temp_dir().join(format!(
-            "ebpf-manager-tracepoint-{}-{i}",
-            std::process::id()
-        ));
-        let io = |source| Error::Io {
-            path: dir.clone(),
-            source,
-        };
-        std::fs::create_dir(&dir).map_err(io)?;
-        std::fs::remove_dir(&dir).map_err(io)?;
-    }
+    examples::make_directories("tracepoint", DIRECTORIES)?;
     let count = hits(&m)?;
     println!("made {DIRECTORIES} directories; sys_enter_mkdir counted {count}");
     m.stop(CleanupType::CleanAll)?;

@@ -49,18 +49,7 @@ fn run() -> Result<(), Error> {
         );
     }
 
-    for i in 0..DIRECTORIES {
-        let dir = std::env::temp_dir().join(format!(
-            "ebpf-manager-tracing-btf-{}-{i}",
-            std::process::id()
-        ));
-        let io = |source| Error::Io {
-            path: dir.clone(),
-            source,
-        };
-        std::fs::create_dir(&dir).map_err(io)?;
-        std::fs::remove_dir(&dir).map_err(io)?;
-    }
+    examples::make_directories("tracing-btf", DIRECTORIES)?;
     let map = m.get_map("btf_hits").expect("btf.bpf.o has `btf_hits`");
     let mkdirs = Array::<_, u64>::try_from(map)
         .expect("an array of u64")
