@@ -148,6 +148,15 @@ pub(super) fn initramfs(
         .and_then(|()| fs::set_permissions(&init, fs::Permissions::from_mode(0o755)))
         .map_err(|e| format!("cannot write {}: {e}", init.display()))?;
 
+    // The archive copies every payload: check for room first, so that a full disk is told
+    // as such rather than as cpio's write errors half way through.
+    let needed = payloads
+        .iter()
+        .map(|p| fs::metadata(&p.binary).map_or(0, |m| m.len()))
+        .sum::<u64>()
+        + fs::metadata(&busybox).map_or(0, |m| m.len());
+    check_room(run, needed)?;
+
     // The file list for cpio: every path relative to the root, directories first.
     let mut names = Vec::new();
     walk(&root, Path::new(""), &mut names)?;
@@ -170,6 +179,36 @@ pub(super) fn initramfs(
         return Err(format!("cpio failed ({status})"));
     }
     Ok(initrd)
+}
+
+/// Fails, saying how much is missing, unless the file system of `dir` has `needed` bytes
+/// free and 256 MiB to spare (another guest may be writing its archive beside this one).
+fn check_room(dir: &Path, needed: u64) -> Result<()> {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run df: {e}"))?;
+    // Without a reading, let cpio tell.
+    let Some(free) = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    let spare = 256 << 20;
+    if free < needed + spare {
+        return Err(format!(
+            "not enough disk for the initramfs in {}: it needs {} MiB (and {} MiB to spare), \
+             {} MiB are free; free some space, or set EBPF_MANAGER_CACHE to a larger file system",
+            dir.display(),
+            needed >> 20,
+            spare >> 20,
+            free >> 20
+        ));
+    }
+    Ok(())
 }
 
 /// Appends the paths under `dir` (relative, named from `rel`) to `names`, parents first.
