@@ -12,7 +12,7 @@ mod qemu;
 
 use std::{
     env, fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -86,6 +86,23 @@ fn cache_dir() -> Result<PathBuf> {
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     Ok(dir)
 }
+/// Removes the run directories (`<pid>-<n>-<nanos>`) of xtask processes that are gone: a run
+/// killed before its cleanup leaves gigabytes of initramfs behind.
+fn sweep_dead_runs(runs: &Path) {
+    let Ok(entries) = fs::read_dir(runs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.split('-').next()) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Removes a directory tree when dropped.
 struct RemoveOnDrop(PathBuf);
 
@@ -130,10 +147,12 @@ pub fn run(
     install::ensure(&[("qemu-system-x86_64", "qemu-system-x86")])?;
 
     static RUNS: AtomicU64 = AtomicU64::new(0);
+    let runs = cache_dir()?.join("runs");
+    sweep_dead_runs(&runs);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let dir = cache_dir()?.join("runs").join(format!(
+    let dir = runs.join(format!(
         "{}-{}-{nanos}",
         std::process::id(),
         RUNS.fetch_add(1, Ordering::SeqCst)
