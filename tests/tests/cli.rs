@@ -49,9 +49,13 @@ fn cli_inspect_lists_programs_maps_and_declared_probes() {
     let (code, out, err) = cli(&["inspect", path, "--config", config.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("program tracepoint_sys_enter_mkdir  section tracepoint/syscalls/sys_enter_mkdir  TracePoint"), "{out}");
-    assert!(out.contains("map hits  type 2  key 4 value 8"), "{out}");
+    assert!(out.contains("map hits  type array  key 4 value 8"), "{out}");
     assert!(out.contains("probe mkdir/tracepoint_sys_enter_mkdir runs the program in tracepoint/syscalls/sys_enter_mkdir"), "{out}");
-    assert!(out.contains("--load resolves"), "{out}");
+    assert!(
+        out.contains("    hook on this kernel: syscalls/sys_enter_mkdir through a tracepoint\n"),
+        "{out}"
+    );
+    assert!(out.contains("--load also runs the verifier"), "{out}");
     // --load: the verifier runs and the hook resolves on this kernel; nothing stays loaded.
     let before = loaded_program_count();
     let (code, out, err) = cli(&[
@@ -90,6 +94,61 @@ fn cli_inspect_lists_programs_maps_and_declared_probes() {
     assert!(
         err.contains("init failed") && err.contains("verifier"),
         "{err}"
+    );
+}
+
+/// Without --load, each declared kprobe's hook as init would resolve it on this kernel: the
+/// syscall wrapper of `syscall_func_name`, the matches of a pattern, and the attach method
+/// with why (kprobe.multi for a pattern where the kernel has it, Linux 5.18). Where the kernel
+/// has no kprobes, the error start would give.
+#[test]
+fn cli_inspect_resolves_kprobe_hooks_without_loading() {
+    let _serial = serial();
+    setup();
+    let object = file("cli-hooks.bpf.o", PROBES);
+    let config = file(
+        "cli-hooks.toml",
+        b"[[probes]]\nuid = \"sys\"\nebpf_func_name = \"kprobe_generic\"\nsyscall_func_name = \"mkdir\"\n\n\
+          [[probes]]\nuid = \"all\"\nebpf_func_name = \"kprobe_generic\"\nattach_to_func_name = \"vfs_[mr][km]dir\"\nmatch_all_functions = true\n",
+    );
+    let before = loaded_program_count();
+    let (code, out, err) = cli(&[
+        "inspect",
+        object.path().to_str().unwrap(),
+        "--config",
+        config.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(loaded_program_count(), before, "inspect loaded nothing");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (sys, all) = (&v["probes"][0], &v["probes"][1]);
+    println!("{sys}\n{all}");
+    if !kernel_has_kprobes() {
+        for p in [sys, all] {
+            assert!(
+                p["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("this kernel has no kprobes")),
+                "{p}"
+            );
+        }
+        assert!(
+            sys["error"].as_str().unwrap().contains("`__x64_sys_mkdir`"),
+            "{sys}"
+        );
+        return;
+    }
+    assert_eq!(sys["error"], serde_json::Value::Null, "{sys}");
+    assert_eq!(sys["hook"], "__x64_sys_mkdir");
+    assert_eq!(sys["method"], "KprobePmu");
+    assert_eq!(sys["why"], "the default where the kernel has the PMU");
+    assert_eq!(all["hook"], "2 functions matching vfs_[mr][km]dir", "{all}");
+    let multi = kernel_version() >= (5, 18) && kernel_has_fprobe();
+    assert_eq!(
+        all["method"],
+        if multi { "KprobeMulti" } else { "KprobePmu" },
+        "{all}"
     );
 }
 
@@ -234,4 +293,56 @@ fn cli_cleanup_removes_only_dead_managers_leftovers() {
     let (code, _, err) = cli(&["cleanup", "--no-such-flag"]);
     assert_eq!(code, 2);
     assert!(err.contains("--no-such-flag"), "{err}");
+}
+
+#[test]
+fn cli_run_prints_the_programs_aya_log_records() {
+    let _serial = serial();
+    setup();
+    let object = file(
+        "cli-aya-log.bpf.o",
+        include_bytes!("../../ebpf-fixtures/aya-log-rust.bpf.o"),
+    );
+    let config = file(
+        "cli-aya-log.toml",
+        b"[[probes]]\nuid = \"log\"\nebpf_func_name = \"aya_log_mkdir\"\ntracepoint_category = \"syscalls\"\ntracepoint_name = \"sys_enter_mkdir\"\n",
+    );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let maker = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let tid = gettid();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                mkdir_rmdir("cli-aya-log");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            tid
+        }
+    });
+    let (code, out, err) = cli(&[
+        "run",
+        object.path().to_str().unwrap(),
+        "--config",
+        config.path().to_str().unwrap(),
+        "--seconds",
+        "3",
+        "--json",
+    ]);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let tid = maker.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    let mine = format!("tid {tid}");
+    let logs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| {
+            e["event"] == "log" && e["message"].as_str().is_some_and(|m| m.ends_with(&mine))
+        })
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|e| e["level"] == "INFO" && e["target"] == "aya_log"),
+        "{out}"
+    );
+    assert!(logs.iter().any(|e| e["level"] == "WARN"), "{out}");
 }

@@ -188,3 +188,100 @@ fn status_reports_kretprobe_misses() {
     assert!(p.missed.is_some_and(|n| n >= 1), "{p:?}");
     m.stop(CleanupType::CleanAll).unwrap();
 }
+
+/// The number of possible CPUs (`/sys/devices/system/cpu/possible`, "0-3" or "0").
+fn possible_cpus() -> u64 {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    text.trim()
+        .split(',')
+        .map(|range| match range.split_once('-') {
+            Some((a, b)) => b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() + 1,
+            None => 1,
+        })
+        .sum()
+}
+
+/// Misses from link info (Linux 6.7): kretprobes on `hrtimer_nanosleep` through the kprobe PMU
+/// (`maxactive` max(10, 2 × possible CPUs), the kernel's default) and through a kprobe.multi
+/// link (its fprobe keeps 2 × possible CPUs return instances per function), entered by more
+/// threads sleeping at once than either has instances. Before 6.7 the kernel reports no
+/// misses for these links: `None`. Where the kernel has no kprobes, the error a user gets.
+#[test]
+fn status_reports_kretprobe_misses_from_link_info() {
+    setup();
+    let cpus = possible_cpus();
+    let pmu_instances = (2 * cpus).max(10);
+    let multi_instances = 2 * cpus;
+    let sleepers = pmu_instances + 4;
+    let pmu = Probe {
+        hook_func_name: Some("hrtimer_nanosleep".into()),
+        kprobe_attach_method: KprobeAttachMethod::PerfEventOpen,
+        ..probe("sleep-pmu", "kretprobe_vfs_mkdir")
+    };
+    let pmu_id = pmu.id();
+    let multi_here = kernel_version() >= (5, 18) && kernel_has_fprobe();
+    let mut probes = vec![pmu];
+    if multi_here {
+        probes.push(Probe {
+            hook_func_name: Some("hrtimer_nanosleep".into()),
+            kprobe_attach_method: KprobeAttachMethod::KprobeMulti,
+            ..probe("sleep-multi", "kretprobe_vfs_mkdir")
+        });
+    } else {
+        println!(
+            "kprobe.multi: not on this kernel (CONFIG_FPROBE, Linux 5.18); its refusal is \
+             asserted by gocompat's kprobe_multi_programs_load_with_their_attach_type"
+        );
+    }
+    let mut m = counting_manager(probes);
+    if !kernel_has_kprobes() {
+        let err = m.start().unwrap_err();
+        assert!(
+            matches!(&err, Error::KprobesUnsupported { id: got, hook } if *got == pmu_id && hook == "hrtimer_nanosleep"),
+            "{err:?}"
+        );
+        println!("no kprobes on this kernel: {}", err.report());
+        return;
+    }
+    m.start().unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(sleepers as usize));
+    let threads: Vec<_> = (0..sleepers)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let status = m.status();
+    println!("{sleepers} sleepers, {cpus} possible CPUs\n{status}");
+    let with_info = kernel_version() >= (6, 7);
+    let p = &status.probes[0];
+    assert_eq!(p.attach_method, Some(AttachMethod::KprobePmu));
+    if with_info {
+        assert!(p.link_id.is_some(), "{p:?}");
+        assert!(
+            p.missed.is_some_and(|n| n >= sleepers - pmu_instances),
+            "{p:?}"
+        );
+    } else {
+        assert_eq!(p.missed, None, "{p:?}");
+    }
+    if multi_here {
+        let p = &status.probes[1];
+        assert_eq!(p.attach_method, Some(AttachMethod::KprobeMulti));
+        if with_info {
+            assert!(
+                p.missed.is_some_and(|n| n >= sleepers - multi_instances),
+                "{p:?}"
+            );
+        } else {
+            assert_eq!(p.missed, None, "{p:?}");
+        }
+    }
+    m.stop(CleanupType::CleanAll).unwrap();
+}

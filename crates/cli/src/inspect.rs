@@ -2,7 +2,7 @@
 
 use std::{io::Write, path::Path};
 
-use ebpf_manager::{CleanupType, ObjectInfo, ObjectProgram, Probe};
+use ebpf_manager::{CleanupType, HookPreview, ObjectInfo};
 
 use crate::{declaration, json, line, read, Failed};
 
@@ -17,16 +17,26 @@ pub(crate) fn inspect(
     let info =
         ObjectInfo::parse(&bytes).map_err(|e| format!("{}: {}", object.display(), e.report()))?;
     let declared = config.map(declaration).transpose()?;
+    // Each declared probe's hook on this kernel, resolved as init would, nothing loaded.
+    let previews: Vec<HookPreview> = declared
+        .as_ref()
+        .map(|d| info.resolve_hooks(&d.probes, &d.options))
+        .unwrap_or_default();
     let probes: Vec<serde_json::Value> = declared
         .iter()
         .flat_map(|d| &d.probes)
-        .map(|p| {
-            let program = program_of(&info, p);
+        .zip(&previews)
+        .map(|(p, preview)| {
+            let program = info.program_of(p);
             serde_json::json!({
                 "id": p.id(),
                 "function": program.map(|p| p.function.clone()),
                 "section": program.map(|p| p.section.clone()),
                 "program_type": program.and_then(|p| p.program_type.clone()),
+                "hook": preview.hook,
+                "method": preview.method,
+                "why": preview.why,
+                "error": preview.error,
             })
         })
         .collect();
@@ -72,7 +82,9 @@ pub(crate) fn inspect(
             format_args!(
                 "  map {}  type {}  key {} value {} entries {}{}",
                 m.name,
-                m.map_type,
+                m.map_type_name
+                    .clone()
+                    .unwrap_or_else(|| m.map_type.to_string()),
                 m.key_size,
                 m.value_size,
                 m.max_entries,
@@ -84,7 +96,7 @@ pub(crate) fn inspect(
             ),
         )?;
     }
-    for p in &probes {
+    for (p, preview) in probes.iter().zip(&previews) {
         line(
             out,
             format_args!(
@@ -98,6 +110,17 @@ pub(crate) fn inspect(
                     ))
             ),
         )?;
+        if let Some(error) = &preview.error {
+            line(out, format_args!("    would fail: {error}"))?;
+            continue;
+        }
+        let hook = preview.hook.as_deref().unwrap_or("(its target, at start)");
+        let method = match (&preview.method, &preview.why) {
+            (Some(m), Some(why)) => format!(" through {m} ({why})"),
+            (Some(m), None) => format!(" through {m}"),
+            (None, _) => String::new(),
+        };
+        line(out, format_args!("    hook on this kernel: {hook}{method}"))?;
     }
     match loaded {
         Some(status) => line(
@@ -106,23 +129,10 @@ pub(crate) fn inspect(
         ),
         None if !probes.is_empty() => line(
             out,
-            format_args!(
-                "(--load resolves each probe's hook on this kernel and runs the verifier)"
-            ),
+            format_args!("(--load also runs the verifier on each probe's program)"),
         ),
         None => Ok(()),
     }
-}
-
-/// The program a probe names: by function, else by section.
-fn program_of<'a>(info: &'a ObjectInfo, p: &Probe) -> Option<&'a ObjectProgram> {
-    info.programs.iter().find(|prog| {
-        if p.ebpf_func_name.is_empty() {
-            p.section.as_deref() == Some(prog.section.as_str())
-        } else {
-            prog.function == p.ebpf_func_name
-        }
-    })
 }
 
 /// Initializes the declared manager (the verifier runs, hooks resolve), reads its status and

@@ -4,8 +4,9 @@
 //!   declaration, the program each declared probe runs; with `--load`, each probe's hook on this
 //!   kernel and the verifier's verdict (nothing is attached, and everything is unloaded again).
 //! - `run OBJECT --config FILE [--seconds N]`: init and start the declared manager, print its
-//!   status, stream trace_pipe lines and reader records until SIGINT or SIGTERM (or N seconds),
-//!   stop, and print the final status. Exit code 1 when it cannot start.
+//!   status, stream trace_pipe lines, reader records and log records (the programs' aya-log
+//!   records, the library's messages, at info and above) until SIGINT or SIGTERM (or N
+//!   seconds), stop, and print the final status. Exit code 1 when it cannot start.
 //! - `cleanup [--dry-run]`: remove the tracefs events and bpffs directories dead managers of
 //!   this library left, and only theirs.
 //!

@@ -1,10 +1,11 @@
 //! `run OBJECT --config FILE [--seconds N]`: the declared manager from init to stop, its
-//! trace_pipe lines and reader records printed as they come.
+//! trace_pipe lines, reader records and log records (aya-log records of the programs, the
+//! library's own messages) printed as they come.
 
 use std::{
     io::Write,
     path::Path,
-    sync::{mpsc, Arc},
+    sync::{mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -24,6 +25,63 @@ enum Event {
         cpu: u32,
         count: u64,
     },
+    Log {
+        level: log::Level,
+        target: String,
+        message: String,
+    },
+}
+
+/// Where the process's log records go while a `run` runs.
+static LOG_SINK: Mutex<Option<mpsc::Sender<Event>>> = Mutex::new(None);
+
+/// The process's logger, from the first `run` on: records at info and above become events
+/// (the manager forwards the programs' aya-log records to `log`). When the process already
+/// has a logger (a program that embeds this crate), that one keeps them.
+struct LogEvents;
+
+impl log::Log for LogEvents {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        if let Some(tx) = &*LOG_SINK.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = tx.send(Event::Log {
+                level: record.level(),
+                target: record.target().to_owned(),
+                message: record.args().to_string(),
+            });
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends the process's log records to `tx` until dropped.
+struct LogCapture;
+
+impl LogCapture {
+    fn start(tx: mpsc::Sender<Event>) -> Self {
+        static LOGGER: LogEvents = LogEvents;
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            if log::set_logger(&LOGGER).is_ok() {
+                log::set_max_level(log::LevelFilter::Info);
+            }
+        });
+        *LOG_SINK.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        Self
+    }
+}
+
+impl Drop for LogCapture {
+    fn drop(&mut self) {
+        *LOG_SINK.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 pub(crate) fn run(
@@ -69,7 +127,7 @@ pub(crate) fn run(
             });
         }));
     }
-    drop(tx);
+    let log_capture = LogCapture::start(tx);
     // SIGINT and SIGTERM are taken by this thread, blocked before the readers start so that
     // no other thread gets them.
     let signals = Signals::block();
@@ -106,6 +164,7 @@ pub(crate) fn run(
     // The counts as they were at the end (stop closes the programs and the statistics).
     print_status(out, as_json, &format!("final ({why})"), &manager.status())?;
     let stopped = manager.stop(CleanupType::CleanAll);
+    drop(log_capture);
     // What the readers drained at stop.
     for event in rx.try_iter() {
         print_event(out, as_json, &event)?;
@@ -157,6 +216,19 @@ fn print_event(out: &mut dyn Write, as_json: bool, event: &Event) -> Result<(), 
                 return line(out, format_args!("{value}"));
             }
             line(out, format_args!("{map} (cpu {cpu}): {count} records lost"))
+        }
+        Event::Log {
+            level,
+            target,
+            message,
+        } => {
+            if as_json {
+                let value = serde_json::json!({
+                    "event": "log", "level": level.as_str(), "target": target, "message": message
+                });
+                return line(out, format_args!("{value}"));
+            }
+            line(out, format_args!("log: [{level} {target}] {message}"))
         }
     }
 }

@@ -1,9 +1,21 @@
 //! [`ObjectInfo`]: what an object holds, read without the kernel: its programs (function,
 //! section, the program type aya gives the section, whether it can load) and its maps, as the
 //! manager sees them after its pipeline (Go-world section names and legacy map definitions
-//! included).
+//! included); and [`ObjectInfo::resolve_hooks`], the hook each declared probe would get on
+//! this kernel, with nothing loaded.
 
-use crate::{elf::ElfIndex, pipeline, Error, Result};
+use crate::{
+    elf::ElfIndex,
+    kernel::{self, bpf_prog, symbols::LazyFunctions},
+    pipeline,
+    probe::{
+        kprobe,
+        resolve::{self, ProgKind},
+        Hook,
+    },
+    AttachMethod, Error, KprobeAttachMethod, Options, Probe, ProbeIdentificationPair, Result,
+    UprobeAttachMethod,
+};
 
 /// The programs and maps of an object ([`ObjectInfo::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +42,9 @@ pub struct ObjectProgram {
     pub program_type: Option<String>,
     /// Why it cannot be loaded (aya 0.14 has no such program type), when it cannot.
     pub unloadable: Option<String>,
+    /// What resolving a hook needs of its type.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub(crate) kind: Option<ProgKind>,
 }
 
 /// One map of an [`ObjectInfo`].
@@ -39,8 +54,11 @@ pub struct ObjectProgram {
 pub struct ObjectMap {
     /// Its name.
     pub name: String,
-    /// `BPF_MAP_TYPE_*` as a number (`bpftool map` names them).
+    /// `BPF_MAP_TYPE_*` as a number.
     pub map_type: u32,
+    /// Its type as `bpftool map` names it (`hash`, `array`, `ringbuf`, ...); `None` for a
+    /// number aya-obj 0.3 does not know.
+    pub map_type_name: Option<String>,
     /// Key size in bytes.
     pub key_size: u32,
     /// Value size in bytes.
@@ -76,23 +94,25 @@ impl ObjectInfo {
                 let unloadable = prepared
                     .hidden(&p.function)
                     .map(|(_, why)| (*why).to_owned());
-                let program_type = parsed
+                let section = parsed
                     .programs
                     .get(&p.function)
                     .filter(|_| unloadable.is_none())
-                    .map(|prog| {
-                        let debug = format!("{:?}", prog.section);
-                        debug
-                            .split(|c: char| !c.is_alphanumeric())
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned()
-                    });
+                    .map(|prog| &prog.section);
+                let program_type = section.map(|section| {
+                    let debug = format!("{section:?}");
+                    debug
+                        .split(|c: char| !c.is_alphanumeric())
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                });
                 ObjectProgram {
                     function: p.function.clone(),
                     section: p.section.clone(),
                     program_type,
                     unloadable,
+                    kind: section.map(ProgKind::of_section),
                 }
             })
             .collect();
@@ -103,6 +123,7 @@ impl ObjectInfo {
             .map(|(name, m)| ObjectMap {
                 name: name.clone(),
                 map_type: m.map_type(),
+                map_type_name: map_type_name(m.map_type()),
                 key_size: m.key_size(),
                 value_size: m.value_size(),
                 max_entries: m.max_entries(),
@@ -112,6 +133,246 @@ impl ObjectInfo {
         maps.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Self { programs, maps })
     }
+}
+
+/// The hook a declared probe would get on this kernel ([`ObjectInfo::resolve_hooks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct HookPreview {
+    /// The probe.
+    pub id: ProbeIdentificationPair,
+    /// The function of the program it runs, when the object has one for it.
+    pub function: Option<String>,
+    /// Its hook, as [`ProbeStatus::hook`](crate::ProbeStatus::hook) shows it: the kernel
+    /// function (for `syscall_func_name`, this architecture's wrapper), "N functions matching
+    /// P" for a pattern, a tracepoint, `binary:symbol`; `None` for hooks that are not a name
+    /// (network, cgroup, perf event, socket).
+    pub hook: Option<String>,
+    /// How it would attach, where the declaration and the kernel decide it.
+    pub method: Option<AttachMethod>,
+    /// Why that method, for kprobes and uprobes.
+    pub why: Option<String>,
+    /// Why it cannot be resolved: what `init` would fail with. A probe whose program is in
+    /// [`Options::excluded_functions`] says so here.
+    pub error: Option<String>,
+}
+
+impl ObjectInfo {
+    /// The program `probe` runs: the one named `ebpf_func_name`, else the first in `section`,
+    /// as `init` chooses.
+    pub fn program_of(&self, probe: &Probe) -> Option<&ObjectProgram> {
+        self.programs.iter().find(|prog| {
+            if probe.ebpf_func_name.is_empty() {
+                probe.section.as_deref() == Some(prog.section.as_str())
+            } else {
+                prog.function == probe.ebpf_func_name
+            }
+        })
+    }
+
+    /// Resolves each of `probes` as `init` would on this kernel, with `options`' defaults:
+    /// patterns against the kernel's functions, syscall names to this architecture's wrapper,
+    /// tracepoints from sections, uprobe symbols in their binaries; and for kprobes and
+    /// uprobes, the attach method and why. Nothing is loaded or attached (the kernel's function
+    /// list is read, and for patterns whether it has kprobe.multi, Linux 5.18).
+    ///
+    /// ```no_run
+    /// use ebpf_manager::{ObjectInfo, Options, Probe};
+    ///
+    /// let info = ObjectInfo::parse(&std::fs::read("probes.bpf.o")?)?;
+    /// let probes = [Probe {
+    ///     uid: "mkdir".into(),
+    ///     ebpf_func_name: "kprobe_vfs_mkdir".into(),
+    ///     ..Default::default()
+    /// }];
+    /// for p in info.resolve_hooks(&probes, &Options::default()) {
+    ///     println!("{}: {:?} by {:?} ({:?})", p.id, p.hook, p.method, p.why);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resolve_hooks(&self, probes: &[Probe], options: &Options) -> Vec<HookPreview> {
+        let mut functions = LazyFunctions::default();
+        probes
+            .iter()
+            .map(|probe| self.resolve_one(probe, options, &mut functions))
+            .collect()
+    }
+
+    fn resolve_one(
+        &self,
+        probe: &Probe,
+        options: &Options,
+        functions: &mut LazyFunctions,
+    ) -> HookPreview {
+        let id = probe.id();
+        let mut preview = HookPreview {
+            id: id.clone(),
+            function: None,
+            hook: None,
+            method: None,
+            why: None,
+            error: None,
+        };
+        let Some(program) = self.program_of(probe) else {
+            let available = |of: fn(&ObjectProgram) -> &str| {
+                self.programs.iter().map(of).collect::<Vec<_>>().join(", ")
+            };
+            let error = match &probe.section {
+                Some(section) if probe.ebpf_func_name.is_empty() => Error::SectionNotFound {
+                    id,
+                    section: section.clone(),
+                    available: available(|p| &p.section),
+                },
+                _ => Error::ProgramNotFound {
+                    id,
+                    name: probe.ebpf_func_name.clone(),
+                    available: available(|p| &p.function),
+                },
+            };
+            preview.error = Some(error.report().to_string());
+            return preview;
+        };
+        preview.function = Some(program.function.clone());
+        let Some(kind) = program.kind else {
+            preview.error = program.unloadable.clone();
+            return preview;
+        };
+        if options.excluded_functions.contains(&program.function) {
+            preview.error = Some(format!(
+                "`{}` is in Options::excluded_functions",
+                program.function
+            ));
+            return preview;
+        }
+        // The defaults `init` gives the manager's copy of the probe.
+        let mut probe = probe.clone();
+        if matches!(kind, ProgKind::Kprobe { retprobe: true }) && probe.kprobe_max_active == 0 {
+            probe.kprobe_max_active = options.default_kprobe_max_active;
+        }
+        if probe.uprobe_attach_method == UprobeAttachMethod::Default {
+            probe.uprobe_attach_method = options.default_uprobe_attach_method;
+        }
+        let hook = match resolve::hook(
+            &id,
+            &probe,
+            &program.function,
+            &program.section,
+            kind,
+            functions,
+        ) {
+            Ok(hook) => hook,
+            Err(e) => {
+                preview.error = Some(e.report().to_string());
+                return preview;
+            }
+        };
+        preview.hook = hook.summary();
+        let method = attach_method(&probe, kind, &hook, options);
+        match method {
+            Ok((method, why)) => {
+                preview.method = method;
+                preview.why = why;
+            }
+            Err(e) => preview.error = Some(e.report().to_string()),
+        }
+        preview
+    }
+}
+
+/// How a probe of `kind` on `hook` attaches, and why, as `start` decides it.
+fn attach_method(
+    probe: &Probe,
+    kind: ProgKind,
+    hook: &Hook,
+    options: &Options,
+) -> Result<(Option<AttachMethod>, Option<String>)> {
+    let asked = match probe.kprobe_attach_method {
+        KprobeAttachMethod::Default => options.default_kprobe_attach_method,
+        explicit => explicit,
+    };
+    let method = match (kind, hook) {
+        (ProgKind::Kprobe { retprobe }, Hook::Kprobe { .. } | Hook::Kprobes { .. }) => {
+            let pattern = matches!(hook, Hook::Kprobes { .. });
+            if asked == KprobeAttachMethod::KprobeMulti {
+                return Ok((
+                    Some(AttachMethod::KprobeMulti),
+                    Some("kprobe_attach_method asks for it (Linux 5.18, CONFIG_FPROBE)".into()),
+                ));
+            }
+            if pattern && asked == KprobeAttachMethod::Default && bpf_prog::kprobe_multi_supported()
+            {
+                return Ok((
+                    Some(AttachMethod::KprobeMulti),
+                    Some(
+                        "one link for every match of the pattern: this kernel has kprobe.multi"
+                            .into(),
+                    ),
+                ));
+            }
+            let has_pmu = kernel::has_kprobe_pmu();
+            let has_events =
+                kernel::tracefs::root().is_ok_and(|root| root.join("kprobe_events").exists());
+            if !has_pmu && !has_events {
+                return Err(Error::KprobesUnsupported {
+                    id: probe.id(),
+                    hook: match hook {
+                        Hook::Kprobe { symbol, .. } => symbol.clone(),
+                        Hook::Kprobes { pattern, .. } => pattern.clone(),
+                        _ => unreachable!("matched above"),
+                    },
+                });
+            }
+            let method = kprobe::choose_method(
+                &probe.id(),
+                probe,
+                options.default_kprobe_attach_method,
+                retprobe,
+                has_pmu,
+            )?;
+            let why = kprobe::method_reason(
+                probe,
+                options.default_kprobe_attach_method,
+                retprobe,
+                has_pmu,
+            );
+            let why = match pattern {
+                true => format!("{why}; one attachment per function (no kprobe.multi here)"),
+                false => why.to_owned(),
+            };
+            return Ok((Some(method), Some(why)));
+        }
+        (ProgKind::Uprobe, Hook::Uprobe(_)) => {
+            return Ok(match probe.uprobe_attach_method {
+                UprobeAttachMethod::Tracefs => (
+                    Some(AttachMethod::UprobeTracefs),
+                    Some("uprobe_attach_method is Tracefs".into()),
+                ),
+                UprobeAttachMethod::Default | UprobeAttachMethod::PerfEventOpen => (
+                    Some(AttachMethod::Uprobe),
+                    Some("the uprobe PMU (perf_event_open)".into()),
+                ),
+            })
+        }
+        (ProgKind::Tracepoint, _) => Some(AttachMethod::Tracepoint),
+        (ProgKind::RawTracepoint, _) => Some(AttachMethod::RawTracepoint),
+        (ProgKind::Tracing(_), _) => Some(AttachMethod::BtfLink),
+        (ProgKind::PerfEvent, _) => Some(AttachMethod::PerfEvent),
+        (ProgKind::SocketFilter, _) => Some(AttachMethod::SocketOption),
+        (ProgKind::Cgroup(_), _) => Some(AttachMethod::Cgroup),
+        (ProgKind::Xdp, _) => Some(AttachMethod::Xdp),
+        // TCX or netlink: decided against the interface at start.
+        (ProgKind::Tc, _)
+        | (ProgKind::Kprobe { .. } | ProgKind::Uprobe | ProgKind::Other(_), _) => None,
+    };
+    Ok((method, None))
+}
+
+/// `hash` for `BPF_MAP_TYPE_HASH`: the kernel's name, lower case, without the prefix.
+fn map_type_name(map_type: u32) -> Option<String> {
+    let known = aya_obj::generated::bpf_map_type::try_from(map_type).ok()?;
+    let debug = format!("{known:?}");
+    Some(debug.strip_prefix("BPF_MAP_TYPE_")?.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -149,6 +410,10 @@ mod tests {
             ),
             ("shared_counts", 2, 4, 8, 4)
         );
+        assert_eq!(map.map_type_name.as_deref(), Some("array"));
+        assert_eq!(map_type_name(27).as_deref(), Some("ringbuf"));
+        assert_eq!(map_type_name(4).as_deref(), Some("perf_event_array"));
+        assert_eq!(map_type_name(9999), None);
         assert!(map.pinned_by_name);
         assert!(ObjectInfo::parse(b"not an object").is_err());
     }

@@ -63,7 +63,7 @@ mod selectors;
 #[cfg(feature = "serde")]
 pub use declare::Declaration;
 pub use error::{Error, Report, Result};
-pub use inspect::{ObjectInfo, ObjectMap, ObjectProgram};
+pub use inspect::{HookPreview, ObjectInfo, ObjectMap, ObjectProgram};
 pub use kernel::FunctionIndex;
 pub use manager::{
     CleanupType, Manager, ManagerState, MapEntry, ProbeStatus, ReaderStatus, Status,

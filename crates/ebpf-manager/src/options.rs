@@ -84,6 +84,16 @@ pub struct Options {
     /// A reader still busy then is [`Error::ReaderStuck`](crate::Error::ReaderStuck).
     #[cfg_attr(feature = "serde", serde(with = "crate::declare::duration"))]
     pub reader_stop_timeout: std::time::Duration,
+    /// Leave the object's `AYA_LOGS` alone. By default, when the object has aya-log-ebpf
+    /// 0.2's ring buffer (Rust programs that log with `aya_log_ebpf::info!` and the like),
+    /// `start` takes it and a reader thread forwards its records to the `log` facade through
+    /// aya-log 0.3, as `aya_log::EbpfLogger` does in an aya program; `stop` ends it after the
+    /// last records. It shows in [`Manager::status`](crate::Manager::status) as the reader of
+    /// `AYA_LOGS`. Set this to read the map yourself. A ring buffer (Linux 5.8) declared in
+    /// [`Manager::ring_buffers`](crate::Manager::ring_buffers) under that name is never
+    /// forwarded. aya-log decodes the records as the programs wrote them: it panics on bytes
+    /// that are not aya-log-ebpf 0.2 records, which stops the reader (a handler error).
+    pub skip_aya_log: bool,
     /// Keep the kernel's parsed BTF after `start` (for hooks and clones of fentry, fexit,
     /// tp_btf, LSM and iterator programs added later). By default it is released after `start`:
     /// it takes several megabytes.

@@ -81,24 +81,30 @@ fn build_all(dir: &Path, out: &Path, check: bool) -> Result<()> {
             stale.join("\n  ")
         ));
     }
-    // The Rust helloworld (aya-ebpf), checked the same way.
-    let fresh = rust::build(dir, out)?;
-    let committed = dir.join(rust::OBJECT);
-    if check {
-        if fs::read(&committed).ok().as_deref() != Some(fresh.as_slice()) {
-            return Err(format!(
-                "{} differs from what ebpf-fixtures/rust builds to; run `cargo xtask fixtures` and commit it",
-                committed.display()
-            ));
+    // The Rust programs (aya-ebpf), checked the same way.
+    let built = rust::build(dir, out)?;
+    for (object, fresh) in &built {
+        let committed = dir.join(object);
+        if check {
+            if fs::read(&committed).ok().as_deref() != Some(fresh.as_slice()) {
+                return Err(format!(
+                    "{} differs from what ebpf-fixtures/rust builds to; run `cargo xtask fixtures` and commit it",
+                    committed.display()
+                ));
+            }
+        } else {
+            fs::write(&committed, fresh)
+                .map_err(|e| format!("writing {}: {e}", committed.display()))?;
+            println!("built {}", committed.display());
         }
+    }
+    if check {
         println!(
-            "fixtures: {} objects match their sources (C and Rust)",
-            names.len() + 1
+            "fixtures: {} objects match their sources ({} C, {} Rust)",
+            names.len() + built.len(),
+            names.len(),
+            built.len()
         );
-    } else {
-        fs::write(&committed, &fresh)
-            .map_err(|e| format!("writing {}: {e}", committed.display()))?;
-        println!("built {}", committed.display());
     }
     Ok(())
 }
@@ -111,12 +117,16 @@ mod rust {
 
     use crate::{install, Result};
 
-    /// The committed object, in ebpf-fixtures.
-    pub(super) const OBJECT: &str = "helloworld-rust.bpf.o";
+    /// Each binary of ebpf-fixtures/rust and its committed object, in ebpf-fixtures.
+    const OBJECTS: [(&str, &str); 2] = [
+        ("helloworld", "helloworld-rust.bpf.o"),
+        ("aya_log", "aya-log-rust.bpf.o"),
+    ];
     /// bpf-linker's release that links with LLVM 22 (rustc's own LLVM on this toolchain).
     const BPF_LINKER: &str = "0.13.0";
 
-    pub(super) fn build(dir: &Path, out: &Path) -> Result<Vec<u8>> {
+    /// Builds every binary and returns each committed object's name with its fresh bytes.
+    pub(super) fn build(dir: &Path, out: &Path) -> Result<Vec<(&'static str, Vec<u8>)>> {
         tools()?;
         let crate_dir = dir.join("rust");
         let target_dir = out.join("rust-target");
@@ -143,20 +153,26 @@ mod rust {
         if !status.success() {
             return Err(format!("building ebpf-fixtures/rust failed ({status})"));
         }
-        let built = target_dir.join("bpfel-unknown-none/release/helloworld");
-        let stripped = out.join(OBJECT);
-        // DWARF carries build paths; BTF (.BTF, .BTF.ext) stays for aya.
-        let status = Command::new("llvm-strip")
-            .arg("-g")
-            .arg(&built)
-            .arg("-o")
-            .arg(&stripped)
-            .status()
-            .map_err(|e| format!("running llvm-strip: {e}"))?;
-        if !status.success() {
-            return Err(format!("llvm-strip failed on {}", built.display()));
+        let mut objects = Vec::new();
+        for (bin, object) in OBJECTS {
+            let built = target_dir.join("bpfel-unknown-none/release").join(bin);
+            let stripped = out.join(object);
+            // DWARF carries build paths; BTF (.BTF, .BTF.ext) stays for aya.
+            let status = Command::new("llvm-strip")
+                .arg("-g")
+                .arg(&built)
+                .arg("-o")
+                .arg(&stripped)
+                .status()
+                .map_err(|e| format!("running llvm-strip: {e}"))?;
+            if !status.success() {
+                return Err(format!("llvm-strip failed on {}", built.display()));
+            }
+            let bytes =
+                fs::read(&stripped).map_err(|e| format!("reading {}: {e}", stripped.display()))?;
+            objects.push((object, bytes));
         }
-        fs::read(&stripped).map_err(|e| format!("reading {}: {e}", stripped.display()))
+        Ok(objects)
     }
 
     /// The nightly toolchain's rust-src and bpf-linker, installed when missing.

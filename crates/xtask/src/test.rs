@@ -21,6 +21,7 @@ use crate::{
 const EXAMPLES: &[&str] = &[
     "helloworld",
     "helloworld_rust",
+    "aya_log",
     "activated_probes",
     "pause",
     "clone_vs_add_hook",

@@ -144,7 +144,7 @@ impl Manager {
             default_probe_retry: options.default_probe_retry,
             default_probe_retry_delay: options.default_probe_retry_delay,
             selectors: options.activated_probes,
-            readers: crate::maps::Readers::new(options.reader_stop_timeout),
+            readers: crate::maps::Readers::new(options.reader_stop_timeout, !options.skip_aya_log),
             perf_maps: self
                 .perf_maps
                 .iter()

@@ -143,7 +143,14 @@ impl State {
         if probe.uprobe_attach_method == crate::UprobeAttachMethod::Default {
             probe.uprobe_attach_method = self.default_uprobe_attach_method;
         }
-        let hook = match resolve::hook(&id, &probe, &function, section, prog, &mut self.functions) {
+        let hook = match resolve::hook(
+            &id,
+            &probe,
+            &function,
+            section,
+            resolve::ProgKind::of(prog),
+            &mut self.functions,
+        ) {
             Ok(hook) => hook,
             // A probe no selector enables does not fail init over its hook (a pattern that
             // matches nothing on this kernel): it is resolved again if it gets enabled.
@@ -198,7 +205,7 @@ impl State {
             &record.probe,
             &record.function,
             &record.section,
-            prog,
+            resolve::ProgKind::of(prog),
             &mut self.functions,
         )?;
         self.records[index].hook = hook;

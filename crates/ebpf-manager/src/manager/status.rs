@@ -48,8 +48,11 @@ pub struct ProbeStatus {
     pub run_count: Option<u64>,
     /// The time its program ran while run statistics were on, in nanoseconds.
     pub run_time_ns: Option<u64>,
-    /// kprobes and kretprobes through tracefs: the hits the kernel missed (a kretprobe's
-    /// `maxactive` instances all in use; Linux `kprobe_profile`).
+    /// kprobes and kretprobes: the hits the kernel missed (a kretprobe's `maxactive`
+    /// instances all in use, a kprobe hit while another ran on that CPU). Through tracefs,
+    /// from `kprobe_profile` (any kernel); through the kprobe PMU or a kprobe.multi link, from
+    /// the link's info (Linux 6.7; `None` before, and for PMU probes attached without a link,
+    /// before Linux 5.15).
     pub missed: Option<u64>,
     /// Why it is failed or disabled.
     pub error: Option<String>,
@@ -62,7 +65,8 @@ pub struct ProbeStatus {
 pub struct ReaderStatus {
     /// The map it reads.
     pub map: String,
-    /// "perf map" or "ring buffer".
+    /// "perf map", "ring buffer", or "aya-log ring buffer" (`AYA_LOGS` forwarded to `log`,
+    /// see [`Options::skip_aya_log`](crate::Options::skip_aya_log)).
     pub kind: &'static str,
     /// Whether its thread runs.
     pub running: bool,
@@ -153,13 +157,27 @@ impl Manager {
                     .as_ref()
                     .map(|l| l.kprobe_events())
                     .unwrap_or_default();
-                let missed = (!events.is_empty()).then(|| {
-                    events
-                        .iter()
-                        .filter_map(|e| profile.get(*e))
-                        .map(|&(_, misses)| misses)
-                        .sum()
-                });
+                let link_id = program_id
+                    .filter(|_| r.link.is_some())
+                    .and_then(|id| links.get(&id).copied());
+                let method = r.attach.as_ref().map(|a| a.method);
+                let missed = if !events.is_empty() {
+                    Some(
+                        events
+                            .iter()
+                            .filter_map(|e| profile.get(*e))
+                            .map(|&(_, misses)| misses)
+                            .sum(),
+                    )
+                } else if let (
+                    Some(AttachMethod::KprobePmu | AttachMethod::KprobeMulti),
+                    Some(link),
+                ) = (method, link_id)
+                {
+                    stats::link_missed(link)
+                } else {
+                    None
+                };
                 ProbeStatus {
                     id: r.id.clone(),
                     state: r.state,
@@ -168,11 +186,9 @@ impl Manager {
                         .as_ref()
                         .map(|a| a.hook.clone())
                         .or_else(|| r.hook.summary()),
-                    attach_method: r.attach.as_ref().map(|a| a.method),
+                    attach_method: method,
                     program_id,
-                    link_id: program_id
-                        .filter(|_| r.link.is_some())
-                        .and_then(|id| links.get(&id).copied()),
+                    link_id,
                     run_count: counter("run_cnt"),
                     run_time_ns: counter("run_time_ns"),
                     missed,

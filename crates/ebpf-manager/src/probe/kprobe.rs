@@ -76,6 +76,29 @@ pub(crate) fn choose_method(
     }
 }
 
+/// Why [`choose_method`] chooses as it does, for [`ObjectInfo::resolve_hooks`](crate::ObjectInfo::resolve_hooks).
+pub(crate) fn method_reason(
+    probe: &Probe,
+    default: KprobeAttachMethod,
+    retprobe: bool,
+    has_pmu: bool,
+) -> &'static str {
+    let wants_maxactive = retprobe && probe.kprobe_max_active > 0;
+    match (probe.kprobe_attach_method, default) {
+        (KprobeAttachMethod::Default, KprobeAttachMethod::Default) if wants_maxactive => {
+            "kprobe_max_active needs tracefs kprobe_events"
+        }
+        (KprobeAttachMethod::Default, KprobeAttachMethod::Default) if !has_pmu => {
+            "this kernel has no kprobe PMU (Linux 4.17)"
+        }
+        (KprobeAttachMethod::Default, KprobeAttachMethod::Default) => {
+            "the default where the kernel has the PMU"
+        }
+        (KprobeAttachMethod::Default, _) => "Options::default_kprobe_attach_method",
+        _ => "the probe's kprobe_attach_method",
+    }
+}
+
 /// Attaches `prog` to `symbol`. The kernel's function list is read only when an attach fails,
 /// to tell a missing symbol from another failure: reading it costs more than attaching.
 pub(crate) fn attach(

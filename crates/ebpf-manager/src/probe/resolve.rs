@@ -44,13 +44,108 @@ pub(crate) fn type_name(prog: &Program) -> &'static str {
     }
 }
 
-/// The hook point of a probe whose program is `prog` in `section`.
+/// A program's type, as far as resolving its hook goes: from the loaded object's aya
+/// `Program` (`init`), or from aya-obj's reading of its section (`ObjectInfo`, nothing loaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProgKind {
+    Kprobe {
+        retprobe: bool,
+    },
+    Tracepoint,
+    RawTracepoint,
+    Uprobe,
+    Tracing(tracing::Kind),
+    PerfEvent,
+    SocketFilter,
+    Xdp,
+    Tc,
+    /// A cgroup program (sock_ops included), with its type's name.
+    Cgroup(&'static str),
+    /// A type the manager does not attach, with its name.
+    Other(&'static str),
+}
+
+impl ProgKind {
+    pub(crate) fn of(prog: &Program) -> Self {
+        match prog {
+            Program::KProbe(kp) => Self::Kprobe {
+                retprobe: matches!(kp.kind(), ProbeKind::Return),
+            },
+            Program::TracePoint(_) => Self::Tracepoint,
+            Program::RawTracePoint(_) => Self::RawTracepoint,
+            Program::UProbe(_) => Self::Uprobe,
+            Program::PerfEvent(_) => Self::PerfEvent,
+            Program::SocketFilter(_) => Self::SocketFilter,
+            Program::Xdp(_) => Self::Xdp,
+            Program::SchedClassifier(_) => Self::Tc,
+            p => match tracing::Kind::of(p) {
+                Some(kind) => Self::Tracing(kind),
+                None if cgroup::is_cgroup(p) => Self::Cgroup(type_name(p)),
+                None => Self::Other(type_name(p)),
+            },
+        }
+    }
+
+    /// The kind aya would load `section` as.
+    pub(crate) fn of_section(section: &aya_obj::ProgramSection) -> Self {
+        use aya_obj::ProgramSection as S;
+        match section {
+            S::KProbe => Self::Kprobe { retprobe: false },
+            S::KRetProbe => Self::Kprobe { retprobe: true },
+            S::UProbe { .. } | S::URetProbe { .. } => Self::Uprobe,
+            S::TracePoint => Self::Tracepoint,
+            S::RawTracePoint => Self::RawTracepoint,
+            S::FEntry { .. } => Self::Tracing(tracing::Kind::FEntry),
+            S::FExit { .. } => Self::Tracing(tracing::Kind::FExit),
+            S::BtfTracePoint => Self::Tracing(tracing::Kind::BtfTracepoint),
+            S::Lsm { .. } => Self::Tracing(tracing::Kind::Lsm),
+            S::Iter { .. } => Self::Tracing(tracing::Kind::Iter),
+            S::PerfEvent => Self::PerfEvent,
+            S::SocketFilter => Self::SocketFilter,
+            S::Xdp { .. } => Self::Xdp,
+            S::SchedClassifier => Self::Tc,
+            S::CgroupSkb { .. } => Self::Cgroup("cgroup_skb"),
+            S::CgroupSock { .. } => Self::Cgroup("cgroup sock"),
+            S::CgroupSockAddr { .. } => Self::Cgroup("cgroup sock_addr"),
+            S::CgroupSockopt { .. } => Self::Cgroup("cgroup sockopt"),
+            S::CgroupSysctl => Self::Cgroup("cgroup sysctl"),
+            S::CgroupDevice => Self::Cgroup("cgroup device"),
+            S::SockOps => Self::Cgroup("sock_ops"),
+            S::SkMsg => Self::Other("sk_msg"),
+            S::SkSkbStream { .. } => Self::Other("sk_skb"),
+            S::LircMode2 => Self::Other("lirc_mode2"),
+            S::LsmCgroup => Self::Other("lsm_cgroup"),
+            S::FlowDissector => Self::Other("flow dissector"),
+            S::Extension => Self::Other("extension"),
+            S::SkLookup => Self::Other("sk_lookup"),
+            S::SkReuseport { .. } => Self::Other("sk_reuseport"),
+        }
+    }
+
+    /// The type's name, for messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Kprobe { .. } => "kprobe",
+            Self::Tracepoint => "tracepoint",
+            Self::RawTracepoint => "raw tracepoint",
+            Self::Uprobe => "uprobe",
+            Self::Tracing(kind) => kind.name(),
+            Self::PerfEvent => "perf_event",
+            Self::SocketFilter => "socket filter",
+            Self::Xdp => "XDP",
+            Self::Tc => "TC classifier",
+            Self::Cgroup(name) | Self::Other(name) => name,
+        }
+    }
+}
+
+/// The hook point of a probe whose program, of `kind`, is in `section`.
 pub(crate) fn hook(
     id: &ProbeIdentificationPair,
     probe: &Probe,
     function: &str,
     section: &str,
-    prog: &Program,
+    kind: ProgKind,
     functions: &mut LazyFunctions,
 ) -> Result<Hook> {
     let invalid = |reason: String| Error::InvalidProbe {
@@ -87,31 +182,35 @@ pub(crate) fn hook(
         PerfEventConfig,
     ];
     // The fields a program type reads; any other field set is a mistake worth an error.
-    let allowed: Vec<Field> = match prog {
-        Program::KProbe(_) => [
+    let allowed: Vec<Field> = match kind {
+        ProgKind::Kprobe { .. } => [
             &kprobe_only[..],
             &[AttachToFuncName, HookFuncName, MatchFuncName],
         ]
         .concat(),
-        Program::TracePoint(_) => tracepoint_only.to_vec(),
-        Program::RawTracePoint(_) => vec![TracepointName],
-        Program::UProbe(_) => [
+        ProgKind::Tracepoint => tracepoint_only.to_vec(),
+        ProgKind::RawTracepoint => vec![TracepointName],
+        ProgKind::Uprobe => [
             &uprobe_only[..],
             &[AttachToFuncName, HookFuncName, MatchFuncName],
         ]
         .concat(),
-        Program::FEntry(_) | Program::FExit(_) => vec![HookFuncName, SyscallFuncName],
-        Program::BtfTracePoint(_) | Program::Lsm(_) | Program::Iter(_) => vec![HookFuncName],
-        Program::PerfEvent(_) => perf_only.to_vec(),
-        Program::SocketFilter(_) => vec![SocketFd],
-        Program::Xdp(_) => [IfName, IfIndex, Netns, XdpAttachMode].to_vec(),
-        Program::SchedClassifier(_) => [&tc_only[..], &[IfName, IfIndex, Netns]].concat(),
-        p if cgroup::is_cgroup(p) => vec![CgroupPath],
-        other => {
+        ProgKind::Tracing(tracing::Kind::FEntry | tracing::Kind::FExit) => {
+            vec![HookFuncName, SyscallFuncName]
+        }
+        ProgKind::Tracing(
+            tracing::Kind::BtfTracepoint | tracing::Kind::Lsm | tracing::Kind::Iter,
+        ) => vec![HookFuncName],
+        ProgKind::PerfEvent => perf_only.to_vec(),
+        ProgKind::SocketFilter => vec![SocketFd],
+        ProgKind::Xdp => [IfName, IfIndex, Netns, XdpAttachMode].to_vec(),
+        ProgKind::Tc => [&tc_only[..], &[IfName, IfIndex, Netns]].concat(),
+        ProgKind::Cgroup(_) => vec![CgroupPath],
+        ProgKind::Other(program_type) => {
             return Err(Error::UnsupportedProgramType {
                 id: id.clone(),
                 function: function.to_owned(),
-                program_type: type_name(other),
+                program_type,
             })
         }
     };
@@ -122,13 +221,12 @@ pub(crate) fn hook(
         return Err(invalid(format!(
             "{} does not apply to `{function}`, a {} program",
             field.name(),
-            type_name(prog)
+            kind.name()
         )));
     }
     let target = section_target(section);
-    match prog {
-        Program::KProbe(kp) => {
-            let retprobe = matches!(kp.kind(), ProbeKind::Return);
+    match kind {
+        ProgKind::Kprobe { retprobe } => {
             if !retprobe && probe.kprobe_max_active > 0 {
                 return Err(invalid(format!(
                     "kprobe_max_active applies to kretprobes only, and `{function}` is a kprobe"
@@ -146,7 +244,7 @@ pub(crate) fn hook(
             check_kprobe_symbol(id, &symbol)?;
             Ok(Hook::Kprobe { symbol, retprobe })
         }
-        Program::TracePoint(_) => {
+        ProgKind::Tracepoint => {
             let from_section = target.and_then(|t| t.split_once('/'));
             let category = probe
                 .tracepoint_category
@@ -163,7 +261,7 @@ pub(crate) fn hook(
                 ))),
             }
         }
-        Program::RawTracePoint(_) => {
+        ProgKind::RawTracepoint => {
             let name = probe
                 .tracepoint_name
                 .clone()
@@ -175,9 +273,8 @@ pub(crate) fn hook(
                 ))),
             }
         }
-        Program::UProbe(_) => Ok(Hook::Uprobe(uprobe::resolve(id, probe, target)?)),
-        p if tracing::Kind::of(p).is_some() => {
-            let kind = tracing::Kind::of(p).expect("checked");
+        ProgKind::Uprobe => Ok(Hook::Uprobe(uprobe::resolve(id, probe, target)?)),
+        ProgKind::Tracing(kind) => {
             let syscall = match &probe.syscall_func_name {
                 // The arch's wrapper (`__x64_sys_mkdirat`), as for kprobes.
                 Some(name) if probe.hook_func_name.is_none() => {
@@ -203,25 +300,22 @@ pub(crate) fn hook(
                 ))),
             }
         }
-        Program::PerfEvent(_) => Ok(Hook::PerfEvent(perf_event::resolve(id, probe)?)),
-        Program::SocketFilter(_) => match &probe.socket_fd {
+        ProgKind::PerfEvent => Ok(Hook::PerfEvent(perf_event::resolve(id, probe)?)),
+        ProgKind::SocketFilter => match &probe.socket_fd {
             Some(fd) => Ok(Hook::Socket(fd.clone())),
             None => Err(invalid("a socket filter needs socket_fd".into())),
         },
-        Program::Xdp(_) => Ok(Hook::Net(net::resolve(id, probe, "XDP")?)),
-        Program::SchedClassifier(_) => Ok(Hook::Net(net::resolve(id, probe, "TC")?)),
-        p if cgroup::is_cgroup(p) => match &probe.cgroup_path {
+        ProgKind::Xdp => Ok(Hook::Net(net::resolve(id, probe, "XDP")?)),
+        ProgKind::Tc => Ok(Hook::Net(net::resolve(id, probe, "TC")?)),
+        ProgKind::Cgroup(name) => match &probe.cgroup_path {
             Some(path) if path.is_dir() => Ok(Hook::Cgroup(path.clone())),
             Some(path) => Err(invalid(format!(
                 "cgroup_path {} is not a directory",
                 path.display()
             ))),
-            None => Err(invalid(format!(
-                "a {} program needs cgroup_path",
-                type_name(p)
-            ))),
+            None => Err(invalid(format!("a {name} program needs cgroup_path"))),
         },
-        _ => unreachable!("every other type was refused above"),
+        ProgKind::Other(_) => unreachable!("refused above"),
     }
 }
 

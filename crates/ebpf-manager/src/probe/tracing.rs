@@ -18,6 +18,17 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// Its name, for messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::FEntry => "fentry",
+            Self::FExit => "fexit",
+            Self::BtfTracepoint => "tp_btf",
+            Self::Lsm => "LSM",
+            Self::Iter => "iterator",
+        }
+    }
+
     /// The kind of a program, when it is BTF-typed.
     pub(crate) fn of(prog: &Program) -> Option<Self> {
         match prog {
