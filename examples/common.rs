@@ -180,3 +180,22 @@ pub mod veth {
         }
     }
 }
+
+/// Slot `slot` of the `u64` array `map` of the manager's object; an error says which map.
+pub fn read_u64(m: &ebpf_manager::Manager, map: &str, slot: u32) -> ebpf_manager::Result<u64> {
+    let io = |source| ebpf_manager::Error::Io {
+        path: format!("map {map}").into(),
+        source,
+    };
+    let found = m.get_map(map).ok_or_else(|| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "not in the object",
+        ))
+    })?;
+    let array = ebpf_manager::aya::maps::Array::<_, u64>::try_from(found)
+        .map_err(|e| io(std::io::Error::other(e)))?;
+    array
+        .get(&slot, 0)
+        .map_err(|e| io(std::io::Error::other(e)))
+}

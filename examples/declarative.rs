@@ -7,8 +7,7 @@
 use std::process::ExitCode;
 
 use ebpf_manager::{
-    aya::maps::Array, kernel, CleanupType, ConstantEditor, Declaration, Error,
-    ProbeIdentificationPair, ProbeState,
+    kernel, CleanupType, ConstantEditor, Declaration, Error, ProbeIdentificationPair, ProbeState,
 };
 
 const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/probes.bpf.o");
@@ -33,14 +32,7 @@ fn run() -> Result<(), Error> {
     examples::make_directories("declarative", DIRECTORIES)?;
     let status = m.status();
     println!("{status}");
-    let map = m.get_map("hits").expect("probes.bpf.o has `hits`");
-    let count = Array::<_, u64>::try_from(map)
-        .expect("an array of u64")
-        .get(&SLOT, 0)
-        .map_err(|e| Error::Io {
-            path: "map hits".into(),
-            source: std::io::Error::other(e),
-        })?;
+    let count = examples::read_u64(&m, "hits", SLOT)?;
     let mkdir = ProbeIdentificationPair::new("mkdir", "tracepoint_sys_enter_mkdir");
     let ran = status
         .probes

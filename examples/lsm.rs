@@ -11,8 +11,7 @@
 use std::process::ExitCode;
 
 use ebpf_manager::{
-    aya::maps::Array, kernel, CleanupType, ConstantEditor, Error, Manager, Options, Probe,
-    ProbeState, ProbesSelector,
+    kernel, CleanupType, ConstantEditor, Error, Manager, Options, Probe, ProbeState, ProbesSelector,
 };
 
 /// ebpf-fixtures/src/btf.bpf.c: each program counts the calls of the thread `filter_tid` in
@@ -22,24 +21,7 @@ const LSM: u32 = 3;
 const TRACEPOINT: u32 = 4;
 
 fn hits(m: &Manager, slot: u32) -> Result<u64, Error> {
-    let map = m.get_map("btf_hits").expect("btf.bpf.o has `btf_hits`");
-    let array = Array::<_, u64>::try_from(map).expect("an array of u64");
-    array.get(&slot, 0).map_err(|e| Error::Io {
-        path: "map btf_hits".into(),
-        source: std::io::Error::other(e),
-    })
-}
-
-fn mkdir_rmdir() -> Result<(), Error> {
-    let dir = std::env::temp_dir().join(format!("ebpf-manager-lsm-{}", std::process::id()));
-    let io = |source| Error::Io {
-        path: dir.clone(),
-        source,
-    };
-    std::fs::create_dir(&dir).map_err(io)?;
-    std::fs::remove_dir(&dir).map_err(io)?;
-    println!("made and removed {}", dir.display());
-    Ok(())
+    examples::read_u64(m, "btf_hits", slot)
 }
 
 fn run() -> Result<(), Error> {
@@ -99,7 +81,7 @@ fn run() -> Result<(), Error> {
             );
         }
     }
-    mkdir_rmdir()?;
+    examples::make_directories("lsm", 1)?;
     let (checks, tracepoint) = (hits(&m, LSM)?, hits(&m, TRACEPOINT)?);
     m.stop(CleanupType::CleanAll)?;
     let seen = if lsm_runs {

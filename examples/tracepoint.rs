@@ -6,9 +6,7 @@
 
 use std::process::ExitCode;
 
-use ebpf_manager::{
-    aya::maps::Array, kernel, CleanupType, ConstantEditor, Error, Manager, Options, Probe,
-};
+use ebpf_manager::{kernel, CleanupType, ConstantEditor, Error, Manager, Options, Probe};
 
 /// ebpf-fixtures/src/probes.bpf.c: `tracepoint_sys_enter_mkdir` counts the calls of the
 /// thread `filter_tid` in slot 2 of `hits`.
@@ -17,12 +15,7 @@ const SLOT: u32 = 2;
 const DIRECTORIES: u64 = 3;
 
 fn hits(m: &Manager) -> Result<u64, Error> {
-    let map = m.get_map("hits").expect("probes.bpf.o has `hits`");
-    let array = Array::<_, u64>::try_from(map).expect("an array of u64");
-    array.get(&SLOT, 0).map_err(|e| Error::Io {
-        path: "map hits".into(),
-        source: std::io::Error::other(e),
-    })
+    examples::read_u64(m, "hits", SLOT)
 }
 
 fn run() -> Result<(), Error> {

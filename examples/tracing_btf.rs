@@ -8,7 +8,7 @@
 
 use std::{io::Read, process::ExitCode};
 
-use ebpf_manager::{aya::maps::Array, CleanupType, ConstantEditor, Error, Manager, Options, Probe};
+use ebpf_manager::{CleanupType, ConstantEditor, Error, Manager, Options, Probe};
 
 /// ebpf-fixtures/src/btf.bpf.c: `tp_btf_sys_enter` counts the mkdir(2) calls of the thread
 /// `filter_tid` in slot 2 of `btf_hits`; `iter_task` prints `<tgid> <pid>` per task.
@@ -50,14 +50,7 @@ fn run() -> Result<(), Error> {
     }
 
     examples::make_directories("tracing-btf", DIRECTORIES)?;
-    let map = m.get_map("btf_hits").expect("btf.bpf.o has `btf_hits`");
-    let mkdirs = Array::<_, u64>::try_from(map)
-        .expect("an array of u64")
-        .get(&TP_BTF, 0)
-        .map_err(|e| Error::Io {
-            path: "map btf_hits".into(),
-            source: std::io::Error::other(e),
-        })?;
+    let mkdirs = examples::read_u64(&m, "btf_hits", TP_BTF)?;
     println!("made {DIRECTORIES} directories; tp_btf/sys_enter counted {mkdirs} mkdir calls");
 
     let mut listing = String::new();

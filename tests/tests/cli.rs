@@ -170,25 +170,23 @@ fn wait_for_program_count(n: usize) {
     }
 }
 
-#[test]
-fn cli_run_streams_trace_pipe_and_stops_cleanly() {
-    let _serial = serial();
-    setup();
-    let _trace = trace_pipe_lock();
-    let object = file("cli-helloworld.bpf.o", HELLOWORLD);
-    let config = file(
-        "cli-run.toml",
-        b"[[probes]]\nuid = \"hello\"\nebpf_func_name = \"tracepoint_sys_enter_mkdir\"\n",
-    );
-    // Directories made while the command runs (it starts after a while under TCG).
+/// `run OBJECT --config CONFIG --seconds 3 --json` while another thread makes a directory
+/// every 100 ms (the command starts after a while under TCG); returns the exit code, stdout,
+/// stderr and that thread's id.
+fn run_making_directories(
+    object: &TempFile,
+    config: &TempFile,
+    tag: &'static str,
+) -> (u8, String, String, u32) {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let maker = std::thread::spawn({
         let done = done.clone();
         move || {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                mkdir_rmdir("cli-run");
+                mkdir_rmdir(tag);
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
+            gettid()
         }
     });
     let (code, out, err) = cli(&[
@@ -201,7 +199,21 @@ fn cli_run_streams_trace_pipe_and_stops_cleanly() {
         "--json",
     ]);
     done.store(true, std::sync::atomic::Ordering::Relaxed);
-    maker.join().unwrap();
+    let tid = maker.join().unwrap();
+    (code, out, err, tid)
+}
+
+#[test]
+fn cli_run_streams_trace_pipe_and_stops_cleanly() {
+    let _serial = serial();
+    setup();
+    let _trace = trace_pipe_lock();
+    let object = file("cli-helloworld.bpf.o", HELLOWORLD);
+    let config = file(
+        "cli-run.toml",
+        b"[[probes]]\nuid = \"hello\"\nebpf_func_name = \"tracepoint_sys_enter_mkdir\"\n",
+    );
+    let (code, out, err, _) = run_making_directories(&object, &config, "cli-run");
     assert_eq!(code, 0, "{err}");
     let events: Vec<serde_json::Value> = out
         .lines()
@@ -307,29 +319,7 @@ fn cli_run_prints_the_programs_aya_log_records() {
         "cli-aya-log.toml",
         b"[[probes]]\nuid = \"log\"\nebpf_func_name = \"aya_log_mkdir\"\ntracepoint_category = \"syscalls\"\ntracepoint_name = \"sys_enter_mkdir\"\n",
     );
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let maker = std::thread::spawn({
-        let done = done.clone();
-        move || {
-            let tid = gettid();
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                mkdir_rmdir("cli-aya-log");
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            tid
-        }
-    });
-    let (code, out, err) = cli(&[
-        "run",
-        object.path().to_str().unwrap(),
-        "--config",
-        config.path().to_str().unwrap(),
-        "--seconds",
-        "3",
-        "--json",
-    ]);
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let tid = maker.join().unwrap();
+    let (code, out, err, tid) = run_making_directories(&object, &config, "cli-aya-log");
     assert_eq!(code, 0, "{err}");
     let mine = format!("tid {tid}");
     let logs: Vec<serde_json::Value> = out
