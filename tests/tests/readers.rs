@@ -797,6 +797,67 @@ fn readers_a_stuck_reader_is_not_started_twice() {
     m.stop(CleanupType::CleanAll).unwrap();
 }
 
+/// A handler that stops its own reader and starts it again: the start is refused
+/// (`ReaderStuck`) while that handler runs, for two readers would consume one ring; once the
+/// handler has returned, `start_reader` starts one, which receives. (Before, the second start
+/// succeeded from inside the handler.)
+#[test]
+fn readers_a_reader_stopped_by_its_own_handler_is_not_started_twice() {
+    let slot: Arc<Mutex<Option<ebpf_manager::Manager>>> = Arc::new(Mutex::new(None));
+    let restart: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let received = Arc::new(AtomicU64::new(0));
+    let ring = RingBuffer {
+        map_name: "ring_events".into(),
+        data_handler: Some({
+            let (slot, restart, received) = (slot.clone(), restart.clone(), received.clone());
+            Arc::new(move |_: &[u8]| {
+                if received.fetch_add(1, Ordering::SeqCst) > 0 {
+                    return;
+                }
+                let mut held = slot.lock().unwrap();
+                let m = held
+                    .as_mut()
+                    .expect("the manager is in the slot before any record");
+                m.stop_reader("ring_events").unwrap();
+                let again = match m.start_reader("ring_events") {
+                    Ok(()) => "started".to_owned(),
+                    Err(e) => format!("{e:?}"),
+                };
+                *restart.lock().unwrap() = Some(again);
+            })
+        }),
+        ..Default::default()
+    };
+    let mut m = ring_manager_with_stop_timeout(ring, Duration::from_secs(5));
+    m.start().unwrap();
+    *slot.lock().unwrap() = Some(m);
+    emit(1);
+    let handled = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        restart.lock().unwrap().is_some()
+    });
+    assert!(handled, "the handler never ran");
+    let again = restart.lock().unwrap().clone().unwrap();
+    assert!(again.starts_with("ReaderStuck"), "{again}");
+    let restarted = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        let mut held = slot.lock().unwrap();
+        held.as_mut().unwrap().start_reader("ring_events").is_ok()
+    });
+    assert!(
+        restarted,
+        "start_reader kept refusing after the handler returned"
+    );
+    emit(1);
+    let second = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        received.load(Ordering::SeqCst) >= 2
+    });
+    assert!(second, "the restarted reader did not receive");
+    let mut m = slot.lock().unwrap().take().unwrap();
+    m.stop(CleanupType::CleanAll).unwrap();
+}
+
 /// A clone made after `start`, when the readers hold the perf and ring maps, writes to those
 /// maps (it got private ones nobody read); `map_fd` still answers for a map a reader holds.
 #[test]

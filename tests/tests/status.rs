@@ -203,8 +203,8 @@ fn possible_cpus() -> u64 {
 
 /// Misses from link info (Linux 6.7): kretprobes on `hrtimer_nanosleep` through the kprobe PMU
 /// (`maxactive` max(10, 2 × possible CPUs), the kernel's default) and through a kprobe.multi
-/// link (its fprobe keeps 2 × possible CPUs return instances per function), entered by more
-/// threads sleeping at once than either has instances. Before 6.7 the kernel reports no
+/// link (its fprobe keeps 2 × possible CPUs return instances per function, before Linux 6.14),
+/// entered by more threads sleeping at once than either has instances. Before 6.7 the kernel reports no
 /// misses for these links: `None`. Where the kernel has no kprobes, the error a user gets.
 #[test]
 fn status_reports_kretprobe_misses_from_link_info() {
@@ -274,7 +274,11 @@ fn status_reports_kretprobe_misses_from_link_info() {
     if multi_here {
         let p = &status.probes[1];
         assert_eq!(p.attach_method, Some(AttachMethod::KprobeMulti));
-        if with_info {
+        // Linux 6.14 rebuilt fprobe on the function graph tracer, without that pool: the
+        // count is reported, and no workload here is known to make it miss.
+        if kernel_version() >= (6, 14) {
+            assert!(p.missed.is_some(), "{p:?}");
+        } else if with_info {
             assert!(
                 p.missed.is_some_and(|n| n >= sleepers - multi_instances),
                 "{p:?}"

@@ -17,7 +17,7 @@ pub(crate) fn inspect(
     let info =
         ObjectInfo::parse(&bytes).map_err(|e| format!("{}: {}", object.display(), e.report()))?;
     let declared = config.map(declaration).transpose()?;
-    // Each declared probe's hook on this kernel, resolved as init would, nothing loaded.
+    // Before any --load: a declaration whose init fails still gets each probe's verdict.
     let previews: Vec<HookPreview> = declared
         .as_ref()
         .map(|d| info.resolve_hooks(&d.probes, &d.options))
@@ -27,7 +27,7 @@ pub(crate) fn inspect(
         .flat_map(|d| &d.probes)
         .zip(&previews)
         .map(|(p, preview)| {
-            let program = info.program_of(p);
+            let program = info.program_of(p).ok();
             serde_json::json!({
                 "id": p.id(),
                 "function": program.map(|p| p.function.clone()),

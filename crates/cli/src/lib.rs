@@ -1,8 +1,10 @@
 //! `ebpf-manager`, the command line of the ebpf-manager library:
 //!
 //! - `inspect OBJECT [--config FILE] [--load]`: the object's programs and maps; with a
-//!   declaration, the program each declared probe runs; with `--load`, each probe's hook on this
-//!   kernel and the verifier's verdict (nothing is attached, and everything is unloaded again).
+//!   declaration, the program each declared probe runs and the hook and attach method it would
+//!   get on this kernel, or the error init or start would give (nothing of the object loaded);
+//!   with `--load`, also the verifier's verdict (nothing is attached, and everything is
+//!   unloaded again).
 //! - `run OBJECT --config FILE [--seconds N]`: init and start the declared manager, print its
 //!   status, stream trace_pipe lines, reader records and log records (the programs' aya-log
 //!   records, the library's messages, at info and above) until SIGINT or SIGTERM (or N
@@ -46,11 +48,12 @@ enum Command {
     Inspect {
         /// The eBPF object (ELF).
         object: std::path::PathBuf,
-        /// A declaration (TOML, or JSON for *.json): each probe's program.
+        /// A declaration (TOML, or JSON for *.json): each probe's program, and its hook and
+        /// attach method on this kernel.
         #[arg(long)]
         config: Option<std::path::PathBuf>,
-        /// Load the declared probes' programs (the verifier runs) and resolve their hooks on
-        /// this kernel; nothing is attached.
+        /// Also load the declared probes' programs (the verifier runs) and report the
+        /// manager's status; nothing is attached.
         #[arg(long, requires = "config")]
         load: bool,
     },

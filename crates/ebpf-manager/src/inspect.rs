@@ -5,7 +5,7 @@
 //! this kernel, with nothing loaded.
 
 use crate::{
-    elf::ElfIndex,
+    elf::{ElfIndex, ElfProgram},
     kernel::{self, bpf_prog, symbols::LazyFunctions},
     pipeline,
     probe::{
@@ -159,23 +159,37 @@ pub struct HookPreview {
 }
 
 impl ObjectInfo {
-    /// The program `probe` runs: the one named `ebpf_func_name`, else the first in `section`,
-    /// as `init` chooses.
-    pub fn program_of(&self, probe: &Probe) -> Option<&ObjectProgram> {
-        self.programs.iter().find(|prog| {
-            if probe.ebpf_func_name.is_empty() {
-                probe.section.as_deref() == Some(prog.section.as_str())
-            } else {
-                prog.function == probe.ebpf_func_name
-            }
-        })
+    /// The program `probe` runs, chosen as `init` chooses it: by `ebpf_func_name` (in
+    /// `section`, when that is set too), else the only program of `section`; the error `init`
+    /// gives otherwise ([`Error::ProgramNotFound`], [`Error::AmbiguousSection`], ...).
+    pub fn program_of(&self, probe: &Probe) -> Result<&ObjectProgram> {
+        let index = ElfIndex {
+            programs: self
+                .programs
+                .iter()
+                .map(|p| ElfProgram {
+                    function: p.function.clone(),
+                    section: p.section.clone(),
+                })
+                .collect(),
+        };
+        let (function, _) = crate::manager::match_program(probe, &index)?;
+        Ok(self
+            .programs
+            .iter()
+            .find(|p| p.function == function)
+            .expect("matched among these programs"))
     }
 
-    /// Resolves each of `probes` as `init` would on this kernel, with `options`' defaults:
-    /// patterns against the kernel's functions, syscall names to this architecture's wrapper,
-    /// tracepoints from sections, uprobe symbols in their binaries; and for kprobes and
-    /// uprobes, the attach method and why. Nothing is loaded or attached (the kernel's function
-    /// list is read, and for patterns whether it has kprobe.multi, Linux 5.18).
+    /// Resolves each of `probes` as `init` would on this kernel, with `options`' defaults and
+    /// as if every probe were enabled (`init` lets a probe no selector enables keep a hook it
+    /// cannot resolve): patterns against the kernel's functions, syscall names to this
+    /// architecture's wrapper, tracepoints from sections, uprobe symbols in their binaries;
+    /// for kprobes and uprobes, the attach method and why, and the errors `start` would give
+    /// for a missing function or facility. Nothing of the object is loaded or attached; the
+    /// kernel's function list is read, and whether it has kprobe.multi (Linux 5.18) and
+    /// uprobe.multi (6.6) is probed as `start` probes it, by loading a two-instruction
+    /// program (without the privileges `start` needs, that says no).
     ///
     /// ```no_run
     /// use ebpf_manager::{ObjectInfo, Options, Probe};
@@ -214,24 +228,12 @@ impl ObjectInfo {
             why: None,
             error: None,
         };
-        let Some(program) = self.program_of(probe) else {
-            let available = |of: fn(&ObjectProgram) -> &str| {
-                self.programs.iter().map(of).collect::<Vec<_>>().join(", ")
-            };
-            let error = match &probe.section {
-                Some(section) if probe.ebpf_func_name.is_empty() => Error::SectionNotFound {
-                    id,
-                    section: section.clone(),
-                    available: available(|p| &p.section),
-                },
-                _ => Error::ProgramNotFound {
-                    id,
-                    name: probe.ebpf_func_name.clone(),
-                    available: available(|p| &p.function),
-                },
-            };
-            preview.error = Some(error.report().to_string());
-            return preview;
+        let program = match self.program_of(probe) {
+            Ok(program) => program,
+            Err(e) => {
+                preview.error = Some(e.report().to_string());
+                return preview;
+            }
         };
         preview.function = Some(program.function.clone());
         let Some(kind) = program.kind else {
@@ -268,91 +270,95 @@ impl ObjectInfo {
             }
         };
         preview.hook = hook.summary();
-        let method = attach_method(&probe, kind, &hook, options);
-        match method {
+        match attach_method(&id, &probe, kind, &hook, options, functions) {
             Ok((method, why)) => {
                 preview.method = method;
                 preview.why = why;
             }
-            Err(e) => preview.error = Some(e.report().to_string()),
+            Err(e) => preview.error = Some(e),
         }
         preview
     }
 }
 
-/// How a probe of `kind` on `hook` attaches, and why, as `start` decides it.
+/// How a probe of `kind` on `hook` attaches, and why, as `start` decides it; `Err`, what
+/// `start` would fail with.
 fn attach_method(
+    id: &ProbeIdentificationPair,
     probe: &Probe,
     kind: ProgKind,
     hook: &Hook,
     options: &Options,
-) -> Result<(Option<AttachMethod>, Option<String>)> {
+    functions: &mut LazyFunctions,
+) -> std::result::Result<(Option<AttachMethod>, Option<String>), String> {
+    let report = |e: Error| e.report().to_string();
     let asked = match probe.kprobe_attach_method {
         KprobeAttachMethod::Default => options.default_kprobe_attach_method,
         explicit => explicit,
     };
     let method = match (kind, hook) {
         (ProgKind::Kprobe { retprobe }, Hook::Kprobe { .. } | Hook::Kprobes { .. }) => {
-            let pattern = matches!(hook, Hook::Kprobes { .. });
-            if asked == KprobeAttachMethod::KprobeMulti {
-                return Ok((
-                    Some(AttachMethod::KprobeMulti),
-                    Some("kprobe_attach_method asks for it (Linux 5.18, CONFIG_FPROBE)".into()),
-                ));
+            // A pattern attaches function by function where it takes no multi link: the first
+            // is where `start` would fail.
+            let (symbol, pattern) = match hook {
+                Hook::Kprobe { symbol, .. } => (symbol.as_str(), false),
+                Hook::Kprobes { symbols, .. } => (symbols.first().map_or("", String::as_str), true),
+                _ => unreachable!("matched above"),
+            };
+            if !pattern {
+                if let Some(e) = kprobe::missing_symbol(id, symbol, functions) {
+                    return Err(report(e));
+                }
             }
-            if pattern && asked == KprobeAttachMethod::Default && bpf_prog::kprobe_multi_supported()
-            {
-                return Ok((
-                    Some(AttachMethod::KprobeMulti),
-                    Some(
-                        "one link for every match of the pattern: this kernel has kprobe.multi"
-                            .into(),
-                    ),
-                ));
+            // As `State::wants_multi` decides.
+            let multi = bpf_prog::kprobe_multi_supported();
+            if asked == KprobeAttachMethod::KprobeMulti {
+                if !multi {
+                    return Err(format!(
+                        "probe {id}: kprobe_attach_method asks for a kprobe.multi link, which this \
+                         kernel lacks (Linux 5.18 with CONFIG_FPROBE): start would fail"
+                    ));
+                }
+                let why = "kprobe_attach_method asks for it";
+                return Ok((Some(AttachMethod::KprobeMulti), Some(why.into())));
+            }
+            if pattern && asked == KprobeAttachMethod::Default && multi {
+                let why = "one link for every match of the pattern: this kernel has kprobe.multi";
+                return Ok((Some(AttachMethod::KprobeMulti), Some(why.into())));
             }
             let has_pmu = kernel::has_kprobe_pmu();
             let has_events =
                 kernel::tracefs::root().is_ok_and(|root| root.join("kprobe_events").exists());
-            if !has_pmu && !has_events {
-                return Err(Error::KprobesUnsupported {
-                    id: probe.id(),
-                    hook: match hook {
-                        Hook::Kprobe { symbol, .. } => symbol.clone(),
-                        Hook::Kprobes { pattern, .. } => pattern.clone(),
-                        _ => unreachable!("matched above"),
-                    },
-                });
-            }
-            let method = kprobe::choose_method(
-                &probe.id(),
-                probe,
-                options.default_kprobe_attach_method,
-                retprobe,
-                has_pmu,
-            )?;
-            let why = kprobe::method_reason(
-                probe,
-                options.default_kprobe_attach_method,
-                retprobe,
-                has_pmu,
-            );
+            let default = options.default_kprobe_attach_method;
+            let (method, why) =
+                kprobe::choose_method(id, probe, default, retprobe, has_pmu).map_err(report)?;
+            kprobe::check_available(id, symbol, method, has_pmu, has_events, functions)
+                .map_err(report)?;
             let why = match pattern {
                 true => format!("{why}; one attachment per function (no kprobe.multi here)"),
                 false => why.to_owned(),
             };
             return Ok((Some(method), Some(why)));
         }
-        (ProgKind::Uprobe, Hook::Uprobe(_)) => {
-            return Ok(match probe.uprobe_attach_method {
+        (ProgKind::Uprobe, Hook::Uprobe(target)) => {
+            let (method, why) = match probe.uprobe_attach_method {
                 UprobeAttachMethod::Tracefs => (
-                    Some(AttachMethod::UprobeTracefs),
-                    Some("uprobe_attach_method is Tracefs".into()),
+                    AttachMethod::UprobeTracefs,
+                    "uprobe_attach_method is Tracefs",
                 ),
-                UprobeAttachMethod::Default | UprobeAttachMethod::PerfEventOpen => (
-                    Some(AttachMethod::Uprobe),
-                    Some("the uprobe PMU (perf_event_open)".into()),
-                ),
-            })
+                UprobeAttachMethod::Default | UprobeAttachMethod::PerfEventOpen
+                    if !target.all.is_empty() && bpf_prog::uprobe_multi_supported() =>
+                {
+                    (
+                        AttachMethod::UprobeMulti,
+                        "one link for every match of the pattern: this kernel has uprobe.multi",
+                    )
+                }
+                UprobeAttachMethod::Default | UprobeAttachMethod::PerfEventOpen => {
+                    (AttachMethod::Uprobe, "the uprobe PMU (perf_event_open)")
+                }
+            };
+            return Ok((Some(method), Some(why.into())));
         }
         (ProgKind::Tracepoint, _) => Some(AttachMethod::Tracepoint),
         (ProgKind::RawTracepoint, _) => Some(AttachMethod::RawTracepoint),
@@ -368,11 +374,13 @@ fn attach_method(
     Ok((method, None))
 }
 
-/// `hash` for `BPF_MAP_TYPE_HASH`: the kernel's name, lower case, without the prefix.
+/// `hash` for `BPF_MAP_TYPE_HASH`: the kernel's name, lower case, without the prefix (nor
+/// the `_DEPRECATED` the UAPI header gives the cgroup storage types, which bpftool leaves out).
 fn map_type_name(map_type: u32) -> Option<String> {
     let known = aya_obj::generated::bpf_map_type::try_from(map_type).ok()?;
     let debug = format!("{known:?}");
-    Some(debug.strip_prefix("BPF_MAP_TYPE_")?.to_ascii_lowercase())
+    let name = debug.strip_prefix("BPF_MAP_TYPE_")?;
+    Some(name.trim_end_matches("_DEPRECATED").to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -413,6 +421,7 @@ mod tests {
         assert_eq!(map.map_type_name.as_deref(), Some("array"));
         assert_eq!(map_type_name(27).as_deref(), Some("ringbuf"));
         assert_eq!(map_type_name(4).as_deref(), Some("perf_event_array"));
+        assert_eq!(map_type_name(19).as_deref(), Some("cgroup_storage"));
         assert_eq!(map_type_name(9999), None);
         assert!(map.pinned_by_name);
         assert!(ObjectInfo::parse(b"not an object").is_err());

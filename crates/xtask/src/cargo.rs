@@ -88,7 +88,7 @@ pub fn static_target_dir() -> PathBuf {
 /// Builds with `args` as static binaries (crt-static on the gnu target) and returns the
 /// executables cargo reports, with their target names.
 ///
-/// Without debug information: each test binary is ~85 MB with it and ~10 MB without, and
+/// Without debug information: each test binary is ~85 MB with it and ~17 MB without, and
 /// every guest's initramfs holds half of them, in RAM and on disk (one CI machine ran out of
 /// disk writing the archives). Panics still name their file and line, and backtraces their
 /// functions.

@@ -5,8 +5,10 @@
 
 use std::{
     collections::HashMap,
-    os::fd::{AsRawFd, BorrowedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd},
 };
+
+use aya_obj::generated::bpf_link_info;
 
 /// The numeric fields of the fdinfo of `fd` (`prog_id`, `run_cnt`, `run_time_ns`, `link_id`,
 /// ...); hexadecimal ones (`0x…`) are read too.
@@ -31,58 +33,78 @@ fn parse_fdinfo(text: &str) -> HashMap<String, u64> {
         .collect()
 }
 
-/// The id of a BPF link this process holds for each program id (the last one found when a
-/// program has several). Perf-event attachments made with ioctls (before Linux 5.15) are not
-/// links and do not appear.
-pub(crate) fn links_by_program() -> HashMap<u32, u32> {
-    let mut links = HashMap::new();
+/// A BPF link this process holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeldLink {
+    /// The kernel's id of the link.
+    pub(crate) id: u32,
+    /// Its kprobe misses, when asked for and the kernel reports them (see [`link_missed`]).
+    pub(crate) missed: Option<u64>,
+}
+
+/// The BPF links this process holds, by program id, in fd order; with `misses`, each link's
+/// kprobe misses. Perf-event attachments made with ioctls (before Linux 5.15) are not links
+/// and do not appear.
+pub(crate) fn links_by_program(misses: bool) -> HashMap<u32, Vec<HeldLink>> {
+    let mut links: HashMap<u32, Vec<HeldLink>> = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return links;
     };
+    let misses = misses && link_misses_reported();
     for entry in dir.flatten() {
         let is_link = std::fs::read_link(entry.path())
             .is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf_link");
         if !is_link {
             continue;
         }
+        let fd_name = entry.file_name();
         let info = parse_fdinfo(
-            &std::fs::read_to_string(format!(
-                "/proc/self/fdinfo/{}",
-                entry.file_name().to_string_lossy()
-            ))
-            .unwrap_or_default(),
+            &std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd_name.to_string_lossy()))
+                .unwrap_or_default(),
         );
-        if let (Some(&prog), Some(&link)) = (info.get("prog_id"), info.get("link_id")) {
-            links.insert(prog as u32, link as u32);
-        }
+        let (Some(&prog), Some(&link)) = (info.get("prog_id"), info.get("link_id")) else {
+            continue;
+        };
+        let missed = fd_name
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+            .filter(|_| misses)
+            .and_then(|fd| link_missed(fd, link as u32));
+        links.entry(prog as u32).or_default().push(HeldLink {
+            id: link as u32,
+            missed,
+        });
     }
     links
 }
 
-/// The kprobe misses the kernel reports for BPF link `link_id` (Linux 6.7): a perf-event link
-/// of a kprobe or kretprobe (the kprobe's and kretprobe's misses: another kprobe was running
-/// on that CPU, or all `maxactive` instances were in use), or a kprobe.multi link (its
-/// fprobe's misses: no return instance free). `None` for other links, on older kernels, and
-/// when the link is gone.
-pub(crate) fn link_missed(link_id: u32) -> Option<u64> {
-    if !aya::util::KernelVersion::current()
-        .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 7, 0))
-    {
-        return None;
-    }
-    let info = link_info(link_id)?;
-    missed_of(&info)
+/// Whether link info carries kprobe misses: Linux 6.7.
+fn link_misses_reported() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 7, 0))
 }
 
-/// `struct bpf_link_info`'s first 64 bytes, read through a new fd of link `link_id`.
-fn link_info(link_id: u32) -> Option<[u8; 64]> {
-    /// The `BPF_LINK_GET_FD_BY_ID` member of `union bpf_attr`.
-    #[repr(C)]
-    struct GetFd {
-        link_id: u32,
-        next_id: u32,
-        open_flags: u32,
+/// The kprobe misses the kernel reports for the link `link_id` behind this process's fd
+/// `fd` (Linux 6.7): a perf-event link of a kprobe or kretprobe (another kprobe was running on
+/// that CPU, or all `maxactive` instances were in use), or a kprobe.multi link (its fprobe's
+/// misses: no return instance free). `None` for other links, and when `fd` no longer is that
+/// link (closed and reused since it was listed).
+fn link_missed(fd: i32, link_id: u32) -> Option<u64> {
+    // A descriptor of our own: `fd` may be closed by another thread meanwhile, and the copy
+    // keeps whatever it names alive while it is read; the id check tells if it changed.
+    // SAFETY: F_DUPFD_CLOEXEC reads no memory; a bad fd fails with EBADF.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if copy < 0 {
+        return None;
     }
+    // SAFETY: a new fd that nothing else owns.
+    let copy = unsafe { std::os::fd::OwnedFd::from_raw_fd(copy) };
+    let info = link_info(copy.as_fd())?;
+    (info.id == link_id).then(|| missed_of(&info)).flatten()
+}
+
+/// `struct bpf_link_info` of the link `fd` (`BPF_OBJ_GET_INFO_BY_FD`, Linux 5.8 for links).
+fn link_info(fd: BorrowedFd<'_>) -> Option<bpf_link_info> {
     /// The `BPF_OBJ_GET_INFO_BY_FD` member of `union bpf_attr`.
     #[repr(C)]
     struct GetInfo {
@@ -90,56 +112,52 @@ fn link_info(link_id: u32) -> Option<[u8; 64]> {
         info_len: u32,
         info: u64,
     }
-    let mut get = GetFd {
-        link_id,
-        next_id: 0,
-        open_flags: 0,
-    };
-    let fd = super::bpf_prog::sys_bpf(30, "BPF_LINK_GET_FD_BY_ID", &mut get).ok()?;
-    // u64s: the kernel writes u64 fields, aligned.
-    let mut info = [0u64; 8];
+    // SAFETY: plain integers and unions of them: all zeroes is a valid value.
+    let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
     let mut attr = GetInfo {
         bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&info) as u32,
-        info: info.as_mut_ptr() as u64,
+        info_len: std::mem::size_of::<bpf_link_info>() as u32,
+        info: &mut info as *mut bpf_link_info as u64,
     };
     // SAFETY: `attr` is the OBJ_GET_INFO_BY_FD prefix of `union bpf_attr`, of the size passed;
-    // `info` is a live, writable buffer of `info_len` bytes for the call. The pointers the
-    // kernel may follow in it (func_name, addrs, cookies) are left null.
+    // `info` is live and writable for `info_len` bytes during the call. The pointers the
+    // kernel would follow in it (func_name, addrs, cookies) are null, so it writes nothing
+    // else.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            15, // BPF_OBJ_GET_INFO_BY_FD
+            aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
             &mut attr as *mut GetInfo,
             std::mem::size_of::<GetInfo>() as u32,
         )
     };
-    if rc != 0 {
-        return None;
-    }
-    let mut bytes = [0u8; 64];
-    for (chunk, word) in bytes.chunks_exact_mut(8).zip(info) {
-        chunk.copy_from_slice(&word.to_ne_bytes());
-    }
-    Some(bytes)
+    (rc == 0).then_some(info)
 }
 
 /// The `missed` field of a kprobe link's info (see [`link_missed`]).
-fn missed_of(info: &[u8; 64]) -> Option<u64> {
-    const LINK_TYPE_PERF_EVENT: u32 = 7;
-    const LINK_TYPE_KPROBE_MULTI: u32 = 8;
-    const PERF_EVENT_KPROBE: u32 = 3;
-    const PERF_EVENT_KRETPROBE: u32 = 4;
-    let u32_at = |o: usize| u32::from_ne_bytes(info[o..o + 4].try_into().expect("4 bytes"));
-    let u64_at = |o: usize| u64::from_ne_bytes(info[o..o + 8].try_into().expect("8 bytes"));
-    // type, id, prog_id, then the union at 16: perf_event { type, pad, kprobe { func_name,
-    // name_len, offset, addr, missed, ... } } or kprobe_multi { addrs, count, flags, missed }.
-    match u32_at(0) {
-        LINK_TYPE_PERF_EVENT if matches!(u32_at(16), PERF_EVENT_KPROBE | PERF_EVENT_KRETPROBE) => {
-            Some(u64_at(48))
+fn missed_of(info: &bpf_link_info) -> Option<u64> {
+    use aya_obj::generated::{bpf_link_type, bpf_perf_event_type};
+    let (perf, multi) = (
+        bpf_link_type::BPF_LINK_TYPE_PERF_EVENT as u32,
+        bpf_link_type::BPF_LINK_TYPE_KPROBE_MULTI as u32,
+    );
+    let kprobes = [
+        bpf_perf_event_type::BPF_PERF_EVENT_KPROBE as u32,
+        bpf_perf_event_type::BPF_PERF_EVENT_KRETPROBE as u32,
+    ];
+    // SAFETY: union members made of integers only: any bytes are a valid value of each.
+    unsafe {
+        match info.type_ {
+            t if t == perf && kprobes.contains(&info.__bindgen_anon_1.perf_event.type_) => Some(
+                info.__bindgen_anon_1
+                    .perf_event
+                    .__bindgen_anon_1
+                    .kprobe
+                    .missed,
+            ),
+            t if t == multi => Some(info.__bindgen_anon_1.kprobe_multi.missed),
+            _ => None,
         }
-        LINK_TYPE_KPROBE_MULTI => Some(u64_at(32)),
-        _ => None,
     }
 }
 
@@ -195,21 +213,45 @@ mod tests {
         assert_eq!(profile["r_vfs_mkdir_2"], (3, 1));
     }
 
+    /// The layout of `struct bpf_link_info` as the UAPI header has it (type, id, prog_id, then
+    /// the union at 16), read through aya-obj's bindings.
     #[test]
     fn link_info_misses_are_read_where_each_link_type_keeps_them() {
+        let parse = |bytes: &[u8]| {
+            // SAFETY: all zeroes is valid (integers only); then as many bytes as the struct has.
+            let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
+            let size = std::mem::size_of::<bpf_link_info>().min(bytes.len());
+            // SAFETY: `size` bytes fit in both; any bytes are a valid bpf_link_info.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    (&mut info as *mut bpf_link_info).cast::<u8>(),
+                    size,
+                )
+            };
+            missed_of(&info)
+        };
+        let put = |bytes: &mut [u8], at: usize, value: &[u8]| {
+            bytes[at..at + value.len()].copy_from_slice(value)
+        };
+        // perf_event { type @16, kprobe { func_name @24, name_len @32, offset @36, addr @40,
+        // missed @48 } }: a kretprobe.
         let mut perf = [0u8; 64];
-        perf[0..4].copy_from_slice(&7u32.to_ne_bytes());
-        perf[16..20].copy_from_slice(&4u32.to_ne_bytes());
-        perf[48..56].copy_from_slice(&9u64.to_ne_bytes());
-        assert_eq!(missed_of(&perf), Some(9), "a kretprobe perf link");
-        perf[16..20].copy_from_slice(&1u32.to_ne_bytes());
-        assert_eq!(missed_of(&perf), None, "a uprobe perf link");
+        put(&mut perf, 0, &7u32.to_ne_bytes());
+        put(&mut perf, 16, &4u32.to_ne_bytes());
+        put(&mut perf, 48, &9u64.to_ne_bytes());
+        assert_eq!(parse(&perf), Some(9), "a kretprobe perf link");
+        put(&mut perf, 16, &3u32.to_ne_bytes());
+        assert_eq!(parse(&perf), Some(9), "a kprobe perf link");
+        put(&mut perf, 16, &1u32.to_ne_bytes());
+        assert_eq!(parse(&perf), None, "a uprobe perf link");
+        // kprobe_multi { addrs @16, count @24, flags @28, missed @32 }.
         let mut multi = [0u8; 64];
-        multi[0..4].copy_from_slice(&8u32.to_ne_bytes());
-        multi[32..40].copy_from_slice(&5u64.to_ne_bytes());
-        assert_eq!(missed_of(&multi), Some(5), "a kprobe.multi link");
+        put(&mut multi, 0, &8u32.to_ne_bytes());
+        put(&mut multi, 32, &5u64.to_ne_bytes());
+        assert_eq!(parse(&multi), Some(5), "a kprobe.multi link");
         let mut raw_tp = [0u8; 64];
-        raw_tp[0..4].copy_from_slice(&1u32.to_ne_bytes());
-        assert_eq!(missed_of(&raw_tp), None);
+        put(&mut raw_tp, 0, &1u32.to_ne_bytes());
+        assert_eq!(parse(&raw_tp), None, "a raw tracepoint link");
     }
 }

@@ -197,7 +197,7 @@ fn match_programs(probes: &[Probe], elf: &ElfIndex) -> Result<Vec<(Probe, String
 }
 
 /// The function and section of a probe's program.
-fn match_program(probe: &Probe, elf: &ElfIndex) -> Result<(String, String)> {
+pub(crate) fn match_program(probe: &Probe, elf: &ElfIndex) -> Result<(String, String)> {
     let id = probe.id();
     let program = match (&probe.section, probe.ebpf_func_name.as_str()) {
         (None, "") => return Err(Error::NoProgramName { id }),

@@ -7,6 +7,7 @@ mod bypass;
 mod dump;
 mod init;
 pub use dump::MapEntry;
+pub(crate) use init::match_program;
 pub use status::{ProbeStatus, ReaderStatus, Status};
 mod multi;
 mod pins;

@@ -51,8 +51,9 @@ pub struct ProbeStatus {
     /// kprobes and kretprobes: the hits the kernel missed (a kretprobe's `maxactive`
     /// instances all in use, a kprobe hit while another ran on that CPU). Through tracefs,
     /// from `kprobe_profile` (any kernel); through the kprobe PMU or a kprobe.multi link, from
-    /// the link's info (Linux 6.7; `None` before, and for PMU probes attached without a link,
-    /// before Linux 5.15).
+    /// the info of its program's links, summed (Linux 6.7; `None` before, and for PMU probes
+    /// attached without a link, before Linux 5.15). A pattern attached one kprobe per function
+    /// counts all its functions; probes that share a program share the count.
     pub missed: Option<u64>,
     /// Why it is failed or disabled.
     pub error: Option<String>,
@@ -126,7 +127,15 @@ impl Manager {
             };
         }
         let state = &self.state;
-        let links = stats::links_by_program();
+        let kprobe_links = state.records.values().any(|r| {
+            r.attach.as_ref().is_some_and(|a| {
+                matches!(
+                    a.method,
+                    AttachMethod::KprobePmu | AttachMethod::KprobeMulti
+                )
+            })
+        });
+        let links = stats::links_by_program(kprobe_links);
         let profile = state
             .records
             .values()
@@ -157,9 +166,11 @@ impl Manager {
                     .as_ref()
                     .map(|l| l.kprobe_events())
                     .unwrap_or_default();
-                let link_id = program_id
+                let held = program_id
                     .filter(|_| r.link.is_some())
-                    .and_then(|id| links.get(&id).copied());
+                    .and_then(|id| links.get(&id))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 let method = r.attach.as_ref().map(|a| a.method);
                 let missed = if !events.is_empty() {
                     Some(
@@ -169,12 +180,11 @@ impl Manager {
                             .map(|&(_, misses)| misses)
                             .sum(),
                     )
-                } else if let (
-                    Some(AttachMethod::KprobePmu | AttachMethod::KprobeMulti),
-                    Some(link),
-                ) = (method, link_id)
-                {
-                    stats::link_missed(link)
+                } else if matches!(
+                    method,
+                    Some(AttachMethod::KprobePmu | AttachMethod::KprobeMulti)
+                ) {
+                    held.iter().filter_map(|l| l.missed).reduce(|a, b| a + b)
                 } else {
                     None
                 };
@@ -188,7 +198,7 @@ impl Manager {
                         .or_else(|| r.hook.summary()),
                     attach_method: method,
                     program_id,
-                    link_id,
+                    link_id: held.last().map(|l| l.id),
                     run_count: counter("run_cnt"),
                     run_time_ns: counter("run_time_ns"),
                     missed,

@@ -41,8 +41,13 @@ enum Source {
         /// The ring's size in bytes: the most a final drain reads.
         size: usize,
     },
-    /// The object's aya-log ring buffer, read by aya-log (shared with the running thread).
-    AyaLog { logger: Arc<Mutex<aya_log::Logger>> },
+    /// The object's aya-log ring buffer, read by aya-log (shared with the running thread),
+    /// and the ring's fd, which the logger owns (read once: the thread may hold the lock
+    /// inside the process's logger for as long as that takes).
+    AyaLog {
+        logger: Arc<Mutex<aya_log::Logger>>,
+        ring: std::os::fd::RawFd,
+    },
 }
 
 /// A running reader thread.
@@ -202,13 +207,8 @@ impl Reader {
                 };
                 spawn_reader(builder, stop_kept, move || reader.run(epoll))
             }
-            Source::AyaLog { logger } => {
-                let ring = logger
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_fd()
-                    .as_raw_fd();
-                epoll.add(ring, 0).map_err(|e| fail(Box::new(e)))?;
+            Source::AyaLog { logger, ring } => {
+                epoll.add(*ring, 0).map_err(|e| fail(Box::new(e)))?;
                 let reader = AyaLogReader {
                     logger: logger.clone(),
                     counters: self.counters.clone(),
@@ -271,7 +271,9 @@ impl Reader {
                 self.name
             );
             // The thread has its own descriptor of the eventfd: it sees the stop signal once
-            // the handler returns, and ends.
+            // the handler returns, and ends. Until then no other reader may start on the map
+            // (two would share the ring).
+            self.stuck = Some(Running { stop, thread, done });
             return Ok(());
         }
         match done.recv_timeout(timeout) {
@@ -417,7 +419,14 @@ impl Readers {
         // then the map is gone from the object, with no other map taken).
         let log_counters = Arc::<Counters>::default();
         let logger = match self.aya_log && !names.contains(aya_log::MAP) {
-            true => aya_log::take(ebpf, &log_counters)?,
+            true => aya_log::take(ebpf, &log_counters).inspect_err(|_| {
+                log::warn!(
+                    "`{}` left the object in this failed start: its records will not reach \
+                     `log` if start is tried again (set Options::skip_aya_log to read it \
+                     yourself)",
+                    aya_log::MAP
+                )
+            })?,
             false => None,
         };
 
@@ -454,11 +463,13 @@ impl Readers {
             });
         }
         if let Some(logger) = logger {
+            let ring = logger.as_fd().as_raw_fd();
             self.readers.push(Reader {
                 name: aya_log::MAP.to_owned(),
                 counters: log_counters,
                 source: Source::AyaLog {
                     logger: Arc::new(Mutex::new(logger)),
+                    ring,
                 },
                 running: None,
                 stuck: None,

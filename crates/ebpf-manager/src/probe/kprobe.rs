@@ -46,18 +46,21 @@ impl Drop for TracefsLink {
     }
 }
 
-/// Chooses how to attach: see [`KprobeAttachMethod`].
+/// Chooses how to attach, and says why (for
+/// [`ObjectInfo::resolve_hooks`](crate::ObjectInfo::resolve_hooks)): see
+/// [`KprobeAttachMethod`]. `probe.kprobe_max_active` is the manager's copy's (the
+/// manager's default filled in).
 pub(crate) fn choose_method(
     id: &ProbeIdentificationPair,
     probe: &Probe,
     default: KprobeAttachMethod,
     retprobe: bool,
     has_pmu: bool,
-) -> Result<AttachMethod> {
+) -> Result<(AttachMethod, &'static str)> {
     let wants_maxactive = retprobe && probe.kprobe_max_active > 0;
-    let method = match probe.kprobe_attach_method {
-        KprobeAttachMethod::Default => default,
-        explicit => explicit,
+    let (method, chosen_by) = match probe.kprobe_attach_method {
+        KprobeAttachMethod::Default => (default, "Options::default_kprobe_attach_method"),
+        explicit => (explicit, "the probe's kprobe_attach_method"),
     };
     match method {
         KprobeAttachMethod::PerfEventOpen if wants_maxactive => Err(Error::InvalidProbe {
@@ -66,37 +69,90 @@ pub(crate) fn choose_method(
                      maxactive): leave kprobe_attach_method to Default or set it to Tracefs"
                 .into(),
         }),
-        KprobeAttachMethod::PerfEventOpen => Ok(AttachMethod::KprobePmu),
-        KprobeAttachMethod::Tracefs => Ok(AttachMethod::KprobeTracefs),
-        KprobeAttachMethod::Default if wants_maxactive || !has_pmu => {
-            Ok(AttachMethod::KprobeTracefs)
-        }
-        KprobeAttachMethod::Default => Ok(AttachMethod::KprobePmu),
-        KprobeAttachMethod::KprobeMulti => Ok(AttachMethod::KprobeMulti),
+        KprobeAttachMethod::PerfEventOpen => Ok((AttachMethod::KprobePmu, chosen_by)),
+        KprobeAttachMethod::Tracefs => Ok((AttachMethod::KprobeTracefs, chosen_by)),
+        KprobeAttachMethod::Default if wants_maxactive => Ok((
+            AttachMethod::KprobeTracefs,
+            "kprobe_max_active (the probe's, or Options::default_kprobe_max_active) needs \
+             tracefs kprobe_events",
+        )),
+        KprobeAttachMethod::Default if !has_pmu => Ok((
+            AttachMethod::KprobeTracefs,
+            "this kernel has no kprobe PMU (Linux 4.17)",
+        )),
+        KprobeAttachMethod::Default => Ok((
+            AttachMethod::KprobePmu,
+            "the default where the kernel has the PMU",
+        )),
+        KprobeAttachMethod::KprobeMulti => Ok((AttachMethod::KprobeMulti, chosen_by)),
     }
 }
 
-/// Why [`choose_method`] chooses as it does, for [`ObjectInfo::resolve_hooks`](crate::ObjectInfo::resolve_hooks).
-pub(crate) fn method_reason(
-    probe: &Probe,
-    default: KprobeAttachMethod,
-    retprobe: bool,
-    has_pmu: bool,
-) -> &'static str {
-    let wants_maxactive = retprobe && probe.kprobe_max_active > 0;
-    match (probe.kprobe_attach_method, default) {
-        (KprobeAttachMethod::Default, KprobeAttachMethod::Default) if wants_maxactive => {
-            "kprobe_max_active needs tracefs kprobe_events"
+/// The error attaching to `symbol` gives when the function list lacks it; `None` when it has
+/// it, or cannot be read (logged).
+pub(crate) fn missing_symbol(
+    id: &ProbeIdentificationPair,
+    symbol: &str,
+    functions: &mut LazyFunctions,
+) -> Option<Error> {
+    match functions.get() {
+        Ok(index) if !index.contains(symbol) => Some(Error::SymbolNotFound {
+            id: id.clone(),
+            symbol: symbol.to_owned(),
+            source_file: index.source().to_owned(),
+        }),
+        Ok(_) => None,
+        Err(e) => {
+            log::debug!(
+                "cannot check that {symbol} exists: {}",
+                crate::error::chain(&e)
+            );
+            None
         }
-        (KprobeAttachMethod::Default, KprobeAttachMethod::Default) if !has_pmu => {
-            "this kernel has no kprobe PMU (Linux 4.17)"
-        }
-        (KprobeAttachMethod::Default, KprobeAttachMethod::Default) => {
-            "the default where the kernel has the PMU"
-        }
-        (KprobeAttachMethod::Default, _) => "Options::default_kprobe_attach_method",
-        _ => "the probe's kprobe_attach_method",
     }
+}
+
+/// Fails as attaching through `method` would when this kernel lacks it (`has_pmu`, and
+/// `has_events` for tracefs `kprobe_events`): a missing symbol first, then no kprobes at all,
+/// then the missing facility.
+pub(crate) fn check_available(
+    id: &ProbeIdentificationPair,
+    symbol: &str,
+    method: AttachMethod,
+    has_pmu: bool,
+    has_events: bool,
+    functions: &mut LazyFunctions,
+) -> Result<()> {
+    let available = match method {
+        AttachMethod::KprobePmu => has_pmu,
+        _ => has_events,
+    };
+    if available {
+        return Ok(());
+    }
+    if let Some(e) = missing_symbol(id, symbol, functions) {
+        return Err(e);
+    }
+    if !has_pmu && !has_events {
+        return Err(Error::KprobesUnsupported {
+            id: id.clone(),
+            hook: symbol.to_owned(),
+        });
+    }
+    let cause = match method {
+        AttachMethod::KprobePmu => {
+            "this kernel has no kprobe PMU (Linux 4.17): use KprobeAttachMethod::Tracefs"
+        }
+        _ => {
+            "tracefs has no kprobe_events: mount tracefs, or use KprobeAttachMethod::PerfEventOpen"
+        }
+    };
+    Err(Error::Attach {
+        id: id.clone(),
+        hook: symbol.to_owned(),
+        method,
+        source: cause.into(),
+    })
 }
 
 /// Attaches `prog` to `symbol`. The kernel's function list is read only when an attach fails,
@@ -114,51 +170,12 @@ pub(crate) fn attach(
     let events = tracefs::root()
         .ok()
         .filter(|root| root.join("kprobe_events").exists());
-    let method = choose_method(id, probe, default, retprobe, has_pmu)?;
+    let (method, _) = choose_method(id, probe, default, retprobe, has_pmu)?;
     let info = AttachInfo {
         hook: symbol.to_owned(),
         method,
     };
-    let missing_symbol = |functions: &mut LazyFunctions| match functions.get() {
-        Ok(index) if !index.contains(symbol) => Some(Error::SymbolNotFound {
-            id: id.clone(),
-            symbol: symbol.to_owned(),
-            source_file: index.source().to_owned(),
-        }),
-        Ok(_) => None,
-        Err(e) => {
-            log::debug!(
-                "cannot check that {symbol} exists: {}",
-                crate::error::chain(&e)
-            );
-            None
-        }
-    };
-    let available = match method {
-        AttachMethod::KprobePmu => has_pmu,
-        _ => events.is_some(),
-    };
-    if !available {
-        if let Some(e) = missing_symbol(functions) {
-            return Err(e);
-        }
-        if !has_pmu && events.is_none() {
-            return Err(Error::KprobesUnsupported {
-                id: id.clone(),
-                hook: symbol.to_owned(),
-            });
-        }
-        let cause = match method {
-            AttachMethod::KprobePmu => "this kernel has no kprobe PMU (Linux 4.17): use KprobeAttachMethod::Tracefs",
-            _ => "tracefs has no kprobe_events: mount tracefs, or use KprobeAttachMethod::PerfEventOpen",
-        };
-        return Err(Error::Attach {
-            id: id.clone(),
-            hook: symbol.to_owned(),
-            method,
-            source: cause.into(),
-        });
-    }
+    check_available(id, symbol, method, has_pmu, events.is_some(), functions)?;
     let attached = match method {
         AttachMethod::KprobePmu => prog
             .attach(symbol, 0)
@@ -177,12 +194,14 @@ pub(crate) fn attach(
     };
     match attached {
         Ok(link) => Ok((link, info)),
-        Err(source) => Err(missing_symbol(functions).unwrap_or(Error::Attach {
-            id: id.clone(),
-            hook: symbol.to_owned(),
-            method,
-            source,
-        })),
+        Err(source) => Err(
+            missing_symbol(id, symbol, functions).unwrap_or(Error::Attach {
+                id: id.clone(),
+                hook: symbol.to_owned(),
+                method,
+                source,
+            }),
+        ),
     }
 }
 
@@ -232,7 +251,8 @@ mod tests {
         use AttachMethod::*;
         use KprobeAttachMethod as K;
         let id = ProbeIdentificationPair::new("", "f");
-        let choose = |p: &Probe, default, ret, pmu| choose_method(&id, p, default, ret, pmu);
+        let choose =
+            |p: &Probe, default, ret, pmu| choose_method(&id, p, default, ret, pmu).map(|c| c.0);
         // PMU by default, tracefs when the PMU is absent.
         assert_eq!(
             choose(&probe(K::Default, 0), K::Default, false, true).unwrap(),

@@ -4,7 +4,7 @@
 use std::{
     env, fs,
     io::Write,
-    os::unix::fs::{symlink, FileExt, PermissionsExt},
+    os::unix::fs::{symlink, FileExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -117,6 +117,26 @@ pub(super) fn initramfs(
         .ok_or("busybox is not on PATH")?;
     check_static(&busybox).map_err(|e| format!("{e} (install busybox-static)"))?;
 
+    // The archive copies every payload, and so does the tree when a payload cannot be
+    // hard-linked into it (another file system): check for room first, so that a full disk is
+    // told as such rather than as copy or cpio write errors half way through.
+    fs::create_dir_all(run).map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+    let run_dev = fs::metadata(run).map(|m| m.dev()).ok();
+    let needed = payloads
+        .iter()
+        .map(|p| p.binary.as_path())
+        .chain([busybox.as_path()])
+        .filter_map(|path| fs::metadata(path).ok())
+        .map(|m| {
+            if Some(m.dev()) == run_dev {
+                m.len()
+            } else {
+                2 * m.len()
+            }
+        })
+        .sum::<u64>();
+    check_room(run, needed)?;
+
     let root = run.join("root");
     let mkdir =
         |d: &Path| fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()));
@@ -147,15 +167,6 @@ pub(super) fn initramfs(
     fs::write(&init, init_script(payloads))
         .and_then(|()| fs::set_permissions(&init, fs::Permissions::from_mode(0o755)))
         .map_err(|e| format!("cannot write {}: {e}", init.display()))?;
-
-    // The archive copies every payload: check for room first, so that a full disk is told
-    // as such rather than as cpio's write errors half way through.
-    let needed = payloads
-        .iter()
-        .map(|p| fs::metadata(&p.binary).map_or(0, |m| m.len()))
-        .sum::<u64>()
-        + fs::metadata(&busybox).map_or(0, |m| m.len());
-    check_room(run, needed)?;
 
     // The file list for cpio: every path relative to the root, directories first.
     let mut names = Vec::new();

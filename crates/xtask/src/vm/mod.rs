@@ -87,7 +87,9 @@ fn cache_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 /// Removes the run directories (`<pid>-<n>-<nanos>`) of xtask processes that are gone: a run
-/// killed before its cleanup leaves gigabytes of initramfs behind.
+/// killed before its cleanup leaves gigabytes of initramfs behind. Only those untouched for
+/// an hour: a cache shared with another pid namespace holds runs whose pid is not in ours,
+/// and no run lasts that long (3 boots of at most 900 s).
 fn sweep_dead_runs(runs: &Path) {
     let Ok(entries) = fs::read_dir(runs) else {
         return;
@@ -97,7 +99,11 @@ fn sweep_dead_runs(runs: &Path) {
         let Some(pid) = name.to_str().and_then(|n| n.split('-').next()) else {
             continue;
         };
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(3600)));
+        if old && pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
