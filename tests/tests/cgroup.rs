@@ -215,11 +215,22 @@ fn cgroup_path_is_required_and_must_be_a_directory() {
     ];
     for (p, reason) in cases {
         let id = p.id();
+        let template = p.cgroup_path.is_none();
         let mut m = Manager {
             probes: vec![p],
             ..Default::default()
         };
-        match m.init(CGROUP).unwrap_err() {
+        // Without cgroup_path the probe is a template (as Go users declare what they hook per
+        // cgroup later): it loads, and start is what fails; a bad path fails init.
+        let err = match m.init(CGROUP) {
+            Ok(()) if template => {
+                assert_eq!(m.probe_state(&id), Some(ebpf_manager::ProbeState::Loaded));
+                m.start().unwrap_err()
+            }
+            Ok(()) => panic!("{id}: init accepted {reason}"),
+            Err(e) => e,
+        };
+        match err {
             Error::InvalidProbe {
                 id: failed,
                 reason: r,

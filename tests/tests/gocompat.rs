@@ -653,7 +653,7 @@ fn match_all_functions_takes_one_multi_link_or_one_kprobe_per_function() {
 /// `Manager::test_run` (the Go `Probe.Test` and `Probe.Benchmark`).
 #[test]
 fn test_run_gives_the_verdict_the_packet_and_the_time() {
-    let m = net_manager(Options {
+    let mut m = net_manager(Options {
         constant_editors: constants(),
         ..Default::default()
     })

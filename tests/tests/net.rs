@@ -845,8 +845,10 @@ fn drop_all_with_a_classic_filter(socket: &UdpSocket) {
     );
 }
 
+/// Without an interface or a socket, a probe is a template (Go users clone it or add hooks to
+/// it per interface): it loads at init, and only attaching it fails, at start.
 #[test]
-fn net_required_fields_are_checked_at_init() {
+fn net_required_fields_are_checked_when_attaching() {
     let cases = [
         (probe("xdp", "xdp_count"), "XDP probes need an interface"),
         (probe("tc", "tc_ingress"), "TC probes need an interface"),
@@ -857,7 +859,15 @@ fn net_required_fields_are_checked_at_init() {
     ];
     for (p, reason) in cases {
         let id = p.id();
-        match init_error(vec![p]) {
+        setup();
+        let mut m = Manager {
+            probes: vec![p],
+            ..Default::default()
+        };
+        m.init(NET).unwrap();
+        assert_eq!(m.probe_state(&id), Some(ProbeState::Loaded));
+        assert!(m.program_id(&id).is_some());
+        match m.start().unwrap_err() {
             Error::InvalidProbe {
                 id: failed,
                 reason: r,
@@ -867,6 +877,7 @@ fn net_required_fields_are_checked_at_init() {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(m.state(), ebpf_manager::ManagerState::Initialized);
     }
 }
 

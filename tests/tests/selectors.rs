@@ -197,9 +197,11 @@ fn excluded_functions_are_never_loaded() {
     };
     m.init_with_options(PROBES, options).unwrap();
     assert!(!is_loaded(&m, &raw().id()));
-    assert_eq!(m.probe_state(&raw().id()), Some(ProbeState::Disabled));
+    // As in Go, an excluded probe vanishes.
+    assert_eq!(m.probe_state(&raw().id()), None);
+    assert_eq!(m.get_probes().len(), 1);
     m.start().unwrap();
-    assert_eq!(m.probe_state(&raw().id()), Some(ProbeState::Disabled));
+    assert_eq!(m.probe_state(&raw().id()), None);
     // Selecting an excluded probe fails its selector, with the exclusion as the cause.
     match m.update_activated_probes(vec![Probe(raw().id())]) {
         Err(Error::SelectorValidation { failures, .. }) => {
@@ -243,7 +245,8 @@ fn update_activated_probes_swaps_and_restores_on_failure() {
         Some("no selector of activated_probes names it")
     );
     assert_eq!(m.probe_state(&raw().id()), Some(ProbeState::Running));
-    assert_eq!(m.probe_state(&tp().id()), Some(ProbeState::Disabled));
+    // Detached, its program still loaded: Loaded, not Disabled.
+    assert_eq!(m.probe_state(&tp().id()), Some(ProbeState::Loaded));
     mkdir_rmdir("update-1");
     assert_eq!(hits(&m, slot::TRACEPOINT), 0, "tp is still attached");
     let raw_hits = hits(&m, slot::RAW_TRACEPOINT);
@@ -258,7 +261,7 @@ fn update_activated_probes_swaps_and_restores_on_failure() {
         .unwrap_err();
     assert!(matches!(err, Error::SelectorValidation { .. }), "{err:?}");
     assert_eq!(m.probe_state(&raw().id()), Some(ProbeState::Running));
-    assert_eq!(m.probe_state(&tp().id()), Some(ProbeState::Disabled));
+    assert_eq!(m.probe_state(&tp().id()), Some(ProbeState::Loaded));
     mkdir_rmdir("update-2");
     assert_eq!(
         hits(&m, slot::TRACEPOINT),

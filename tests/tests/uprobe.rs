@@ -384,11 +384,13 @@ fn uprobe_pattern_matching_nothing_names_the_binary() {
     match m.init(USER).unwrap_err() {
         Error::NoMatchingFunction {
             id: got,
+            field,
             pattern,
             searched,
             source_file,
         } => {
             assert_eq!(got, id);
+            assert_eq!(field, ebpf_manager::PatternField::AttachToFuncName);
             assert_eq!(pattern, "no_such_function_*");
             assert_eq!(source_file, target.path());
             assert_eq!(searched, elf_functions(target.path()).len());

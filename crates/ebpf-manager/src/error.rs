@@ -278,11 +278,14 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
-    /// `attach_to_func_name` is not a valid glob pattern.
-    #[error("probe {id}: attach_to_func_name `{pattern}` is not a valid glob pattern: {reason}")]
+    /// `attach_to_func_name` is not a valid glob, or `match_func_name` not a valid regular
+    /// expression.
+    #[error("probe {id}: {field} `{pattern}` is not a valid {syntax}: {reason}", syntax = field.syntax())]
     InvalidPattern {
         /// The probe.
         id: ProbeIdentificationPair,
+        /// The field the pattern was written in.
+        field: PatternField,
         /// The pattern.
         pattern: String,
         /// Why it is invalid.
@@ -291,10 +294,12 @@ pub enum Error {
 
     /// No function matches `attach_to_func_name` (kernel functions for kprobes, the binary's
     /// symbols for uprobes).
-    #[error("probe {id}: no function of {source_file} matches attach_to_func_name `{pattern}` ({searched} functions searched); check the pattern against that file")]
+    #[error("probe {id}: no function of {source_file} matches {field} `{pattern}` ({searched} functions searched); check the pattern against that file")]
     NoMatchingFunction {
         /// The probe.
         id: ProbeIdentificationPair,
+        /// The field the pattern was written in.
+        field: PatternField,
         /// The pattern.
         pattern: String,
         /// How many functions were searched.
@@ -568,6 +573,39 @@ fn write_chain(
 impl std::fmt::Debug for Report<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// The field a function pattern was written in, named by
+/// [`Error::InvalidPattern`] and [`Error::NoMatchingFunction`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PatternField {
+    /// [`Probe::attach_to_func_name`](crate::Probe::attach_to_func_name), a glob.
+    AttachToFuncName,
+    /// [`Probe::match_func_name`](crate::Probe::match_func_name), a regular expression.
+    MatchFuncName,
+    /// The glob of a `kprobe.multi/<glob>`-style section.
+    Section,
+}
+
+impl PatternField {
+    /// `glob` or `regular expression`.
+    pub fn syntax(self) -> &'static str {
+        match self {
+            Self::MatchFuncName => "regular expression",
+            Self::AttachToFuncName | Self::Section => "glob",
+        }
+    }
+}
+
+impl std::fmt::Display for PatternField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::AttachToFuncName => "attach_to_func_name",
+            Self::MatchFuncName => "match_func_name",
+            Self::Section => "the section's pattern",
+        })
     }
 }
 

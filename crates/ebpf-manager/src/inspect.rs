@@ -269,6 +269,11 @@ impl ObjectInfo {
                 return preview;
             }
         };
+        if let Hook::Unresolved(why) = &hook {
+            // A template: init loads it, start fails to attach it.
+            preview.error = Some(format!("{id}: loads, but attaching fails: {why}"));
+            return preview;
+        }
         preview.hook = hook.summary();
         match attach_method(&id, &probe, kind, &hook, options, functions) {
             Ok((method, why)) => {
@@ -331,7 +336,7 @@ fn attach_method(
                 kernel::tracefs::root().is_ok_and(|root| root.join("kprobe_events").exists());
             let default = options.default_kprobe_attach_method;
             let (method, why) =
-                kprobe::choose_method(id, probe, default, retprobe, has_pmu).map_err(report)?;
+                kprobe::choose_method(probe, default, retprobe, has_pmu, has_events);
             kprobe::check_available(id, symbol, method, has_pmu, has_events, functions)
                 .map_err(report)?;
             let why = match pattern {

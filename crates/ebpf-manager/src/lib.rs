@@ -62,7 +62,7 @@ mod selectors;
 
 #[cfg(feature = "serde")]
 pub use declare::Declaration;
-pub use error::{Error, Report, Result};
+pub use error::{Error, PatternField, Report, Result};
 pub use inspect::{HookPreview, ObjectInfo, ObjectMap, ObjectProgram};
 pub use kernel::FunctionIndex;
 pub use manager::{

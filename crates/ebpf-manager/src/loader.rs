@@ -88,6 +88,14 @@ impl KernelBtf {
         })
     }
 
+    /// Where the BTF comes from, for messages.
+    pub(crate) fn source(&self) -> std::path::PathBuf {
+        match &self.given {
+            Some(_) => "the BTF of Options::kernel_btf".into(),
+            None => "/sys/kernel/btf/vmlinux".into(),
+        }
+    }
+
     pub(crate) fn get(&mut self) -> Result<&aya::Btf> {
         if let Some(given) = &self.given {
             return Ok(given);
@@ -467,7 +475,17 @@ pub(crate) fn load_program(
     let program_type = resolve::type_name(prog);
     let result = match (prog, btf_target) {
         (prog, Some(target)) => {
+            let source = btf.source();
             let btf = btf.get()?;
+            if let Some(missing) = tracing::missing_target(prog, target, btf) {
+                // Before aya's `unknown BTF type`: a kernel without the function is told apart
+                // from a bad declaration, as for kprobes.
+                return Err(Error::SymbolNotFound {
+                    id: id.clone(),
+                    symbol: missing,
+                    source_file: source,
+                });
+            }
             tracing::load(prog, target, btf).expect("a BTF hook is only resolved for BTF programs")
         }
         (Program::KProbe(p), _) => p.load(),

@@ -31,7 +31,7 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     // libbpf's two helper headers are vendored in ebpf-fixtures/include/bpf, so clang,
     // llvm-strip and the kernel's UAPI headers (linux-libc-dev) are all a build needs.
-    install::ensure(&[("clang", "clang"), ("llvm-strip", "llvm")])?;
+    install::ensure(&[("clang", "clang"), ("llvm-strip", "llvm"), ("llc", "llvm")])?;
     if !Path::new("/usr/include/linux/bpf.h").exists() {
         return Err("the kernel's UAPI headers are missing: apt-get install linux-libc-dev".into());
     }
@@ -248,7 +248,17 @@ mod rust {
     }
 }
 
+/// The marker of a source built as the Go ebpf-manager examples' Makefile builds: clang
+/// emits LLVM IR for the host, llc turns it into BPF, no `-g` (so no BTF).
+const GO_STYLE: &str = "// build: go-style";
+
 fn build_one(dir: &Path, name: &str, out: &Path) -> Result<()> {
+    let source = format!("src/{name}.bpf.c");
+    let text =
+        fs::read_to_string(dir.join(&source)).map_err(|e| format!("reading {source}: {e}"))?;
+    if text.lines().nth(1).is_some_and(|l| l.starts_with(GO_STYLE)) {
+        return build_go_style(dir, &source, out);
+    }
     let status = Command::new("clang")
         .current_dir(dir)
         .args(CFLAGS)
@@ -271,6 +281,47 @@ fn build_one(dir: &Path, name: &str, out: &Path) -> Result<()> {
         .map_err(|e| format!("running llvm-strip: {e}"))?;
     if !status.success() {
         return Err(format!("llvm-strip failed on {}", out.display()));
+    }
+    Ok(())
+}
+
+fn build_go_style(dir: &Path, source: &str, out: &Path) -> Result<()> {
+    let ir = Command::new("clang")
+        .current_dir(dir)
+        .args(["-O2", "-emit-llvm", "-D__TARGET_ARCH_x86", "-Iinclude"])
+        .args([
+            "-I/usr/include/x86_64-linux-gnu",
+            "-Wall",
+            "-Werror",
+            "-c",
+            source,
+        ])
+        .args(["-o", "-"])
+        .output()
+        .map_err(|e| format!("running clang: {e}"))?;
+    if !ir.status.success() {
+        return Err(format!(
+            "clang failed on {source} ({}): {}",
+            ir.status,
+            String::from_utf8_lossy(&ir.stderr)
+        ));
+    }
+    let mut llc = Command::new("llc")
+        .args(["-march=bpf", "-filetype=obj", "-o"])
+        .arg(out)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running llc: {e}"))?;
+    {
+        use std::io::Write;
+        let mut stdin = llc.stdin.take().expect("piped");
+        stdin
+            .write_all(&ir.stdout)
+            .map_err(|e| format!("writing to llc: {e}"))?;
+    }
+    let status = llc.wait().map_err(|e| format!("running llc: {e}"))?;
+    if !status.success() {
+        return Err(format!("llc failed on {source} ({status})"));
     }
     Ok(())
 }

@@ -22,6 +22,20 @@ pub struct FunctionIndex {
     sorted: Vec<u32>,
 }
 
+/// Whether a text symbol of `/proc/kallsyms` is a function the kernel can trace, as
+/// `available_filter_functions` would list it: not the `__pfx_` padding before each function
+/// (Linux 6.2) or `__cfi_` preamble (6.4, kCFI), not a compiler-split `.cold`/`.part` piece,
+/// and not a text section marker (`_stext`, `__entry_text_start`, ...).
+fn is_function(name: &str) -> bool {
+    const MARKERS: &[&str] = &["_stext", "_etext", "_sinittext", "_einittext", "_text"];
+    !(name.starts_with("__pfx_")
+        || name.starts_with("__cfi_")
+        || name.contains(".cold")
+        || MARKERS.contains(&name)
+        || name.ends_with("_text_start")
+        || name.ends_with("_text_end"))
+}
+
 impl FunctionIndex {
     /// Reads `available_filter_functions` under `tracefs`, falling back to `/proc/kallsyms`.
     pub fn load(tracefs: Option<&Path>) -> Result<Self> {
@@ -85,7 +99,8 @@ impl FunctionIndex {
             .filter_map(|line| {
                 let mut fields = line.split_whitespace();
                 let (_addr, kind, name) = (fields.next()?, fields.next()?, fields.next()?);
-                matches!(kind, "t" | "T" | "w" | "W").then(|| name.to_owned())
+                (matches!(kind, "t" | "T" | "w" | "W") && is_function(name))
+                    .then(|| name.to_owned())
             })
             .collect();
         Self::new(source, names)
@@ -347,6 +362,27 @@ mod tests {
         // Module symbols keep their name, without the `[module]` field.
         assert!(idx.contains("ext4_mkdir"));
         assert!(!idx.names.iter().any(|n| n.contains('[')));
+    }
+
+    #[test]
+    fn kallsyms_leaves_out_padding_and_markers() {
+        // Linux 6.2+ lists a `__pfx_` padding symbol before each function: a pattern must never
+        // resolve to one (`*utimes` would otherwise find `__pfx_vfs_utimes` first).
+        let idx = FunctionIndex::from_kallsyms(
+            "k".into(),
+            "ffffffff81000000 T _stext\n\
+             ffffffff81000010 t __pfx_vfs_utimes\n\
+             ffffffff81000020 T vfs_utimes\n\
+             ffffffff81000030 t __cfi_do_utimes\n\
+             ffffffff81000040 t do_utimes.cold\n\
+             ffffffff81000050 t do_utimes\n\
+             ffffffff81000060 T __entry_text_start\n",
+        );
+        assert_eq!(idx.names, vec!["vfs_utimes", "do_utimes"]);
+        assert_eq!(idx.find(&pat("*utimes")), Some("vfs_utimes"));
+        // The saved kallsyms of a 6.x kernel has padding symbols; none is kept.
+        assert!(KALLSYMS_FIXTURE.contains("__pfx_"));
+        assert!(!kallsyms().names.iter().any(|n| n.starts_with("__pfx_")));
     }
 
     #[test]

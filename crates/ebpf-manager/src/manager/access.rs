@@ -1,12 +1,19 @@
 //! Reading the manager's records: probes, their state and hooks, programs and maps, and
 //! running a program with `BPF_PROG_TEST_RUN`.
 
-use super::table::ObjectKey;
+use std::os::fd::{AsFd as _, BorrowedFd};
+
+use super::table::{ObjectKey, RecordKey};
 use aya::programs::Program;
 
-use super::{Manager, ManagerState};
+use super::{Manager, ManagerState, State};
 use crate::{
-    probe::AttachInfo, ConstantEditor, Error, Probe, ProbeIdentificationPair, ProbeState, Result,
+    loader,
+    probe::{
+        resolve::{self, ProgKind},
+        AttachInfo, Hook,
+    },
+    ConstantEditor, Error, Probe, ProbeIdentificationPair, ProbeState, Result,
 };
 
 impl Manager {
@@ -22,7 +29,7 @@ impl Manager {
     /// The state of the probe with this id.
     pub fn probe_state(&self, id: &ProbeIdentificationPair) -> Option<ProbeState> {
         match self.state.record(id) {
-            Some(i) => Some(self.state.records[i].state),
+            Some(i) => Some(self.state.visible_state(i)),
             None if self.state() == ManagerState::New => self
                 .probes
                 .iter()
@@ -43,38 +50,86 @@ impl Manager {
         self.state.records[self.state.record(id)?].attach.as_ref()
     }
 
-    /// The program of the probe with this id (loaded once the probe is enabled).
+    /// The program `id` names, as the Go `GetProgram` finds it: the probe with this pair;
+    /// with an empty uid, the first probe of that function, else the object's program of that
+    /// function that no probe declares. It is loaded if a probe, a route or a call that loads
+    /// (below) loaded it; [`get_program_mut`](Self::get_program_mut) and
+    /// [`load_program`](Self::load_program) load it on request.
+    ///
+    /// Go loads every program at `Init`; the port loads a program when something needs it, so a
+    /// program nobody uses costs no verifier time. The calls that load: `init` (enabled
+    /// probes, and with [`Options::load_unselected_probes`](crate::Options::load_unselected_probes)
+    /// every declared one), `start` (tail-call routes), and on request [`load_program`](Self::load_program),
+    /// [`get_program_mut`](Self::get_program_mut), [`program_fd`](Self::program_fd),
+    /// [`test_run`](Self::test_run),
+    /// [`update_tail_call_routes`](Self::update_tail_call_routes), [`add_hook`](Self::add_hook).
     pub fn get_program(&self, id: &ProbeIdentificationPair) -> Option<&Program> {
-        let record = &self.state.records[self.state.record(id)?];
-        self.state
-            .objects
-            .get(record.object)?
-            .program(&record.function)
+        let found = self.state.find_program(id)?;
+        let (object, function) = self.state.located(&found);
+        self.state.objects.get(object)?.program(function)
     }
 
-    /// The kernel's id of the probe's loaded program (`bpftool prog show id N`), whether aya
-    /// loaded it or the manager did (kprobe.multi and uprobe.multi programs, which
-    /// [`get_program`](Self::get_program) shows unloaded).
+    /// Loads the program `id` names (see [`get_program`](Self::get_program)) unless it is
+    /// loaded, and returns it: the Go library's programs are all loaded after `Init`, and this
+    /// is the call that gives the same on request. A verifier rejection is the error
+    /// ([`Error::Verifier`]), nothing stays loaded then. A kprobe.multi or uprobe.multi
+    /// probe's program is the manager's own ([`program_fd`](Self::program_fd) reaches it);
+    /// aya's copy returned here stays unloaded.
+    ///
+    /// ```no_run
+    /// # fn run(m: &mut ebpf_manager::Manager) -> ebpf_manager::Result<()> {
+    /// use ebpf_manager::ProbeIdentificationPair;
+    ///
+    /// // A program no probe declares (a tail-call target, a test program), as Go's GetProgram.
+    /// let prog = m.load_program(&ProbeIdentificationPair::new("", "my_func_test"))?;
+    /// println!("loaded as id {}", prog.info()?.id());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn load_program(&mut self, id: &ProbeIdentificationPair) -> Result<&mut Program> {
+        self.expect(
+            "load a program of",
+            &[
+                ManagerState::Initialized,
+                ManagerState::Running,
+                ManagerState::Paused,
+            ],
+        )?;
+        let found = self.state.load_by_name(id)?;
+        let (object, function) = self.state.located(&found);
+        let function = function.to_owned();
+        self.state
+            .objects
+            .get_mut(object)
+            .and_then(|o| o.program_mut(&function))
+            .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })
+    }
+
+    /// The kernel's id of the program `id` names (`bpftool prog show id N`; see
+    /// [`get_program`](Self::get_program)) once it is loaded, whether aya loaded it or the
+    /// manager did (kprobe.multi and uprobe.multi programs). It loads nothing: `None` for a
+    /// program not loaded yet ([`load_program`](Self::load_program) loads it).
     pub fn program_id(&self, id: &ProbeIdentificationPair) -> Option<u32> {
-        let record = &self.state.records[self.state.record(id)?];
-        if let Some(fd) = &record.multi {
-            use std::os::fd::AsRawFd;
-            let info =
-                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
-            return info
-                .lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse().ok());
-        }
-        self.get_program(id)?.info().ok().map(|info| info.id())
+        self.loaded_program_id(id)
+    }
+
+    /// The id of the program `id` names if it is loaded; loads nothing.
+    fn loaded_program_id(&self, id: &ProbeIdentificationPair) -> Option<u32> {
+        let found = self.state.find_program(id)?;
+        let fd = self.state.found_fd(&found)?;
+        crate::kernel::stats::fdinfo(fd)
+            .get("prog_id")
+            .map(|&v| v as u32)
     }
 
     /// Runs the probe's loaded program with `BPF_PROG_TEST_RUN` (the Go `Probe.Test`, and
     /// `Probe.Benchmark` with `input.repeat`): XDP and TC programs on a packet (Linux 4.12), with a
-    /// context (5.2); raw tracepoints and tracing programs on a context (5.10).
+    /// context (5.2); raw tracepoints and tracing programs on a context (5.10). The program is
+    /// any [`get_program`](Self::get_program) finds, declared or not, loaded on this first
+    /// request if needed.
     ///
     /// ```no_run
-    /// # fn run(m: &ebpf_manager::Manager) -> ebpf_manager::Result<()> {
+    /// # fn run(m: &mut ebpf_manager::Manager) -> ebpf_manager::Result<()> {
     /// use ebpf_manager::{ProbeIdentificationPair, TestRunInput};
     ///
     /// let id = ProbeIdentificationPair::new("ingress", "xdp_ingress");
@@ -84,33 +139,19 @@ impl Manager {
     /// # }
     /// ```
     pub fn test_run(
-        &self,
+        &mut self,
         id: &ProbeIdentificationPair,
         input: &crate::TestRunInput,
     ) -> Result<crate::TestRunOutput> {
-        use std::os::fd::AsFd;
-        let index = self
+        self.load_program(id)?;
+        let found = self
             .state
-            .record(id)
+            .find_program(id)
             .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })?;
-        let record = &self.state.records[index];
-        let not_loaded = || Error::InvalidProbe {
-            id: id.clone(),
-            reason: "test_run needs its program loaded: init the manager with the probe enabled"
-                .into(),
-        };
-        let aya_fd;
-        let fd = match &record.multi {
-            Some(fd) => fd.as_fd(),
-            None => {
-                aya_fd = self
-                    .get_program(id)
-                    .ok_or_else(not_loaded)?
-                    .fd()
-                    .map_err(|_| not_loaded())?;
-                aya_fd.as_fd()
-            }
-        };
+        let fd = self
+            .state
+            .found_fd(&found)
+            .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })?;
         let mut data = vec![0u8; input.data_out_size.unwrap_or(input.data.len() + 256)];
         let mut context = vec![0u8; input.context_out_size.unwrap_or(input.context.len())];
         let ran = crate::kernel::bpf_prog::prog_test_run(
@@ -135,10 +176,21 @@ impl Manager {
         })
     }
 
-    /// The program of the probe with this id, mutably.
+    /// The program `id` names (see [`get_program`](Self::get_program)), mutably, loaded on
+    /// this first request if needed; `None` when nothing is named so, or when it fails to
+    /// load (logged: [`load_program`](Self::load_program) returns the verifier's error).
     pub fn get_program_mut(&mut self, id: &ProbeIdentificationPair) -> Option<&mut Program> {
-        let index = self.state.record(id)?;
-        self.state.program_mut(index)
+        if self.state() == ManagerState::New || self.state() == ManagerState::Stopped {
+            return None;
+        }
+        match self.load_program(id) {
+            Ok(prog) => Some(prog),
+            Err(Error::ProbeNotFound { .. }) => None,
+            Err(e) => {
+                log::warn!("get_program_mut({id}): {}", e.report());
+                None
+            }
+        }
     }
 
     /// The instructions of the probe's program as they load: the object's after the pipeline,
@@ -253,7 +305,7 @@ impl Manager {
         self.state
             .records
             .iter()
-            .filter_map(|(_, r)| Some((r.id.clone(), self.program_id(&r.id)?)))
+            .filter_map(|(_, r)| Some((r.id.clone(), self.loaded_program_id(&r.id)?)))
             .collect()
     }
 
@@ -285,5 +337,118 @@ impl Manager {
             .collect();
         maps.sort();
         maps
+    }
+}
+
+/// Where the program a pair names is, as the Go library looks it up.
+#[derive(Debug, Clone)]
+pub(super) enum Found {
+    /// A declared probe's program.
+    Record(RecordKey),
+    /// The object's program of this function, which no probe declares.
+    Undeclared(String),
+}
+
+impl State {
+    /// The program `id` names, as Go's `GetProgram` finds it: the probe with this pair; with
+    /// an empty uid, the first probe of that function, else the object's program of that
+    /// function that no probe declares (unless excluded, or of a type aya cannot load).
+    pub(super) fn find_program(&self, id: &ProbeIdentificationPair) -> Option<Found> {
+        if let Some(key) = self.record(id) {
+            return Some(Found::Record(key));
+        }
+        if !id.uid.is_empty() {
+            return None;
+        }
+        let function = &id.ebpf_func_name;
+        if let Some((key, _)) = self.records.iter().find(|(_, r)| &r.function == function) {
+            return Some(Found::Record(key));
+        }
+        let usable = self.elf.by_function(function).is_some()
+            && !self.is_excluded(function)
+            && self.source.object.hidden(function).is_none();
+        usable.then(|| Found::Undeclared(function.clone()))
+    }
+
+    /// Loads the program `id` names unless it is loaded (Go loads every program at `Init`;
+    /// here the first request does), and says where it is. Loading runs the verifier: its
+    /// rejection is this call's error.
+    pub(super) fn load_by_name(&mut self, id: &ProbeIdentificationPair) -> Result<Found> {
+        let found = self.find_program(id).ok_or_else(|| self.not_found(id))?;
+        match &found {
+            Found::Record(key) => self.load_only(*key)?,
+            Found::Undeclared(function) => {
+                let section = self
+                    .elf
+                    .by_function(function)
+                    .map(|p| p.section.clone())
+                    .unwrap_or_default();
+                let State {
+                    objects,
+                    btf,
+                    functions,
+                    ..
+                } = self;
+                let prog = objects
+                    .get_mut(ObjectKey::MAIN)
+                    .and_then(|o| o.program_mut(function))
+                    .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })?;
+                if !loader::is_loaded(prog) {
+                    // Only a BTF-typed program needs its target to load: the section's.
+                    let kind = ProgKind::of(prog);
+                    let target = match kind {
+                        ProgKind::Tracing(_) => {
+                            let probe = Probe {
+                                uid: id.uid.clone(),
+                                ebpf_func_name: function.clone(),
+                                ..Default::default()
+                            };
+                            match resolve::hook(id, &probe, function, &section, kind, functions)? {
+                                Hook::Btf { target, .. } => Some(target),
+                                _ => None,
+                            }
+                        }
+                        _ => None,
+                    };
+                    loader::load_program(prog, id, function, target.as_deref(), btf)?;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The error for a pair that names no program.
+    fn not_found(&self, id: &ProbeIdentificationPair) -> Error {
+        if self.excluded_probes.contains(id) || self.is_excluded(&id.ebpf_func_name) {
+            return Error::InvalidProbe {
+                id: id.clone(),
+                reason: format!("`{}` is in Options::excluded_functions", id.ebpf_func_name),
+            };
+        }
+        Error::ProbeNotFound { id: id.clone() }
+    }
+
+    /// The object and function of a found program.
+    pub(super) fn located<'a>(&'a self, found: &'a Found) -> (ObjectKey, &'a str) {
+        match found {
+            Found::Record(key) => {
+                let r = &self.records[*key];
+                (r.object, r.function.as_str())
+            }
+            Found::Undeclared(function) => (ObjectKey::MAIN, function.as_str()),
+        }
+    }
+
+    /// A program's fd: the manager's own for a multi link, else aya's (loaded).
+    pub(super) fn found_fd(&self, found: &Found) -> Option<BorrowedFd<'_>> {
+        if let Found::Record(key) = found {
+            if let Some(fd) = &self.records[*key].multi {
+                return Some(fd.as_fd());
+            }
+        }
+        let (object, function) = self.located(found);
+        let prog = self.objects.get(object)?.program(function)?;
+        // aya's ProgramFd borrows from the program; its raw fd lives as long as `self`.
+        prog.fd().ok().map(|fd| fd.as_fd())
     }
 }

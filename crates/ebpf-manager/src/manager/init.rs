@@ -25,10 +25,29 @@ impl Manager {
         self.expect("init", &[ManagerState::New])?;
         let object = loader::aligned_copy(object).unwrap_or_else(|| object.to_vec());
         let elf = ElfIndex::parse(&object).map_err(|reason| Error::InvalidObject { reason })?;
-        let matched = match_programs(&self.probes, &elf)?;
+        let mut options = options;
+        // As in Go, excluded probes vanish before programs are matched: the object may lack
+        // their programs (they are excluded on this kernel for that reason).
+        let excluded = &options.excluded_functions;
+        let (declared, excluded_probes): (Vec<&Probe>, Vec<&Probe>) = self
+            .probes
+            .iter()
+            .partition(|p| !excluded.contains(&p.ebpf_func_name));
+        let (matched, by_section) = match_programs(declared, &elf)?
+            .into_iter()
+            .partition::<Vec<_>, _>(|(_, function, _)| !excluded.contains(function));
+        let excluded_probes: Vec<ProbeIdentificationPair> = excluded_probes
+            .into_iter()
+            .map(Probe::id)
+            .chain(by_section.iter().map(|(p, ..)| p.id()))
+            .collect();
+        drop_excluded_editors(&mut options.constant_editors, excluded);
         check_selectors(
             &options.activated_probes,
-            matched.iter().map(|(p, ..)| p.id()),
+            matched
+                .iter()
+                .map(|(p, ..)| p.id())
+                .chain(excluded_probes.iter().cloned()),
         )?;
         let prepared = pipeline::prepare(
             &object,
@@ -140,6 +159,7 @@ impl Manager {
             release_object_after_start: options.release_object_after_start,
             default_kprobe_attach_method: options.default_kprobe_attach_method,
             default_kprobe_max_active: options.default_kprobe_max_active,
+            maxactive_noted: false,
             default_uprobe_attach_method: options.default_uprobe_attach_method,
             default_probe_retry: options.default_probe_retry,
             default_probe_retry_delay: options.default_probe_retry_delay,
@@ -161,6 +181,7 @@ impl Manager {
                 .collect(),
             ring_buffers: self.ring_buffers.clone(),
             excluded: options.excluded_functions,
+            excluded_probes,
             constant_editors: options.constant_editors,
             map_editors: options.map_editors,
             map_spec_editors: options.map_spec_editors,
@@ -181,8 +202,28 @@ impl Manager {
     }
 }
 
+/// Per-probe constant editors lose the pairs of excluded functions, and go when none is
+/// left (Go's `InitWithOptions` does the same): otherwise they would apply to every probe.
+fn drop_excluded_editors(editors: &mut Vec<ConstantEditor>, excluded: &[String]) {
+    editors.retain_mut(|editor| {
+        if editor.probes.is_empty() {
+            return true;
+        }
+        editor
+            .probes
+            .retain(|id| !excluded.contains(&id.ebpf_func_name));
+        if editor.probes.is_empty() {
+            log::debug!(
+                "constant editor `{}` dropped: every probe it names is excluded",
+                editor.name
+            );
+        }
+        !editor.probes.is_empty()
+    });
+}
+
 /// Each declared probe with the function and section of its program.
-fn match_programs(probes: &[Probe], elf: &ElfIndex) -> Result<Vec<(Probe, String, String)>> {
+fn match_programs(probes: Vec<&Probe>, elf: &ElfIndex) -> Result<Vec<(Probe, String, String)>> {
     let mut seen = HashSet::new();
     let mut matched = Vec::with_capacity(probes.len());
     for probe in probes {
@@ -213,7 +254,11 @@ pub(crate) fn match_program(probe: &Probe, elf: &ElfIndex) -> Result<(String, St
                 return Err(Error::InvalidProbe {
                     id,
                     reason: format!(
-                        "`{name}` is in section `{}`, not `{section}`",
+                        "`{name}` is in section `{}`, not `{section}`: with ebpf_func_name set, \
+                         section must name the program's own section (as in DataDog's Go \
+                         library); to attach it elsewhere, leave section unset and name the \
+                         hook with hook_func_name, attach_to_func_name or tracepoint_name \
+                         (gojue/ebpfmanager's Section picks only the program type)",
                         found.section
                     ),
                 });

@@ -166,6 +166,8 @@ pub struct State {
     release_object_after_start: bool,
     default_kprobe_attach_method: KprobeAttachMethod,
     default_kprobe_max_active: u32,
+    /// Whether the log said once that max active moves PMU kretprobes to tracefs.
+    maxactive_noted: bool,
     default_uprobe_attach_method: crate::UprobeAttachMethod,
     default_probe_retry: u32,
     default_probe_retry_delay: std::time::Duration,
@@ -174,6 +176,9 @@ pub struct State {
     perf_maps: Vec<crate::PerfMap>,
     ring_buffers: Vec<crate::RingBuffer>,
     excluded: Vec<String>,
+    /// The declared probes whose function is excluded: gone, as in Go, but selectors may
+    /// still name them (and fail, saying why).
+    excluded_probes: Vec<ProbeIdentificationPair>,
     constant_editors: Vec<ConstantEditor>,
     map_editors: Vec<MapEditor>,
     map_spec_editors: Vec<crate::MapSpecEditor>,

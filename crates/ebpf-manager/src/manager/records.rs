@@ -51,7 +51,7 @@ impl State {
             if self.is_excluded(&record.function) || !wanted {
                 continue;
             }
-            if let Err(e) = self.ensure_loaded(index) {
+            if let Err(e) = self.load_only(index) {
                 if self.selectors.is_empty() {
                     return Err(e);
                 }
@@ -98,6 +98,28 @@ impl State {
             .map(|(key, _)| key)
     }
 
+    /// The state callers see: a probe that no selector enables but whose program is loaded
+    /// anyway (`load_unselected_probes`, a tail-call route, a request by name) is
+    /// [`Loaded`](ProbeState::Loaded), not [`Disabled`](ProbeState::Disabled); `start` still
+    /// leaves it unattached.
+    pub(super) fn visible_state(&self, key: RecordKey) -> ProbeState {
+        match self.records[key].state {
+            ProbeState::Disabled if self.is_program_loaded(key) => ProbeState::Loaded,
+            state => state,
+        }
+    }
+
+    /// Whether the record's program is loaded (by aya, or by the manager for a multi link).
+    pub(super) fn is_program_loaded(&self, key: RecordKey) -> bool {
+        let record = &self.records[key];
+        record.multi.is_some()
+            || self
+                .objects
+                .get(record.object)
+                .and_then(|o| o.program(&record.function))
+                .is_some_and(loader::is_loaded)
+    }
+
     pub(super) fn is_excluded(&self, function: &str) -> bool {
         self.excluded.iter().any(|f| f == function)
     }
@@ -133,6 +155,15 @@ impl State {
         let kretprobe = matches!(prog, Program::KProbe(p) if matches!(p.kind(), aya::programs::ProbeKind::Return));
         if kretprobe && probe.kprobe_max_active == 0 {
             probe.kprobe_max_active = self.default_kprobe_max_active;
+        }
+        if !self.maxactive_noted
+            && kprobe::maxactive_overrides_pmu(&probe, self.default_kprobe_attach_method, kretprobe)
+        {
+            self.maxactive_noted = true;
+            log::info!(
+                "kretprobes with kprobe_max_active attach through tracefs kprobe_events, not the \
+                 kprobe PMU asked for (it has no maxactive), as the Go library does; first: {id}"
+            );
         }
         if probe.probe_retry == 0 {
             probe.probe_retry = self.default_probe_retry;
@@ -189,7 +220,8 @@ impl State {
         }))
     }
 
-    /// Resolves the hook of a record that was disabled at `init` (see `add_record`).
+    /// Resolves the hook of a record that was disabled at `init` (see `add_record`); a
+    /// template's (no socket, interface or cgroup) is its error.
     pub(super) fn resolve_pending(&mut self, index: RecordKey) -> Result<()> {
         if !matches!(self.records[index].hook, Hook::Unresolved(_)) {
             return Ok(());
@@ -208,6 +240,12 @@ impl State {
             resolve::ProgKind::of(prog),
             &mut self.functions,
         )?;
+        if let Hook::Unresolved(reason) = hook {
+            return Err(Error::InvalidProbe {
+                id: record.id.clone(),
+                reason,
+            });
+        }
         self.records[index].hook = hook;
         Ok(())
     }
@@ -219,8 +257,16 @@ impl State {
             .program_mut(&record.function)
     }
 
-    /// Loads the record's program unless it already is (probes may share a program).
+    /// Resolves the record's hook and loads its program to attach it.
     pub(super) fn ensure_loaded(&mut self, index: RecordKey) -> Result<()> {
+        self.resolve_pending(index)?;
+        self.load_only(index)
+    }
+
+    /// Loads the record's program unless it already is (probes may share a program), without
+    /// resolving its hook unless loading needs it (a BTF target): a probe that is only loaded
+    /// (unselected, a tail-call target, a template) needs no attach target.
+    pub(super) fn load_only(&mut self, index: RecordKey) -> Result<()> {
         let id = self.records[index].id.clone();
         let function = self.records[index].function.clone();
         if self.is_excluded(&function) {
@@ -229,7 +275,14 @@ impl State {
                 reason: format!("`{function}` is in Options::excluded_functions"),
             });
         }
-        self.resolve_pending(index)?;
+        let btf_typed = self
+            .objects
+            .get(self.records[index].object)
+            .and_then(|o| o.program(&function))
+            .is_some_and(|p| matches!(resolve::ProgKind::of(p), resolve::ProgKind::Tracing(_)));
+        if btf_typed {
+            self.resolve_pending(index)?;
+        }
         if self.wants_multi(index) {
             return self.load_multi(index);
         }
@@ -325,6 +378,10 @@ impl State {
                 .error
                 .clone()
                 .unwrap_or_else(|| format!("not running ({:?})", self.records[i].state)),
+            None if self.excluded_probes.contains(id) => format!(
+                "excluded: `{}` is in Options::excluded_functions",
+                id.ebpf_func_name
+            ),
             None => "not declared".into(),
         };
         for selector in selectors {

@@ -7,9 +7,7 @@ use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use aya::maps::{ArrayOfMaps, HashOfMaps, Map, MapFd, ProgramArray};
 
 use super::{Manager, ManagerState, State};
-use crate::{
-    kernel::bpf_map, loader, Error, MapRoute, ProbeIdentificationPair, Result, TailCallRoute,
-};
+use crate::{kernel::bpf_map, Error, MapRoute, ProbeIdentificationPair, Result, TailCallRoute};
 
 /// One slot a route wrote, and what it held before, so that a failed call puts it back.
 struct RouteUndo {
@@ -81,6 +79,24 @@ fn reopen(map: &Map) -> std::result::Result<MapFd, aya::maps::MapError> {
 }
 
 impl State {
+    /// A new fd of a found program as aya loaded it (a tail-call slot or another manager's
+    /// route takes aya's `ProgramFd`).
+    fn aya_program_fd(
+        &self,
+        found: &super::access::Found,
+    ) -> std::result::Result<aya::programs::ProgramFd, String> {
+        let (object, function) = self.located(found);
+        let prog = self
+            .objects
+            .get(object)
+            .and_then(|o| o.program(function))
+            .ok_or_else(|| format!("the object has no program `{function}`"))?;
+        prog.fd()
+            .map_err(|e| format!("`{function}` is not loaded: {}", crate::error::chain(&e)))?
+            .try_clone()
+            .map_err(|e| crate::error::chain(&e))
+    }
+
     /// Writes every route into its map; if one fails, the slots already written are put back
     /// as they were.
     pub(super) fn apply_routes(
@@ -110,38 +126,30 @@ impl State {
     fn route_tail_call(&mut self, route: &TailCallRoute) -> Result<RouteUndo> {
         crate::fault::check("route")?;
         let name = format!("tail call route {}[{}]", route.prog_array_name, route.key);
-        let function = &route.probe_identification_pair.ebpf_func_name;
-        let ebpf = self
-            .objects
-            .get_mut(ObjectKey::MAIN)
-            .expect("the main object lives until stop");
-        // Another manager's program, or the object's, loaded when needed.
+        let id = &route.probe_identification_pair;
+        // Another manager's program, or the one the pair names (as Go's getProgram finds it),
+        // loaded when needed.
         let own;
         let fd = match &route.program {
             Some(fd) => fd.as_ref(),
             None => {
-                let prog = ebpf.program_mut(function).ok_or_else(|| {
-                    route_error(
+                let found = self.load_by_name(id).map_err(|e| match e {
+                    Error::ProbeNotFound { .. } => route_error(
                         name.clone(),
-                        format!("the object has no program `{function}`"),
-                    )
+                        format!("the object has no program `{}`", id.ebpf_func_name),
+                    ),
+                    other => other,
                 })?;
-                if !loader::is_loaded(prog) {
-                    loader::load_program(
-                        prog,
-                        &route.probe_identification_pair,
-                        function,
-                        None,
-                        &mut self.btf,
-                    )?;
-                }
-                own = prog
-                    .fd()
-                    .and_then(|fd| fd.try_clone().map_err(Into::into))
-                    .map_err(|e| route_error(name.clone(), crate::error::chain(&e)))?;
+                own = self
+                    .aya_program_fd(&found)
+                    .map_err(|e| route_error(name.clone(), e))?;
                 &own
             }
         };
+        let ebpf = self
+            .objects
+            .get_mut(ObjectKey::MAIN)
+            .expect("the main object lives until stop");
         let map = ebpf.map_mut(&route.prog_array_name).ok_or_else(|| {
             route_error(
                 name.clone(),
@@ -244,20 +252,22 @@ impl Manager {
             .map_err(|e| failed(crate::error::chain(&e)))
     }
 
-    /// A new fd of the loaded program of the probe with this id, for another manager's
-    /// [`TailCallRoute::program`]; it keeps the program alive after this manager stops.
-    pub fn program_fd(&self, id: &ProbeIdentificationPair) -> Result<aya::programs::ProgramFd> {
-        let fail = |reason: String| Error::InvalidOption {
-            option: format!("program_fd({id})"),
-            reason,
-        };
-        let prog = self
-            .get_program(id)
+    /// A new fd of the program `id` names (a probe's, or with an empty uid one no probe
+    /// declares, as [`get_program`](Self::get_program) finds it), loaded on this first request
+    /// if needed, for another manager's [`TailCallRoute::program`]; it keeps the program
+    /// alive after this manager stops.
+    pub fn program_fd(&mut self, id: &ProbeIdentificationPair) -> Result<aya::programs::ProgramFd> {
+        self.load_program(id)?;
+        let found = self
+            .state
+            .find_program(id)
             .ok_or_else(|| Error::ProbeNotFound { id: id.clone() })?;
-        prog.fd()
-            .map_err(|e| fail(format!("not loaded: {}", crate::error::chain(&e))))?
-            .try_clone()
-            .map_err(|e| fail(crate::error::chain(&e)))
+        self.state
+            .aya_program_fd(&found)
+            .map_err(|reason| Error::InvalidOption {
+                option: format!("program_fd({id})"),
+                reason,
+            })
     }
 
     /// Writes more tail-call routes (on an initialized or running manager).

@@ -21,7 +21,14 @@ impl Manager {
             &[ManagerState::Initialized, ManagerState::Running],
         )?;
         let state = &mut self.state;
-        check_selectors(&selectors, state.records.values().map(|r| r.id.clone()))?;
+        check_selectors(
+            &selectors,
+            state
+                .records
+                .values()
+                .map(|r| r.id.clone())
+                .chain(state.excluded_probes.iter().cloned()),
+        )?;
         let previous = std::mem::replace(&mut state.selectors, selectors);
         let enabled: std::collections::BTreeMap<RecordKey, bool> = state
             .records
@@ -252,36 +259,20 @@ impl Manager {
         if self.state.record(&probe.id()).is_some() {
             return Err(Error::DuplicateProbe { id: probe.id() });
         }
-        let Some(index) = self.state.record(source) else {
-            // An empty uid names a program no probe declared yet (the Go library accepts it):
-            // the object's, by its function. A uid names a probe, which must exist.
-            if !source.uid.is_empty() {
-                return Err(Error::ProbeNotFound { id: source.clone() });
-            }
-            let undeclared = self
-                .state
-                .elf
-                .by_function(&source.ebpf_func_name)
-                .filter(|_| {
-                    self.state
-                        .source
-                        .object
-                        .hidden(&source.ebpf_func_name)
-                        .is_none()
-                });
-            return match undeclared {
-                Some(p) => Ok((p.function.clone(), ObjectKey::MAIN, p.section.clone())),
-                None => Err(Error::ProbeNotFound { id: source.clone() }),
-            };
-        };
-        let record = &self.state.records[index];
+        // With an empty uid, the program may be one no probe declares (the Go library accepts
+        // it): found as `get_program` finds it. A uid names a probe, which must exist.
+        let found = self
+            .state
+            .find_program(source)
+            .ok_or_else(|| Error::ProbeNotFound { id: source.clone() })?;
+        let (object, function) = self.state.located(&found);
         let section = self
             .state
             .elf
-            .by_function(&record.function)
+            .by_function(function)
             .map(|p| p.section.clone())
             .unwrap_or_default();
-        Ok((record.function.clone(), record.object, section))
+        Ok((function.to_owned(), object, section))
     }
 
     fn add_and_attach(
@@ -298,13 +289,15 @@ impl Manager {
         // A hook or clone is enabled by being added, whatever the selectors say.
         state.records[index].state = ProbeState::Loaded;
         state.records[index].error = None;
-        let result = state.ensure_loaded(index).and_then(|()| {
-            if running {
-                state.attach_one(index)
-            } else {
-                Ok(())
-            }
-        });
+        // Before start, the new probe is only loaded: a template (no socket, interface or
+        // cgroup yet) fails only when attached.
+        let result = if running {
+            state
+                .ensure_loaded(index)
+                .and_then(|()| state.attach_one(index))
+        } else {
+            state.load_only(index)
+        };
         // After start, the BTF a hook or clone needed is released as start releases it.
         if running && !state.keep_kernel_btf {
             state.btf.release();

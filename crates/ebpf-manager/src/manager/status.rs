@@ -149,8 +149,8 @@ impl Manager {
         let run_stats = state.stats.is_some() || stats::run_stats_on();
         let probes = state
             .records
-            .values()
-            .map(|r| {
+            .iter()
+            .map(|(key, r)| {
                 let info = self.program_fdinfo(&r.id);
                 let program_id = info
                     .as_ref()
@@ -190,7 +190,7 @@ impl Manager {
                 };
                 ProbeStatus {
                     id: r.id.clone(),
-                    state: r.state,
+                    state: state.visible_state(key),
                     hook: r
                         .attach
                         .as_ref()

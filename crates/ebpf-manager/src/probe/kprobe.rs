@@ -49,43 +49,61 @@ impl Drop for TracefsLink {
 /// Chooses how to attach, and says why (for
 /// [`ObjectInfo::resolve_hooks`](crate::ObjectInfo::resolve_hooks)): see
 /// [`KprobeAttachMethod`]. `probe.kprobe_max_active` is the manager's copy's (the
-/// manager's default filled in).
+/// manager's default filled in). As in the Go library: a kretprobe with a maxactive goes
+/// through tracefs `kprobe_events` whatever the method (the PMU has no maxactive), and a
+/// method whose facility this kernel lacks gives way to the other one (`has_pmu`,
+/// `has_events`); with neither, the method stays and the attach reports no kprobes.
 pub(crate) fn choose_method(
-    id: &ProbeIdentificationPair,
     probe: &Probe,
     default: KprobeAttachMethod,
     retprobe: bool,
     has_pmu: bool,
-) -> Result<(AttachMethod, &'static str)> {
+    has_events: bool,
+) -> (AttachMethod, &'static str) {
     let wants_maxactive = retprobe && probe.kprobe_max_active > 0;
     let (method, chosen_by) = match probe.kprobe_attach_method {
         KprobeAttachMethod::Default => (default, "Options::default_kprobe_attach_method"),
         explicit => (explicit, "the probe's kprobe_attach_method"),
     };
-    match method {
-        KprobeAttachMethod::PerfEventOpen if wants_maxactive => Err(Error::InvalidProbe {
-            id: id.clone(),
-            reason: "kprobe_max_active needs tracefs kprobe_events (the kprobe PMU has no \
-                     maxactive): leave kprobe_attach_method to Default or set it to Tracefs"
-                .into(),
-        }),
-        KprobeAttachMethod::PerfEventOpen => Ok((AttachMethod::KprobePmu, chosen_by)),
-        KprobeAttachMethod::Tracefs => Ok((AttachMethod::KprobeTracefs, chosen_by)),
-        KprobeAttachMethod::Default if wants_maxactive => Ok((
+    let (method, why) = match method {
+        KprobeAttachMethod::KprobeMulti => return (AttachMethod::KprobeMulti, chosen_by),
+        _ if wants_maxactive => (
             AttachMethod::KprobeTracefs,
             "kprobe_max_active (the probe's, or Options::default_kprobe_max_active) needs \
-             tracefs kprobe_events",
-        )),
-        KprobeAttachMethod::Default if !has_pmu => Ok((
-            AttachMethod::KprobeTracefs,
-            "this kernel has no kprobe PMU (Linux 4.17)",
-        )),
-        KprobeAttachMethod::Default => Ok((
+             tracefs kprobe_events: the kprobe PMU has no maxactive",
+        ),
+        KprobeAttachMethod::PerfEventOpen => (AttachMethod::KprobePmu, chosen_by),
+        KprobeAttachMethod::Tracefs => (AttachMethod::KprobeTracefs, chosen_by),
+        KprobeAttachMethod::Default => (
             AttachMethod::KprobePmu,
             "the default where the kernel has the PMU",
-        )),
-        KprobeAttachMethod::KprobeMulti => Ok((AttachMethod::KprobeMulti, chosen_by)),
+        ),
+    };
+    match method {
+        AttachMethod::KprobePmu if !has_pmu && has_events => (
+            AttachMethod::KprobeTracefs,
+            "this kernel has no kprobe PMU (Linux 4.17): tracefs kprobe_events instead",
+        ),
+        AttachMethod::KprobeTracefs if !has_events && has_pmu => (
+            AttachMethod::KprobePmu,
+            "tracefs has no kprobe_events here: the kprobe PMU instead (without maxactive)",
+        ),
+        _ => (method, why),
     }
+}
+
+/// Whether a kretprobe declared with `kprobe_max_active` and the PMU method goes through
+/// tracefs instead (worth one line in the log per manager).
+pub(crate) fn maxactive_overrides_pmu(
+    probe: &Probe,
+    default: KprobeAttachMethod,
+    retprobe: bool,
+) -> bool {
+    let method = match probe.kprobe_attach_method {
+        KprobeAttachMethod::Default => default,
+        explicit => explicit,
+    };
+    retprobe && probe.kprobe_max_active > 0 && method == KprobeAttachMethod::PerfEventOpen
 }
 
 /// The error attaching to `symbol` gives when the function list lacks it; `None` when it has
@@ -170,7 +188,7 @@ pub(crate) fn attach(
     let events = tracefs::root()
         .ok()
         .filter(|root| root.join("kprobe_events").exists());
-    let (method, _) = choose_method(id, probe, default, retprobe, has_pmu)?;
+    let (method, _) = choose_method(probe, default, retprobe, has_pmu, events.is_some());
     let info = AttachInfo {
         hook: symbol.to_owned(),
         method,
@@ -250,40 +268,67 @@ mod tests {
     fn method_choice() {
         use AttachMethod::*;
         use KprobeAttachMethod as K;
-        let id = ProbeIdentificationPair::new("", "f");
-        let choose =
-            |p: &Probe, default, ret, pmu| choose_method(&id, p, default, ret, pmu).map(|c| c.0);
+        let choose = |p: &Probe, default, ret, pmu| choose_method(p, default, ret, pmu, true).0;
         // PMU by default, tracefs when the PMU is absent.
         assert_eq!(
-            choose(&probe(K::Default, 0), K::Default, false, true).unwrap(),
+            choose(&probe(K::Default, 0), K::Default, false, true),
             KprobePmu
         );
         assert_eq!(
-            choose(&probe(K::Default, 0), K::Default, false, false).unwrap(),
+            choose(&probe(K::Default, 0), K::Default, false, false),
             KprobeTracefs
         );
         // maxactive on a kretprobe forces tracefs; on a kprobe it means nothing.
         assert_eq!(
-            choose(&probe(K::Default, 8), K::Default, true, true).unwrap(),
+            choose(&probe(K::Default, 8), K::Default, true, true),
             KprobeTracefs
         );
         assert_eq!(
-            choose(&probe(K::Default, 8), K::Default, false, true).unwrap(),
+            choose(&probe(K::Default, 8), K::Default, false, true),
             KprobePmu
         );
         // The manager's default applies to probes that leave theirs to Default ...
         assert_eq!(
-            choose(&probe(K::Default, 0), K::Tracefs, false, true).unwrap(),
+            choose(&probe(K::Default, 0), K::Tracefs, false, true),
             KprobeTracefs
         );
         // ... and the probe's own choice wins.
         assert_eq!(
-            choose(&probe(K::PerfEventOpen, 0), K::Tracefs, false, true).unwrap(),
+            choose(&probe(K::PerfEventOpen, 0), K::Tracefs, false, true),
             KprobePmu
         );
-        assert!(matches!(
+        // As in Go: PerfEventOpen with a maxactive on a kretprobe goes through tracefs ...
+        assert_eq!(
             choose(&probe(K::PerfEventOpen, 8), K::Default, true, true),
-            Err(Error::InvalidProbe { .. })
+            KprobeTracefs
+        );
+        assert_eq!(
+            choose(&probe(K::Default, 512), K::PerfEventOpen, true, true),
+            KprobeTracefs
+        );
+        assert!(maxactive_overrides_pmu(
+            &probe(K::Default, 512),
+            K::PerfEventOpen,
+            true
         ));
+        assert!(!maxactive_overrides_pmu(
+            &probe(K::Default, 512),
+            K::Default,
+            true
+        ));
+        // ... and back to the PMU where tracefs has no kprobe_events.
+        assert_eq!(
+            choose_method(&probe(K::PerfEventOpen, 8), K::Default, true, true, false).0,
+            KprobePmu
+        );
+        assert_eq!(
+            choose_method(&probe(K::Tracefs, 0), K::Default, false, true, false).0,
+            KprobePmu
+        );
+        // With neither facility the method stays; the attach says there are no kprobes.
+        assert_eq!(
+            choose_method(&probe(K::Tracefs, 0), K::Default, false, false, false).0,
+            KprobeTracefs
+        );
     }
 }

@@ -71,8 +71,13 @@ pub enum KprobeAttachMethod {
     /// The probe's default is the manager's
     /// ([`Options::default_kprobe_attach_method`](crate::Options::default_kprobe_attach_method));
     /// the manager's default is [`PerfEventOpen`](Self::PerfEventOpen) when the kernel has
-    /// the kprobe PMU, else [`Tracefs`](Self::Tracefs). A kretprobe with
-    /// [`Probe::kprobe_max_active`] above 0 always uses tracefs, since the PMU has no maxactive.
+    /// the kprobe PMU, else [`Tracefs`](Self::Tracefs).
+    ///
+    /// Whatever the method (but `KprobeMulti`), a kretprobe with [`Probe::kprobe_max_active`]
+    /// above 0 uses tracefs, since the PMU has no maxactive; and a method whose facility the
+    /// kernel lacks gives way to the other one. Both are the Go library's behaviour
+    /// (`AttachKprobeWithPerfEventOpen` with `KProbeMaxActive` attaches through
+    /// `kprobe_events`); [`AttachInfo::method`](crate::AttachInfo::method) says which was used.
     #[default]
     Default,
     /// `perf_event_open` on the kprobe PMU (Linux 4.17). Events vanish with their fd.
@@ -124,7 +129,9 @@ pub enum ProbeState {
     Paused,
     /// Detached and unloaded by `stop`.
     Stopped,
-    /// Not enabled: no selector names it, or its function is excluded.
+    /// Not enabled (no selector names it) and its program not loaded. A probe whose function
+    /// is in [`Options::excluded_functions`](crate::Options::excluded_functions) is not even
+    /// that: it vanishes at `init`, as in Go.
     Disabled,
     /// Its program failed to load or attach; [`Manager::probe_error`](crate::Manager::probe_error)
     /// says why. Only with selectors: without, a failure fails the whole call.
@@ -432,7 +439,9 @@ pub struct AttachInfo {
 pub(crate) enum Hook {
     /// A kernel function; `retprobe` for a kretprobe.
     Kprobe { symbol: String, retprobe: bool },
-    /// A hook not resolved yet: the probe was not enabled at `init` (why, if it failed then).
+    /// No hook yet: the probe was not enabled at `init` (why, if resolving failed then), or
+    /// it is a template declared without its socket, interface or cgroup (why it cannot
+    /// attach). Such a probe loads; attaching it resolves again, or fails with the reason.
     Unresolved(String),
     /// Every kernel function `pattern` matches ([`Probe::match_all_functions`]).
     Kprobes {

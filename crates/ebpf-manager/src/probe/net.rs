@@ -32,13 +32,7 @@ pub(crate) struct Target {
     xdp_mode: XdpAttachMode,
 }
 
-pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe, kind: &str) -> Result<Target> {
-    if probe.if_name.is_none() && probe.if_index.is_none() {
-        return Err(Error::InvalidProbe {
-            id: id.clone(),
-            reason: format!("{kind} probes need an interface: set if_name or if_index"),
-        });
-    }
+pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe) -> Result<Option<Target>> {
     if probe.tc_attach_method == TcAttachMethod::Tcx
         && (probe.tc_filter_prio > 0 || probe.tc_filter_handle > 0)
     {
@@ -66,7 +60,12 @@ pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe, kind: &str) -
                 .into(),
         });
     }
-    Ok(Target {
+    if probe.if_name.is_none() && probe.if_index.is_none() {
+        // A template (cloned or hooked per interface later, as Go users do): it loads, and
+        // only attaching it is an error.
+        return Ok(None);
+    }
+    Ok(Some(Target {
         if_name: probe.if_name.clone(),
         if_index: probe.if_index,
         netns: probe.netns.clone(),
@@ -77,7 +76,7 @@ pub(crate) fn resolve(id: &ProbeIdentificationPair, probe: &Probe, kind: &str) -
         cleanup_qdisc: probe.tc_cleanup_qdisc,
         tc_method: probe.tc_attach_method,
         xdp_mode: probe.xdp_attach_mode,
-    })
+    }))
 }
 
 const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;

@@ -1,12 +1,15 @@
 //! A probe's function pattern: the glob of `attach_to_func_name`, or the regular expression of
 //! `match_func_name` (the Go `MatchFuncName`).
 
-use crate::{kernel::FunctionIndex, Error, Probe, ProbeIdentificationPair, Result};
+use crate::{
+    error::PatternField, kernel::FunctionIndex, Error, Probe, ProbeIdentificationPair, Result,
+};
 
 /// A compiled function pattern.
 #[derive(Debug)]
 pub(crate) enum Pattern {
-    Glob(glob::Pattern),
+    /// A glob, and the field it came from (for messages).
+    Glob(glob::Pattern, PatternField),
     Regex(regex::Regex),
 }
 
@@ -20,14 +23,26 @@ impl Pattern {
         )
     }
 
-    /// `glob` or `regex` compiled.
+    /// The glob of a `kprobe.multi/<glob>`-style section.
+    pub(crate) fn of_section(
+        id: &ProbeIdentificationPair,
+        glob: Option<&str>,
+    ) -> Result<Option<Self>> {
+        Ok(match Self::compile(id, glob, None)? {
+            Some(Self::Glob(p, _)) => Some(Self::Glob(p, PatternField::Section)),
+            other => other,
+        })
+    }
+
+    /// `glob` (attach_to_func_name) or `regex` (match_func_name) compiled.
     pub(crate) fn compile(
         id: &ProbeIdentificationPair,
         glob: Option<&str>,
         regex: Option<&str>,
     ) -> Result<Option<Self>> {
-        let invalid = |pattern: &str, reason: String| Error::InvalidPattern {
+        let invalid = |field, pattern: &str, reason: String| Error::InvalidPattern {
             id: id.clone(),
+            field,
             pattern: pattern.to_owned(),
             reason,
         };
@@ -39,11 +54,11 @@ impl Pattern {
                     .into(),
             }),
             (Some(g), None) => glob::Pattern::new(g)
-                .map(|p| Some(Self::Glob(p)))
-                .map_err(|e| invalid(g, e.to_string())),
+                .map(|p| Some(Self::Glob(p, PatternField::AttachToFuncName)))
+                .map_err(|e| invalid(PatternField::AttachToFuncName, g, e.to_string())),
             (None, Some(r)) => regex::Regex::new(r)
                 .map(|p| Some(Self::Regex(p)))
-                .map_err(|e| invalid(r, e.to_string())),
+                .map_err(|e| invalid(PatternField::MatchFuncName, r, e.to_string())),
             (None, None) => Ok(None),
         }
     }
@@ -51,15 +66,39 @@ impl Pattern {
     /// The pattern as written.
     pub(crate) fn as_str(&self) -> &str {
         match self {
-            Self::Glob(p) => p.as_str(),
+            Self::Glob(p, _) => p.as_str(),
             Self::Regex(r) => r.as_str(),
+        }
+    }
+
+    /// The field the user wrote it in, and its syntax, for messages.
+    pub(crate) fn field(&self) -> PatternField {
+        match self {
+            Self::Glob(_, field) => *field,
+            Self::Regex(_) => PatternField::MatchFuncName,
+        }
+    }
+
+    /// The error of a pattern that matched none of the `searched` names of `source_file`.
+    pub(crate) fn no_match(
+        &self,
+        id: &ProbeIdentificationPair,
+        searched: usize,
+        source_file: &std::path::Path,
+    ) -> Error {
+        Error::NoMatchingFunction {
+            id: id.clone(),
+            field: self.field(),
+            pattern: self.as_str().to_owned(),
+            searched,
+            source_file: source_file.to_owned(),
         }
     }
 
     /// Whether `name` matches (a glob whole, a regular expression anywhere).
     pub(crate) fn matches(&self, name: &str) -> bool {
         match self {
-            Self::Glob(p) => p.matches(name),
+            Self::Glob(p, _) => p.matches(name),
             Self::Regex(r) => r.is_match(name),
         }
     }
@@ -67,7 +106,7 @@ impl Pattern {
     /// The kernel function it selects: an exact name, else the first match in file order.
     pub(crate) fn find<'a>(&self, index: &'a FunctionIndex) -> Option<&'a str> {
         match self {
-            Self::Glob(p) => index.find(p),
+            Self::Glob(p, _) => index.find(p),
             Self::Regex(r) => index.find_regex(r),
         }
     }
@@ -75,7 +114,7 @@ impl Pattern {
     /// Every kernel function it matches, in file order, each once.
     pub(crate) fn find_all<'a>(&self, index: &'a FunctionIndex) -> Vec<&'a str> {
         match self {
-            Self::Glob(p) => index.find_all(p),
+            Self::Glob(p, _) => index.find_all(p),
             Self::Regex(r) => index.find_all_regex(r),
         }
     }
@@ -105,10 +144,27 @@ mod tests {
             "exact name wins"
         );
         assert!(re("^vfs_(mk|rm)dir$").find_all(&index).len() == 2);
-        assert!(matches!(
-            Pattern::compile(&id, None, Some("(")),
-            Err(Error::InvalidPattern { .. })
-        ));
+        // The message names the field and the syntax the user wrote.
+        let err = Pattern::compile(&id, None, Some("(")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("match_func_name `(` is not a valid regular expression"),
+            "{err}"
+        );
+        let err = Pattern::compile(&id, Some("["), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("attach_to_func_name `[` is not a valid glob"),
+            "{err}"
+        );
+        let none = re("^no_such_function$");
+        assert!(none.find(&index).is_none());
+        let err = none.no_match(&id, index.len(), index.source());
+        assert!(
+            err.to_string()
+                .contains("matches match_func_name `^no_such_function$`"),
+            "{err}"
+        );
         assert!(matches!(
             Pattern::compile(&id, Some("a*"), Some("a")),
             Err(Error::InvalidProbe { .. })

@@ -275,6 +275,25 @@ pub(crate) fn hook(
         }
         ProgKind::Uprobe => Ok(Hook::Uprobe(uprobe::resolve(id, probe, target)?)),
         ProgKind::Tracing(kind) => {
+            // A section that names its target wins, as in Go (cilium loads the program against
+            // it): `fexit/do_mkdirat` with syscall_func_name "mkdirat" attaches to do_mkdirat.
+            // hook_func_name and syscall_func_name name the target of bare sections (`fentry`,
+            // as aya-ebpf writes them).
+            if let Some(target) = target {
+                if let Some(ignored) = probe
+                    .hook_func_name
+                    .as_ref()
+                    .or(probe.syscall_func_name.as_ref())
+                {
+                    log::debug!(
+                        "probe {id}: `{ignored}` not used: section `{section}` names the target, as the Go library reads it"
+                    );
+                }
+                return Ok(Hook::Btf {
+                    kind,
+                    target: target.to_owned(),
+                });
+            }
             let syscall = match &probe.syscall_func_name {
                 // The arch's wrapper (`__x64_sys_mkdirat`), as for kprobes.
                 Some(name) if probe.hook_func_name.is_none() => {
@@ -288,32 +307,36 @@ pub(crate) fn hook(
                 }
                 _ => None,
             };
-            let target = probe
-                .hook_func_name
-                .clone()
-                .or(syscall)
-                .or_else(|| target.map(str::to_owned));
-            match target {
+            match probe.hook_func_name.clone().or(syscall) {
                 Some(target) => Ok(Hook::Btf { kind, target }),
                 None => Err(invalid(format!(
-                    "section `{section}` names no target: set hook_func_name"
+                    "section `{section}` names no target: set hook_func_name or syscall_func_name"
                 ))),
             }
         }
         ProgKind::PerfEvent => Ok(Hook::PerfEvent(perf_event::resolve(id, probe)?)),
+        // Without a socket, an interface or a cgroup, the probe is a template that Go users
+        // load and then clone or hook per target: no hook, and only attaching it fails.
         ProgKind::SocketFilter => match &probe.socket_fd {
             Some(fd) => Ok(Hook::Socket(fd.clone())),
-            None => Err(invalid("a socket filter needs socket_fd".into())),
+            None => Ok(Hook::Unresolved("a socket filter needs socket_fd".into())),
         },
-        ProgKind::Xdp => Ok(Hook::Net(net::resolve(id, probe, "XDP")?)),
-        ProgKind::Tc => Ok(Hook::Net(net::resolve(id, probe, "TC")?)),
+        ProgKind::Xdp | ProgKind::Tc => Ok(match net::resolve(id, probe)? {
+            Some(target) => Hook::Net(target),
+            None => Hook::Unresolved(format!(
+                "{} probes need an interface: set if_name or if_index",
+                if kind == ProgKind::Xdp { "XDP" } else { "TC" }
+            )),
+        }),
         ProgKind::Cgroup(name) => match &probe.cgroup_path {
             Some(path) if path.is_dir() => Ok(Hook::Cgroup(path.clone())),
             Some(path) => Err(invalid(format!(
                 "cgroup_path {} is not a directory",
                 path.display()
             ))),
-            None => Err(invalid(format!("a {name} program needs cgroup_path"))),
+            None => Ok(Hook::Unresolved(format!(
+                "a {name} program needs cgroup_path"
+            ))),
         },
         ProgKind::Other(_) => unreachable!("refused above"),
     }
@@ -490,7 +513,7 @@ fn kprobe_symbols(
     let declared = Pattern::of(id, probe)?;
     let compiled = match declared {
         Some(p) => p,
-        None => match Pattern::compile(id, from_section, None)? {
+        None => match Pattern::of_section(id, from_section)? {
             Some(p) => p,
             None => {
                 return Err(Error::InvalidProbe {
@@ -519,12 +542,7 @@ fn kprobe_symbols(
         );
     }
     if symbols.is_empty() {
-        return Err(Error::NoMatchingFunction {
-            id: id.clone(),
-            pattern: pattern.to_owned(),
-            searched: index.len(),
-            source_file: index.source().to_owned(),
-        });
+        return Err(compiled.no_match(id, index.len(), index.source()));
     }
     Ok((pattern.to_owned(), symbols))
 }
@@ -562,19 +580,14 @@ fn kprobe_symbol(
         .filter(|_| pipeline::targets_pattern(section));
     let pattern = match Pattern::of(id, probe)? {
         Some(p) => Some(p),
-        None => Pattern::compile(id, from_section, None)?,
+        None => Pattern::of_section(id, from_section)?,
     };
     if let Some(compiled) = &pattern {
         let index = functions.get()?;
         return compiled
             .find(index)
             .map(str::to_owned)
-            .ok_or_else(|| Error::NoMatchingFunction {
-                id: id.clone(),
-                pattern: compiled.as_str().to_owned(),
-                searched: index.len(),
-                source_file: index.source().to_owned(),
-            });
+            .ok_or_else(|| compiled.no_match(id, index.len(), index.source()));
     }
     target.ok_or_else(|| Error::InvalidProbe {
         id: id.clone(),

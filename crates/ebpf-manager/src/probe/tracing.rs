@@ -58,6 +58,20 @@ pub(crate) fn load(
     })
 }
 
+/// The kernel function `prog` would be loaded against for `target` when `btf` lacks it
+/// (fentry and fexit: `target`; LSM: `bpf_lsm_<target>`); `None` when present, or for the
+/// kinds whose targets are not functions.
+pub(crate) fn missing_target(prog: &Program, target: &str, btf: &Btf) -> Option<String> {
+    let function = match prog {
+        Program::FEntry(_) | Program::FExit(_) => target.to_owned(),
+        Program::Lsm(_) => format!("bpf_lsm_{target}"),
+        _ => return None,
+    };
+    btf.id_by_type_name_kind(&function, aya_obj::btf::BtfKind::Func)
+        .is_err()
+        .then_some(function)
+}
+
 /// Attaches a loaded BTF-typed program.
 pub(crate) fn attach(
     prog: &mut Program,

@@ -100,12 +100,7 @@ pub(crate) fn resolve(
         };
         let all = function_offsets(&binary, &compiled).map_err(io)?;
         if all.is_empty() {
-            return Err(Error::NoMatchingFunction {
-                id: id.clone(),
-                pattern: compiled.as_str().to_owned(),
-                searched: elf_functions(&binary).map_err(io)?.len(),
-                source_file: binary.clone(),
-            });
+            return Err(compiled.no_match(id, elf_functions(&binary).map_err(io)?.len(), &binary));
         }
         return Ok(Target {
             binary,
@@ -130,12 +125,7 @@ pub(crate) fn resolve(
             .iter()
             .find(|n| *n == pattern)
             .or_else(|| names.iter().find(|n| compiled.matches(n)))
-            .ok_or_else(|| Error::NoMatchingFunction {
-                id: id.clone(),
-                pattern: pattern.to_owned(),
-                searched: names.len(),
-                source_file: binary.clone(),
-            })?;
+            .ok_or_else(|| compiled.no_match(id, names.len(), &binary))?;
         Some(found.clone())
     } else if probe.uprobe_offset > 0 {
         // The Go `UprobeOffset`: an offset with no declared symbol is where the probe goes; the
