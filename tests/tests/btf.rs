@@ -7,8 +7,8 @@
 //! and there the tests assert that precise error.
 
 use ebpf_manager::{
-    aya::programs::ProgramError, AttachMethod, CleanupType, Error, Manager, Options, Probe,
-    ProbeIdentificationPair, ProbeState, ProbesSelector,
+    AttachMethod, CleanupType, Error, Manager, Options, Probe, ProbeIdentificationPair, ProbeState,
+    ProbesSelector,
 };
 use integration_tests::{user::*, *};
 
