@@ -278,6 +278,7 @@ pub fn mkdir_and_read_trace_pipe(message: &str) -> Option<String> {
 }
 
 pub mod elf_edit;
+pub mod gomodel;
 pub mod net;
 pub mod readers;
 pub mod user;

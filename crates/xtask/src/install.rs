@@ -34,6 +34,11 @@ fn install_missing(
     what: &str,
     present: impl Fn(&str) -> bool,
 ) -> Result<()> {
+    // The guests of several kernels build their initramfs side by side: one install at a
+    // time (apt-get refuses a second while the first holds its lock), and the ones after
+    // find the tools present.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut missing: Vec<&str> = Vec::new();
     let mut packages: Vec<&str> = Vec::new();
     for &(item, package) in wanted {
@@ -77,6 +82,8 @@ fn install_missing(
 /// Runs `apt-get ARGS` non-interactively, with its output on our stderr.
 fn apt_get(args: &[&str]) -> Result<()> {
     let status = Command::new("apt-get")
+        // Another apt (another process's) may hold the lock: wait for it.
+        .args(["-o", "DPkg::Lock::Timeout=300"])
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())
