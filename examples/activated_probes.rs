@@ -58,7 +58,11 @@ fn run() -> Result<(), Error> {
         m.probe_state(&kp),
         m.probe_state(&tp)
     );
-    let switched = m.probe_state(&kp) == Some(ProbeState::Disabled);
+    // Detached; its program stays loaded (Loaded), or never was (Disabled).
+    let switched = matches!(
+        m.probe_state(&kp),
+        Some(ProbeState::Loaded | ProbeState::Disabled)
+    ) && m.attach_info(&kp).is_none();
     let seen =
         examples::mkdir_and_show_trace_pipe("mkdir (vfs hook point)", Duration::from_secs(5))?;
     m.stop(CleanupType::CleanAll)?;

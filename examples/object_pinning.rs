@@ -1,7 +1,8 @@
 //! Pinning: a first manager pins its `hits` map; a second manager declaring the same pin path
 //! reuses that map (it sees the first one's counts); `stop(CleanupType)` decides which pins go.
 //!
-//! Run: `cargo run --example object_pinning` (as root, with bpffs at /sys/fs/bpf).
+//! Run: `cargo run --example object_pinning` (as root). Pins live on bpffs: where nothing is
+//! mounted at /sys/fs/bpf (minimal VMs, containers), `Options::mount_bpffs` mounts it.
 
 use std::{
     path::{Path, PathBuf},
@@ -35,6 +36,8 @@ fn manager(uid: &str, pin: &Path) -> Result<Manager, Error> {
         OBJECT,
         Options {
             constant_editors: vec![ConstantEditor::new("filter_tid", tid)],
+            // Without it, a machine with nothing at /sys/fs/bpf gets Error::Bpffs, naming the fix.
+            mount_bpffs: true,
             ..Default::default()
         },
     )?;

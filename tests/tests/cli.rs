@@ -273,7 +273,7 @@ fn cli_run_streams_trace_pipe_and_stops_cleanly() {
 #[test]
 fn cli_cleanup_removes_only_dead_managers_leftovers() {
     let _serial = serial();
-    setup();
+    setup_bpffs();
     let _bpffs = bpffs_lock();
     // A private directory in this library's name format that no live process holds (the token
     // is made of this test's pid, so no other run plants the same one).

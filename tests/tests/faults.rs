@@ -292,7 +292,7 @@ fn inject(what: &str, run: &mut Run<'_>, check: &mut dyn FnMut(&str)) -> usize {
 
 #[test]
 fn every_failed_step_leaves_the_kernel_as_before() {
-    setup();
+    setup_bpffs();
     let _bpffs = bpffs_lock();
     let target = TempFile::uprobe_target();
     let mut total = 0;

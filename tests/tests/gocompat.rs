@@ -315,8 +315,8 @@ fn a_section_aya_cannot_load_fails_only_the_probe_that_needs_it() {
     ));
 }
 
-/// `ksyscall/mkdir` resolves to the arch's syscall symbol, `kprobe.multi/vfs_mkdi?` to the
-/// first match of its pattern.
+/// `ksyscall/mkdir` resolves to the arch's syscall symbol, `kprobe.multi/vfs_mkdi?` to every
+/// match of its pattern (one here).
 #[test]
 fn ksyscall_and_kprobe_multi_sections_resolve_their_hooks() {
     setup();
@@ -340,7 +340,10 @@ fn ksyscall_and_kprobe_multi_sections_resolve_their_hooks() {
     if kernel_has_kprobes() {
         m.start().expect("start");
         assert!(m.attach_info(&ks).unwrap().hook.ends_with("sys_mkdir"));
-        assert_eq!(m.attach_info(&multi).unwrap().hook, "vfs_mkdir");
+        assert_eq!(
+            m.attach_info(&multi).unwrap().hook,
+            "vfs_mkdi? (1 functions)"
+        );
         mkdir_rmdir("gocompat");
         assert_eq!(read_slot(&m, "results", r::KSYSCALL), 1);
         assert_eq!(read_slot(&m, "results", r::MULTI), 1);
@@ -549,7 +552,7 @@ fn kprobe_multi_programs_load_with_their_attach_type() {
         constant_editors: constants(),
         ..Default::default()
     };
-    let unsupported = |err: &Error| matches!(err, Error::KprobeMultiUnsupported { id: got, hook, .. } if *got == id && hook == "vfs_mkdir");
+    let unsupported = |err: &Error| matches!(err, Error::KprobeMultiUnsupported { id: got, hook, .. } if *got == id && hook == "vfs_mkdi? (1 functions)");
     let init = m.init_with_options(GOCOMPAT, options);
     if !(kernel_version() >= (5, 18) && kernel_has_fprobe()) {
         // Refused at load (an attach type the kernel does not know) or at the link.
@@ -647,6 +650,51 @@ fn match_all_functions_takes_one_multi_link_or_one_kprobe_per_function() {
         assert_eq!(info.method, ebpf_manager::AttachMethod::KprobePmu);
         assert_eq!(hits(0), 2, "both functions, without cookies");
     }
+    m.stop(ebpf_manager::CleanupType::CleanAll).unwrap();
+}
+
+/// A `kprobe.multi/<glob>` section with a probe that names no hook attaches every function the
+/// glob matches, as libbpf reads the section: one multi link where the kernel has kprobe.multi,
+/// one kprobe per function elsewhere. Before, it took the first match only.
+#[test]
+fn kprobe_multi_sections_attach_every_match_of_their_glob() {
+    setup();
+    let id = ProbeIdentificationPair::new("glob", "kprobe_multi_cookie");
+    let mut m = Manager {
+        probes: vec![probe("glob", "kprobe_multi_cookie")],
+        ..Default::default()
+    };
+    let init = m.init_with_options(
+        GOCOMPAT,
+        Options {
+            constant_editors: constants(),
+            ..Default::default()
+        },
+    );
+    if kernel_version() < (5, 15) {
+        // bpf_get_attach_cookie (5.15) is unknown to the verifier there.
+        let err = init.unwrap_err();
+        assert!(matches!(&err, Error::Verifier { .. }), "{err:?}");
+        return;
+    }
+    init.expect("init");
+    if !kernel_has_kprobes() {
+        let err = m.start().unwrap_err();
+        assert!(matches!(&err, Error::KprobesUnsupported { .. }), "{err:?}");
+        return;
+    }
+    m.start().expect("start");
+    let info = m.attach_info(&id).unwrap().clone();
+    assert_eq!(info.hook, "vfs_[mr][km]dir (2 functions)");
+    let expected = if kernel_has_fprobe() {
+        ebpf_manager::AttachMethod::KprobeMulti
+    } else {
+        ebpf_manager::AttachMethod::KprobePmu
+    };
+    assert_eq!(info.method, expected);
+    mkdir_rmdir("glob-section");
+    // No cookies declared: both functions count in slot 0, mkdir's path and rmdir's.
+    assert_eq!(read_slot(&m, "cookie_hits", 0), 2);
     m.stop(ebpf_manager::CleanupType::CleanAll).unwrap();
 }
 

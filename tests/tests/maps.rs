@@ -60,6 +60,8 @@ fn maps_editor_of_a_missing_map_is_an_error() {
         matches!(&err, Error::InvalidOption { reason, .. } if reason.contains("no_such_map") && reason.contains("hits")),
         "{err:?}"
     );
+    // A pin of the user's: bpffs mounted, as they would have it.
+    setup_bpffs();
     let mut m = Manager {
         probes: vec![tp()],
         ..Default::default()
@@ -79,6 +81,7 @@ fn maps_editor_of_a_missing_map_is_an_error() {
 fn maps_editor_shares_a_map_pinned_by_another_manager() {
     // Its pin is under this process's prefix, which other tests check.
     let _bpffs = bpffs_lock();
+    setup_bpffs();
     let mut a = counting_manager(vec![tp()]);
     let pin = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/ebpf_manager_{}_maps_test_hits",

@@ -16,6 +16,7 @@ struct PinPath(std::path::PathBuf);
 
 impl PinPath {
     fn new(tag: &str) -> Self {
+        setup_bpffs();
         Self(format!("/sys/fs/bpf/ebpf_manager_{}_{tag}", std::process::id()).into())
     }
 }
@@ -27,7 +28,7 @@ impl Drop for PinPath {
 }
 
 fn pinned_manager(uid: &str, pin: &PinPath) -> Manager {
-    setup();
+    setup_bpffs();
     let mut m = Manager {
         probes: vec![probe(uid, "tracepoint_sys_enter_mkdir")],
         maps: vec![ebpf_manager::Map {
@@ -79,7 +80,7 @@ fn pins_of_a_map_are_reused_by_the_next_manager() {
 #[test]
 fn pins_created_by_a_failed_init_are_removed() {
     let _bpffs = bpffs_lock();
-    setup();
+    setup_bpffs();
     let pin = PinPath::new("pin_failed_init");
     let mut m = Manager {
         probes: vec![probe("", "no_such_function")],
@@ -108,7 +109,7 @@ fn pins_created_by_a_failed_init_are_removed() {
 }
 
 fn pinned_program(uid: &str, pin: &PinPath) -> ebpf_manager::Result<Manager> {
-    setup();
+    setup_bpffs();
     let mut m = Manager {
         probes: vec![Probe {
             pin_path: Some(pin.0.clone()),
@@ -173,7 +174,7 @@ fn pins_of_a_program_of_another_type_are_an_error_and_left() {
     let _bpffs = bpffs_lock();
     let pin = PinPath::new("prog_pin_other_type");
     let mut holder = pinned_program("holder", &pin).unwrap(); // a tracepoint program
-    setup();
+    setup_bpffs();
     let mut m = Manager {
         probes: vec![Probe {
             pin_path: Some(pin.0.clone()),
@@ -251,6 +252,7 @@ struct PinDir(std::path::PathBuf);
 
 impl PinDir {
     fn new(tag: &str) -> Self {
+        setup_bpffs();
         let dir =
             std::path::PathBuf::from(format!("/sys/fs/bpf/mgr_test_{}_{tag}", std::process::id()));
         std::fs::create_dir(&dir).expect("a directory on bpffs");
@@ -270,7 +272,7 @@ impl Drop for PinDir {
 }
 
 fn by_name(uid: &str, dir: &PinDir, options: Options) -> ebpf_manager::Result<Manager> {
-    setup();
+    setup_bpffs();
     let mut m = Manager {
         probes: vec![probe(uid, "count_mkdir")],
         ..Default::default()

@@ -224,7 +224,7 @@ fn objects_of(token: &str) -> (Vec<String>, Vec<String>) {
 #[test]
 fn crashed_pid1_manager_is_swept_by_the_next_pid1_manager_and_a_live_one_is_kept() {
     run_role_if_asked();
-    setup();
+    setup_bpffs();
     let _serial = bpffs_lock();
     // Whatever happens below, the roles' leftovers go when the test ends.
     struct Sweep;

@@ -392,6 +392,7 @@ fn failed_clone_leaves_nothing() {
 #[test]
 fn failed_update_unloads_and_unpins_what_it_loaded() {
     let _bpffs = bpffs_lock();
+    setup_bpffs();
     let pin = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/mgr_test_{}_failed_update",
         std::process::id()
@@ -445,6 +446,7 @@ fn failed_update_unloads_and_unpins_what_it_loaded() {
 #[test]
 fn failed_add_hook_leaves_no_pin() {
     let _bpffs = bpffs_lock();
+    setup_bpffs();
     let pin = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/mgr_test_{}_failed_hook",
         std::process::id()

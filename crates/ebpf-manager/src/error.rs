@@ -382,6 +382,17 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A pin path that is not on a bpffs, or no bpffs for the manager's own pins.
+    #[error("{path}: {reason}; {fix}")]
+    Bpffs {
+        /// The pin path, or the directory the manager looked at.
+        path: PathBuf,
+        /// What is there instead.
+        reason: String,
+        /// What to do.
+        fix: &'static str,
+    },
+
     /// Reading or writing a kernel file failed.
     #[error("{path}: I/O failed")]
     Io {

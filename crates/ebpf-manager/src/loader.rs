@@ -348,10 +348,30 @@ fn check_reused_maps(
 /// `ebpf_manager_<token>_<kind>_<n>` ([`kernel::instance`]): swept by the next start if this
 /// process dies.
 fn private_bpffs_dir(kind: &str) -> Result<PrivateDir> {
-    PrivateDir::create(kind).map_err(|source| Error::Io {
-        path: Path::new(kernel::instance::BPFFS)
-            .join(format!("{}_{kind}_*", kernel::instance::own_group())),
-        source,
+    PrivateDir::create(kind).map_err(|source| {
+        let no_bpffs = source
+            .get_ref()
+            .is_some_and(|e| e.is::<kernel::instance::NoBpffs>());
+        if no_bpffs {
+            return Error::Bpffs {
+                path: kernel::instance::BPFFS.into(),
+                reason: format!(
+                    "no bpffs for the pins through which the manager shares maps with object \
+                     copies and clones: {}",
+                    source
+                        .get_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ),
+                fix: "run with CAP_SYS_ADMIN (a private instance, Linux 5.2), or mount bpffs: \
+                      `mount -t bpf bpf /sys/fs/bpf`",
+            };
+        }
+        Error::Io {
+            path: Path::new(kernel::instance::BPFFS)
+                .join(format!("{}_{kind}_*", kernel::instance::own_group())),
+            source,
+        }
     })
 }
 

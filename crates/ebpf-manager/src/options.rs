@@ -50,6 +50,13 @@ pub struct Options {
     /// `VerifierOptions.Maps.PinPath`. As with libbpf, `stop` leaves these pins (sharing maps
     /// across restarts is what they are for); a failed `init` removes the ones it created.
     pub map_pin_directory: Option<std::path::PathBuf>,
+    /// Mount a bpffs at `/sys/fs/bpf` when a pin of this manager needs it and nothing is
+    /// mounted there (minimal VMs and containers have none). Off by default: the manager never
+    /// mounts anything unasked, and `init` refuses a pin path off bpffs with
+    /// [`Error::Bpffs`](crate::Error::Bpffs), naming the fix. The manager's own pins (map
+    /// sharing with object copies and clones) need no mount: they live in a private bpffs
+    /// instance.
+    pub mount_bpffs: bool,
     /// Changes to the object's map definitions, applied before the maps are created.
     pub map_spec_editors: Vec<MapSpecEditor>,
     /// Programs put into program arrays at `start`, before any probe attaches.
@@ -275,7 +282,7 @@ pub struct MapEditor {
     /// Where the map to use is pinned; ignored when [`map`](Self::map) is set.
     pub pin_path: PathBuf,
     /// An open map to use instead of a pinned one (the Go `MapEditors` value, a `*ebpf.Map`).
-    /// The manager pins it for the time of the load in a private bpffs directory (aya 0.14
+    /// The manager pins it for the time of the load in a private bpffs instance (aya 0.14
     /// reuses maps only by pin), and removes the pin right after.
     #[cfg_attr(feature = "serde", serde(skip))]
     pub map: Option<std::sync::Arc<aya::maps::MapFd>>,

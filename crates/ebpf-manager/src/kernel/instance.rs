@@ -11,6 +11,7 @@
 //! namespace, so a sweeper anywhere sees the same lock. A sweeper removes an object only while
 //! holding its lock: never a live one, and never a name outside this library's format.
 
+use super::bpffs::PrivateBpffs;
 use std::{
     fs::File,
     io,
@@ -108,20 +109,68 @@ impl Alive {
     }
 }
 
-/// A private bpffs directory, `/sys/fs/bpf/ebpf_manager_<token>_<kind>_<n>`, locked while it
-/// lives; dropping it removes what it holds and the directory.
+/// A directory of the manager's own for the pins it makes for itself (map sharing with copies
+/// and clones, open maps given as editors): the root of a private bpffs instance
+/// ([`PrivateBpffs`], Linux 5.2, `CAP_SYS_ADMIN`), or where none can be made,
+/// `/sys/fs/bpf/ebpf_manager_<token>_<kind>_<n>` locked while it lives (when `/sys/fs/bpf` is a
+/// bpffs). Dropping it removes what it holds.
 #[derive(Debug)]
 pub(crate) struct PrivateDir {
     path: PathBuf,
-    _alive: Alive,
+    backing: Backing,
+}
+
+#[derive(Debug)]
+enum Backing {
+    /// Released with every pin in it when dropped (or when the process dies).
+    Instance(#[allow(dead_code)] PrivateBpffs),
+    /// A directory of the shared bpffs, swept by the next start if the process dies.
+    Shared(#[allow(dead_code)] Alive),
 }
 
 /// Where bpffs is mounted.
 pub(crate) const BPFFS: &str = "/sys/fs/bpf";
 
+/// Why the manager has nowhere to make its own pins: no private instance, and `/sys/fs/bpf`
+/// is not a bpffs.
+#[derive(Debug, thiserror::Error)]
+#[error("a private bpffs instance could not be made ({private}), and {BPFFS} is on {found}")]
+pub(crate) struct NoBpffs {
+    /// Why `fsopen("bpf")`/`fsmount` failed.
+    pub(crate) private: io::Error,
+    /// What `/sys/fs/bpf` is on.
+    pub(crate) found: &'static str,
+}
+
 impl PrivateDir {
-    /// Creates and locks a fresh directory in bpffs.
+    /// A private bpffs instance, else a fresh locked directory in the shared bpffs.
     pub(crate) fn create(kind: &str) -> io::Result<Self> {
+        let private = match PrivateBpffs::create() {
+            Ok(instance) => {
+                return Ok(Self {
+                    path: instance.path(),
+                    backing: Backing::Instance(instance),
+                })
+            }
+            Err(e) => e,
+        };
+        let found = match super::bpffs::fs_of_pin(&Path::new(BPFFS).join("pin")) {
+            Ok((dir, magic)) if magic == super::bpffs::BPF_FS_MAGIC && dir == Path::new(BPFFS) => {
+                None
+            }
+            Ok((_, magic)) => Some(super::bpffs::fs_name(magic)),
+            Err(_) => Some("nothing readable"),
+        };
+        if let Some(found) = found {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                NoBpffs { private, found },
+            ));
+        }
+        log::debug!(
+            "no private bpffs instance ({}): pins in {BPFFS}",
+            crate::error::chain(&private)
+        );
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let mut last = None;
         // A sweeper can remove a directory between its mkdir and its lock; a new name then.
@@ -133,7 +182,7 @@ impl PrivateDir {
                 Ok(alive) => {
                     return Ok(Self {
                         path,
-                        _alive: alive,
+                        backing: Backing::Shared(alive),
                     })
                 }
                 Err(e) => last = Some(e),
@@ -150,8 +199,11 @@ impl PrivateDir {
 
 impl Drop for PrivateDir {
     fn drop(&mut self) {
-        // Removed before the lock goes, so no sweeper ever sees it unlocked.
-        remove_dir_and_entries(&self.path);
+        // A shared directory is removed before its lock goes, so no sweeper ever sees it
+        // unlocked; a private instance goes with its fd.
+        if let Backing::Shared(_) = self.backing {
+            remove_dir_and_entries(&self.path);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod tracefs;
 
 pub(crate) mod bpf_map;
 pub(crate) mod bpf_prog;
+pub(crate) mod bpffs;
 pub use bpf_prog::{kprobe_multi_supported, uprobe_multi_supported, BpfError};
 pub use sys::SysError;
 pub(crate) mod epoll;

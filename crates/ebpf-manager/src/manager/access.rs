@@ -82,7 +82,9 @@ impl Manager {
     ///
     /// // A program no probe declares (a tail-call target, a test program), as Go's GetProgram.
     /// let prog = m.load_program(&ProbeIdentificationPair::new("", "my_func_test"))?;
-    /// println!("loaded as id {}", prog.info()?.id());
+    /// if let Ok(info) = prog.info() {
+    ///     println!("loaded as id {}", info.id());
+    /// }
     /// # Ok(())
     /// # }
     /// ```

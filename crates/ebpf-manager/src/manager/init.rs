@@ -126,6 +126,15 @@ impl Manager {
                 path: m.pin_path,
             })
             .collect();
+        pins::check_on_bpffs(
+            pinned
+                .iter()
+                .chain(options.map_editors.iter().filter(|e| e.map.is_none()))
+                .map(|e| e.pin_path.as_path())
+                .chain(by_name.iter().map(|p| p.path.as_path()))
+                .chain(matched.iter().filter_map(|(p, ..)| p.pin_path.as_deref())),
+            options.mount_bpffs,
+        )?;
         let ebpf = loader::load_object_pinning(
             &source,
             &mut btf,

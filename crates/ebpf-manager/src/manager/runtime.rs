@@ -160,7 +160,9 @@ impl Manager {
     /// Loads a new kernel program from the function of the probe
     /// `{uid, probe.ebpf_func_name}`, with `constant_editors` applied over the manager's own
     /// constants, and `map_editors` over its maps (the clone shares every other map of the
-    /// manager's object, through temporary pins under `/sys/fs/bpf`, which must be a bpffs).
+    /// manager's object, through temporary pins in a private bpffs instance: no bpffs needs to
+    /// be mounted, Linux 5.2 and `CAP_SYS_ADMIN`, else a bpffs at
+    /// `/sys/fs/bpf`).
     /// The clone is described by `probe`, which needs its own `uid`; on a running manager it
     /// attaches now.
     pub fn clone_program(

@@ -232,7 +232,14 @@ pub(crate) fn hook(
                     "kprobe_max_active applies to kretprobes only, and `{function}` is a kprobe"
                 )));
             }
-            if probe.match_all_functions {
+            // A `kprobe.multi/<glob>` section means every function its glob matches, as in
+            // libbpf, unless the probe names its own hook.
+            let names_a_hook = probe.hook_func_name.is_some()
+                || probe.syscall_func_name.is_some()
+                || probe.attach_to_func_name.is_some()
+                || probe.match_func_name.is_some();
+            let section_glob = pipeline::targets_pattern(section) && target.is_some();
+            if probe.match_all_functions || (section_glob && !names_a_hook) {
                 let (pattern, symbols) = kprobe_symbols(id, probe, section, functions)?;
                 return Ok(Hook::Kprobes {
                     pattern,
@@ -548,8 +555,8 @@ fn kprobe_symbols(
 }
 
 /// hook_func_name, else syscall_func_name, else attach_to_func_name, else the section's target:
-/// a syscall for `ksyscall/`/`kretsyscall/`, a pattern for `kprobe.multi/`/`kretprobe.multi/`
-/// (its first match, as for attach_to_func_name), a symbol otherwise.
+/// a syscall for `ksyscall/`/`kretsyscall/`, a symbol otherwise (a `kprobe.multi/` glob with
+/// no hook of the probe's means every match: `kprobe_symbols`).
 fn kprobe_symbol(
     id: &ProbeIdentificationPair,
     probe: &Probe,

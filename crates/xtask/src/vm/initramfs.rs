@@ -77,7 +77,6 @@ fn init_script(payloads: &[Payload]) -> String {
          mkdir -p /sys/kernel/tracing /sys/kernel/debug /sys/fs/bpf /sys/fs/cgroup /tmp\n\
          mount -t tracefs tracefs /sys/kernel/tracing\n\
          mount -t debugfs debugfs /sys/kernel/debug\n\
-         mount -t bpf bpf /sys/fs/bpf\n\
          mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
          mount -t tmpfs tmpfs /tmp\n\
          ip link set lo up\n",
