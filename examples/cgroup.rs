@@ -48,6 +48,8 @@ impl Drop for Cgroup {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
+                // Never made (the example failed before): nothing to remove.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
                 Err(e) => return eprintln!("removing {}: {e}", self.0.display()),
                 Ok(()) => return,
             }
@@ -88,8 +90,28 @@ fn run_child_in(cgroup: &Path) -> Result<(), Box<dyn Error>> {
 
 fn run() -> Result<(), Box<dyn Error>> {
     examples::check_privileges();
-    let cgroup = Cgroup(cgroup2_root()?.join(format!("ebpfm{}-example", std::process::id())));
-    fs::create_dir(&cgroup.0)?;
+    let root = cgroup2_root()?;
+    let cgroup = Cgroup(root.join(format!("ebpfm{}-example", std::process::id())));
+    fs::create_dir(&cgroup.0).map_err(|e| {
+        // A container's cgroup hierarchy is read-only, or root's (mode 0555) without
+        // CAP_DAC_OVERRIDE: say which, rather than a bare errno.
+        let what = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => format!(
+                "{} is not writable by this process: a child cgroup needs CAP_DAC_OVERRIDE there, \
+                 or a cgroup delegated to this process (cgroup namespace)",
+                root.display()
+            ),
+            std::io::ErrorKind::ReadOnlyFilesystem => format!(
+                "{} is mounted read-only: mount cgroup2 read-write, or delegate a cgroup",
+                root.display()
+            ),
+            _ => root.display().to_string(),
+        };
+        format!(
+            "making the example's cgroup {}: {e}: {what}",
+            cgroup.0.display()
+        )
+    })?;
     println!("made cgroup {}", cgroup.0.display());
     let probe = |function: &str| Probe {
         uid: "example".into(),

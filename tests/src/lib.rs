@@ -290,6 +290,7 @@ pub mod elf_edit;
 pub mod gomodel;
 pub mod net;
 pub mod readers;
+pub mod state;
 pub mod user;
 
 /// The Go-world object: see ebpf-fixtures/src/gocompat.bpf.c.

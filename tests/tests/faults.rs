@@ -8,112 +8,21 @@
 //!
 //! One test in its own binary: nothing else loads programs while it compares.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use ebpf_manager::{
     fault, CleanupType, ConstantEditor, KprobeAttachMethod, Manager, MapRoute, Options, Probe,
     ProbeIdentificationPair as Id, ProbesSelector, TailCallRoute, UprobeAttachMethod,
 };
-use integration_tests::{readers, user::*, *};
+use integration_tests::{
+    readers,
+    state::{assert_same, settled, snapshot, Snapshot},
+    user::*,
+    *,
+};
 
 const ROUTER: &[u8] = include_bytes!("../../ebpf-fixtures/router.bpf.o");
 const BYPASS: &[u8] = include_bytes!("../../ebpf-fixtures/bypass.bpf.o");
-
-/// What the kernel holds for this process, and what it holds at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Snapshot {
-    programs: Vec<(u32, String)>,
-    maps: Vec<u32>,
-    fds: BTreeMap<String, usize>,
-    tracefs: Vec<String>,
-    bpffs: Vec<String>,
-    threads: usize,
-}
-
-fn snapshot() -> Snapshot {
-    let mut programs: Vec<(u32, String)> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_owned()))
-        .collect();
-    programs.sort_unstable();
-    // Ids only: opening maps by id while the manager frees a program array can leak the array
-    // (see `map_ids`); names are read once a comparison has failed.
-    let maps = map_ids();
-    let mut fds = BTreeMap::new();
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        if let Ok(target) = std::fs::read_link(entry.path()) {
-            let t = target.to_string_lossy();
-            // The kind, not the instance: `anon_inode:bpf-map`, `socket:[…]` -> `socket`.
-            let kind = t.split('[').next().unwrap_or(&t).trim_end_matches(':');
-            let kind = if kind.starts_with('/') { "file" } else { kind };
-            *fds.entry(kind.to_owned()).or_insert(0) += 1;
-        }
-    }
-    let mut tracefs = own_tracefs_events("kprobe_events");
-    tracefs.extend(own_tracefs_events("uprobe_events"));
-    let mut bpffs: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    bpffs.sort();
-    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
-    Snapshot {
-        programs,
-        maps,
-        fds,
-        tracefs,
-        bpffs,
-        threads,
-    }
-}
-
-/// The kernel's state once it stopped changing (aya's feature probes and the objects of the
-/// previous run are freed a moment after their last fd goes).
-fn settled() -> Snapshot {
-    let mut last = snapshot();
-    for _ in 0..100 {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = snapshot();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
-/// Waits up to 5 s for the kernel to match `before` (it frees programs, maps and reader
-/// threads a moment after their last reference goes), then compares.
-fn assert_same(before: &Snapshot, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let now = snapshot();
-        if &now == before {
-            return;
-        }
-        if std::time::Instant::now() > deadline {
-            let names: Vec<(u32, String)> = now
-                .maps
-                .iter()
-                .filter(|id| !before.maps.contains(id))
-                .map(|&id| {
-                    let name = aya::maps::MapInfo::from_id(id)
-                        .map(|m| m.name_as_str().unwrap_or("?").to_owned())
-                        .unwrap_or_else(|e| e.to_string());
-                    (id, name)
-                })
-                .collect();
-            panic!(
-                "{what}: the kernel is not as before\nbefore: {before:#?}\nafter:  {now:#?}\n\
-                 new maps: {names:?}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// One kind of manager, built fresh for every run.
 struct Scenario {

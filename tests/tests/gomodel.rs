@@ -437,3 +437,38 @@ fn gomodel_a_mismatching_section_names_the_fields_to_use() {
         assert!(err.contains(part), "{part}: {err}");
     }
 }
+
+/// A hook added before `start` to a manager with selectors still resolves its hook there and
+/// then: a pattern that matches nothing fails `add_hook`, not `start` (regression: only
+/// templates may wait for their attach).
+#[test]
+fn gomodel_add_hook_before_start_resolves_its_hook() {
+    setup();
+    let mut m = Manager {
+        probes: vec![probe("", "tp_mkdir")],
+        ..Default::default()
+    };
+    m.init_with_options(
+        GOMODEL,
+        Options {
+            activated_probes: vec![ProbesSelector::Probe(Id::new("", "tp_mkdir"))],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = m
+        .add_hook(
+            "",
+            Probe {
+                match_func_name: Some("^ebpf_manager_nothing_[0-9]+$".into()),
+                ..probe("late", "kprobe_vfs_mkdir")
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::NoMatchingFunction { .. }), "{err:?}");
+    assert_eq!(m.probe_state(&Id::new("late", "kprobe_vfs_mkdir")), None);
+    // A template is accepted before start.
+    m.add_hook("", probe("late-socket", "socket_template"))
+        .unwrap();
+    m.stop(CleanupType::CleanAll).unwrap();
+}

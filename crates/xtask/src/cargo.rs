@@ -107,8 +107,27 @@ pub fn build_static(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     if !out.status.success() {
         return Err(format!("static build failed: {cmd:?}"));
     }
+    Ok(executables(&out.stdout))
+}
+
+/// Builds with `args` (into the usual target directory) and returns the executables cargo
+/// reports, with their target names.
+pub fn build(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+    let mut cmd = cargo();
+    cmd.args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped());
+    let out = cmd.output().map_err(|e| format!("running {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("build failed: {cmd:?}"));
+    }
+    Ok(executables(&out.stdout))
+}
+
+/// The executables of cargo's JSON messages.
+fn executables(stdout: &[u8]) -> Vec<(String, PathBuf)> {
     let mut exes = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in String::from_utf8_lossy(stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
@@ -121,7 +140,7 @@ pub fn build_static(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
             exes.push((name.to_owned(), Path::new(exe).to_owned()));
         }
     }
-    Ok(exes)
+    exes
 }
 
 #[cfg(test)]

@@ -6,12 +6,14 @@
 //! - `cargo xtask bench startup`: manager against raw aya.
 //! - `cargo xtask bench readers`: ring and perf buffer readers against raw aya and libbpf.
 //! - `cargo xtask fuzz [--seconds N] [TARGET]...`: the fuzz targets of fuzz/, N seconds each.
+//! - `cargo xtask soak [--sequences N] [--seed S] [--kernel V]...`: the randomized soak.
 
 mod bench;
 mod cargo;
 mod fixtures;
 mod fuzz;
 mod install;
+mod soak;
 mod test;
 mod vm;
 
@@ -27,7 +29,8 @@ fn usage() -> &'static str {
      \n  vm --kernel V -- BINARY [ARGS]...  run a static binary as a child of a guest's /init\
      \n  bench startup [--kernel V]...      init+start+stop: manager against raw aya\
      \n  bench readers                      ring/perf buffer readers: manager, raw aya, libbpf\
-     \n  fuzz [--seconds N] [TARGET]...     fuzz targets (nightly, libFuzzer), N s each (60)\n"
+     \n  fuzz [--seconds N] [TARGET]...     fuzz targets (nightly, libFuzzer), N s each (60)\
+     \n  soak [--sequences N] [--seed S] [--kernel V]...\n                                     random API sequences with injected faults, kernel checked after each\n"
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("vm") => vm::cli(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{}", usage());
             Ok(())

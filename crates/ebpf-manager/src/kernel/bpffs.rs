@@ -18,6 +18,8 @@ use super::sys::last_error;
 
 /// `BPF_FS_MAGIC`, bpffs's `statfs` type.
 pub(crate) const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+/// `SYSFS_MAGIC`: what `/sys/fs/bpf` is on when nothing is mounted there.
+pub(crate) const SYSFS_MAGIC: i64 = 0x6265_6572;
 
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
@@ -59,10 +61,19 @@ impl PrivateBpffs {
         if mount < 0 {
             return Err(last_error("fsmount"));
         }
-        Ok(Self {
+        let instance = Self {
             // SAFETY: fsmount returned a new fd that nothing else owns.
             mount: unsafe { OwnedFd::from_raw_fd(mount as i32) },
-        })
+        };
+        // Reached through this process's /proc: without one (or with another pid namespace's),
+        // the instance is of no use.
+        if !instance.path().is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "/proc/self/fd does not reach the instance (is /proc this pid namespace's?)",
+            ));
+        }
+        Ok(instance)
     }
 
     /// Its root, as a path this process can pin at and open pins from.
@@ -74,7 +85,11 @@ impl PrivateBpffs {
 /// The file system a pin at `path` would be made on: `statfs` of its directory, or of the
 /// nearest ancestor that exists. Returns that directory and the file system's magic number.
 pub(crate) fn fs_of_pin(path: &Path) -> io::Result<(PathBuf, i64)> {
-    let mut dir = path.parent().unwrap_or(Path::new("/"));
+    let mut dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        Some(_) => Path::new("."),
+        None => Path::new("/"),
+    };
     while !dir.exists() {
         dir = dir.parent().unwrap_or(Path::new("/"));
     }
@@ -86,7 +101,8 @@ pub(crate) fn fs_of_pin(path: &Path) -> io::Result<(PathBuf, i64)> {
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Err(last_error("statfs"));
     }
-    Ok((dir.to_owned(), st.f_type as i64))
+    // Through u32: the magic numbers are 32-bit, and `f_type` is signed on some targets.
+    Ok((dir.to_owned(), i64::from(st.f_type as u32)))
 }
 
 /// A file system's name from its `statfs` magic number, for messages.
@@ -95,7 +111,7 @@ pub(crate) fn fs_name(magic: i64) -> &'static str {
         BPF_FS_MAGIC => "bpffs",
         0x0102_1994 => "tmpfs",
         0xef53 => "ext4",
-        0x6265_6572 => "sysfs",
+        SYSFS_MAGIC => "sysfs",
         0x9fa0 => "proc",
         0x794c_7630 => "overlayfs",
         0x5846_5342 => "xfs",

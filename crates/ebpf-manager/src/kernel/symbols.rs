@@ -24,7 +24,7 @@ pub struct FunctionIndex {
 
 /// Whether a text symbol of `/proc/kallsyms` is a function the kernel can trace, as
 /// `available_filter_functions` would list it: not the `__pfx_` padding before each function
-/// (Linux 6.2) or `__cfi_` preamble (6.4, kCFI), not a compiler-split `.cold`/`.part` piece,
+/// (Linux 6.2) or `__cfi_` preamble (6.4, kCFI), not a compiler-split `.cold` piece,
 /// and not a text section marker (`_stext`, `__entry_text_start`, ...).
 fn is_function(name: &str) -> bool {
     const MARKERS: &[&str] = &["_stext", "_etext", "_sinittext", "_einittext", "_text"];

@@ -27,7 +27,7 @@ pub(super) fn check_on_bpffs<'a>(paths: impl Iterator<Item = &'a Path>, mount: b
             continue;
         }
         let default = Path::new(crate::kernel::instance::BPFFS);
-        if mount && !mounted && dir == default {
+        if mount && !mounted && dir == default && magic == bpffs::SYSFS_MAGIC {
             // Only /sys/fs/bpf, and only when nothing is mounted there (it is sysfs's).
             bpffs::mount_at(default).map_err(|source| Error::Bpffs {
                 path: default.to_owned(),

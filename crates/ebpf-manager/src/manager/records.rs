@@ -42,7 +42,7 @@ impl State {
                 copies.push((own, object));
                 object
             };
-            self.add_record(probe, function, &section, object)?;
+            self.add_record(probe, function, &section, object, false)?;
         }
         let keys: Vec<RecordKey> = self.records.keys().collect();
         for index in keys {
@@ -130,13 +130,15 @@ impl State {
     }
 
     /// Adds a record for `probe`, whose program is `function` of object `object`; its hook is
-    /// resolved now, so a bad declaration fails before anything attaches.
+    /// resolved now, so a bad declaration fails before anything attaches (`added`: a probe
+    /// enabled by being added, whatever the selectors say).
     pub(super) fn add_record(
         &mut self,
         probe: Probe,
         function: String,
         section: &str,
         object: ObjectKey,
+        added: bool,
     ) -> Result<RecordKey> {
         let id = probe.id();
         let prog = self
@@ -148,7 +150,7 @@ impl State {
                 name: function.clone(),
                 available: self.elf.functions(),
             })?;
-        let wanted = self.enabled(&id) && !self.is_excluded(&function);
+        let wanted = added || (self.enabled(&id) && !self.is_excluded(&function));
         // The manager's copy takes the default maxactive of kretprobes (the caller's probe is
         // left as declared).
         let mut probe = probe;

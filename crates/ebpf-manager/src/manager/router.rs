@@ -80,17 +80,24 @@ fn reopen(map: &Map) -> std::result::Result<MapFd, aya::maps::MapError> {
 
 impl State {
     /// A new fd of a found program as aya loaded it (a tail-call slot or another manager's
-    /// route takes aya's `ProgramFd`).
+    /// route takes aya's `ProgramFd`). A kprobe.multi or uprobe.multi probe's program is the
+    /// manager's own load; aya's copy is loaded for this.
     fn aya_program_fd(
-        &self,
+        &mut self,
         found: &super::access::Found,
     ) -> std::result::Result<aya::programs::ProgramFd, String> {
         let (object, function) = self.located(found);
+        let function = function.to_owned();
         let prog = self
             .objects
-            .get(object)
-            .and_then(|o| o.program(function))
+            .get_mut(object)
+            .and_then(|o| o.program_mut(&function))
             .ok_or_else(|| format!("the object has no program `{function}`"))?;
+        if !crate::loader::is_loaded(prog) {
+            let id = ProbeIdentificationPair::new("", function.clone());
+            crate::loader::load_program(prog, &id, &function, None, &mut self.btf)
+                .map_err(|e| e.report().to_string())?;
+        }
         prog.fd()
             .map_err(|e| format!("`{function}` is not loaded: {}", crate::error::chain(&e)))?
             .try_clone()

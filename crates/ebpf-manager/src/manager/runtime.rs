@@ -287,7 +287,7 @@ impl Manager {
         let running = self.state() == ManagerState::Running;
         let state = &mut self.state;
         let mark = state.load_mark();
-        let index = state.add_record(probe, function, section, object)?;
+        let index = state.add_record(probe, function, section, object, true)?;
         // A hook or clone is enabled by being added, whatever the selectors say.
         state.records[index].state = ProbeState::Loaded;
         state.records[index].error = None;

@@ -287,13 +287,15 @@ pub(crate) fn hook(
             // hook_func_name and syscall_func_name name the target of bare sections (`fentry`,
             // as aya-ebpf writes them).
             if let Some(target) = target {
-                if let Some(ignored) = probe
-                    .hook_func_name
-                    .as_ref()
-                    .or(probe.syscall_func_name.as_ref())
-                {
+                // A syscall name there is the Go example's own declaration; another function
+                // named as the hook is more likely a mistake worth a warning.
+                if let Some(ignored) = probe.hook_func_name.as_deref().filter(|h| *h != target) {
+                    log::warn!(
+                        "probe {id}: hook_func_name `{ignored}` not used: section `{section}` names the target, as the Go library reads it"
+                    );
+                } else if let Some(ignored) = &probe.syscall_func_name {
                     log::debug!(
-                        "probe {id}: `{ignored}` not used: section `{section}` names the target, as the Go library reads it"
+                        "probe {id}: syscall_func_name `{ignored}` not used: section `{section}` names the target, as the Go library reads it"
                     );
                 }
                 return Ok(Hook::Btf {
