@@ -72,13 +72,35 @@ pub fn settled() -> Snapshot {
     last
 }
 
-/// Waits up to 5 s for the kernel to match `before` (it frees programs, maps and reader
-/// threads a moment after their last reference goes), then compares: `Err` says what differs.
+/// Whether `now` holds nothing `before` did not: the same fds, events, entries and threads of
+/// this process, and no program or map that was not there (one that was there may have gone
+/// since: a previous test process's, which the kernel frees a moment after it exits).
+fn nothing_more(before: &Snapshot, now: &Snapshot) -> bool {
+    now.programs.iter().all(|p| before.programs.contains(p))
+        && now.maps.iter().all(|m| before.maps.contains(m))
+        && now.fds == before.fds
+        && now.tracefs == before.tracefs
+        && now.bpffs == before.bpffs
+        && now.threads == before.threads
+}
+
+/// Waits up to 5 s for the kernel to match `before` exactly (it frees programs, maps and
+/// reader threads a moment after their last reference goes): `Err` says what differs.
 pub fn wait_same(before: &Snapshot) -> Result<(), String> {
+    wait_for(before, |now| now == before)
+}
+
+/// Waits up to 5 s for the kernel to hold nothing more than `before` ([`nothing_more`]), for
+/// a `before` taken when none of the objects in it were the caller's.
+pub fn wait_nothing_more(before: &Snapshot) -> Result<(), String> {
+    wait_for(before, |now| nothing_more(before, now))
+}
+
+fn wait_for(before: &Snapshot, done: impl Fn(&Snapshot) -> bool) -> Result<(), String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let now = snapshot();
-        if &now == before {
+        if done(&now) {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {

@@ -21,7 +21,7 @@ use ebpf_manager::{
 };
 use integration_tests::{
     readers::{Seen, READERS},
-    state::{settled, wait_same},
+    state::{settled, wait_nothing_more},
     *,
 };
 
@@ -305,7 +305,7 @@ fn soak_random_sequences_leave_the_kernel_as_they_found_it() {
             "drop".to_owned()
         };
         replay.calls.borrow_mut().push(end);
-        if let Err(e) = wait_same(&before) {
+        if let Err(e) = wait_nothing_more(&before) {
             panic!("sequence {sequence}: {e}");
         }
     }

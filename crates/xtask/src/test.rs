@@ -319,7 +319,8 @@ fn tier2(filter: &[String], examples: &[&str]) -> Result<Counts> {
     // mount it, as a user who pins must).
     mount_if_missing("tracefs", "/sys/kernel/tracing")?;
     let mut cmd = cargo::cargo();
-    cmd.args(["test", "-p", "integration-tests", "--"])
+    // Every binary runs even after one fails, so the counts are whole.
+    cmd.args(["test", "-p", "integration-tests", "--no-fail-fast", "--"])
         .args(filter);
     let (ok, out) = cargo::run_echoed(&mut cmd)?;
     let mut counts = cargo::parse_libtest(&out);
