@@ -10,6 +10,7 @@
 
 mod bench;
 mod cargo;
+mod container;
 mod fixtures;
 mod fuzz;
 mod install;

@@ -3,6 +3,7 @@
 //! (selectors, hooks, clones) in `runtime.rs`.
 
 mod access;
+mod attach;
 mod bypass;
 mod dump;
 mod init;
