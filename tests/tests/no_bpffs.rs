@@ -89,7 +89,7 @@ fn without_bpffs() {
     assert!(!is_bpffs("/sys/fs/bpf"), "nothing mounted unasked");
 
     // A declared pin under /sys/fs/bpf: refused before anything loads, naming the fix.
-    let mut pinned = Manager {
+    let pinned = || Manager {
         probes: vec![tp()],
         maps: vec![ebpf_manager::Map {
             name: "hits".into(),
@@ -97,7 +97,7 @@ fn without_bpffs() {
         }],
         ..Default::default()
     };
-    let err = pinned
+    let err = pinned()
         .init_with_options(PROBES, this_thread_only())
         .unwrap_err();
     let Error::Bpffs { path, reason, fix } = &err else {
@@ -119,14 +119,7 @@ fn without_bpffs() {
     }
 
     // Options::mount_bpffs mounts one (in this private mount namespace) and the pin works.
-    let mut pinned = Manager {
-        probes: vec![tp()],
-        maps: vec![ebpf_manager::Map {
-            name: "hits".into(),
-            pin_path: Some("/sys/fs/bpf/ebpf_manager_test_hits".into()),
-        }],
-        ..Default::default()
-    };
+    let mut pinned = pinned();
     pinned
         .init_with_options(
             PROBES,
