@@ -5,15 +5,13 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use ebpf_manager::{
-    kernel, CleanupType, Error, Manager, Options, Probe, ProbeState, ProbesSelector::*,
-};
+use ebpf_manager::{CleanupType, Error, Manager, Options, Probe, ProbeState, ProbesSelector::*};
 
 const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/helloworld.bpf.o");
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    let _ = kernel::tracefs::mount_if_needed();
+    let _ = ebpf_manager::mount_tracefs();
     let kprobe = Probe {
         uid: "kprobe".into(),
         ebpf_func_name: "kprobe_vfs_mkdir".into(),

@@ -7,7 +7,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use ebpf_manager::{kernel, CleanupType, ConstantEditor, Error, Manager, Options, PerfMap, Probe};
+use ebpf_manager::{CleanupType, ConstantEditor, Error, Manager, Options, PerfMap, Probe};
 
 const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/readers.bpf.o");
 const RECORDS: usize = 100;
@@ -69,7 +69,7 @@ fn stay_on_this_cpu() {
 fn main() -> ExitCode {
     examples::check_privileges();
     stay_on_this_cpu();
-    let _ = kernel::tracefs::mount_if_needed();
+    let _ = ebpf_manager::mount_tracefs();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

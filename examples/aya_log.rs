@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use ebpf_manager::{kernel, CleanupType, Error, Manager, Probe};
+use ebpf_manager::{CleanupType, Error, Manager, Probe};
 
 const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/aya-log-rust.bpf.o");
 
@@ -42,7 +42,7 @@ static LOGGER: Print = Print(Mutex::new(None));
 
 fn run() -> Result<bool, Error> {
     examples::check_privileges();
-    if let Err(e) = kernel::tracefs::mount_if_needed() {
+    if let Err(e) = ebpf_manager::mount_tracefs() {
         eprintln!("cannot mount tracefs at /sys/kernel/tracing: {e}");
     }
     let (tx, rx) = mpsc::channel();

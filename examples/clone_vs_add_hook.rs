@@ -6,9 +6,7 @@
 
 use std::process::ExitCode;
 
-use ebpf_manager::{
-    aya::maps::Array, kernel, CleanupType, ConstantEditor, Error, Manager, Options, Probe,
-};
+use ebpf_manager::{aya::maps::Array, CleanupType, ConstantEditor, Error, Manager, Options, Probe};
 
 /// ebpf-fixtures/src/probes.bpf.c: `tagged_sys_enter_mkdir` does `tagged[clone_tag]++` for the
 /// thread `filter_tid`.
@@ -21,7 +19,7 @@ fn tagged(m: &Manager) -> Vec<u64> {
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    let _ = kernel::tracefs::mount_if_needed();
+    let _ = ebpf_manager::mount_tracefs();
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32;
     let original = Probe {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ebpf_manager::kernel::TracePipe;
+use ebpf_manager::TracePipe;
 
 /// Says which privileges are missing, when they are.
 pub fn check_privileges() {

@@ -7,9 +7,7 @@
 
 use std::process::ExitCode;
 
-use ebpf_manager::{
-    aya::maps::Array, kernel, CleanupType, ConstantEditor, Error, Manager, Options, Probe,
-};
+use ebpf_manager::{aya::maps::Array, CleanupType, ConstantEditor, Error, Manager, Options, Probe};
 
 /// ebpf-fixtures/src/probes.bpf.c: `tagged_sys_enter_mkdir` does `tagged[clone_tag]++` for
 /// the thread `filter_tid`.
@@ -17,7 +15,7 @@ const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/probes.bpf.o");
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    let _ = kernel::tracefs::mount_if_needed();
+    let _ = ebpf_manager::mount_tracefs();
     let probe = |uid: &str| Probe {
         uid: uid.into(),
         ebpf_func_name: "tagged_sys_enter_mkdir".into(),

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use ebpf_manager::{
-    kernel, CleanupType, ConstantEditor, Declaration, Error, ProbeIdentificationPair, ProbeState,
+    CleanupType, ConstantEditor, Declaration, Error, ProbeIdentificationPair, ProbeState,
 };
 
 const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/probes.bpf.o");
@@ -18,7 +18,7 @@ const DIRECTORIES: u64 = 3;
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    if let Err(e) = kernel::tracefs::mount_if_needed() {
+    if let Err(e) = ebpf_manager::mount_tracefs() {
         eprintln!("cannot mount tracefs at /sys/kernel/tracing: {e}");
     }
     let (mut m, mut options) = Declaration::from_toml(DECLARATION)?.into_manager();

@@ -11,7 +11,7 @@
 use std::process::ExitCode;
 
 use ebpf_manager::{
-    kernel, CleanupType, ConstantEditor, Error, Manager, Options, Probe, ProbeIdentificationPair,
+    CleanupType, ConstantEditor, Error, Manager, Options, Probe, ProbeIdentificationPair,
     ProbeState, ProbesSelector,
 };
 
@@ -28,7 +28,7 @@ fn hits(m: &Manager, slot: u32) -> Result<u64, Error> {
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    if let Err(e) = kernel::tracefs::mount_if_needed() {
+    if let Err(e) = ebpf_manager::mount_tracefs() {
         eprintln!("cannot mount tracefs at /sys/kernel/tracing: {e}");
     }
     let probe = |function: &str| Probe {

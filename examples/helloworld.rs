@@ -12,7 +12,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use ebpf_manager::{kernel, AttachInfo, CleanupType, Error, Manager, Probe};
+use ebpf_manager::{AttachInfo, CleanupType, Error, Manager, Probe};
 
 /// `SEC("kprobe/vfs_mkdir") kprobe_vfs_mkdir` and `SEC("tracepoint/syscalls/sys_enter_mkdir")
 /// tracepoint_sys_enter_mkdir`, both calling `bpf_printk("mkdir (vfs hook point)\n")`.
@@ -65,7 +65,7 @@ fn started(ebpf_func_name: &str) -> Result<(Manager, AttachInfo), Error> {
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    if let Err(e) = kernel::tracefs::mount_if_needed() {
+    if let Err(e) = ebpf_manager::mount_tracefs() {
         eprintln!("cannot mount tracefs at /sys/kernel/tracing: {e}");
     }
     let (mut manager, info) = match started("kprobe_vfs_mkdir") {

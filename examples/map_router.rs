@@ -7,7 +7,7 @@
 use std::{process::ExitCode, sync::Arc};
 
 use ebpf_manager::{
-    aya::maps::Array, kernel, CleanupType, ConstantEditor, Error, Manager, MapRoute, Options, Probe,
+    aya::maps::Array, CleanupType, ConstantEditor, Error, Manager, MapRoute, Options, Probe,
 };
 
 /// ebpf-fixtures/src/router.bpf.c
@@ -22,7 +22,7 @@ fn count(m: &Manager, name: &str) -> u64 {
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    let _ = kernel::tracefs::mount_if_needed();
+    let _ = ebpf_manager::mount_tracefs();
     // b: no probes, only the maps of the object.
     let mut b = Manager::default();
     b.init(OBJECT)?;

@@ -10,7 +10,7 @@ use std::{
 };
 
 use ebpf_manager::{
-    aya::maps::Array, kernel, CleanupType, ConstantEditor, Error, Manager, Map, Options, Probe,
+    aya::maps::Array, CleanupType, ConstantEditor, Error, Manager, Map, Options, Probe,
 };
 
 const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/probes.bpf.o");
@@ -53,7 +53,7 @@ fn hits(m: &Manager) -> u64 {
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    let _ = kernel::tracefs::mount_if_needed();
+    let _ = ebpf_manager::mount_tracefs();
     let pin = PathBuf::from(format!(
         "/sys/fs/bpf/ebpf_manager_example_{}_hits",
         std::process::id()

@@ -4,14 +4,14 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use ebpf_manager::{kernel, CleanupType, Error, Manager, Probe};
+use ebpf_manager::{CleanupType, Error, Manager, Probe};
 
 const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/helloworld.bpf.o");
 const MESSAGE: &str = "mkdir (vfs hook point)";
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    let _ = kernel::tracefs::mount_if_needed();
+    let _ = ebpf_manager::mount_tracefs();
     let mut m = Manager {
         probes: vec![Probe {
             uid: "MyVFSMkdir".into(),

@@ -15,7 +15,7 @@ use std::{
 };
 
 use ebpf_manager::{
-    aya::maps::Array, kernel, CleanupType, ConstantEditor, Error, Manager, Options, PerfMap, Probe,
+    aya::maps::Array, CleanupType, ConstantEditor, Error, Manager, Options, PerfMap, Probe,
 };
 
 const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/readers.bpf.o");
@@ -23,7 +23,7 @@ const RECORDS: u64 = 1000;
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    if let Err(e) = kernel::tracefs::mount_if_needed() {
+    if let Err(e) = ebpf_manager::mount_tracefs() {
         eprintln!("cannot mount tracefs at /sys/kernel/tracing: {e}");
     }
     let received = Arc::new(AtomicU64::new(0));

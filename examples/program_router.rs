@@ -8,8 +8,8 @@
 use std::process::ExitCode;
 
 use ebpf_manager::{
-    aya::maps::Array, kernel, CleanupType, ConstantEditor, Error, Manager, MapRoute, Options,
-    Probe, ProbeIdentificationPair, TailCallRoute,
+    aya::maps::Array, CleanupType, ConstantEditor, Error, Manager, MapRoute, Options, Probe,
+    ProbeIdentificationPair, TailCallRoute,
 };
 
 /// ebpf-fixtures/src/router.bpf.c
@@ -40,7 +40,7 @@ fn route(inner: &str) -> MapRoute {
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    let _ = kernel::tracefs::mount_if_needed();
+    let _ = ebpf_manager::mount_tracefs();
     let mut m = Manager {
         probes: vec![Probe {
             ebpf_func_name: "router_entry".into(),

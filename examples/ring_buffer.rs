@@ -13,16 +13,14 @@ use std::{
     },
 };
 
-use ebpf_manager::{
-    kernel, CleanupType, ConstantEditor, Error, Manager, Options, Probe, RingBuffer,
-};
+use ebpf_manager::{CleanupType, ConstantEditor, Error, Manager, Options, Probe, RingBuffer};
 
 const OBJECT: &[u8] = include_bytes!("../ebpf-fixtures/readers.bpf.o");
 const RECORDS: u64 = 1000;
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    if let Err(e) = kernel::tracefs::mount_if_needed() {
+    if let Err(e) = ebpf_manager::mount_tracefs() {
         eprintln!("cannot mount tracefs at /sys/kernel/tracing: {e}");
     }
     let received = Arc::new(AtomicU64::new(0));

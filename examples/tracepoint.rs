@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use ebpf_manager::{kernel, CleanupType, ConstantEditor, Error, Manager, Options, Probe};
+use ebpf_manager::{CleanupType, ConstantEditor, Error, Manager, Options, Probe};
 
 /// ebpf-fixtures/src/probes.bpf.c: `tracepoint_sys_enter_mkdir` counts the calls of the
 /// thread `filter_tid` in slot 2 of `hits`.
@@ -20,7 +20,7 @@ fn hits(m: &Manager) -> Result<u64, Error> {
 
 fn run() -> Result<(), Error> {
     examples::check_privileges();
-    if let Err(e) = kernel::tracefs::mount_if_needed() {
+    if let Err(e) = ebpf_manager::mount_tracefs() {
         eprintln!("cannot mount tracefs at /sys/kernel/tracing: {e}");
     }
     let probe = Probe {

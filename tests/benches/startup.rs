@@ -10,7 +10,7 @@ use aya::{
     programs::{uprobe::UProbeScope, KProbe, TracePoint, UProbe},
     Ebpf,
 };
-use ebpf_manager::{kernel, CleanupType, Manager, Probe};
+use ebpf_manager::{CleanupType, Manager, Probe};
 use integration_tests::{kernel_has_kprobes, setup, user::USER, HELLOWORLD};
 
 #[path = "startup/scale.rs"]
@@ -195,7 +195,7 @@ fn main() {
     println!(
         "startup: init + start + stop, median of interleaved runs, Linux {} (kprobe PMU: {})",
         release.trim(),
-        kernel::has_kprobe_pmu()
+        ebpf_manager::features::has_kprobe_pmu()
     );
     println!(
         "{:<48} {:>5} {:>12} {:>12} {:>7}",
@@ -237,7 +237,7 @@ fn main() {
     }
     println!(
         "(the manager read the uprobes' binary {} time(s) in all those runs)",
-        kernel::binary_symbol_reads(&exe)
+        ebpf_manager::diagnostics::binary_symbol_reads(&exe)
     );
     println!("\ninit + start alone (manager init + start vs aya load + attach)");
     println!(
@@ -249,7 +249,7 @@ fn main() {
     }
     println!(
         "\nstop alone (manager stop vs dropping aya's Ebpf; parallel closes: {})",
-        kernel::parallel_detach()
+        ebpf_manager::features::parallel_detach()
     );
     println!(
         "{:<48} {:>5} {:>12} {:>12} {:>7} {:>9}",

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use ebpf_manager::{kernel, ConstantEditor, Manager, Options, Probe, ProbeIdentificationPair};
+use ebpf_manager::{ConstantEditor, Manager, Options, Probe, ProbeIdentificationPair};
 
 /// The helloworld object: `kprobe/vfs_mkdir` and its tracepoint twin, both printing
 /// "mkdir (vfs hook point)".
@@ -37,7 +37,7 @@ pub mod slot {
 pub fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        kernel::tracefs::mount_if_needed().expect("mounting tracefs (run the tests as root)");
+        ebpf_manager::mount_tracefs().expect("mounting tracefs (run the tests as root)");
     });
 }
 
@@ -71,12 +71,12 @@ fn mount_bpffs_if_needed() {
 
 /// Whether the running kernel can attach kprobes at all (PMU or tracefs).
 pub fn kernel_has_kprobes() -> bool {
-    kernel::has_kprobe_pmu() || tracefs_has("kprobe_events")
+    ebpf_manager::features::has_kprobe_pmu() || tracefs_has("kprobe_events")
 }
 
 /// Whether tracefs has this control file.
 pub fn tracefs_has(file: &str) -> bool {
-    kernel::tracefs::root().is_ok_and(|r| r.join(file).exists())
+    ebpf_manager::testing::tracefs_root().is_ok_and(|r| r.join(file).exists())
 }
 
 /// The calling thread's id, which the counting probes filter on.
@@ -145,7 +145,7 @@ pub fn is_loaded(m: &Manager, id: &ProbeIdentificationPair) -> bool {
 
 /// The names under /sys/fs/bpf that this process's manager made (it must leave none).
 pub fn own_bpffs_entries() -> Vec<String> {
-    let prefix = kernel::instance::own_group();
+    let prefix = ebpf_manager::testing::own_group();
     std::fs::read_dir("/sys/fs/bpf")
         .map(|d| {
             d.filter_map(Result::ok)
@@ -247,14 +247,14 @@ fn wait_until_gone(what: &str, ids: &[u32], loaded: impl Fn() -> Vec<u32>) {
 /// The tracefs probe events of this process's group, as listed in `control`
 /// (e.g. `kprobe_events`).
 pub fn own_tracefs_events(control: &str) -> Vec<String> {
-    let Ok(root) = kernel::tracefs::root() else {
+    let Ok(root) = ebpf_manager::testing::tracefs_root() else {
         return Vec::new();
     };
-    let group = kernel::tracefs::own_group();
+    let group = ebpf_manager::testing::own_group();
     std::fs::read_to_string(root.join(control))
         .unwrap_or_default()
         .lines()
-        .filter(|l| kernel::tracefs::parse_event_line(l).is_some_and(|(g, _)| g == group))
+        .filter(|l| ebpf_manager::testing::parse_event_line(l).is_some_and(|(g, _)| g == group))
         .map(str::to_owned)
         .collect()
 }
@@ -276,7 +276,7 @@ pub fn trace_pipe_lock() -> MutexGuard<'static, ()> {
 /// Makes a directory from this thread and waits for `message` printed by this thread
 /// (trace_pipe lines start with `<comm>-<tid>`). Returns the line.
 pub fn mkdir_and_read_trace_pipe(message: &str) -> Option<String> {
-    let mut pipe = kernel::TracePipe::open().expect("opening trace_pipe");
+    let mut pipe = ebpf_manager::TracePipe::open().expect("opening trace_pipe");
     let tag = format!("-{} ", gettid());
     mkdir_rmdir("trace");
     pipe.read_until(Duration::from_secs(10), |line| {

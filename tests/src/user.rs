@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use ebpf_manager::{kernel, ConstantEditor, Manager, Options, Probe};
+use ebpf_manager::{ConstantEditor, Manager, Options, Probe};
 
 /// Uprobes, uretprobes and the perf_event program: see ebpf-fixtures/src/user.bpf.c.
 pub const USER: &[u8] = include_bytes!("../../ebpf-fixtures/user.bpf.o");
@@ -365,7 +365,7 @@ impl Drop for MappedLibrary {
 /// The lines of tracefs `uprobe_events` on `binary` (by its path or its canonical path), in
 /// this process's event group or not: after `stop` there must be none.
 pub fn uprobe_events_of(binary: &Path) -> Vec<String> {
-    let Ok(root) = kernel::tracefs::root() else {
+    let Ok(root) = ebpf_manager::testing::tracefs_root() else {
         return Vec::new();
     };
     let mut needles = vec![binary.to_string_lossy().into_owned()];

@@ -2,7 +2,7 @@
 //! on the host, 266 ms in a TCG guest), so a manager keeps one loader for the object and all its
 //! per-probe constant copies. Alone in its binary: the count is per process.
 
-use ebpf_manager::{kernel, ConstantEditor, Manager, Options, ProbeIdentificationPair};
+use ebpf_manager::{ConstantEditor, Manager, Options, ProbeIdentificationPair};
 use integration_tests::*;
 
 #[test]
@@ -26,7 +26,7 @@ fn ten_per_probe_constant_copies_parse_the_kernel_btf_once() {
             ..ConstantEditor::new("clone_tag", i as u32)
         })
         .collect();
-    let before = kernel::kernel_btf_parses();
+    let before = ebpf_manager::diagnostics::kernel_btf_parses();
     m.init_with_options(
         PROBES,
         Options {
@@ -35,7 +35,7 @@ fn ten_per_probe_constant_copies_parse_the_kernel_btf_once() {
         },
     )
     .expect("init");
-    let parses = kernel::kernel_btf_parses() - before;
+    let parses = ebpf_manager::diagnostics::kernel_btf_parses() - before;
     println!("kernel BTF parsed {parses} time(s) for the object and 10 per-probe copies");
     assert_eq!(parses, 1);
     m.start().expect("start");

@@ -54,7 +54,7 @@ fn run_kprobe(
 
 /// The facility a kprobe with the default attach method takes on this kernel.
 fn default_method() -> AttachMethod {
-    if ebpf_manager::kernel::has_kprobe_pmu() {
+    if ebpf_manager::features::has_kprobe_pmu() {
         AttachMethod::KprobePmu
     } else {
         AttachMethod::KprobeTracefs
@@ -179,11 +179,11 @@ fn helloworld_kprobe_prints_to_trace_pipe() {
 fn leftover_events_of_dead_processes_are_removed_at_start() {
     let _serial = serial();
     setup();
-    let root = ebpf_manager::kernel::tracefs::root().expect("tracefs");
+    let root = ebpf_manager::testing::tracefs_root().expect("tracefs");
     if !tracefs_has("kprobe_events") {
         // Without kprobe_events nothing can be left over, and start must not fail on it.
         assert_eq!(
-            ebpf_manager::kernel::tracefs::remove_leftover_events(root, "kprobe_events").unwrap(),
+            ebpf_manager::testing::remove_leftover_events(root, "kprobe_events").unwrap(),
             Vec::<String>::new()
         );
         return;
@@ -219,7 +219,7 @@ fn leftover_events_of_dead_processes_are_removed_at_start() {
     drop(lock);
     let groups: Vec<&str> = listing
         .lines()
-        .filter_map(ebpf_manager::kernel::tracefs::parse_event_line)
+        .filter_map(ebpf_manager::testing::parse_event_line)
         .map(|(group, _)| group)
         .collect();
     assert!(

@@ -33,7 +33,7 @@ fn hits(m: &Manager, slot: u32) -> u64 {
 /// The role: runs in a mount namespace of its own without bpffs at /sys/fs/bpf.
 fn without_bpffs() {
     assert!(!is_bpffs("/sys/fs/bpf"), "bpffs is still mounted");
-    ebpf_manager::kernel::tracefs::mount_if_needed().expect("tracefs");
+    ebpf_manager::mount_tracefs().expect("tracefs");
     let tp = || probe("tp", "tracepoint_sys_enter_mkdir");
 
     // Per-probe constants: a copy of the object sharing the main object's maps.

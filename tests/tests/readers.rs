@@ -419,7 +419,7 @@ fn readers_are_clone_and_debug() {
     assert_eq!(p.ring_pages(), 8);
     assert_eq!(
         PerfMap::default().ring_pages(),
-        ebpf_manager::maps::DEFAULT_PERF_RING_PAGES
+        ebpf_manager::DEFAULT_PERF_RING_PAGES
     );
     let r = RingBuffer {
         poll_timeout: Some(Duration::from_millis(5)),

@@ -15,10 +15,7 @@ use std::{
     time::Duration,
 };
 
-use ebpf_manager::{
-    kernel::{instance, tracefs},
-    KprobeAttachMethod, Manager, Probe, UprobeAttachMethod,
-};
+use ebpf_manager::{testing, KprobeAttachMethod, Manager, Probe, UprobeAttachMethod};
 use integration_tests::{readers, user::*, *};
 
 const ROLE: &str = "EBPFM_RESTART_ROLE";
@@ -75,7 +72,7 @@ fn start_role(target: &Path) -> Running {
     r.start().expect("start of the ring reader");
     managers.push(r);
     // A directory named and locked as the library's private directories are.
-    let dir = Path::new("/sys/fs/bpf").join(format!("{}_restart_0", instance::own_group()));
+    let dir = Path::new("/sys/fs/bpf").join(format!("{}_restart_0", testing::own_group()));
     std::fs::create_dir(&dir).expect("create the directory");
     let lock = std::fs::File::open(&dir).expect("open the directory");
     // SAFETY: flock on an fd owned by `lock`.
@@ -112,7 +109,7 @@ fn run_role_if_asked() {
         "holder" => {
             assert_eq!(std::process::id(), 1, "PID 1 of a new pid namespace");
             let _running = start_role(&target);
-            println!("READY {}", instance::token());
+            println!("READY {}", testing::token());
             loop {
                 std::thread::sleep(Duration::from_secs(60));
             }
@@ -122,7 +119,7 @@ fn run_role_if_asked() {
             // The same probes as the dead manager, also PID 1: they must not collide.
             let running = start_role(&target);
             drop(running);
-            println!("SWEPT {}", instance::token());
+            println!("SWEPT {}", testing::token());
             std::process::exit(0);
         }
         other => panic!("unknown role {other}"),
@@ -198,14 +195,14 @@ impl Drop for InNamespace {
 
 /// The tracefs events and bpffs directories of the process with this token.
 fn objects_of(token: &str) -> (Vec<String>, Vec<String>) {
-    let group = format!("{}{token}", instance::PREFIX);
+    let group = format!("{}{token}", testing::PREFIX);
     let mut events = Vec::new();
-    if let Ok(root) = tracefs::root() {
+    if let Ok(root) = testing::tracefs_root() {
         for control in ["kprobe_events", "uprobe_events"] {
             let text = std::fs::read_to_string(root.join(control)).unwrap_or_default();
             events.extend(
                 text.lines()
-                    .filter(|l| tracefs::parse_event_line(l).is_some_and(|(g, _)| g == group))
+                    .filter(|l| testing::parse_event_line(l).is_some_and(|(g, _)| g == group))
                     .map(str::to_owned),
             );
         }
@@ -230,7 +227,7 @@ fn crashed_pid1_manager_is_swept_by_the_next_pid1_manager_and_a_live_one_is_kept
     struct Sweep;
     impl Drop for Sweep {
         fn drop(&mut self) {
-            instance::remove_leftovers();
+            ebpf_manager::remove_leftovers();
         }
     }
     let _sweep = Sweep;
@@ -257,10 +254,10 @@ fn crashed_pid1_manager_is_swept_by_the_next_pid1_manager_and_a_live_one_is_kept
     );
     // Its locks go with its last file reference, which the kernel may drop a moment after the
     // process is reaped.
-    let dead_group = format!("{}{dead_token}", instance::PREFIX);
+    let dead_group = format!("{}{dead_token}", testing::PREFIX);
     let waited = std::time::Instant::now();
     let found = loop {
-        let found = instance::find_leftovers();
+        let found = ebpf_manager::find_leftovers();
         if found.tracefs_events.len() >= per_manager || waited.elapsed() > Duration::from_secs(5) {
             break found;
         }
@@ -304,7 +301,7 @@ fn crashed_pid1_manager_is_swept_by_the_next_pid1_manager_and_a_live_one_is_kept
 
     // 4. The live one dies too; this process's sweep removes it, and nothing is left.
     live.kill();
-    let removed = instance::remove_leftovers();
+    let removed = ebpf_manager::remove_leftovers();
     assert_eq!(removed.tracefs_events.len(), per_manager, "{removed:?}");
     assert_eq!(objects_of(&live_token), (vec![], vec![]));
     println!(

@@ -1,10 +1,10 @@
 //! Stopping many probes: perf-event links close in parallel where the kernel lets their RCU
-//! waits overlap (`kernel::parallel_detach`, Linux 6.18), one after another elsewhere; either
+//! waits overlap (`ebpf_manager::features::parallel_detach`, Linux 6.18), one after another elsewhere; either
 //! way nothing stays attached or loaded.
 
 use std::time::Instant;
 
-use ebpf_manager::{kernel, CleanupType, Manager, ProbeIdentificationPair, ProbeState};
+use ebpf_manager::{CleanupType, Manager, ProbeIdentificationPair, ProbeState};
 use integration_tests::*;
 
 const MANY: &[u8] = include_bytes!("../../ebpf-fixtures/many_tracepoints.bpf.o");
@@ -50,7 +50,7 @@ fn stopping_100_tracepoint_probes_leaves_nothing_attached() {
     println!(
         "stopped 100 tracepoint probes in {:?} (parallel closes: {})",
         t.elapsed(),
-        kernel::parallel_detach()
+        ebpf_manager::features::parallel_detach()
     );
     for id in &ids {
         assert_eq!(m.probe_state(id), Some(ProbeState::Stopped));

@@ -1,7 +1,7 @@
 //! One kernel function list per process: managers resolving patterns share it while one holds
 //! it, and `start` lets go of it. Alone in its binary: the count is per process.
 
-use ebpf_manager::{kernel::symbols::function_list_reads, Manager, Probe};
+use ebpf_manager::{diagnostics::function_list_reads, Manager, Probe};
 use integration_tests::*;
 
 fn pattern_manager(uid: &str) -> Manager {

@@ -112,7 +112,7 @@ fn uprobe_and_uretprobe_on_a_c_program_from_their_sections() {
     let mut m = user_manager(vec![entry, exit], user_filters(0, 0)).unwrap();
     m.start().unwrap();
     assert_eq!(
-        ebpf_manager::kernel::binary_symbol_reads(target.path()),
+        ebpf_manager::diagnostics::binary_symbol_reads(target.path()),
         1,
         "both probes resolved and attached from one read of the binary"
     );

@@ -56,7 +56,7 @@ fn match_all_functions_takes_one_uprobe_multi_link_or_one_uprobe_per_function() 
         "{}",
         info.hook
     );
-    let expected = if ebpf_manager::kernel::uprobe_multi_supported() {
+    let expected = if ebpf_manager::features::uprobe_multi_supported() {
         AttachMethod::UprobeMulti
     } else {
         AttachMethod::Uprobe

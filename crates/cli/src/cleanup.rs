@@ -6,12 +6,11 @@ use std::io::Write;
 use crate::{json, line, Failed};
 
 pub(crate) fn cleanup(dry_run: bool, as_json: bool, out: &mut dyn Write) -> Result<(), Failed> {
-    ebpf_manager::kernel::tracefs::mount_if_needed()
-        .map_err(|e| format!("mounting tracefs: {e}"))?;
+    ebpf_manager::mount_tracefs().map_err(|e| format!("mounting tracefs: {e}"))?;
     let found = if dry_run {
-        ebpf_manager::kernel::instance::find_leftovers()
+        ebpf_manager::find_leftovers()
     } else {
-        ebpf_manager::kernel::instance::remove_leftovers()
+        ebpf_manager::remove_leftovers()
     };
     let dirs: Vec<String> = found
         .bpffs_dirs

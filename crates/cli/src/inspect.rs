@@ -141,8 +141,7 @@ fn load_declared(
     bytes: &[u8],
     declared: ebpf_manager::Declaration,
 ) -> Result<ebpf_manager::Status, Failed> {
-    ebpf_manager::kernel::tracefs::mount_if_needed()
-        .map_err(|e| format!("mounting tracefs: {e}"))?;
+    ebpf_manager::mount_tracefs().map_err(|e| format!("mounting tracefs: {e}"))?;
     let (mut manager, options) = declared.into_manager();
     manager
         .init_with_options(bytes, options)

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ebpf_manager::{kernel::TracePipe, CleanupType};
+use ebpf_manager::{CleanupType, TracePipe};
 
 use crate::{declaration, line, read, Failed};
 
@@ -93,8 +93,7 @@ pub(crate) fn run(
 ) -> Result<(), Failed> {
     let bytes = read(object)?;
     let (mut manager, options) = declaration(config)?.into_manager();
-    ebpf_manager::kernel::tracefs::mount_if_needed()
-        .map_err(|e| format!("mounting tracefs: {e}"))?;
+    ebpf_manager::mount_tracefs().map_err(|e| format!("mounting tracefs: {e}"))?;
     // Records reach this thread through a channel: the readers run on their own threads.
     let (tx, rx) = mpsc::channel::<Event>();
     for perf in &mut manager.perf_maps {

@@ -35,11 +35,18 @@
 //! states the kernel that introduced what it needs.
 
 #![deny(missing_docs)]
+// docs.rs (nightly) marks the items each cargo feature adds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "serde")]
+mod codec;
+#[cfg(feature = "serde")]
 mod declare;
+pub mod diagnostics;
 mod elf;
 mod error;
+pub mod features;
+mod insns;
 mod inspect;
 // Test-only failure points: public (and hidden from the docs) only with the feature.
 #[cfg(feature = "fault-injection")]
@@ -51,38 +58,51 @@ mod fault;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod kernel;
+mod kernel;
 mod loader;
 mod manager;
-pub mod maps;
+mod maps;
 mod options;
 mod pipeline;
 mod probe;
 mod selectors;
+// Internals the integration tests read (with the test-only feature).
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod testing;
+mod types;
 
 #[cfg(feature = "serde")]
 pub use declare::Declaration;
-pub use error::{Error, PatternField, Report, Result};
+pub use error::{BpfError, Error, PatternField, Report, Result, SysError};
 pub use inspect::{HookPreview, ObjectInfo, ObjectMap, ObjectProgram};
-pub use kernel::FunctionIndex;
-pub use manager::{
-    CleanupType, Manager, ManagerState, MapEntry, ProbeStatus, ReaderStatus, Status,
-};
+// The raw kernel layer is private; these few items of it are public on purpose:
+// - the function list that `attach_to_func_name` patterns match, to try a pattern beforehand;
+// - trace_pipe and the tracefs mount, to read what programs print with bpf_printk;
+// - the sweep of what crashed managers left, for supervisors and the CLI's `cleanup`.
+pub use insns::{Instruction, InstructionPatcher, ProgramInstructions};
+pub use kernel::leftovers::{find_leftovers, remove_leftovers, Leftovers};
+pub use kernel::symbols::FunctionIndex;
+pub use kernel::trace_pipe::TracePipe;
+pub use kernel::tracefs::mount_if_needed as mount_tracefs;
+pub use manager::{CleanupType, Manager, MapEntry, ProbeStatus, Status};
+#[cfg(feature = "tokio")]
+pub use maps::{AsyncPerfMap, AsyncRingBuffer};
 pub use maps::{
-    PerfDataHandler, PerfLostHandler, PerfMap, ReaderError, ReaderErrorHandler, RingBuffer,
-    RingDataHandler,
+    PerfDataHandler, PerfLostHandler, PerfMap, ReaderError, ReaderErrorHandler, ReaderStatus,
+    RingBuffer, RingDataHandler, DEFAULT_PERF_RING_PAGES,
 };
 pub use options::{
     ConstantEditor, InnerOuterMapSpec, KernelTypes, Map, MapEditor, MapRoute, MapSpecEditor,
     Options, TailCallRoute, TestRunInput, TestRunOutput,
 };
-pub use pipeline::{Instruction, InstructionPatcher, ProgramInstructions};
-pub use probe::{
-    AttachInfo, AttachMethod, KprobeAttachMethod, Probe, ProbeIdentificationPair, ProbeState,
-    UprobeAttachMethod,
-};
+pub use probe::{AttachInfo, Probe};
 pub use probe::{Netns, NetworkDirection, SharedFd, TcAttachMethod, XdpAttachMode};
 pub use selectors::ProbesSelector;
+pub use types::{
+    AttachMethod, KprobeAttachMethod, ManagerState, ProbeIdentificationPair, ProbeState,
+    UprobeAttachMethod,
+};
 
 /// aya, re-exported so that users name the same version the manager was built with.
 pub use aya;

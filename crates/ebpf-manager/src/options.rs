@@ -75,7 +75,7 @@ pub struct Options {
     pub default_probe_retry: u32,
     /// The [`Probe::probe_retry_delay`](crate::Probe::probe_retry_delay) of probes that leave
     /// theirs at zero (the Go `DefaultProbeRetryDelay`).
-    #[cfg_attr(feature = "serde", serde(with = "crate::declare::duration"))]
+    #[cfg_attr(feature = "serde", serde(with = "crate::codec::duration"))]
     pub default_probe_retry_delay: std::time::Duration,
     /// The `kprobe_max_active` of kretprobes that leave theirs at 0 (the Go
     /// `DefaultKProbeMaxActive`); above 0 they attach through tracefs.
@@ -89,7 +89,7 @@ pub struct Options {
     /// How long stopping a perf map or ring buffer reader (`stop`, `stop_reader`,
     /// `stop_readers`) waits for its handler to finish with the last records; zero means 5 s.
     /// A reader still busy then is [`Error::ReaderStuck`](crate::Error::ReaderStuck).
-    #[cfg_attr(feature = "serde", serde(with = "crate::declare::duration"))]
+    #[cfg_attr(feature = "serde", serde(with = "crate::codec::duration"))]
     pub reader_stop_timeout: std::time::Duration,
     /// Leave the object's `AYA_LOGS` alone. By default, when the object has aya-log-ebpf
     /// 0.2's ring buffer (Rust programs that log with `aya_log_ebpf::info!` and the like),
@@ -133,7 +133,7 @@ pub struct Options {
     /// iterators) resolve against, instead of `/sys/kernel/btf/vmlinux` (the Go
     /// `VerifierOptions.Programs.KernelTypes`): for kernels without BTF (a BTFHub file) and for
     /// tests.
-    #[cfg_attr(feature = "serde", serde(with = "crate::declare::kernel_types"))]
+    #[cfg_attr(feature = "serde", serde(with = "kernel_types_codec"))]
     pub kernel_btf: Option<KernelTypes>,
     /// The verifier's log level (aya's default, `DEBUG | STATS`, when `None`). The log of a
     /// rejected program is in [`Error::Verifier`](crate::Error::Verifier); its buffer grows
@@ -212,7 +212,7 @@ pub struct ConstantEditor {
     /// The global's name in the object.
     pub name: String,
     /// Its new value, in the kernel's byte order, of the global's exact size.
-    #[cfg_attr(feature = "serde", serde(with = "crate::declare::constant_value"))]
+    #[cfg_attr(feature = "serde", serde(with = "crate::codec::constant_value"))]
     pub value: Vec<u8>,
     /// Do not fail when the object has no such global.
     #[cfg_attr(feature = "serde", serde(default))]
@@ -515,6 +515,35 @@ fn same_shared<T>(a: &Option<std::sync::Arc<T>>, b: &Option<std::sync::Arc<T>>) 
         (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
         (None, None) => true,
         _ => false,
+    }
+}
+
+/// Kernel types as the path of a BTF file (parsed BTF cannot be written in a file).
+#[cfg(feature = "serde")]
+pub(crate) mod kernel_types_codec {
+    use std::path::PathBuf;
+
+    use serde::Deserialize;
+
+    use super::KernelTypes;
+
+    pub(crate) fn serialize<S: serde::Serializer>(
+        k: &Option<KernelTypes>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match k {
+            None => s.serialize_none(),
+            Some(KernelTypes::File(p)) => s.serialize_some(p),
+            Some(KernelTypes::Parsed(_)) => Err(serde::ser::Error::custom(
+                "kernel_btf: parsed BTF cannot be declared in a file; use the file's path",
+            )),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<KernelTypes>, D::Error> {
+        Ok(Option::<PathBuf>::deserialize(d)?.map(KernelTypes::File))
     }
 }
 

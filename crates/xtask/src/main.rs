@@ -7,6 +7,8 @@
 //! - `cargo xtask bench readers`: ring and perf buffer readers against raw aya and libbpf.
 //! - `cargo xtask fuzz [--seconds N] [TARGET]...`: the fuzz targets of fuzz/, N seconds each.
 //! - `cargo xtask soak [--sequences N] [--seed S] [--kernel V]...`: the randomized soak.
+//! - `cargo xtask layers [--print]`: the library's imports go down its layers only.
+//! - `cargo xtask public-api [--bless]`: the public API against crates/ebpf-manager/public-api.txt.
 
 mod bench;
 mod cargo;
@@ -14,6 +16,8 @@ mod container;
 mod fixtures;
 mod fuzz;
 mod install;
+mod layers;
+mod public_api;
 mod soak;
 mod test;
 mod vm;
@@ -31,7 +35,9 @@ fn usage() -> &'static str {
      \n  bench startup [--kernel V]...      init+start+stop: manager against raw aya\
      \n  bench readers                      ring/perf buffer readers: manager, raw aya, libbpf\
      \n  fuzz [--seconds N] [TARGET]...     fuzz targets (nightly, libFuzzer), N s each (60)\
-     \n  soak [--sequences N] [--seed S] [--kernel V]...\n                                     random API sequences with injected faults, kernel checked after each\n"
+     \n  soak [--sequences N] [--seed S] [--kernel V]...\n                                     random API sequences with injected faults, kernel checked after each\
+     \n  layers [--print]                   the library's imports go down its layers only\
+     \n  public-api [--bless]               the public API (nightly rustdoc JSON) against public-api.txt\n"
 }
 
 fn main() -> ExitCode {
@@ -43,6 +49,8 @@ fn main() -> ExitCode {
         Some("vm") => vm::cli(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
+        Some("layers") => layers::run(&args[1..]),
+        Some("public-api") => public_api::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{}", usage());
             Ok(())

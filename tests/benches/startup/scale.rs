@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use aya::{programs::KProbe, Ebpf};
 use ebpf_manager::{
-    kernel, CleanupType, ConstantEditor, KprobeAttachMethod, Manager, Options, Probe,
+    CleanupType, ConstantEditor, KprobeAttachMethod, Manager, Options, Probe,
     ProbeIdentificationPair,
 };
 use integration_tests::{kernel_has_kprobes, HELLOWORLD, PROBES};
 
 const MANY: &[u8] = include_bytes!("../../../ebpf-fixtures/many_tracepoints.bpf.o");
 /// The pattern of the wide rows: `[a-X]*_show` with the first X that matches 500 functions.
-fn wide_pattern(index: &kernel::FunctionIndex) -> String {
+fn wide_pattern(index: &ebpf_manager::FunctionIndex) -> String {
     ('a'..='z')
         .map(|last| format!("[a-{last}]*_show"))
         .find(|p| {
@@ -30,8 +30,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn functions() -> kernel::FunctionIndex {
-    kernel::FunctionIndex::load(kernel::tracefs::root().ok()).expect("function list")
+fn functions() -> ebpf_manager::FunctionIndex {
+    ebpf_manager::FunctionIndex::load(ebpf_manager::testing::tracefs_root().ok())
+        .expect("function list")
 }
 
 fn wide_probe(method: KprobeAttachMethod, pattern: &str) -> Manager {
@@ -93,7 +94,7 @@ fn pattern_rows() {
         );
         return;
     }
-    if !kernel::kprobe_multi_supported() {
+    if !ebpf_manager::features::kprobe_multi_supported() {
         println!(
             "{:<48} n/a: no kprobe.multi here (CONFIG_FPROBE); per-function only",
             format!("{n} kprobes from `{wide}`")
@@ -122,7 +123,7 @@ fn pattern_rows() {
 }
 
 /// 100 distinct `abcd*` patterns from the function list.
-fn hundred_patterns(index: &kernel::FunctionIndex) -> Vec<String> {
+fn hundred_patterns(index: &ebpf_manager::FunctionIndex) -> Vec<String> {
     let all = index.find_all(&glob::Pattern::new("*").expect("pattern"));
     let mut seen = std::collections::HashSet::new();
     all.iter()
@@ -218,7 +219,7 @@ fn btf_row() {
             ..ConstantEditor::new("clone_tag", i as u32)
         })
         .collect();
-    let before = kernel::kernel_btf_parses();
+    let before = ebpf_manager::diagnostics::kernel_btf_parses();
     let t = Instant::now();
     m.init_with_options(
         PROBES,
@@ -232,7 +233,7 @@ fn btf_row() {
         "{:<48} {:>10.1} ms, kernel BTF parsed {} time(s) (aya alone: 11, one per loader)",
         "10 per-probe constant copies, init",
         ms(t.elapsed()),
-        kernel::kernel_btf_parses() - before
+        ebpf_manager::diagnostics::kernel_btf_parses() - before
     );
 }
 

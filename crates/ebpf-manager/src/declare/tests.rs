@@ -1,10 +1,12 @@
 //! Declarations read from TOML and JSON, written back, and refused with the key and line.
 
 use super::*;
+use crate::codec::duration;
 use crate::{
     ConstantEditor, KprobeAttachMethod, MapRoute, MapSpecEditor, ProbeIdentificationPair as Id,
     ProbesSelector, TailCallRoute,
 };
+use std::time::Duration;
 
 const FULL: &str = r#"
 [[probes]]

@@ -23,18 +23,7 @@ const KPROBE_MULTI_RETURN: u32 = 1;
 /// `BPF_F_UPROBE_MULTI_RETURN`.
 const UPROBE_MULTI_RETURN: u32 = 1;
 
-/// A failed `bpf(2)` command: which, the errno, and the verifier's log for a load.
-#[derive(Debug, thiserror::Error)]
-#[error("{command} failed")]
-pub struct BpfError {
-    /// The command (`BPF_PROG_LOAD`, ...).
-    pub command: &'static str,
-    /// The errno.
-    #[source]
-    pub source: io::Error,
-    /// The verifier's log (loads only; may be empty).
-    pub log: String,
-}
+pub use crate::error::BpfError;
 
 /// `bpf(cmd, attr)`, returning the new fd.
 pub(crate) fn sys_bpf<T>(

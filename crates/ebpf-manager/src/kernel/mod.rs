@@ -1,27 +1,25 @@
 //! Thin facts about the running kernel that aya does not give, and the few raw interfaces the
 //! manager drives itself (tracefs probe events, perf events).
 
-pub mod instance;
-pub mod symbols;
-pub mod trace_pipe;
-pub mod tracefs;
-
 pub(crate) mod bpf_map;
 pub(crate) mod bpf_prog;
 pub(crate) mod bpffs;
-pub use bpf_prog::{kprobe_multi_supported, uprobe_multi_supported, BpfError};
-pub use sys::SysError;
 pub(crate) mod epoll;
+pub(crate) mod instance;
+pub(crate) mod leftovers;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod perf;
 pub(crate) mod perf_ring;
 pub(crate) mod ringbuf;
 pub(crate) mod stats;
-pub mod sys;
+pub(crate) mod symbols;
+pub(crate) mod sys;
+pub(crate) mod trace_pipe;
+pub(crate) mod tracefs;
 
-pub use symbols::{FunctionIndex, SYSCALL_PREFIXES};
-pub use trace_pipe::TracePipe;
+pub use bpf_prog::{kprobe_multi_supported, uprobe_multi_supported};
+pub(crate) use symbols::FunctionIndex;
 
 /// Whether the kernel has the kprobe PMU (`perf_event_open` kprobes, Linux 4.17).
 pub fn has_kprobe_pmu() -> bool {
@@ -84,21 +82,6 @@ pub(crate) fn lift_nofile_rlimit() {
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
         log::debug!("RLIMIT_NOFILE kept: {}", std::io::Error::last_os_error());
     }
-}
-
-/// How many times this process parsed the kernel's BTF (`/sys/kernel/btf/vmlinux`) through
-/// managers: their own parses (for BTF-typed hooks) and aya's (one per loader; a manager keeps
-/// one loader for all its loads until [`Manager::start`](crate::Manager::start) releases it).
-/// A diagnostic for benchmarks and tests.
-pub fn kernel_btf_parses() -> usize {
-    crate::loader::kernel_btf_parses()
-}
-
-/// How many times this process read the executable or library `binary` for its function
-/// symbols (uprobe resolution and attach): once while the file is unchanged, however many
-/// probes go to it. A diagnostic for benchmarks and tests.
-pub fn binary_symbol_reads(binary: &std::path::Path) -> usize {
-    crate::probe::binary_symbols::reads(binary)
 }
 
 /// Whether closing perf-event BPF links from several threads overlaps their RCU grace periods:

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 /// Syscall symbol prefixes, in the order they are tried.
-pub const SYSCALL_PREFIXES: &[&str] = &["__x64_sys_", "__ia32_sys_", "__arm64_sys_", "sys_"];
+pub(crate) const SYSCALL_PREFIXES: &[&str] = &["__x64_sys_", "__ia32_sys_", "__arm64_sys_", "sys_"];
 
 const KALLSYMS: &str = "/proc/kallsyms";
 
@@ -191,7 +191,7 @@ impl FunctionIndex {
     }
 
     /// The symbol of a syscall: `name` itself when it already carries a known prefix, else the
-    /// first of [`SYSCALL_PREFIXES`] + `name` that exists. `Err` lists the symbols tried.
+    /// first of the syscall prefixes (`__x64_sys_`, `__ia32_sys_`, `__arm64_sys_`, `sys_`) + `name` that exists. `Err` lists the symbols tried.
     pub fn syscall(&self, name: &str) -> std::result::Result<String, Vec<String>> {
         let candidates: Vec<String> = if SYSCALL_PREFIXES.iter().any(|p| name.starts_with(p)) {
             vec![name.to_owned()]

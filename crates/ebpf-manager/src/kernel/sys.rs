@@ -4,17 +4,7 @@
 
 use std::io;
 
-/// A failed system call: which call, and the kernel's errno as an [`io::Error`] (its
-/// [`source`](std::error::Error::source)).
-#[derive(Debug, thiserror::Error)]
-#[error("`{call}` failed")]
-pub struct SysError {
-    /// The call (`perf_event_open`, `mmap`, `setns`, `BPF_MAP_UPDATE_ELEM`, ...).
-    pub call: &'static str,
-    /// The errno.
-    #[source]
-    pub io_error: io::Error,
-}
+pub use crate::error::SysError;
 
 /// The calling thread's errno after `call` failed, as an [`io::Error`] of the same kind that
 /// carries a [`SysError`] naming the call. Read [`errno`] of it, not `raw_os_error`.

@@ -13,7 +13,7 @@ use std::{
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use ebpf_manager::kernel::TracePipe;
+/// use ebpf_manager::TracePipe;
 ///
 /// let mut pipe = TracePipe::open()?;
 /// let lines = pipe.read_until(Duration::from_secs(5), |line| line.contains("mkdir"))?;

@@ -6,8 +6,8 @@ use aya::programs::Program;
 use super::{table::RecordKey, State};
 use crate::{
     probe::{
-        cgroup, kprobe, net, perf_event, resolve, tracepoint, tracing, uprobe, AttachInfo, Hook,
-        Link, ProbeState,
+        cgroup, kprobe, net, perf_event, tracepoint, tracing, uprobe, AttachInfo, Hook, Link,
+        ProbeState,
     },
     Error, Result,
 };
@@ -144,7 +144,7 @@ impl State {
             (Hook::Cgroup(path), p) => cgroup::attach(p, id, path)?,
             (hook, prog) => unreachable!(
                 "init resolved {hook:?} for a {} program",
-                resolve::type_name(prog)
+                crate::loader::type_name(prog)
             ),
         };
         log::debug!(

@@ -30,7 +30,7 @@ pub(super) fn map_fds(ebpf: &aya::Ebpf) -> std::collections::HashMap<String, std
         .collect()
 }
 
-pub(super) use crate::maps::map_data as data;
+pub(super) use crate::kernel::bpf_map::map_data as data;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

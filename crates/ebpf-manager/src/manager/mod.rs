@@ -9,7 +9,7 @@ mod dump;
 mod init;
 pub use dump::MapEntry;
 pub(crate) use init::match_program;
-pub use status::{ProbeStatus, ReaderStatus, Status};
+pub use status::{ProbeStatus, Status};
 mod multi;
 mod pins;
 mod readers;
@@ -25,6 +25,8 @@ use std::fmt;
 use aya::Ebpf;
 use table::{ObjectKey, RecordKey, Table};
 
+pub use crate::types::ManagerState;
+
 use crate::{
     elf::ElfIndex,
     kernel::{self, symbols::LazyFunctions},
@@ -33,36 +35,6 @@ use crate::{
     ConstantEditor, Error, KprobeAttachMethod, MapEditor, Probe, ProbeIdentificationPair,
     ProbesSelector, Result,
 };
-
-/// Where a manager is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub enum ManagerState {
-    /// Declared, not initialized.
-    #[default]
-    New,
-    /// Programs loaded, nothing attached.
-    Initialized,
-    /// Probes attached.
-    Running,
-    /// Probes detached by `pause`, programs still loaded.
-    Paused,
-    /// Everything detached and unloaded; the manager cannot be started again.
-    Stopped,
-}
-
-impl fmt::Display for ManagerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::New => "not initialized",
-            Self::Initialized => "initialized",
-            Self::Running => "running",
-            Self::Paused => "paused",
-            Self::Stopped => "stopped",
-        })
-    }
-}
 
 /// What `stop` cleans up besides detaching every probe and unloading every program and map:
 /// which pins of [`Map::pin_path`](crate::Map::pin_path) and
@@ -233,7 +205,7 @@ impl Manager {
     /// one fails, everything is detached and [`Error::SelectorValidation`] lists each failing
     /// probe with its own cause. What dead processes of this library left (tracefs events,
     /// private bpffs directories) is removed first:
-    /// [`remove_leftovers`](crate::kernel::instance::remove_leftovers). A probe whose attach fails is tried again
+    /// [`remove_leftovers`](crate::remove_leftovers). A probe whose attach fails is tried again
     /// [`Probe::probe_retry`](crate::Probe::probe_retry) times first.
     ///
     /// A failed `start` leaves the manager [`Initialized`](ManagerState::Initialized), its
@@ -242,7 +214,7 @@ impl Manager {
     /// is not called twice.)
     pub fn start(&mut self) -> Result<()> {
         self.expect("start", &[ManagerState::Initialized])?;
-        kernel::instance::remove_leftovers();
+        kernel::leftovers::remove_leftovers();
         let routes = {
             let routes = (
                 std::mem::take(&mut self.state.tail_call_router),

@@ -54,7 +54,7 @@ impl Manager {
     /// ring per online CPU for reading from async code (cargo feature `tokio`; call it inside
     /// a tokio runtime with IO enabled). `perf_map` gives the ring settings
     /// (`perf_ring_pages`, `wakeup_events`, `watermark`); its handlers must be unset, since
-    /// [`AsyncPerfMap::read`](crate::maps::AsyncPerfMap::read) takes them. The map must not
+    /// [`AsyncPerfMap::read`](crate::AsyncPerfMap::read) takes them. The map must not
     /// be declared in [`perf_maps`](Self::perf_maps), whose reader threads own their maps.
     ///
     /// Needs an initialized or started manager. From then on `get_map` returns `None` for it.

@@ -4,7 +4,7 @@
 use std::{fmt, os::fd::AsFd};
 
 use super::{Manager, ManagerState};
-use crate::{kernel::stats, AttachMethod, ProbeIdentificationPair, ProbeState};
+use crate::{kernel::stats, maps::ReaderStatus, AttachMethod, ProbeIdentificationPair, ProbeState};
 
 /// A snapshot of a manager: its state, every probe and every reader
 /// ([`Manager::status`]).
@@ -57,32 +57,6 @@ pub struct ProbeStatus {
     pub missed: Option<u64>,
     /// Why it is failed or disabled.
     pub error: Option<String>,
-}
-
-/// One reader of a [`Status`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub struct ReaderStatus {
-    /// The map it reads.
-    pub map: String,
-    /// "perf map", "ring buffer", or "aya-log ring buffer" (`AYA_LOGS` forwarded to `log`,
-    /// see [`Options::skip_aya_log`](crate::Options::skip_aya_log)).
-    pub kind: &'static str,
-    /// Whether its thread runs.
-    pub running: bool,
-    /// Records handed to its data handler since `start`.
-    pub received: u64,
-    /// Records the kernel reported lost (perf maps: a CPU's buffer was full when a program
-    /// wrote).
-    pub lost: u64,
-    /// Handler panics; each stopped the reader until `start_reader`.
-    pub handler_errors: u64,
-    /// Ring buffers: the size of the ring in bytes.
-    pub ring_size: Option<u64>,
-    /// Ring buffers: the most bytes of records waiting at one wakeup of the reader; near
-    /// `ring_size`, the ring is about to overflow (programs then fail `bpf_ringbuf_reserve`).
-    pub ring_high_water: Option<u64>,
 }
 
 impl Manager {

@@ -9,9 +9,9 @@
 #[cfg(feature = "tokio")]
 mod asynchronous;
 mod aya_log;
-pub mod perf;
+pub(crate) mod perf;
 mod readers;
-pub mod ringbuf;
+pub(crate) mod ringbuf;
 
 #[cfg(feature = "tokio")]
 pub(crate) use asynchronous::check_runtime;
@@ -162,39 +162,28 @@ pub(super) fn report(errors: Option<&ReaderErrorHandler>, error: &ReaderError) {
     }
 }
 
-/// The `MapData` behind any kind of aya map.
-pub(crate) fn map_data(map: &aya::maps::Map) -> &aya::maps::MapData {
-    use aya::maps::Map;
-    match map {
-        Map::Array(m)
-        | Map::ArrayOfMaps(m)
-        | Map::BloomFilter(m)
-        | Map::CgroupArray(m)
-        | Map::CgroupStorage(m)
-        | Map::CgrpStorage(m)
-        | Map::CpuMap(m)
-        | Map::DevMap(m)
-        | Map::DevMapHash(m)
-        | Map::HashMap(m)
-        | Map::HashOfMaps(m)
-        | Map::InodeStorage(m)
-        | Map::LpmTrie(m)
-        | Map::LruHashMap(m)
-        | Map::PerCpuArray(m)
-        | Map::PerCpuCgroupStorage(m)
-        | Map::PerCpuHashMap(m)
-        | Map::PerCpuLruHashMap(m)
-        | Map::PerfEventArray(m)
-        | Map::ProgramArray(m)
-        | Map::Queue(m)
-        | Map::ReusePortSockArray(m)
-        | Map::RingBuf(m)
-        | Map::SockHash(m)
-        | Map::SockMap(m)
-        | Map::SkStorage(m)
-        | Map::Stack(m)
-        | Map::StackTraceMap(m)
-        | Map::Unsupported(m)
-        | Map::XskMap(m) => m,
-    }
+/// One reader of a [`Status`](crate::Status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ReaderStatus {
+    /// The map it reads.
+    pub map: String,
+    /// "perf map", "ring buffer", or "aya-log ring buffer" (`AYA_LOGS` forwarded to `log`,
+    /// see [`Options::skip_aya_log`](crate::Options::skip_aya_log)).
+    pub kind: &'static str,
+    /// Whether its thread runs.
+    pub running: bool,
+    /// Records handed to its data handler since `start`.
+    pub received: u64,
+    /// Records the kernel reported lost (perf maps: a CPU's buffer was full when a program
+    /// wrote).
+    pub lost: u64,
+    /// Handler panics; each stopped the reader until `start_reader`.
+    pub handler_errors: u64,
+    /// Ring buffers: the size of the ring in bytes.
+    pub ring_size: Option<u64>,
+    /// Ring buffers: the most bytes of records waiting at one wakeup of the reader; near
+    /// `ring_size`, the ring is about to overflow (programs then fail `bpf_ringbuf_reserve`).
+    pub ring_high_water: Option<u64>,
 }

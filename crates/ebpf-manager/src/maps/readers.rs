@@ -548,7 +548,7 @@ impl Readers {
     }
 
     /// Each reader's map, kind, whether it runs, its counts and (ring buffers) size.
-    pub(crate) fn status(&self) -> Vec<crate::ReaderStatus> {
+    pub(crate) fn status(&self) -> Vec<super::ReaderStatus> {
         self.readers
             .iter()
             .map(|r| {
@@ -557,7 +557,7 @@ impl Readers {
                     Source::Ring { size, .. } => Some(*size as u64),
                     Source::Perf { .. } | Source::AyaLog { .. } => None,
                 };
-                crate::ReaderStatus {
+                super::ReaderStatus {
                     map: r.name.clone(),
                     kind: r.kind(),
                     running: r.running.as_ref().is_some_and(|r| !r.thread.is_finished()),

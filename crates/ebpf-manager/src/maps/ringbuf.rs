@@ -66,7 +66,7 @@ pub struct RingBuffer {
     /// Also look for records every `poll_timeout`, without waiting for the kernel's
     /// notification: for programs that write with `BPF_RB_NO_WAKEUP`. `None` (the default)
     /// waits for notifications only.
-    #[cfg_attr(feature = "serde", serde(with = "crate::declare::option_duration"))]
+    #[cfg_attr(feature = "serde", serde(with = "crate::codec::option_duration"))]
     pub poll_timeout: Option<Duration>,
     /// Do not start this reader in `start`: start it later with
     /// [`Manager::start_reader`](crate::Manager::start_reader). Its map is taken all the same.

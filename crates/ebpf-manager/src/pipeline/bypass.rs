@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn the_prologue_returns_0_when_bypassed_and_restores_the_context() {
-        let p = super::super::insns::decode(&prologue(3));
+        let p = crate::insns::decode(&prologue(3));
         assert_eq!(p.len() as u64 * 8, GROWTH + 16);
         assert_eq!((p[1].code, p[1].imm), (0x62, 3), "stores the index");
         assert!(p[MAP_LOAD as usize].is_ld_imm64());

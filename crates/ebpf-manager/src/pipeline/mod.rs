@@ -16,7 +16,6 @@
 mod btf;
 mod btf_types;
 mod bypass;
-mod insns;
 mod maps;
 pub(crate) mod multi;
 mod rewrite;
@@ -30,7 +29,8 @@ use std::collections::HashMap;
 
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SectionKind};
 
-pub use insns::{Instruction, InstructionPatcher, ProgramInstructions};
+use crate::insns;
+pub use crate::insns::{Instruction, InstructionPatcher, ProgramInstructions};
 pub(crate) use sections::{targets_pattern, targets_syscall};
 
 use crate::{elf::ElfIndex, ConstantEditor, Error, MapSpecEditor, Result};

@@ -18,125 +18,13 @@ pub(crate) mod tracepoint;
 pub(crate) mod tracing;
 pub(crate) mod uprobe;
 
-use std::{fmt, path::PathBuf};
+use std::path::PathBuf;
 
 pub use shared_fd::SharedFd;
 
-/// Identifies a probe: a `uid` (free text, `""` when one probe per function is enough) and the
-/// name of the eBPF function it runs.
-///
-/// Two probes may run the same function at two hook points as long as their `uid`s differ.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(default, deny_unknown_fields)
-)]
-pub struct ProbeIdentificationPair {
-    /// The probe's unique id among the probes of the same function.
-    pub uid: String,
-    /// The name of the program's function in the object.
-    pub ebpf_func_name: String,
-}
-
-impl ProbeIdentificationPair {
-    /// A pair from its two parts.
-    pub fn new(uid: impl Into<String>, ebpf_func_name: impl Into<String>) -> Self {
-        Self {
-            uid: uid.into(),
-            ebpf_func_name: ebpf_func_name.into(),
-        }
-    }
-}
-
-impl fmt::Display for ProbeIdentificationPair {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{{uid: {:?}, ebpf_func_name: {:?}}}",
-            self.uid, self.ebpf_func_name
-        )
-    }
-}
-
-/// How a kprobe or kretprobe is attached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum KprobeAttachMethod {
-    /// The probe's default is the manager's
-    /// ([`Options::default_kprobe_attach_method`](crate::Options::default_kprobe_attach_method));
-    /// the manager's default is [`PerfEventOpen`](Self::PerfEventOpen) when the kernel has
-    /// the kprobe PMU, else [`Tracefs`](Self::Tracefs).
-    ///
-    /// Whatever the method (but `KprobeMulti`), a kretprobe with [`Probe::kprobe_max_active`]
-    /// above 0 uses tracefs, since the PMU has no maxactive; and a method whose facility the
-    /// kernel lacks gives way to the other one. Both are the Go library's behaviour
-    /// (`AttachKprobeWithPerfEventOpen` with `KProbeMaxActive` attaches through
-    /// `kprobe_events`); [`AttachInfo::method`](crate::AttachInfo::method) says which was used.
-    #[default]
-    Default,
-    /// `perf_event_open` on the kprobe PMU (Linux 4.17). Events vanish with their fd.
-    PerfEventOpen,
-    /// A `kprobe_events` entry in tracefs opened as a tracepoint (Linux 4.1). The manager names
-    /// its events `ebpf_manager_<token>/...` ([`kernel::instance`](crate::kernel::instance)),
-    /// removes them at stop, and removes those left by dead processes at start.
-    Tracefs,
-    /// One kprobe.multi BPF link (Linux 5.18 built with CONFIG_FPROBE), the program loaded
-    /// with `BPF_TRACE_KPROBE_MULTI` by the manager (aya 0.14 cannot). Where the kernel lacks
-    /// it, attaching fails with [`Error::KprobeMultiUnsupported`](crate::Error::KprobeMultiUnsupported).
-    KprobeMulti,
-}
-
-/// How a uprobe or uretprobe is attached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum UprobeAttachMethod {
-    /// The probe's default is the manager's
-    /// ([`Options::default_uprobe_attach_method`](crate::Options::default_uprobe_attach_method));
-    /// the manager's default is [`PerfEventOpen`](Self::PerfEventOpen).
-    #[default]
-    Default,
-    /// `perf_event_open` on the uprobe PMU (Linux 4.17), through aya.
-    PerfEventOpen,
-    /// A `uprobe_events` entry in tracefs opened as a tracepoint (Linux 4.1): the event is
-    /// visible in tracefs while the probe runs, named `<group>/<p|r>_<symbol>_<n>` in the
-    /// manager's group (see [`KprobeAttachMethod::Tracefs`]).
-    Tracefs,
-}
-
-/// The life cycle of one probe inside a manager.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub enum ProbeState {
-    /// Declared; the manager is not initialized yet.
-    Declared,
-    /// The program is loaded into the kernel (after `init`), not attached.
-    Loaded,
-    /// Attached at its hook point and firing.
-    Running,
-    /// Detached by `pause`, still loaded; `resume` attaches it again.
-    Paused,
-    /// Detached and unloaded by `stop`.
-    Stopped,
-    /// Not enabled (no selector names it) and its program not loaded. A probe whose function
-    /// is in [`Options::excluded_functions`](crate::Options::excluded_functions) is not even
-    /// that: it vanishes at `init`, as in Go.
-    Disabled,
-    /// Its program failed to load or attach; [`Manager::probe_error`](crate::Manager::probe_error)
-    /// says why. Only with selectors: without, a failure fails the whole call.
-    Failed,
-}
+pub use crate::types::{
+    AttachMethod, KprobeAttachMethod, ProbeIdentificationPair, ProbeState, UprobeAttachMethod,
+};
 
 /// A probe: which program of the object to load, and where to attach it.
 ///
@@ -225,7 +113,7 @@ pub struct Probe {
     /// XDP and TC: the interface by index, instead of [`if_name`](Self::if_name).
     pub if_index: Option<u32>,
     /// XDP and TC: the network namespace of the interface; the caller's when `None`.
-    #[cfg_attr(feature = "serde", serde(with = "crate::declare::netns"))]
+    #[cfg_attr(feature = "serde", serde(with = "netns_codec"))]
     pub netns: Option<Netns>,
     /// TC: ingress or egress.
     pub network_direction: NetworkDirection,
@@ -279,7 +167,7 @@ pub struct Probe {
     pub probe_retry: u32,
     /// The pause between two tries (the Go `ProbeRetryDelay`); zero takes
     /// [`Options::default_probe_retry_delay`](crate::Options::default_probe_retry_delay).
-    #[cfg_attr(feature = "serde", serde(with = "crate::declare::duration"))]
+    #[cfg_attr(feature = "serde", serde(with = "crate::codec::duration"))]
     pub probe_retry_delay: std::time::Duration,
     /// Load this probe's program as a copy of its own, even when no
     /// [`ConstantEditor`](crate::ConstantEditor) tells it apart (the Go `CopyProgram`): two
@@ -363,65 +251,6 @@ impl Probe {
     /// The probe's identification pair.
     pub fn id(&self) -> ProbeIdentificationPair {
         ProbeIdentificationPair::new(self.uid.clone(), self.ebpf_func_name.clone())
-    }
-}
-
-/// The kernel facility a probe was attached through.
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum AttachMethod {
-    /// A kprobe or kretprobe opened on the kprobe PMU with `perf_event_open` (Linux 4.17).
-    KprobePmu,
-    /// A kprobe or kretprobe created in tracefs `kprobe_events` (Linux 4.1).
-    KprobeTracefs,
-    /// A kprobe.multi link (Linux 5.18, CONFIG_FPROBE).
-    KprobeMulti,
-    /// A uprobe.multi link (Linux 6.6).
-    UprobeMulti,
-    /// A tracepoint (Linux 4.7).
-    Tracepoint,
-    /// A raw tracepoint (Linux 4.17).
-    RawTracepoint,
-    /// A uprobe or uretprobe on the uprobe PMU (Linux 4.17).
-    Uprobe,
-    /// A uprobe or uretprobe created in tracefs `uprobe_events` (Linux 4.1).
-    UprobeTracefs,
-    /// A BPF trampoline or BTF link: fentry/fexit (5.5), tp_btf (5.5), LSM (5.7), iterator (5.8).
-    BtfLink,
-    /// One perf event per online CPU (Linux 4.9).
-    PerfEvent,
-    /// `SO_ATTACH_BPF` on a socket (Linux 3.19).
-    SocketOption,
-    /// A cgroup attachment (Linux 4.10; a link from 5.7).
-    Cgroup,
-    /// An XDP link (Linux 5.9) or netlink XDP.
-    Xdp,
-    /// A TCX link (Linux 6.6).
-    Tcx,
-    /// A clsact qdisc and a cls_bpf filter, through netlink.
-    TcNetlink,
-}
-
-impl fmt::Display for AttachMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::KprobePmu => "the kprobe PMU (perf_event_open)",
-            Self::KprobeTracefs => "tracefs kprobe_events",
-            Self::KprobeMulti => "a kprobe.multi link",
-            Self::UprobeMulti => "a uprobe.multi link",
-            Self::Tracepoint => "a tracepoint",
-            Self::RawTracepoint => "a raw tracepoint",
-            Self::Uprobe => "the uprobe PMU (perf_event_open)",
-            Self::UprobeTracefs => "tracefs uprobe_events",
-            Self::BtfLink => "a BTF link",
-            Self::PerfEvent => "perf events",
-            Self::SocketOption => "SO_ATTACH_BPF",
-            Self::Cgroup => "a cgroup attachment",
-            Self::Xdp => "XDP",
-            Self::Tcx => "a TCX link",
-            Self::TcNetlink => "netlink clsact + cls_bpf",
-        })
     }
 }
 
@@ -594,4 +423,33 @@ pub(crate) fn syscall_errno(error: &aya::programs::ProgramError) -> Option<i32> 
         cause = c.source();
     }
     None
+}
+
+/// A network namespace as its file's path (an open fd cannot be written in a file).
+#[cfg(feature = "serde")]
+pub(crate) mod netns_codec {
+    use std::path::PathBuf;
+
+    use serde::Deserialize;
+
+    use super::Netns;
+
+    pub(crate) fn serialize<S: serde::Serializer>(
+        n: &Option<Netns>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match n {
+            None => s.serialize_none(),
+            Some(Netns::Path(p)) => s.serialize_some(p),
+            Some(Netns::Fd(_)) => Err(serde::ser::Error::custom(
+                "netns: an open namespace fd cannot be declared in a file; use its path",
+            )),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Netns>, D::Error> {
+        Ok(Option::<PathBuf>::deserialize(d)?.map(Netns::Path))
+    }
 }

@@ -5,44 +5,9 @@ use aya::programs::{ProbeKind, Program};
 
 use super::{cgroup, net, pattern::Pattern, perf_event, tracing, uprobe, Hook, Probe};
 use crate::{
-    elf::section_target, kernel, kernel::symbols::LazyFunctions, pipeline, Error,
-    ProbeIdentificationPair, Result,
+    elf::section_target, kernel, kernel::symbols::LazyFunctions, loader::type_name, pipeline,
+    Error, ProbeIdentificationPair, Result,
 };
-
-/// aya's name of a program's type, for messages.
-pub(crate) fn type_name(prog: &Program) -> &'static str {
-    match prog {
-        Program::KProbe(_) => "kprobe",
-        Program::UProbe(_) => "uprobe",
-        Program::TracePoint(_) => "tracepoint",
-        Program::SocketFilter(_) => "socket filter",
-        Program::ReusePortSocketFilter(_) => "reuseport socket filter",
-        Program::Xdp(_) => "XDP",
-        Program::SkMsg(_) => "sk_msg",
-        Program::SkSkb(_) => "sk_skb",
-        Program::CgroupSockAddr(_) => "cgroup sock_addr",
-        Program::SockOps(_) => "sock_ops",
-        Program::SchedClassifier(_) => "TC classifier",
-        Program::CgroupSkb(_) => "cgroup_skb",
-        Program::CgroupSysctl(_) => "cgroup sysctl",
-        Program::CgroupSockopt(_) => "cgroup sockopt",
-        Program::LircMode2(_) => "lirc_mode2",
-        Program::PerfEvent(_) => "perf_event",
-        Program::RawTracePoint(_) => "raw tracepoint",
-        Program::Lsm(_) => "LSM",
-        Program::LsmCgroup(_) => "LSM cgroup",
-        Program::BtfTracePoint(_) => "tp_btf",
-        Program::FEntry(_) => "fentry",
-        Program::FExit(_) => "fexit",
-        Program::FlowDissector(_) => "flow dissector",
-        Program::Extension(_) => "freplace extension",
-        Program::SkLookup(_) => "sk_lookup",
-        Program::SkReuseport(_) => "sk_reuseport",
-        Program::CgroupSock(_) => "cgroup sock",
-        Program::CgroupDevice(_) => "cgroup device",
-        Program::Iter(_) => "iterator",
-    }
-}
 
 /// A program's type, as far as resolving its hook goes: from the loaded object's aya
 /// `Program` (`init`), or from aya-obj's reading of its section (`ObjectInfo`, nothing loaded).

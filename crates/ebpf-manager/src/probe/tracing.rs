@@ -2,7 +2,7 @@
 //! LSM (5.7, with `bpf` in the `lsm=` boot parameter) and iterators (5.8). Their target is
 //! resolved when the program loads, against the kernel BTF that the manager parses once.
 
-use aya::{programs::Program, Btf};
+use aya::programs::Program;
 
 use super::{AttachInfo, AttachMethod, Link};
 use crate::{Error, ProbeIdentificationPair, Result};
@@ -40,36 +40,6 @@ impl Kind {
             _ => None,
         }
     }
-}
-
-/// Loads a BTF-typed program against `btf`, for `target`.
-pub(crate) fn load(
-    prog: &mut Program,
-    target: &str,
-    btf: &Btf,
-) -> Option<Result<(), aya::programs::ProgramError>> {
-    Some(match prog {
-        Program::FEntry(p) => p.load(target, btf),
-        Program::FExit(p) => p.load(target, btf),
-        Program::BtfTracePoint(p) => p.load(target, btf),
-        Program::Lsm(p) => p.load(target, btf),
-        Program::Iter(p) => p.load(target, btf),
-        _ => return None,
-    })
-}
-
-/// The kernel function `prog` would be loaded against for `target` when `btf` lacks it
-/// (fentry and fexit: `target`; LSM: `bpf_lsm_<target>`); `None` when present, or for the
-/// kinds whose targets are not functions.
-pub(crate) fn missing_target(prog: &Program, target: &str, btf: &Btf) -> Option<String> {
-    let function = match prog {
-        Program::FEntry(_) | Program::FExit(_) => target.to_owned(),
-        Program::Lsm(_) => format!("bpf_lsm_{target}"),
-        _ => return None,
-    };
-    btf.id_by_type_name_kind(&function, aya_obj::btf::BtfKind::Func)
-        .is_err()
-        .then_some(function)
 }
 
 /// Attaches a loaded BTF-typed program.

@@ -2,7 +2,11 @@
 
 use std::{io, path::PathBuf};
 
-use crate::{manager::ManagerState, probe::ProbeIdentificationPair};
+mod causes;
+
+use crate::types::{AttachMethod, ManagerState, ProbeIdentificationPair};
+pub(crate) use causes::chain;
+pub use causes::{BpfError, Report, SysError};
 
 /// Everything that can go wrong in a [`Manager`](crate::Manager).
 ///
@@ -95,7 +99,7 @@ pub enum Error {
         hook: String,
         /// The kernel's refusal, with the bpf command.
         #[source]
-        source: Box<crate::kernel::BpfError>,
+        source: Box<BpfError>,
     },
 
     /// `BPF_PROG_TEST_RUN` of a probe's program failed ([`Manager::test_run`](crate::Manager::test_run)).
@@ -105,7 +109,7 @@ pub enum Error {
         id: ProbeIdentificationPair,
         /// The kernel's refusal.
         #[source]
-        source: Box<crate::kernel::BpfError>,
+        source: Box<BpfError>,
     },
 
     /// An [`InstructionPatcher`](crate::InstructionPatcher) refused a program.
@@ -360,7 +364,7 @@ pub enum Error {
         /// The hook point.
         hook: String,
         /// The kernel facility used.
-        method: crate::AttachMethod,
+        method: AttachMethod,
         /// The cause.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -540,53 +544,6 @@ impl Error {
     }
 }
 
-/// An [`Error`] with its causes, from [`Error::report`].
-pub struct Report<'a>(&'a Error);
-
-impl std::fmt::Display for Report<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write_chain(f, self.0)
-    }
-}
-
-/// `error` and its causes on one line, for messages that carry another crate's error.
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    struct Chain<'a>(&'a (dyn std::error::Error + 'static));
-    impl std::fmt::Display for Chain<'_> {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write_chain(f, self.0)
-        }
-    }
-    Chain(error).to_string()
-}
-
-fn write_chain(
-    f: &mut std::fmt::Formatter<'_>,
-    error: &(dyn std::error::Error + 'static),
-) -> std::fmt::Result {
-    {
-        let mut last = error.to_string();
-        f.write_str(&last)?;
-        let mut cause = error.source();
-        while let Some(e) = cause {
-            let text = e.to_string();
-            // Errors of other crates may print their source themselves as well.
-            if !text.is_empty() && !last.contains(&text) {
-                write!(f, ": {text}")?;
-            }
-            last = text;
-            cause = e.source();
-        }
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for Report<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
 /// The field a function pattern was written in, named by
 /// [`Error::InvalidPattern`] and [`Error::NoMatchingFunction`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -626,7 +583,7 @@ mod tests {
 
     #[test]
     fn each_cause_is_printed_once_and_the_errno_is_found() {
-        let sys = crate::kernel::SysError {
+        let sys = SysError {
             call: "perf_event_open",
             io_error: io::Error::from_raw_os_error(libc::ESRCH),
         };
