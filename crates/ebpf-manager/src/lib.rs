@@ -31,7 +31,9 @@
 //! tp_btf, LSM and iterators, perf_event programs, socket filters, the cgroup family, XDP and
 //! TC (TCX or netlink). Maps: constant and map spec editors, map editors and pinning, tail-call
 //! and map routers, and the [`PerfMap`] and [`RingBuffer`] readers (threads, or async code
-//! with the cargo feature `tokio`). The minimum kernel the project tests is 5.10; each item
+//! with the cargo feature `tokio`); with the feature `metrics`, `Manager::publish_metrics`
+//! gives the counters of [`Manager::status`] to any exporter of the `metrics` facade. The
+//! minimum kernel the project tests is 5.10; each item
 //! states the kernel that introduced what it needs.
 
 #![deny(missing_docs)]

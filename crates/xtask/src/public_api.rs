@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::{root, Result};
 
 /// The features users enable; the test-only ones (`fault-injection`, `fuzzing`) are left out.
-const FEATURES: &str = "tokio,serde";
+const FEATURES: &str = "tokio,serde,metrics";
 
 pub fn run(args: &[String]) -> Result<()> {
     let bless = match args {

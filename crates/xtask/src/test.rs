@@ -44,6 +44,7 @@ const EXAMPLES: &[&str] = &[
     "perf_buffer",
     "ring_buffer",
     "async_readers",
+    "metrics",
 ];
 /// Examples that need what the guests lack (iproute2 and the veth, clsact and cls_bpf
 /// modules): tier 2 only.

@@ -7,6 +7,8 @@ mod attach;
 mod bypass;
 mod dump;
 mod init;
+#[cfg(feature = "metrics")]
+mod metrics;
 pub use dump::MapEntry;
 pub(crate) use init::match_program;
 pub use status::{ProbeStatus, Status};
