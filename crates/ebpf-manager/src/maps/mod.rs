@@ -101,6 +101,8 @@ pub(crate) fn type_name(map: &Map) -> String {
 }
 
 /// A handler that panicked stops its reader (the panic hook has printed the panic already).
+/// Inlined into the per-record loops: the common case is one test.
+#[inline]
 pub(super) fn handler_result(
     kind: &str,
     name: &str,
@@ -110,20 +112,29 @@ pub(super) fn handler_result(
 ) -> ControlFlow<()> {
     match handled {
         Ok(()) => ControlFlow::Continue(()),
-        Err(_) => {
-            Counters::add(&counters.handler_errors, 1);
-            log::error!(
-                "{kind} `{name}`: a handler panicked; the reader stopped (start_reader starts it again)"
-            );
-            report(
-                errors,
-                &ReaderError::HandlerPanicked {
-                    map: name.to_owned(),
-                },
-            );
-            ControlFlow::Break(())
-        }
+        Err(_) => handler_panicked(kind, name, errors, counters),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn handler_panicked(
+    kind: &str,
+    name: &str,
+    errors: Option<&ReaderErrorHandler>,
+    counters: &Counters,
+) -> ControlFlow<()> {
+    Counters::add(&counters.handler_errors, 1);
+    log::error!(
+        "{kind} `{name}`: a handler panicked; the reader stopped (start_reader starts it again)"
+    );
+    report(
+        errors,
+        &ReaderError::HandlerPanicked {
+            map: name.to_owned(),
+        },
+    );
+    ControlFlow::Break(())
 }
 
 /// Why a reader stopped, handed to its error handler (the Go `ErrChan` of perf maps and ring

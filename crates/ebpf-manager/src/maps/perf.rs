@@ -285,10 +285,12 @@ impl PerfReader {
             return ControlFlow::Continue(());
         };
         let cpu = *cpu;
-        buffer.read(scratch, |record| {
+        // Counted once per ring read, not per record (see RingReader::drain).
+        let (mut received, mut lost_count) = (0, 0);
+        let flow = buffer.read(scratch, |record| {
             match &record {
-                Record::Sample(_) => super::Counters::add(&counters.received, 1),
-                Record::Lost(count) => super::Counters::add(&counters.lost, *count),
+                Record::Sample(_) => received += 1,
+                Record::Lost(count) => lost_count += *count,
             }
             let handled = catch_unwind(AssertUnwindSafe(|| match record {
                 Record::Sample(bytes) => data(cpu, bytes),
@@ -298,7 +300,10 @@ impl PerfReader {
                 },
             }));
             handler_result(PERF, name, handled, errors.as_ref(), counters)
-        })
+        });
+        super::Counters::add(&counters.received, received);
+        super::Counters::add(&counters.lost, lost_count);
+        flow
     }
 }
 

@@ -146,11 +146,13 @@ impl RingReader {
         counters
             .high_water
             .fetch_max(ring.pending(), std::sync::atomic::Ordering::Relaxed);
-        let (_, stopped) = ring.read(limit, |record| {
-            super::Counters::add(&counters.received, 1);
+        // Counted once per drain, not per record: a locked add per record waited for the
+        // store buffer each time and was two thirds of the reader's time (perf annotate).
+        let (handed, stopped) = ring.read(limit, |record| {
             let handled = catch_unwind(AssertUnwindSafe(|| data(record)));
             handler_result(RING, name, handled, errors.as_ref(), counters)
         });
+        super::Counters::add(&counters.received, handed as u64);
         match stopped {
             Stopped::Broke => ControlFlow::Break(()),
             Stopped::Empty | Stopped::Busy | Stopped::Limit => ControlFlow::Continue(()),
