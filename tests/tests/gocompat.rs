@@ -89,6 +89,34 @@ fn cilium_sections_load_and_see_their_asm_constants() {
     assert_eq!(read_slot(&m, "results", r::CLASSIFIER), 64, "skb->len");
 }
 
+/// A telemetry-style patcher: no sentinel value, no constant editor; it finds the asm
+/// constant's `ld_imm64` by reference (Go's `ReferenceOffsets`) and writes a value per program.
+#[test]
+fn a_patcher_sets_an_asm_constant_found_by_reference() {
+    let by_reference = InstructionPatcher::new(|prog| {
+        let offsets = prog.reference_offsets();
+        for &at in offsets.get("ingress_marker").into_iter().flatten() {
+            prog.instructions[at].imm = 0x600d;
+            prog.instructions[at + 1].imm = 0;
+        }
+        if prog.function == "xdp_ingress" && !offsets.contains_key("results") {
+            return Err(format!("no reference to the results map: {offsets:?}"));
+        }
+        Ok(())
+    });
+    let m = net_manager(Options {
+        constant_editors: constants()
+            .into_iter()
+            .filter(|c| c.name != "ingress_marker")
+            .collect(),
+        instruction_patchers: vec![by_reference],
+        ..Default::default()
+    })
+    .expect("init with the patcher");
+    run(&m, &ProbeIdentificationPair::new("in", "xdp_ingress"));
+    assert_eq!(read_slot(&m, "results", r::XDP_INGRESS), 0x600d);
+}
+
 #[test]
 fn unset_asm_constants_load_as_zero_or_fail_when_strict() {
     let mut m = net_manager(Options::default()).expect("init without editors");

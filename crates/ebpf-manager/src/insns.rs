@@ -90,6 +90,12 @@ impl Instruction {
 
 /// One program's instructions, handed to an [`InstructionPatcher`]. The patcher may change any
 /// instruction but not their number (aya relocates by instruction offset).
+///
+/// Each relocated instruction has a reference, as in cilium/ebpf (`Instruction.Reference()`,
+/// `Instructions.ReferenceOffsets()`): the symbol the ELF relocation names, a map, an asm
+/// constant, a BPF function or a kfunc (a section's name for section-relative references
+/// such as `.rodata`). A patcher finds a named constant's `ld_imm64`, or the instruction beside
+/// a map load, by reference instead of by sentinel values.
 #[derive(Debug)]
 pub struct ProgramInstructions<'a> {
     /// The program's function name.
@@ -98,6 +104,43 @@ pub struct ProgramInstructions<'a> {
     pub section: &'a str,
     /// Its instructions, constants already written.
     pub instructions: &'a mut [Instruction],
+    /// (instruction index, symbol), sorted by index.
+    pub(crate) references: &'a [(usize, String)],
+}
+
+impl ProgramInstructions<'_> {
+    /// The symbol instruction `index` refers to, if it is relocated (the first half of an
+    /// `ld_imm64`, a call of a BPF function or kfunc).
+    ///
+    /// ```
+    /// use ebpf_manager::{InstructionPatcher, Instruction};
+    ///
+    /// // Telemetry-style: give the asm constant `sampling_rate` a value in every program.
+    /// let patcher = InstructionPatcher::new(|prog| {
+    ///     for at in prog.reference_offsets().remove("sampling_rate").unwrap_or_default() {
+    ///         prog.instructions[at].imm = 100;
+    ///         prog.instructions[at + 1].imm = 0;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// # let _ = patcher;
+    /// ```
+    pub fn reference(&self, index: usize) -> Option<&str> {
+        self.references
+            .binary_search_by_key(&index, |(i, _)| *i)
+            .ok()
+            .map(|k| self.references[k].1.as_str())
+    }
+
+    /// Each referenced symbol and the indices of the instructions that refer to it, in order
+    /// (Go's `ReferenceOffsets`).
+    pub fn reference_offsets(&self) -> std::collections::BTreeMap<String, Vec<usize>> {
+        let mut offsets = std::collections::BTreeMap::<String, Vec<usize>>::new();
+        for (index, name) in self.references {
+            offsets.entry(name.clone()).or_default().push(*index);
+        }
+        offsets
+    }
 }
 
 /// A callback run over every program of the object after constants are set and before aya

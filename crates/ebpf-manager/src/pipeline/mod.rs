@@ -93,6 +93,8 @@ struct ProgramRange {
     section: String,
     at: usize,
     len: usize,
+    /// The symbol each relocated instruction refers to, by instruction index, sorted.
+    references: Vec<(usize, String)>,
 }
 
 fn invalid(reason: impl std::fmt::Display) -> Error {
@@ -195,6 +197,8 @@ fn analyze(bytes: Vec<u8>, elf: &ElfIndex) -> Result<Prepared> {
         let Some((file_off, size)) = section.file_range() else {
             continue;
         };
+        // Every relocated instruction of the section (file offset, symbol), for patchers.
+        let mut relocated: Vec<(usize, String)> = Vec::new();
         for (offset, rel) in section.relocations() {
             let object::RelocationTarget::Symbol(si) = rel.target() else {
                 continue;
@@ -202,6 +206,10 @@ fn analyze(bytes: Vec<u8>, elf: &ElfIndex) -> Result<Prepared> {
             let Ok(sym) = file.symbol_by_index(si) else {
                 continue;
             };
+            let insn = bytes.get((file_off + offset) as usize..(file_off + offset + 8) as usize);
+            if let Some(name) = reference_name(&file, &sym, insn) {
+                relocated.push(((file_off + offset) as usize, name));
+            }
             // A relocation outside its section is aya's to refuse; it is no asm constant.
             if offset.checked_add(16).is_none_or(|end| end > size) {
                 continue;
@@ -236,11 +244,19 @@ fn analyze(bytes: Vec<u8>, elf: &ElfIndex) -> Result<Prepared> {
             let section = elf
                 .by_function(&function)
                 .map_or_else(|| name.to_owned(), |p| p.section.clone());
+            let at = (file_off + start) as usize;
+            let mut references: Vec<(usize, String)> = relocated
+                .iter()
+                .filter(|(r, _)| (at..at + len as usize).contains(r) && (r - at).is_multiple_of(8))
+                .map(|(r, name)| ((r - at) / 8, name.clone()))
+                .collect();
+            references.sort_unstable();
             programs.push(ProgramRange {
                 function,
                 section,
-                at: (file_off + start) as usize,
+                at,
                 len: len as usize,
+                references,
             });
         }
     }
@@ -382,6 +398,7 @@ impl Prepared {
                 function: &range.function,
                 section: &range.section,
                 instructions: &mut instructions,
+                references: &range.references,
             };
             for p in &self.patchers {
                 p.run(&mut prog)
@@ -441,6 +458,39 @@ impl Prepared {
         let (bytes, _) = self.instantiate(constants)?;
         Ok(Some(insns::decode(&bytes[range.at..range.at + range.len])))
     }
+}
+
+/// What a relocation refers to, as cilium/ebpf names references: the symbol's name (a map, an
+/// asm constant, a function, a kfunc); for a call relocated against its section (a static
+/// function: the target is `(imm + 1)` instructions into the section, as libbpf reads it) the
+/// function there; for other section-relative references (`.rodata`) the section's name.
+fn reference_name(
+    file: &object::File<'_>,
+    sym: &object::Symbol<'_, '_>,
+    insn: Option<&[u8]>,
+) -> Option<String> {
+    if let Ok(name) = sym.name().map(str::to_owned) {
+        if !name.is_empty() {
+            return Some(name);
+        }
+    }
+    let section = sym.section_index()?;
+    if let Some(&[0x85, _, _, _, i0, i1, i2, i3]) = insn {
+        let target = (i64::from(i32::from_le_bytes([i0, i1, i2, i3])) + 1) * 8;
+        let function = file.symbols().find(|s| {
+            s.section_index() == Some(section)
+                && s.kind() == object::SymbolKind::Text
+                && s.address() as i64 == target
+                && s.name().is_ok_and(|n| !n.is_empty())
+        });
+        if let Some(f) = function {
+            return f.name().ok().map(str::to_owned);
+        }
+    }
+    file.section_by_index(section)
+        .ok()
+        .and_then(|s| s.name().ok().map(str::to_owned))
+        .filter(|n| !n.is_empty())
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {

@@ -443,3 +443,49 @@ fn btf_name_offsets_are_checked_before_aya() {
     );
     assert!(validate::check(&aligned(PROBES), &[]).unwrap().is_empty());
 }
+
+#[test]
+fn patchers_find_constants_maps_and_calls_by_reference() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    // Telemetry-style: no sentinel, the constant's ld_imm64 found by its name.
+    let patcher = InstructionPatcher::new(move |prog| {
+        let offsets = prog.reference_offsets();
+        log.lock()
+            .unwrap()
+            .push((prog.function.to_owned(), offsets.clone()));
+        for &at in offsets.get("ingress_marker").into_iter().flatten() {
+            assert!(prog.instructions[at].is_ld_imm64());
+            assert_eq!(prog.reference(at), Some("ingress_marker"));
+            prog.instructions[at].imm = 0x0bad_cafe;
+            prog.instructions[at + 1].imm = 0;
+        }
+        Ok(())
+    });
+    let p = prepared(
+        GOCOMPAT,
+        Settings {
+            patchers: vec![patcher],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ins = p.instructions("xdp_ingress", &[]).unwrap().unwrap();
+    assert!(ins.iter().any(|i| i.is_ld_imm64() && i.imm == 0x0bad_cafe));
+    let seen = seen.lock().unwrap();
+    let refs = |f: &str| {
+        seen.iter()
+            .find(|(function, _)| function == f)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| panic!("the patcher saw no {f}"))
+    };
+    let ingress = refs("xdp_ingress");
+    assert_eq!(ingress["ingress_marker"].len(), 1, "{ingress:?}");
+    assert!(ingress.contains_key("results"), "the map load: {ingress:?}");
+    // The `call -1` placeholder is no relocation: it has no reference.
+    // A call of a static function, relocated against `.text`, names the function.
+    let egress = refs("xdp_egress");
+    assert!(egress.contains_key("egress_value"), "{egress:?}");
+    let patched = refs("xdp_patched");
+    assert!(patched.values().flatten().all(|&i| i != 0), "{patched:?}");
+}
