@@ -563,6 +563,45 @@ fn legacy_maps_of_maps_take_their_inner_map_from_inner_outer_map_specs() {
     );
 }
 
+/// The same map of maps in an object built as the Go examples' Makefile builds it (no `-g`, so
+/// no BTF, ebpf-fixtures/src/mapofmaps_go.bpf.c): Go accepts it, and so does the manager, which
+/// describes the converted map in BTF of its own.
+#[test]
+fn legacy_maps_of_maps_without_btf_work_as_in_go() {
+    const MAPOFMAPS_GO: &[u8] = include_bytes!("../../ebpf-fixtures/mapofmaps_go.bpf.o");
+    setup();
+    let mut m = Manager {
+        probes: vec![probe("mom", "mom_entry")],
+        ..Default::default()
+    };
+    m.init_with_options(
+        MAPOFMAPS_GO,
+        Options {
+            inner_outer_map_specs: vec![ebpf_manager::InnerOuterMapSpec {
+                outer_map_name: "outer".into(),
+                inner_map_name: "inner_template".into(),
+            }],
+            map_router: vec![ebpf_manager::MapRoute {
+                routing_map_name: "outer".into(),
+                key: 0,
+                map_name: "inner_counts".into(),
+                ..Default::default()
+            }],
+            ..this_thread_only()
+        },
+    )
+    .expect("init of a map of maps without BTF");
+    let outer = map_fdinfo(&m, "outer");
+    assert_eq!((outer["map_type"], outer["max_entries"]), (12, 2));
+    m.start().unwrap();
+    mkdir_rmdir("mapofmaps-go");
+    assert_eq!(
+        read_slot(&m, "inner_counts", 0),
+        1,
+        "counted through outer[0]"
+    );
+}
+
 /// `kprobe.multi/` programs load with `BPF_TRACE_KPROBE_MULTI` (the manager's own load path;
 /// aya 0.14 has none) and attach with a kprobe.multi link where the kernel has CONFIG_FPROBE.
 #[test]

@@ -21,6 +21,16 @@ fn put(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
+/// A `.BTF` with no types and the empty string only (little-endian, version 1).
+pub(crate) fn empty() -> Vec<u8> {
+    let mut btf = vec![0x9f, 0xeb, 1, 0];
+    for field in [24u32, 0, 0, 0, 1] {
+        btf.extend_from_slice(&field.to_le_bytes());
+    }
+    btf.push(0);
+    btf
+}
+
 /// `.BTF` split into header, types (type id `i` at index `i - 1`) and strings.
 pub(crate) struct Types {
     header: Vec<u8>,

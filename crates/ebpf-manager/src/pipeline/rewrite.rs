@@ -206,16 +206,20 @@ fn edit_btf_maps(
         .iter()
         .find(|s| s.name.as_slice() == b".BTF")
         .map(|s| s.id());
-    let Some(btf_id) = btf_id else {
-        if let Some(c) = converted.first() {
-            return Err(Error::InvalidOption {
-                option: format!("inner_outer_map_specs {{ {} }}", c.name),
-                reason:
-                    "the object has no BTF to describe the map of maps in: compile it with clang -g"
-                        .into(),
-            });
+    let btf_id = match btf_id {
+        Some(id) => id,
+        None if converted.is_empty() => return Ok(Vec::new()),
+        // An object built without -g (the Go examples' Makefile): Go accepts its legacy maps of
+        // maps; aya-obj reads an inner map only from BTF, so the converted maps get BTF of
+        // their own, in an otherwise empty `.BTF`.
+        None => {
+            let s = b.sections.add();
+            s.name = b".BTF"[..].into();
+            s.sh_type = elf::SHT_PROGBITS;
+            s.sh_addralign = 4;
+            s.data = SectionData::Data(btf_types::empty().into());
+            s.id()
         }
-        return Ok(Vec::new());
     };
     let SectionData::Data(data) = &b.sections.get(btf_id).data else {
         return Ok(Vec::new());

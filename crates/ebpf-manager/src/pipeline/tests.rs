@@ -489,3 +489,28 @@ fn patchers_find_constants_maps_and_calls_by_reference() {
     let patched = refs("xdp_patched");
     assert!(patched.values().flatten().all(|&i| i != 0), "{patched:?}");
 }
+
+#[test]
+fn a_map_of_maps_without_btf_gets_btf_of_its_own() {
+    const MAPOFMAPS_GO: &[u8] = include_bytes!("../../../../ebpf-fixtures/mapofmaps_go.bpf.o");
+    let empty = super::btf_types::empty();
+    let types = super::btf_types::Types::parse(&empty).expect("the empty BTF parses");
+    assert_eq!(types.to_bytes(), empty);
+    let specs = [crate::InnerOuterMapSpec {
+        outer_map_name: "outer".into(),
+        inner_map_name: "inner_template".into(),
+    }];
+    let p = prepared(
+        MAPOFMAPS_GO,
+        Settings {
+            inner_outer: &specs,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (bytes, _) = p.instantiate(&[]).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    let btf = file.section_by_name(".BTF").expect("a .BTF section");
+    let types = super::btf_types::Types::parse(btf.data().unwrap()).unwrap();
+    assert_eq!(types.vars(".maps"), ["outer"]);
+}
