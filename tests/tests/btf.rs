@@ -302,3 +302,34 @@ fn btf_fentry_section_target_wins_over_syscall_func_name() {
     mkdir_rmdir("fentry-syscall");
     assert_eq!(slot_of(&m, "btf_hits", btf_slot::FENTRY), 1);
 }
+
+/// A kernel BTF file cut short (a partial copy, a full disk) says it is truncated and how
+/// much is missing, instead of aya's "error parsing BTF header".
+#[test]
+fn a_truncated_kernel_btf_file_says_truncated() {
+    setup();
+    let vmlinux = std::fs::read("/sys/kernel/btf/vmlinux").expect("the kernel's BTF");
+    let cut = TempFile::new("vmlinux-cut.btf", &vmlinux[..vmlinux.len() / 2], 0o644);
+    let mut m = Manager {
+        probes: vec![probe("t", "tracepoint_sys_enter_mkdir")],
+        ..Default::default()
+    };
+    let err = m
+        .init_with_options(
+            PROBES,
+            Options {
+                kernel_btf: Some(ebpf_manager::KernelTypes::File(cut.path().to_owned())),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    let expected = format!(
+        "truncated: its header describes {} bytes, the file has {}",
+        vmlinux.len(),
+        vmlinux.len() / 2
+    );
+    assert!(
+        matches!(&err, Error::InvalidOption { option, reason } if option == "kernel_btf" && reason.ends_with(&expected)),
+        "{err:?}"
+    );
+}

@@ -245,3 +245,46 @@ fn manager_wide_defaults_reach_the_declarations_that_leave_theirs_unset() {
         assert!(matches!(err, Error::KprobesUnsupported { .. }), "{err:?}");
     }
 }
+
+/// Threads of this process named `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .count()
+}
+
+/// The function list is read on a thread of its own while the object loads; that thread is
+/// joined by the resolution that needs it, and by a failed `init` (nothing left running).
+#[test]
+fn the_function_list_read_ahead_leaves_no_thread() {
+    setup();
+    let declare = || Manager {
+        probes: vec![Probe {
+            attach_to_func_name: Some("vfs_mkdi?".into()),
+            ..generic("ahead")
+        }],
+        ..Default::default()
+    };
+    let mut m = declare();
+    m.init_with_options(PROBES, this_thread_only())
+        .expect("init resolves the pattern");
+    assert_eq!(
+        m.probe_state(&ProbeIdentificationPair::new("ahead", "kprobe_generic")),
+        Some(ProbeState::Loaded)
+    );
+    assert_eq!(threads_named("ebpfm-functions"), 0);
+    // Fails after the read started (the kernel BTF file is checked later).
+    let err = declare()
+        .init_with_options(
+            PROBES,
+            Options {
+                kernel_btf: Some(ebpf_manager::KernelTypes::File("/nonexistent.btf".into())),
+                ..this_thread_only()
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("nonexistent.btf"), "{err}");
+    assert_eq!(threads_named("ebpfm-functions"), 0);
+}

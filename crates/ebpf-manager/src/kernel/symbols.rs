@@ -235,39 +235,81 @@ fn modules_fingerprint() -> u64 {
 }
 
 /// A [`FunctionIndex`] read on first use and shared by the process's managers: read once while
-/// any manager holds it, again after every holder released it or a module loaded.
+/// any manager holds it, again after every holder released it or a module loaded. Reading it
+/// may start early on a thread of its own ([`prefetch`](Self::prefetch)).
 #[derive(Debug, Default)]
-pub(crate) struct LazyFunctions(Option<std::sync::Arc<FunctionIndex>>);
+pub(crate) struct LazyFunctions {
+    index: Option<std::sync::Arc<FunctionIndex>>,
+    /// A read started by `prefetch`, joined by `get` or on drop: never left running.
+    pending: Option<std::thread::JoinHandle<Result<std::sync::Arc<FunctionIndex>>>>,
+}
 
 impl LazyFunctions {
-    pub(crate) fn get(&mut self) -> Result<&FunctionIndex> {
-        if self.0.is_none() {
-            let mut shared = SHARED
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let modules = modules_fingerprint();
-            let held = shared
-                .as_ref()
-                .filter(|(_, m)| *m == modules)
-                .and_then(|(weak, _)| weak.upgrade());
-            let index = match held {
-                Some(index) => index,
-                None => {
-                    let root = super::tracefs::root().ok();
-                    let index = std::sync::Arc::new(FunctionIndex::load(root)?);
-                    *shared = Some((std::sync::Arc::downgrade(&index), modules));
-                    index
-                }
-            };
-            self.0 = Some(index);
+    /// Starts reading the list on a thread, so that the kernel's generation of it (tens of
+    /// milliseconds, hundreds in a slow VM) overlaps the object's load: `init` calls this when
+    /// a probe will need it. Without a thread, the list is read on first use as before.
+    pub(crate) fn prefetch() -> Self {
+        let pending = std::thread::Builder::new()
+            .name("ebpfm-functions".into())
+            .spawn(shared_index)
+            .inspect_err(|e| log::debug!("reading the function list on first use: {e}"))
+            .ok();
+        Self {
+            index: None,
+            pending,
         }
-        Ok(self.0.as_deref().expect("just set"))
+    }
+
+    pub(crate) fn get(&mut self) -> Result<&FunctionIndex> {
+        if self.index.is_none() {
+            let index = match self.pending.take().map(std::thread::JoinHandle::join) {
+                Some(Ok(read)) => read?,
+                // The thread panicked (it never should): read it here instead.
+                Some(Err(_)) | None => shared_index()?,
+            };
+            self.index = Some(index);
+        }
+        Ok(self.index.as_deref().expect("just set"))
     }
 
     /// Lets go of the index (freed when no other manager holds it).
     pub(crate) fn release(&mut self) {
-        self.0 = None;
+        self.join();
+        self.index = None;
     }
+
+    fn join(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            let _ = pending.join();
+        }
+    }
+}
+
+impl Drop for LazyFunctions {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+/// The index the process's managers share, read now unless one holds it.
+fn shared_index() -> Result<std::sync::Arc<FunctionIndex>> {
+    let mut shared = SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let modules = modules_fingerprint();
+    let held = shared
+        .as_ref()
+        .filter(|(_, m)| *m == modules)
+        .and_then(|(weak, _)| weak.upgrade());
+    Ok(match held {
+        Some(index) => index,
+        None => {
+            let root = super::tracefs::root().ok();
+            let index = std::sync::Arc::new(FunctionIndex::load(root)?);
+            *shared = Some((std::sync::Arc::downgrade(&index), modules));
+            index
+        }
+    })
 }
 
 /// The functions kprobes may not attach to (`<debugfs>/kprobes/blacklist`: address range and

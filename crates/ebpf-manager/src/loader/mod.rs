@@ -19,6 +19,39 @@ use crate::{
     ConstantEditor, Error, KernelTypes, MapEditor, MapSpecEditor, Result,
 };
 
+/// What a BTF file's header says against its length: aya reports a truncated file as
+/// "error parsing BTF header", which does not say what is wrong.
+fn check_btf_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    let field = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64)
+    };
+    if bytes.get(..2) != Some(&[0x9f, 0xeb]) {
+        return Err(if bytes.len() < 2 {
+            format!("not a BTF file: {} bytes", bytes.len())
+        } else {
+            "not a little-endian BTF file (no 0xeB9F magic)".into()
+        });
+    }
+    let (Some(hdr), Some(type_off), Some(type_len), Some(str_off), Some(str_len)) =
+        (field(4), field(8), field(12), field(16), field(20))
+    else {
+        return Err(format!(
+            "truncated: {} bytes, shorter than a BTF header (24)",
+            bytes.len()
+        ));
+    };
+    let needed = hdr + (type_off + type_len).max(str_off + str_len);
+    if (bytes.len() as u64) < needed {
+        return Err(format!(
+            "truncated: its header describes {needed} bytes, the file has {}",
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
 /// The kernel's BTF, parsed on first use (it takes 15 ms on the host, 266 ms in a TCG guest)
 /// and kept until the manager releases it; or the BTF the user gave
 /// ([`Options::kernel_btf`](crate::Options)), kept for the manager's life. With it, aya's
@@ -71,18 +104,22 @@ impl KernelBtf {
         let given = match types {
             None => None,
             Some(KernelTypes::Parsed(btf)) => Some(btf.clone()),
-            Some(KernelTypes::File(path)) => Some(Arc::new(
-                aya::Btf::parse_file(path, aya::Endianness::default()).map_err(|e| {
-                    Error::InvalidOption {
-                        option: "kernel_btf".into(),
-                        reason: format!(
-                            "{} is not a BTF file aya can read: {}",
-                            path.display(),
+            Some(KernelTypes::File(path)) => {
+                let refuse = |reason: String| Error::InvalidOption {
+                    option: "kernel_btf".into(),
+                    reason: format!("{}: {reason}", path.display()),
+                };
+                let bytes = std::fs::read(path).map_err(|e| refuse(e.to_string()))?;
+                check_btf_header(&bytes).map_err(refuse)?;
+                Some(Arc::new(
+                    aya::Btf::parse(&bytes, aya::Endianness::default()).map_err(|e| {
+                        refuse(format!(
+                            "not a BTF file aya can read: {}",
                             crate::error::chain(&e)
-                        ),
-                    }
-                })?,
-            )),
+                        ))
+                    })?,
+                ))
+            }
         };
         Ok(Self {
             parsed: None,
@@ -500,5 +537,28 @@ fn object_error(e: EbpfError) -> Error {
     }
     Error::Object {
         source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_truncated_or_foreign_btf_file_says_so() {
+        let mut btf = vec![0x9f, 0xeb, 1, 0];
+        for field in [24u32, 0, 16, 16, 4] {
+            btf.extend_from_slice(&field.to_le_bytes());
+        }
+        btf.extend_from_slice(&[0; 20]);
+        assert_eq!(super::check_btf_header(&btf), Ok(()));
+        assert_eq!(
+            super::check_btf_header(&btf[..30]).unwrap_err(),
+            "truncated: its header describes 44 bytes, the file has 30"
+        );
+        assert!(super::check_btf_header(&btf[..10])
+            .unwrap_err()
+            .starts_with("truncated: 10 bytes"));
+        assert!(super::check_btf_header(b"\x7fELF....")
+            .unwrap_err()
+            .contains("0xeB9F"));
     }
 }

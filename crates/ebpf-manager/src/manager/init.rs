@@ -49,6 +49,14 @@ impl Manager {
                 .map(|(p, ..)| p.id())
                 .chain(excluded_probes.iter().cloned()),
         )?;
+        // Patterns and syscall names need the kernel's function list: its read (the kernel
+        // generates it: tens of ms, hundreds in a slow VM) overlaps the object's preparation
+        // and load on a thread, joined when resolution needs it.
+        let functions = if matched.iter().any(|(p, _, s)| needs_function_list(p, s)) {
+            LazyFunctions::prefetch()
+        } else {
+            LazyFunctions::default()
+        };
         let prepared = pipeline::prepare(
             &object,
             &elf,
@@ -162,7 +170,7 @@ impl Manager {
             },
             records: super::table::Table::with_capacity(matched.len()),
             attached: Vec::new(),
-            functions: LazyFunctions::default(),
+            functions,
             btf,
             keep_kernel_btf: options.keep_kernel_btf,
             release_object_after_start: options.release_object_after_start,
@@ -232,6 +240,16 @@ fn drop_excluded_editors(editors: &mut Vec<ConstantEditor>, excluded: &[String])
 }
 
 /// Each declared probe with the function and section of its program.
+/// Whether resolving `probe`'s hook reads the kernel's function list: a pattern, a syscall
+/// name, or a section whose target is a glob; an exact `hook_func_name` needs none.
+fn needs_function_list(probe: &Probe, section: &str) -> bool {
+    probe.hook_func_name.is_none()
+        && (probe.attach_to_func_name.is_some()
+            || probe.match_func_name.is_some()
+            || probe.syscall_func_name.is_some()
+            || section.contains(['*', '?', '[']))
+}
+
 fn match_programs(probes: Vec<&Probe>, elf: &ElfIndex) -> Result<Vec<(Probe, String, String)>> {
     let mut seen = HashSet::new();
     let mut matched = Vec::with_capacity(probes.len());
