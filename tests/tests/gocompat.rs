@@ -519,24 +519,20 @@ fn btf_maps_are_edited_and_excluded_before_creation() {
     assert!(matches!(err, Error::Verifier { .. }), "{err:?}");
 }
 
-/// A legacy map of maps with its inner map named by `inner_outer_map_specs`, routed and used
-/// by a program (ebpf-fixtures/src/mapofmaps.bpf.c).
-#[test]
-fn legacy_maps_of_maps_take_their_inner_map_from_inner_outer_map_specs() {
-    const MAPOFMAPS: &[u8] = include_bytes!("../../ebpf-fixtures/mapofmaps.bpf.o");
-    setup();
-    let declare = || Manager {
+/// The map of maps of ebpf-fixtures/src/mapofmaps.bpf.c: a manager of `mom_entry`.
+fn map_of_maps_manager() -> Manager {
+    Manager {
         probes: vec![probe("mom", "mom_entry")],
         ..Default::default()
-    };
-    let err = declare().init(MAPOFMAPS).unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidMapDefinition { map, reason } if map == "outer" && reason.contains("inner_outer_map_specs")),
-        "{err:?}"
-    );
-    let mut m = declare();
+    }
+}
+
+/// Inits `object` with `outer`'s inner map named by `inner_outer_map_specs` and `inner_counts`
+/// routed at `outer[0]`, then checks the outer map and that a mkdir counts through it.
+fn routes_and_counts_through_the_map_of_maps(object: &[u8], tag: &str) {
+    let mut m = map_of_maps_manager();
     m.init_with_options(
-        MAPOFMAPS,
+        object,
         Options {
             inner_outer_map_specs: vec![ebpf_manager::InnerOuterMapSpec {
                 outer_map_name: "outer".into(),
@@ -551,16 +547,30 @@ fn legacy_maps_of_maps_take_their_inner_map_from_inner_outer_map_specs() {
             ..this_thread_only()
         },
     )
-    .expect("init");
+    .unwrap_or_else(|e| panic!("init of {tag}: {e:?}"));
     let outer = map_fdinfo(&m, "outer");
     assert_eq!((outer["map_type"], outer["max_entries"]), (12, 2));
     m.start().unwrap();
-    mkdir_rmdir("mapofmaps");
+    mkdir_rmdir(tag);
     assert_eq!(
         read_slot(&m, "inner_counts", 0),
         1,
         "counted through outer[0]"
     );
+}
+
+/// A legacy map of maps with its inner map named by `inner_outer_map_specs`, routed and used
+/// by a program (ebpf-fixtures/src/mapofmaps.bpf.c).
+#[test]
+fn legacy_maps_of_maps_take_their_inner_map_from_inner_outer_map_specs() {
+    const MAPOFMAPS: &[u8] = include_bytes!("../../ebpf-fixtures/mapofmaps.bpf.o");
+    setup();
+    let err = map_of_maps_manager().init(MAPOFMAPS).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidMapDefinition { map, reason } if map == "outer" && reason.contains("inner_outer_map_specs")),
+        "{err:?}"
+    );
+    routes_and_counts_through_the_map_of_maps(MAPOFMAPS, "mapofmaps");
 }
 
 /// The same map of maps in an object built as the Go examples' Makefile builds it (no `-g`, so
@@ -570,36 +580,7 @@ fn legacy_maps_of_maps_take_their_inner_map_from_inner_outer_map_specs() {
 fn legacy_maps_of_maps_without_btf_work_as_in_go() {
     const MAPOFMAPS_GO: &[u8] = include_bytes!("../../ebpf-fixtures/mapofmaps_go.bpf.o");
     setup();
-    let mut m = Manager {
-        probes: vec![probe("mom", "mom_entry")],
-        ..Default::default()
-    };
-    m.init_with_options(
-        MAPOFMAPS_GO,
-        Options {
-            inner_outer_map_specs: vec![ebpf_manager::InnerOuterMapSpec {
-                outer_map_name: "outer".into(),
-                inner_map_name: "inner_template".into(),
-            }],
-            map_router: vec![ebpf_manager::MapRoute {
-                routing_map_name: "outer".into(),
-                key: 0,
-                map_name: "inner_counts".into(),
-                ..Default::default()
-            }],
-            ..this_thread_only()
-        },
-    )
-    .expect("init of a map of maps without BTF");
-    let outer = map_fdinfo(&m, "outer");
-    assert_eq!((outer["map_type"], outer["max_entries"]), (12, 2));
-    m.start().unwrap();
-    mkdir_rmdir("mapofmaps-go");
-    assert_eq!(
-        read_slot(&m, "inner_counts", 0),
-        1,
-        "counted through outer[0]"
-    );
+    routes_and_counts_through_the_map_of_maps(MAPOFMAPS_GO, "mapofmaps-go");
 }
 
 /// `kprobe.multi/` programs load with `BPF_TRACE_KPROBE_MULTI` (the manager's own load path;
