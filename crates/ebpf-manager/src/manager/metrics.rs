@@ -94,26 +94,24 @@ pub(crate) fn publish(status: &Status) {
 /// The help texts, given with every snapshot: a recorder installed after the first one still
 /// gets them.
 fn describe() {
-    {
-        describe_counter!(
-            PROBE_RUNS,
-            "Runs of the probe's eBPF program (run statistics on)"
-        );
-        describe_counter!(
-            PROBE_RUN_TIME,
-            Unit::Nanoseconds,
-            "Time the probe's eBPF program ran (run statistics on)"
-        );
-        describe_counter!(PROBE_MISSED, "Hits of the kprobe the kernel missed");
-        describe_gauge!(PROBE_RUNNING, "1 while the probe is attached, else 0");
-        describe_counter!(READER_RECEIVED, "Records handed to the reader's handler");
-        describe_counter!(READER_LOST, "Records the kernel reported lost");
-        describe_counter!(READER_HANDLER_ERRORS, "Panics of the reader's handler");
-        describe_gauge!(
-            READER_RING_HIGH_WATER,
-            Unit::Bytes,
-            "Most bytes of records waiting at one wakeup of the reader"
-        );
-        describe_gauge!(READER_RING_SIZE, Unit::Bytes, "Size of the ring buffer");
-    }
+    describe_counter!(
+        PROBE_RUNS,
+        "Runs of the probe's eBPF program (run statistics on)"
+    );
+    describe_counter!(
+        PROBE_RUN_TIME,
+        Unit::Nanoseconds,
+        "Time the probe's eBPF program ran (run statistics on)"
+    );
+    describe_counter!(PROBE_MISSED, "Hits of the kprobe the kernel missed");
+    describe_gauge!(PROBE_RUNNING, "1 while the probe is attached, else 0");
+    describe_counter!(READER_RECEIVED, "Records handed to the reader's handler");
+    describe_counter!(READER_LOST, "Records the kernel reported lost");
+    describe_counter!(READER_HANDLER_ERRORS, "Panics of the reader's handler");
+    describe_gauge!(
+        READER_RING_HIGH_WATER,
+        Unit::Bytes,
+        "Most bytes of records waiting at one wakeup of the reader"
+    );
+    describe_gauge!(READER_RING_SIZE, Unit::Bytes, "Size of the ring buffer");
 }
