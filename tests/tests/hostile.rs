@@ -220,6 +220,38 @@ fn hostile_objects_get_typed_errors_and_leave_nothing() {
     assert!(counted >= 30, "only {counted} hostile objects");
 }
 
+/// `__ksym` hostility: a kfunc call of an id that names no kfunc (an object "resolved" by
+/// someone else), and a `.ksyms` entry that is neither a function nor a variable.
+#[test]
+fn hostile_kfunc_calls_and_ksyms_get_typed_errors() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    setup();
+    // Every `call bpf_get_current_pid_tgid` made a kfunc call of BTF id 0x7fffffff.
+    let bad_id = ElfEdit::of(PROBES).replace(
+        &[0x85, 0x00, 0, 0, 0x0e, 0, 0, 0],
+        &[0x85, 0x20, 0, 0, 0xff, 0xff, 0xff, 0x7f],
+    );
+    let err = refused(
+        "a kfunc call of a bad BTF id",
+        &bad_id.0,
+        tp(),
+        this_thread_only(),
+    );
+    assert!(
+        matches!(&err, Error::Verifier { function, .. } if function == TP),
+        "{err:?}"
+    );
+    println!("hostile object: a kfunc call of a bad BTF id: {err}");
+    let garbage = include_bytes!("../../fuzz/corpus/object/hostile-ksyms-entry-not-func-or-var");
+    let probes = vec![probe("", "kfunc_weak")];
+    let err = refused("a garbage .ksyms", garbage, probes, Options::default());
+    assert!(
+        matches!(&err, Error::InvalidObject { reason } if reason.contains("only kfuncs (FUNC) and variables (VAR)")),
+        "{err:?}"
+    );
+    println!("hostile object: a garbage .ksyms: {err}");
+}
+
 #[test]
 fn hostile_symbols_and_sizes_are_refused_before_aya() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

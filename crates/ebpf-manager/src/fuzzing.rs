@@ -25,13 +25,28 @@ fn let_aya_panics_unwind() {
     });
 }
 
-/// An object as `init` reads it: the section index, validation, rewriting (legacy maps,
-/// Go-world section names, bypass) and analysis, then one instantiation.
+/// An object as `init` reads it: the section index, its `__ksym` externs (every other one
+/// found in the kernel, with made-up ids and addresses), validation, rewriting (legacy maps,
+/// Go-world section names, bypass, `.ksyms`) and analysis, then one instantiation.
 pub fn object(bytes: &[u8]) {
+    use pipeline::ksyms::Resolved;
     let_aya_panics_unwind();
     let Ok(elf) = ElfIndex::parse(bytes) else {
         return;
     };
+    let externs = pipeline::ksyms::list(bytes).unwrap_or_default();
+    let ksyms: Vec<_> = externs
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let r = match (i % 2, e.kind) {
+                (1, _) => Resolved::Missing("fuzz"),
+                (_, pipeline::ksyms::Kind::UntypedVar) => Resolved::Address(0xffff_0000 + i as u64),
+                _ => Resolved::BtfId(i as u32 + 1),
+            };
+            (e, r)
+        })
+        .collect();
     let settings = pipeline::Settings {
         spec_editors: &[],
         excluded_maps: &[],
@@ -39,6 +54,7 @@ pub fn object(bytes: &[u8]) {
         patchers: Vec::new(),
         strict_constants: false,
         bypass_enabled: true,
+        ksyms: &ksyms,
     };
     if let Ok(prepared) = pipeline::prepare(bytes, &elf, settings) {
         let _ = prepared.instantiate(&[]);

@@ -242,6 +242,20 @@ pub enum Error {
         log: String,
     },
 
+    /// The program uses a `__ksym` extern (a kfunc or a kernel variable) that the running
+    /// kernel cannot give and that is not declared `__weak`.
+    #[error("probe {id}: `{function}` uses the `__ksym` extern `{symbol}`, which the running kernel cannot give: {reason}; to run without it, declare it `__weak` and test it with bpf_ksym_exists()")]
+    MissingKsym {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The program's function.
+        function: String,
+        /// The extern's name.
+        symbol: String,
+        /// Where it was looked for, and what that means (it names a kfunc or a variable).
+        reason: &'static str,
+    },
+
     /// The kernel refuses the program's type outright: `BPF_PROG_LOAD` failed with EPERM and
     /// no verifier log although the process has CAP_BPF or CAP_SYS_ADMIN (the development
     /// host's 6.18 refuses fentry, fexit and LSM programs so).

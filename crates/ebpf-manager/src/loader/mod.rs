@@ -137,9 +137,18 @@ impl KernelBtf {
     }
 
     pub(crate) fn get(&mut self) -> Result<&aya::Btf> {
-        if let Some(given) = &self.given {
-            return Ok(given);
+        if self.given.is_none() {
+            self.running()?;
         }
+        Ok(match &self.given {
+            Some(given) => given,
+            None => self.parsed.as_ref().expect("parsed above"),
+        })
+    }
+
+    /// The running kernel's BTF, whatever BTF the user gave for CO-RE: `__ksym` ids are the
+    /// running kernel's.
+    pub(crate) fn running(&mut self) -> Result<&aya::Btf> {
         if self.parsed.is_none() {
             PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let btf = aya::Btf::from_sys_fs().map_err(|e| Error::Io {

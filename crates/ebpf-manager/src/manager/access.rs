@@ -389,6 +389,7 @@ impl State {
                     objects,
                     btf,
                     functions,
+                    source,
                     ..
                 } = self;
                 let prog = objects
@@ -412,7 +413,8 @@ impl State {
                         }
                         _ => None,
                     };
-                    loader::load_program(prog, id, function, target.as_deref(), btf)?;
+                    loader::load_program(prog, id, function, target.as_deref(), btf)
+                        .map_err(|e| source.object.name_missing_ksym(e))?;
                 }
             }
         }

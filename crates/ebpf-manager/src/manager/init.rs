@@ -57,6 +57,8 @@ impl Manager {
         } else {
             LazyFunctions::default()
         };
+        let mut btf = loader::KernelBtf::given(options.kernel_btf.as_ref())?;
+        let ksyms = resolve_ksyms(&object, &mut btf)?;
         let prepared = pipeline::prepare(
             &object,
             &elf,
@@ -67,6 +69,7 @@ impl Manager {
                 patchers: options.instruction_patchers.clone(),
                 strict_constants: options.strict_constants,
                 bypass_enabled: options.bypass_enabled,
+                ksyms: &ksyms,
             },
         )?;
         let matched = without_hidden(matched, &prepared, &options)?;
@@ -82,7 +85,6 @@ impl Manager {
                 })
             })
             .transpose()?;
-        let mut btf = loader::KernelBtf::given(options.kernel_btf.as_ref())?;
         let source = loader::Source {
             object: prepared,
             verifier_log_level: options.verifier_log_level,
@@ -221,6 +223,30 @@ impl Manager {
 
 /// Per-probe constant editors lose the pairs of excluded functions, and go when none is
 /// left (Go's `InitWithOptions` does the same): otherwise they would apply to every probe.
+/// The object's `__ksym` externs, looked up in the running kernel (its BTF, parsed once for the
+/// manager; `/proc/kallsyms` for untyped variables).
+fn resolve_ksyms(
+    object: &[u8],
+    btf: &mut loader::KernelBtf,
+) -> Result<Vec<(pipeline::ksyms::Extern, pipeline::ksyms::Resolved)>> {
+    use pipeline::ksyms::{self, Kind};
+    let externs = ksyms::list(object)?;
+    if externs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let variables: Vec<&str> = externs
+        .iter()
+        .filter(|e| e.kind != Kind::Func)
+        .map(|e| e.name.as_str())
+        .collect();
+    let addresses = if variables.is_empty() {
+        Default::default()
+    } else {
+        crate::kernel::symbols::kallsyms_addresses(&variables)?
+    };
+    Ok(ksyms::resolve(&externs, btf.running()?, &addresses))
+}
+
 fn drop_excluded_editors(editors: &mut Vec<ConstantEditor>, excluded: &[String]) {
     editors.retain_mut(|editor| {
         if editor.probes.is_empty() {

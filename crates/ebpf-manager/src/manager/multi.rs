@@ -87,12 +87,14 @@ impl State {
                         id: id.clone(),
                         reason: format!("loading `{function}` for kprobe.multi: {reason}"),
                     },
-                    MultiError::Kernel(e) if !e.log.is_empty() => Error::Verifier {
-                        id: id.clone(),
-                        function: function.clone(),
-                        source: e.source,
-                        log: e.log,
-                    },
+                    MultiError::Kernel(e) if !e.log.is_empty() => {
+                        self.source.object.name_missing_ksym(Error::Verifier {
+                            id: id.clone(),
+                            function: function.clone(),
+                            source: e.source,
+                            log: e.log,
+                        })
+                    }
                     // An attach type the kernel does not know (before 5.18).
                     MultiError::Kernel(e) if !bpf_prog::kprobe_multi_supported() => {
                         Error::KprobeMultiUnsupported {

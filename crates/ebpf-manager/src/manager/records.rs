@@ -290,6 +290,7 @@ impl State {
             records,
             btf,
             pins,
+            source,
             ..
         } = self;
         let record = &records[index];
@@ -313,7 +314,8 @@ impl State {
                 Hook::Btf { target, .. } => Some(target.as_str()),
                 _ => None,
             };
-            loader::load_program(prog, &id, &function, btf_target, btf)?;
+            loader::load_program(prog, &id, &function, btf_target, btf)
+                .map_err(|e| source.object.name_missing_ksym(e))?;
         }
         if let Some(path) = pin_path.filter(|p| !ours(p)) {
             crate::fault::check("pin")?;

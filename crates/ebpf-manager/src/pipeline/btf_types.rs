@@ -10,8 +10,20 @@ const INT: u32 = 1;
 const PTR: u32 = 2;
 const ARRAY: u32 = 3;
 const STRUCT: u32 = 4;
+const FUNC: u32 = 12;
 const VAR: u32 = 14;
 const DATASEC: u32 = 15;
+
+/// What an extern is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KsymKind {
+    /// A kfunc (`extern void f(void) __ksym;`).
+    Func,
+    /// A variable with a type (`extern const struct rq runqueues __ksym;`).
+    TypedVar,
+    /// A variable whose address only is wanted (`extern const void init_task __ksym;`).
+    UntypedVar,
+}
 
 fn word(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
@@ -183,6 +195,102 @@ impl Types {
         kept.iter().for_each(|e| new.extend_from_slice(e));
         self.types[id as usize - 1] = new;
         removed
+    }
+
+    /// The entries of the `.ksyms` DATASEC (libbpf's `__ksym` externs), with their kind: a
+    /// FUNC is a kfunc, a VAR a kernel variable, typed unless its type is `void`.
+    pub(crate) fn ksyms(&self) -> Result<Vec<(String, KsymKind)>, String> {
+        use KsymKind as Kind;
+        let Some(ds) = self.datasec(".ksyms").and_then(|id| self.ty(id)) else {
+            return Ok(Vec::new());
+        };
+        ds[12..]
+            .chunks_exact(12)
+            .map(|e| {
+                let id = word(e, 0);
+                let kind = match self.kind(id) {
+                    FUNC => Kind::Func,
+                    VAR if self.strip_modifiers(self.ty(id).map_or(0, |t| word(t, 8))) == 0 => {
+                        Kind::UntypedVar
+                    }
+                    VAR => Kind::TypedVar,
+                    other => return Err(format!(
+                        "the `.ksyms` DATASEC has an entry of BTF kind {other} (type {id}): only kfuncs (FUNC) and variables (VAR) can be `__ksym` externs"
+                    )),
+                };
+                Ok((self.name(id).to_owned(), kind))
+            })
+            .collect()
+    }
+
+    fn strip_modifiers(&self, mut id: u32) -> u32 {
+        for _ in 0..16 {
+            match self.kind(id) {
+                // typedef, volatile, const, restrict, type tag
+                8..=11 | 18 => id = self.ty(id).map_or(0, |t| word(t, 8)),
+                _ => return id,
+            }
+        }
+        id
+    }
+
+    /// Makes the `.ksyms` DATASEC acceptable to the kernel and to aya-obj, as libbpf does:
+    /// the kernel refuses extern linkage and DATASEC entries that are not VARs, aya-obj a
+    /// DATASEC without an ELF section unless its size is set. Each VAR becomes a global `int`,
+    /// each FUNC a global function whose entry points at one dummy `int` VAR; entries get 4
+    /// bytes each. An entry of another kind is an error.
+    pub(crate) fn fix_ksyms(&mut self) -> Result<(), String> {
+        let Some(ds) = self.datasec(".ksyms") else {
+            return Ok(());
+        };
+        let int = self.int(4);
+        let mut dummy = None;
+        let entries: Vec<u32> = self.types[ds as usize - 1][12..]
+            .chunks_exact(12)
+            .map(|e| word(e, 0))
+            .collect();
+        for (i, id) in entries.iter().copied().enumerate() {
+            let target = match self.kind(id) {
+                FUNC => {
+                    let t = &mut self.types[id as usize - 1];
+                    let info = word(t, 4);
+                    put(t, 4, (info & !0xffff) | 1); // BTF_FUNC_GLOBAL
+                    *dummy.get_or_insert_with(|| {
+                        let name = self.string("__ksym_func");
+                        self.add(name, VAR, int, &[1])
+                    })
+                }
+                VAR => {
+                    let t = &mut self.types[id as usize - 1];
+                    put(t, 8, int);
+                    put(t, 12, 1); // BTF_VAR_GLOBAL_ALLOCATED
+                    id
+                }
+                other => {
+                    return Err(format!(
+                        "the `.ksyms` DATASEC has an entry of BTF kind {other} (type {id}): only kfuncs (FUNC) and variables (VAR) can be `__ksym` externs"
+                    ))
+                }
+            };
+            let t = &mut self.types[ds as usize - 1];
+            let at = 12 + i * 12;
+            put(t, at, target);
+            put(t, at + 4, i as u32 * 4);
+            put(t, at + 8, 4);
+        }
+        put(
+            &mut self.types[ds as usize - 1],
+            8,
+            entries.len() as u32 * 4,
+        );
+        Ok(())
+    }
+
+    /// Points the first entry of DATASEC `datasec` at `to` (hostile inputs, in tests).
+    #[cfg(test)]
+    pub(crate) fn point_first_entry_for_tests(&mut self, datasec: &str, to: u32) {
+        let id = self.datasec(datasec).expect("datasec");
+        put(&mut self.types[id as usize - 1], 12, to);
     }
 
     /// A struct of `__uint` members (`int (*name)[value]`, 8 bytes each), plus a `values`

@@ -16,6 +16,7 @@
 mod btf;
 mod btf_types;
 mod bypass;
+pub(crate) mod ksyms;
 mod maps;
 pub(crate) mod multi;
 mod rewrite;
@@ -44,6 +45,8 @@ pub(crate) struct Settings<'a> {
     pub(crate) patchers: Vec<InstructionPatcher>,
     pub(crate) strict_constants: bool,
     pub(crate) bypass_enabled: bool,
+    /// The object's `__ksym` externs and what the running kernel has for them.
+    pub(crate) ksyms: &'a [(ksyms::Extern, ksyms::Resolved)],
 }
 
 /// An object made loadable by aya, ready to be instantiated for each load.
@@ -66,6 +69,8 @@ pub(crate) struct Prepared {
     /// Maps whose definition says `pinning` = `LIBBPF_PIN_BY_NAME`: aya reuses or creates a pin
     /// named after them.
     pinned_by_name: Vec<String>,
+    /// `__ksym` externs the kernel lacks, poisoned in the instructions (see [`ksyms`]).
+    poisoned: Vec<(ksyms::Extern, &'static str)>,
 }
 
 /// An `ld_imm64` of an undefined symbol: an asm constant.
@@ -119,14 +124,21 @@ pub(crate) fn prepare(original: &[u8], elf: &ElfIndex, settings: Settings<'_>) -
     let edits = settings.spec_editors.iter().any(|e| {
         e.map_type.is_some() || e.key_size.is_some() || e.value_size.is_some() || e.flags.is_some()
     });
-    let (bytes, bypass) =
-        if renames || legacy_maps || bypass_map || edits || !settings.excluded_maps.is_empty() {
-            rewrite::rewrite(original, &settings)?
-        } else {
-            (original.to_vec(), Vec::new())
-        };
-    let mut prepared = analyze(bytes, elf)?;
+    let rewrite = renames
+        || legacy_maps
+        || bypass_map
+        || edits
+        || !settings.excluded_maps.is_empty()
+        || !settings.ksyms.is_empty();
+    let (mut bytes, bypass) = if rewrite {
+        rewrite::rewrite(original, &settings)?
+    } else {
+        (original.to_vec(), Vec::new())
+    };
+    let poisoned = ksyms::patch(&mut bytes, settings.ksyms)?;
+    let mut prepared = analyze(bytes, elf, settings.ksyms)?;
     prepared.bypass = bypass;
+    prepared.poisoned = poisoned;
     for p in &elf.programs {
         if let sections::Fate::Hide(reason) = sections::fate(&p.section) {
             prepared
@@ -148,7 +160,11 @@ fn is_program_section(kind: SectionKind, name: &str) -> bool {
 }
 
 /// Finds asm constants, data globals and program ranges in the prepared bytes.
-fn analyze(bytes: Vec<u8>, elf: &ElfIndex) -> Result<Prepared> {
+fn analyze(
+    bytes: Vec<u8>,
+    elf: &ElfIndex,
+    externs: &[(ksyms::Extern, ksyms::Resolved)],
+) -> Result<Prepared> {
     let file = object::File::parse(bytes.as_slice()).map_err(invalid)?;
     let mut asm = Vec::new();
     let mut globals = HashMap::new();
@@ -216,7 +232,9 @@ fn analyze(bytes: Vec<u8>, elf: &ElfIndex) -> Result<Prepared> {
             }
             let at = file_off + offset;
             let is_ld64 = bytes.get(at as usize) == Some(&insns::LD_IMM64);
-            if sym.is_undefined() && is_ld64 && !sym.name().unwrap_or("").is_empty() {
+            let sym_name = sym.name().unwrap_or("");
+            let is_ksym = externs.iter().any(|(e, _)| e.name == sym_name);
+            if sym.is_undefined() && is_ld64 && !sym_name.is_empty() && !is_ksym {
                 asm.push(AsmSite {
                     name: sym.name().unwrap_or("").to_owned(),
                     at: at as usize,
@@ -290,6 +308,20 @@ impl Prepared {
         self.programs = Vec::new();
         self.globals = HashMap::new();
         self.released = true;
+    }
+
+    /// The typed error of a program that failed to load because it uses a `__ksym` extern
+    /// the running kernel lacks (the verifier reports its poisoned call); others unchanged.
+    pub(crate) fn name_missing_ksym(&self, e: Error) -> Error {
+        match &e {
+            Error::Verifier {
+                id, function, log, ..
+            } => match ksyms::in_verifier_log(&self.poisoned, log) {
+                Some(ext) => ksyms::missing_error(id, function, ext),
+                None => e,
+            },
+            _ => e,
+        }
     }
 
     /// Whether [`release_bytes`](Self::release_bytes) ran.

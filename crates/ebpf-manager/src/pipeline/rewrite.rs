@@ -8,7 +8,7 @@ use object::{
     elf,
 };
 
-use super::{btf, btf_types, bypass, invalid, maps, sections, Settings};
+use super::{btf, btf_types, bypass, invalid, ksyms, maps, sections, Settings};
 use crate::{Error, Result};
 
 /// One renamed or merged program section, for `.BTF.ext`.
@@ -158,6 +158,14 @@ pub(super) fn rewrite(
     }
     if !moved.is_empty() || !emptied.is_empty() || !shifts.is_empty() {
         fix_btf(&mut b, &shifts, &moved, &emptied)?;
+    }
+    if !settings.ksyms.is_empty() {
+        let btf = b.sections.iter_mut().find(|s| s.name.as_slice() == b".BTF");
+        if let Some(s) = btf {
+            if let SectionData::Data(data) = &s.data {
+                s.data = SectionData::Data(ksyms::fix_btf(data)?.into());
+            }
+        }
     }
     let mut out = Vec::new();
     b.write(&mut out).map_err(invalid)?;
