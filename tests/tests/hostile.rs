@@ -252,6 +252,31 @@ fn hostile_kfunc_calls_and_ksyms_get_typed_errors() {
     println!("hostile object: a garbage .ksyms: {err}");
 }
 
+/// A legacy map whose type is no map type of any kernel.
+#[test]
+fn hostile_map_of_an_unknown_type_is_a_typed_error() {
+    use object::{Object as _, ObjectSection as _};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    setup();
+    let file = object::File::parse(GOCOMPAT).unwrap();
+    let (at, _) = file
+        .section_by_name("maps/unused")
+        .and_then(|s| s.file_range())
+        .unwrap();
+    let unknown = ElfEdit::of(GOCOMPAT).put(at as usize, 4, 99);
+    let err = refused(
+        "a map of type 99",
+        &unknown.0,
+        vec![probe("", "xdp_plain")],
+        Options::default(),
+    );
+    assert!(
+        matches!(&err, Error::InvalidObject { reason } if reason.contains("`unused`") && reason.contains("99")),
+        "{err:?}"
+    );
+    println!("hostile object: a map of type 99: {err}");
+}
+
 #[test]
 fn hostile_symbols_and_sizes_are_refused_before_aya() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

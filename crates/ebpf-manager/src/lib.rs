@@ -92,7 +92,7 @@ pub use manager::{CleanupType, Manager, MapEntry, ProbeStatus, Status};
 pub use maps::{AsyncPerfMap, AsyncRingBuffer};
 pub use maps::{
     PerfDataHandler, PerfLostHandler, PerfMap, ReaderError, ReaderErrorHandler, ReaderStatus,
-    RingBuffer, RingDataHandler, DEFAULT_PERF_RING_PAGES,
+    RingBuffer, RingDataHandler, UserRingBuffer, UserRingBufferEntry, DEFAULT_PERF_RING_PAGES,
 };
 pub use options::{
     ConstantEditor, InnerOuterMapSpec, KernelTypes, Map, MapEditor, MapRoute, MapSpecEditor,

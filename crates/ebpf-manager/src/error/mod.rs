@@ -242,6 +242,36 @@ pub enum Error {
         log: String,
     },
 
+    /// A map of the object is of a type the running kernel predates.
+    #[error("map `{map}` is a {map_type}, which came in Linux {since}; the running kernel ({running}) does not have it: exclude the map (Options::excluded_maps) and the programs that use it, or run Linux {since} or later")]
+    MapTypeUnsupported {
+        /// The map.
+        map: String,
+        /// The map's type, as the kernel names it.
+        map_type: &'static str,
+        /// The kernel version that added the type.
+        since: String,
+        /// The running kernel's version.
+        running: String,
+        /// What `BPF_MAP_CREATE` returned.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel refused to create a map of the object, although it has the map's type.
+    #[error("map `{map}` ({map_type}, Linux {since}): the running kernel refused to create it; check its definition (sizes, flags, max_entries) against the type's rules, and the process's privileges")]
+    MapCreate {
+        /// The map.
+        map: String,
+        /// The map's type, as the kernel names it.
+        map_type: &'static str,
+        /// The kernel version that added the type.
+        since: String,
+        /// What `BPF_MAP_CREATE` returned.
+        #[source]
+        source: io::Error,
+    },
+
     /// The program uses a `__ksym` extern (a kfunc or a kernel variable) that the running
     /// kernel cannot give and that is not declared `__weak`.
     #[error("probe {id}: `{function}` uses the `__ksym` extern `{symbol}`, which the running kernel cannot give: {reason}; to run without it, declare it `__weak` and test it with bpf_ksym_exists()")]
@@ -476,6 +506,20 @@ pub enum Error {
         expected: &'static str,
         /// The map's type.
         found: String,
+    },
+
+    /// A record does not fit in a user ring buffer now (the program has not drained it yet),
+    /// or ever (it is larger than the ring).
+    #[error("user ring buffer `{map}`: a record of {record} bytes (plus an 8-byte header, rounded up to 8) does not fit in the {free} bytes free of {capacity}; the program frees space when it calls bpf_user_ringbuf_drain()")]
+    UserRingBufferFull {
+        /// The map.
+        map: String,
+        /// The record's length.
+        record: usize,
+        /// Bytes free.
+        free: usize,
+        /// The ring's data size.
+        capacity: usize,
     },
 
     /// A perf map or ring buffer declaration is incomplete or invalid.

@@ -7,6 +7,7 @@ pub(crate) mod bpffs;
 pub(crate) mod epoll;
 pub(crate) mod instance;
 pub(crate) mod leftovers;
+pub(crate) mod map_types;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod perf;
@@ -17,6 +18,7 @@ pub(crate) mod symbols;
 pub(crate) mod sys;
 pub(crate) mod trace_pipe;
 pub(crate) mod tracefs;
+pub(crate) mod user_ringbuf;
 
 pub use bpf_prog::{kprobe_multi_supported, uprobe_multi_supported};
 pub(crate) use symbols::FunctionIndex;

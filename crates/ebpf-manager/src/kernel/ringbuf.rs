@@ -178,7 +178,8 @@ fn check_ring(map: BorrowedFd<'_>, size: usize, page_size: usize) -> io::Result<
 
 const RINGBUF: u32 = 27;
 
-fn map_pages(
+/// A shared mapping of `len` bytes of map `fd` at `offset`.
+pub(super) fn map_pages(
     fd: &OwnedFd,
     len: usize,
     prot: libc::c_int,

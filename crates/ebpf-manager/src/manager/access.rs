@@ -261,6 +261,20 @@ impl Manager {
     /// The map named `name` of the object given to `init`. `None` for a perf map or ring
     /// buffer a reader holds while it runs ([`get_perf_map`](Self::get_perf_map),
     /// [`get_ring_buffer`](Self::get_ring_buffer) and [`map_fd`](Self::map_fd) still reach it).
+    ///
+    /// `init` creates every map of the object, as Go does, each as aya's map of its type; the
+    /// types aya 0.14 has no wrapper for are `Map::Unsupported` (reach them by
+    /// [`map_fd`](Self::map_fd)): task storage (Linux 5.11), user ring buffers (6.1; write to
+    /// them with [`user_ring_buffer`](Self::user_ring_buffer)), arenas (6.9) and struct_ops
+    /// maps (5.6). The other types and the kernels that added them: hash and array (3.19),
+    /// prog array (4.2), perf event array (4.3), per-CPU hash and array, stack trace (4.6),
+    /// cgroup array (4.8), LRU hashes (4.10), LPM trie (4.11), maps of maps (4.12), devmap and
+    /// sockmap (4.14), cpumap (4.15), xskmap and sockhash (4.18), cgroup storage and reuseport
+    /// array (4.19), per-CPU cgroup storage, queue and stack (4.20), sk storage (5.2), devmap
+    /// hash (5.4), ring buffer (5.8), inode storage (5.10), bloom filter (5.16), cgroup
+    /// storage by cgroup (6.2). A map of a type the running kernel predates fails `init` with
+    /// [`Error::MapTypeUnsupported`] naming the map, its type and that kernel; exclude it
+    /// ([`Options::excluded_maps`](crate::Options)) with the programs that use it.
     pub fn get_map(&self, name: &str) -> Option<&aya::maps::Map> {
         self.state.objects.get(ObjectKey::MAIN)?.map(name)
     }
@@ -292,6 +306,47 @@ impl Manager {
             &self.state.ring_buffers
         };
         all.iter().find(|r| r.map_name == map_name)
+    }
+
+    /// The producer of the user ring buffer `name` (`BPF_MAP_TYPE_USER_RINGBUF`, Linux 6.1):
+    /// records written to it reach the program that drains the map with
+    /// `bpf_user_ringbuf_drain()`. One producer per map in a process at a time.
+    pub fn user_ring_buffer(&self, name: &str) -> Result<crate::UserRingBuffer> {
+        use std::os::fd::AsFd;
+        let map = self.get_map(name).ok_or_else(|| Error::MapNotFound {
+            map: name.to_owned(),
+            kind: "user ring buffer",
+            available: self
+                .get_maps()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        let data = crate::kernel::bpf_map::map_data(map);
+        let failed = |reason: String| Error::InvalidReader {
+            map: name.to_owned(),
+            kind: "user ring buffer",
+            reason,
+        };
+        let id = data
+            .info()
+            .map_err(|e| failed(crate::error::chain(&e)))?
+            .id();
+        let map_type = crate::kernel::bpf_map::map_fd_info(data.fd().as_fd())
+            .map_err(|e| failed(e.to_string()))?
+            .map_or(0, |i| i.map_type);
+        const USER_RINGBUF: u32 = 31;
+        if map_type != USER_RINGBUF {
+            return Err(Error::WrongMapType {
+                map: name.to_owned(),
+                kind: "user ring buffer",
+                expected: "BPF_MAP_TYPE_USER_RINGBUF",
+                found: crate::kernel::map_types::map_type(map_type)
+                    .map_or_else(|| map_type.to_string(), |(n, _)| n.to_owned()),
+            });
+        }
+        crate::UserRingBuffer::new(name, id, data.fd().as_fd())
     }
 
     /// Every probe: the manager's copies once initialized, the declarations before.

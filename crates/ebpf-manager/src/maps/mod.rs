@@ -12,6 +12,7 @@ mod aya_log;
 pub(crate) mod perf;
 mod readers;
 pub(crate) mod ringbuf;
+mod user_ringbuf;
 
 #[cfg(feature = "tokio")]
 pub(crate) use asynchronous::check_runtime;
@@ -22,6 +23,7 @@ pub(crate) use perf::clear_rings;
 
 pub use perf::{PerfDataHandler, PerfLostHandler, PerfMap, DEFAULT_PERF_RING_PAGES};
 pub use ringbuf::{RingBuffer, RingDataHandler};
+pub use user_ringbuf::{UserRingBuffer, UserRingBufferEntry};
 
 pub(crate) use self::readers::Readers;
 

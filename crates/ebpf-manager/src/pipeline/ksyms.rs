@@ -280,7 +280,8 @@ mod tests {
 
     /// Indexes of the instructions of `function` with a relocation against `symbol`.
     fn sites(function: &str, symbol: &str) -> Vec<usize> {
-        let file = object::File::parse(KFUNCS).unwrap();
+        let bytes = KFUNCS.to_vec();
+        let file = object::File::parse(bytes.as_slice()).unwrap();
         let sym = file.symbols().find(|s| s.name() == Ok(function)).unwrap();
         let section = file.section_by_index(sym.section_index().unwrap()).unwrap();
         section
@@ -297,7 +298,7 @@ mod tests {
 
     #[test]
     fn externs_are_listed_with_their_kind_and_weakness() {
-        let mut got = list(KFUNCS).unwrap();
+        let mut got = list(&KFUNCS.to_vec()).unwrap();
         got.sort_by(|a, b| a.name.cmp(&b.name));
         assert_eq!(
             got,
@@ -312,7 +313,7 @@ mod tests {
             ]
         );
         let probes = include_bytes!("../../../../ebpf-fixtures/probes.bpf.o");
-        assert_eq!(list(probes).unwrap(), vec![]);
+        assert_eq!(list(&probes.to_vec()).unwrap(), vec![]);
     }
 
     #[test]
@@ -347,7 +348,7 @@ mod tests {
                 Resolved::Address(0xffff_ffff_8260_0000),
             ),
         ];
-        let aligned = crate::loader::aligned_copy(KFUNCS).unwrap();
+        let aligned = KFUNCS.to_vec();
         let elf = ElfIndex::parse(&aligned).unwrap();
         let settings = Settings {
             ksyms: &resolved,
@@ -413,7 +414,7 @@ mod tests {
         let features =
             aya_obj::btf::BtfFeatures::new(true, true, true, true, true, true, true, true);
         obj.fixup_and_sanitize_btf(&features).unwrap();
-        let mut original = aya_obj::Object::parse(KFUNCS).unwrap();
+        let mut original = aya_obj::Object::parse(&KFUNCS.to_vec()).unwrap();
         let err = original.fixup_and_sanitize_btf(&features).unwrap_err();
         assert!(err.to_string().contains(".ksyms"), "{err}");
     }
@@ -421,7 +422,8 @@ mod tests {
     #[test]
     fn a_garbage_ksyms_entry_is_a_typed_error() {
         // Point the first `.ksyms` entry at type 1 (not a FUNC or VAR).
-        let file = object::File::parse(KFUNCS).unwrap();
+        let original = KFUNCS.to_vec();
+        let file = object::File::parse(original.as_slice()).unwrap();
         let btf = file.section_by_name(".BTF").unwrap();
         let (off, _) = btf.file_range().unwrap();
         let data = btf.data().unwrap();
