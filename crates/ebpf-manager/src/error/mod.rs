@@ -3,10 +3,12 @@
 use std::{io, path::PathBuf};
 
 mod causes;
+mod pattern;
 
 use crate::types::{AttachMethod, ManagerState, ProbeIdentificationPair};
 pub(crate) use causes::chain;
 pub use causes::{BpfError, Report, SysError};
+pub use pattern::PatternField;
 
 /// Everything that can go wrong in a [`Manager`](crate::Manager).
 ///
@@ -602,76 +604,5 @@ impl Error {
     }
 }
 
-/// The field a function pattern was written in, named by
-/// [`Error::InvalidPattern`] and [`Error::NoMatchingFunction`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum PatternField {
-    /// [`Probe::attach_to_func_name`](crate::Probe::attach_to_func_name), a glob.
-    AttachToFuncName,
-    /// [`Probe::match_func_name`](crate::Probe::match_func_name), a regular expression.
-    MatchFuncName,
-    /// The glob of a `kprobe.multi/<glob>`-style section.
-    Section,
-}
-
-impl PatternField {
-    /// `glob` or `regular expression`.
-    pub fn syntax(self) -> &'static str {
-        match self {
-            Self::MatchFuncName => "regular expression",
-            Self::AttachToFuncName | Self::Section => "glob",
-        }
-    }
-}
-
-impl std::fmt::Display for PatternField {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::AttachToFuncName => "attach_to_func_name",
-            Self::MatchFuncName => "match_func_name",
-            Self::Section => "the section's pattern",
-        })
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_cause_is_printed_once_and_the_errno_is_found() {
-        let sys = SysError {
-            call: "perf_event_open",
-            io_error: io::Error::from_raw_os_error(libc::ESRCH),
-        };
-        let err = Error::Attach {
-            id: ProbeIdentificationPair::new("u", "uprobe_add"),
-            hook: "add".into(),
-            method: crate::AttachMethod::Uprobe,
-            source: Box::new(io::Error::new(io::ErrorKind::NotFound, sys)),
-        };
-        let display = err.to_string();
-        assert!(!display.contains("failed: "), "{display}");
-        let report = err.report().to_string();
-        assert_eq!(
-            report,
-            format!(
-                "{display}: `perf_event_open` failed: {}",
-                io::Error::from_raw_os_error(libc::ESRCH)
-            )
-        );
-        assert_eq!(err.errno(), Some(libc::ESRCH));
-        // A cause whose text its parent already shows is not repeated.
-        let err = Error::ReaderStart {
-            map: "events".into(),
-            kind: "perf map",
-            source: Box::new(io::Error::other("the inner cause")),
-        };
-        assert_eq!(
-            err.report().to_string(),
-            "perf map `events`: starting its reader failed: the inner cause"
-        );
-        assert_eq!(err.errno(), None);
-    }
-}
+mod tests;

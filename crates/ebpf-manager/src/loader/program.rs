@@ -236,7 +236,7 @@ pub(crate) fn is_loaded(prog: &Program) -> bool {
 /// EPERM means missing capabilities only when the process has neither CAP_BPF nor
 /// CAP_SYS_ADMIN; with them, it is the kernel refusing the program itself (as fentry under
 /// lockdown).
-fn is_permission_error(e: &std::io::Error) -> bool {
+pub(super) fn is_permission_error(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::EPERM) && !kernel::has_bpf_capabilities()
 }
 

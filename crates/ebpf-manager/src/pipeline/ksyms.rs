@@ -298,7 +298,8 @@ mod tests {
 
     #[test]
     fn externs_are_listed_with_their_kind_and_weakness() {
-        let mut got = list(&KFUNCS.to_vec()).unwrap();
+        let bytes = KFUNCS.to_vec();
+        let mut got = list(&bytes).unwrap();
         got.sort_by(|a, b| a.name.cmp(&b.name));
         assert_eq!(
             got,
@@ -313,7 +314,8 @@ mod tests {
             ]
         );
         let probes = include_bytes!("../../../../ebpf-fixtures/probes.bpf.o");
-        assert_eq!(list(&probes.to_vec()).unwrap(), vec![]);
+        let probes = probes.to_vec();
+        assert_eq!(list(&probes).unwrap(), vec![]);
     }
 
     #[test]
@@ -414,7 +416,8 @@ mod tests {
         let features =
             aya_obj::btf::BtfFeatures::new(true, true, true, true, true, true, true, true);
         obj.fixup_and_sanitize_btf(&features).unwrap();
-        let mut original = aya_obj::Object::parse(&KFUNCS.to_vec()).unwrap();
+        let original_bytes = KFUNCS.to_vec();
+        let mut original = aya_obj::Object::parse(&original_bytes).unwrap();
         let err = original.fixup_and_sanitize_btf(&features).unwrap_err();
         assert!(err.to_string().contains(".ksyms"), "{err}");
     }
