@@ -432,7 +432,14 @@ pub const CORE: &[u8] = include_bytes!("../../ebpf-fixtures/core.bpf.o");
 /// `struct task_struct { int pad[6]; int pid; }` (pid at byte 24), written under the temp
 /// directory with a name unique to this process; the caller removes it.
 pub fn small_kernel_btf() -> PathBuf {
-    let strings = b"\0int\0task_struct\0pad\0pid\0";
+    kernel_btf_with_task_member("pid")
+}
+
+/// [`small_kernel_btf`] with its second member of `task_struct` named `member` (3 letters).
+pub fn kernel_btf_with_task_member(member: &str) -> PathBuf {
+    assert_eq!(member.len(), 3);
+    let strings = format!("\0int\0task_struct\0pad\0{member}\0");
+    let strings = strings.as_bytes();
     let mut types: Vec<u32> = vec![
         // [1] INT "int": 4 bytes, signed, 32 bits.
         1,
@@ -456,7 +463,10 @@ pub fn small_kernel_btf() -> PathBuf {
     let mut bytes: Vec<u8> = header.iter().flat_map(|w| w.to_le_bytes()).collect();
     bytes.extend(types.drain(..).flat_map(|w| w.to_le_bytes()));
     bytes.extend_from_slice(strings);
-    let path = std::env::temp_dir().join(format!("ebpf-manager-test-{}.btf", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "ebpf-manager-test-{}-{member}.btf",
+        std::process::id()
+    ));
     std::fs::write(&path, bytes).expect("writing the BTF file");
     path
 }

@@ -786,3 +786,30 @@ fn test_run_gives_the_verdict_the_packet_and_the_time() {
         .unwrap_err();
     assert!(matches!(err, Error::TestRun { .. }), "{err:?}");
 }
+
+/// A field the kernel types lack: the error names the program, the type and the field (was
+/// the verifier's bare `invalid func unknown#195896080`).
+#[test]
+fn co_re_a_field_the_kernel_lacks_is_named() {
+    let file = kernel_btf_with_task_member("tid");
+    let err = core_offset(Options {
+        kernel_btf: Some(ebpf_manager::KernelTypes::File(file.clone())),
+        ..Default::default()
+    })
+    .unwrap_err();
+    std::fs::remove_file(&file).unwrap();
+    let Error::CoreRelocation {
+        function,
+        relocation,
+        ..
+    } = &err
+    else {
+        panic!("expected Error::CoreRelocation, got {err:?}");
+    };
+    assert_eq!(function, "core_pid_offset");
+    assert!(
+        relocation.starts_with("the byte offset of struct task_struct.pid"),
+        "{relocation}"
+    );
+    assert!(err.to_string().contains("bpf_core_field_exists"), "{err}");
+}

@@ -274,6 +274,19 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A CO-RE relocation of the program asks for a field or type that the kernel types it
+    /// was relocated against lack (aya-obj poisons it; the verifier then reports
+    /// `invalid func unknown#195896080`).
+    #[error("probe {id}: `{function}` needs {relocation}, which the kernel's types (/sys/kernel/btf/vmlinux, or Options::kernel_btf) do not have; guard the access with bpf_core_field_exists() or bpf_core_type_exists(), or relocate against BTF that has it")]
+    CoreRelocation {
+        /// The probe.
+        id: ProbeIdentificationPair,
+        /// The program's function.
+        function: String,
+        /// What the relocation asks: the kind, the type and the field, its instruction.
+        relocation: String,
+    },
+
     /// The program uses a `__ksym` extern (a kfunc or a kernel variable) that the running
     /// kernel cannot give and that is not declared `__weak`.
     #[error("probe {id}: `{function}` uses the `__ksym` extern `{symbol}`, which the running kernel cannot give: {reason}; to run without it, declare it `__weak` and test it with bpf_ksym_exists()")]

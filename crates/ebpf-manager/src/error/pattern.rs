@@ -1,7 +1,8 @@
 //! [`PatternField`]: where a function pattern was written, for the errors that name it.
 
 /// The field a function pattern was written in, named by
-/// [`Error::InvalidPattern`] and [`Error::NoMatchingFunction`].
+/// [`Error::InvalidPattern`](crate::Error::InvalidPattern) and
+/// [`Error::NoMatchingFunction`](crate::Error::NoMatchingFunction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PatternField {

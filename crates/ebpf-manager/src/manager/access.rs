@@ -469,7 +469,7 @@ impl State {
                         _ => None,
                     };
                     loader::load_program(prog, id, function, target.as_deref(), btf)
-                        .map_err(|e| source.object.name_missing_ksym(e))?;
+                        .map_err(|e| source.object.name_load_error(e))?;
                 }
             }
         }

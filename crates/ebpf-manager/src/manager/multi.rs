@@ -88,7 +88,7 @@ impl State {
                         reason: format!("loading `{function}` for kprobe.multi: {reason}"),
                     },
                     MultiError::Kernel(e) if !e.log.is_empty() => {
-                        self.source.object.name_missing_ksym(Error::Verifier {
+                        self.source.object.name_load_error(Error::Verifier {
                             id: id.clone(),
                             function: function.clone(),
                             source: e.source,

@@ -315,7 +315,7 @@ impl State {
                 _ => None,
             };
             loader::load_program(prog, &id, &function, btf_target, btf)
-                .map_err(|e| source.object.name_missing_ksym(e))?;
+                .map_err(|e| source.object.name_load_error(e))?;
         }
         if let Some(path) = pin_path.filter(|p| !ours(p)) {
             crate::fault::check("pin")?;

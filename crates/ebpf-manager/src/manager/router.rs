@@ -96,7 +96,7 @@ impl State {
         if !crate::loader::is_loaded(prog) {
             let id = ProbeIdentificationPair::new("", function.clone());
             crate::loader::load_program(prog, &id, &function, None, &mut self.btf)
-                .map_err(|e| self.source.object.name_missing_ksym(e))
+                .map_err(|e| self.source.object.name_load_error(e))
                 .map_err(|e| e.report().to_string())?;
         }
         prog.fd()

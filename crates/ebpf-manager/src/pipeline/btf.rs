@@ -117,6 +117,32 @@ impl Ext {
         Ok(Self { header, regions })
     }
 
+    /// The CO-RE relocation records of the section whose name is at `name_off`:
+    /// `[insn_off, type_id, access_str_off, kind]`.
+    pub(crate) fn core_relos(&self, name_off: u32) -> Vec<[u32; 4]> {
+        let Some(region) = self.regions.get(2).filter(|r| r.rec_size >= 16) else {
+            return Vec::new();
+        };
+        region
+            .blocks
+            .iter()
+            .filter(|(name, _)| *name == name_off)
+            .flat_map(|(_, recs)| recs.chunks_exact(region.rec_size))
+            .map(|r| {
+                let w = |i: usize| u32::from_le_bytes(r[i * 4..i * 4 + 4].try_into().expect("4"));
+                [w(0), w(1), w(2), w(3)]
+            })
+            .collect()
+    }
+
+    /// The section name offsets of the CO-RE relocation blocks.
+    pub(crate) fn core_sections(&self) -> Vec<u32> {
+        self.regions
+            .get(2)
+            .map(|r| r.blocks.iter().map(|b| b.0).collect())
+            .unwrap_or_default()
+    }
+
     /// The section name offsets of every block.
     pub(crate) fn names(&self) -> impl Iterator<Item = u32> + '_ {
         self.regions

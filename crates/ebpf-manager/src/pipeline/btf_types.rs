@@ -286,6 +286,61 @@ impl Types {
         Ok(())
     }
 
+    /// The string at `off` of the string section.
+    pub(crate) fn string_at(&self, off: u32) -> &str {
+        self.strings_at(off)
+    }
+
+    /// A CO-RE access of type `id` in words: the type's name, then `.member`, `[index]` or
+    /// `::enumerator` for each index of the access string after the first (which indexes the
+    /// pointer the access starts from).
+    pub(crate) fn describe_access(&self, id: u32, access: &str, enum_value: bool) -> String {
+        const UNION: u32 = 5;
+        const ENUM: u32 = 6;
+        const ENUM64: u32 = 19;
+        let named = self.strip_modifiers(id);
+        let kind = |k: u32| match k {
+            STRUCT => "struct ",
+            UNION => "union ",
+            ENUM | ENUM64 => "enum ",
+            _ => "",
+        };
+        let mut out = format!("{}{}", kind(self.kind(named)), self.name(named));
+        let mut at = named;
+        let indexes = access.split(':').filter_map(|i| i.parse::<usize>().ok());
+        for (n, i) in indexes.enumerate() {
+            let Some(t) = self.ty(at) else { break };
+            if enum_value {
+                let size = if self.kind(at) == ENUM64 { 12 } else { 8 };
+                let name = t.get(12 + i * size..).map_or(0, |e| word(e, 0));
+                out.push_str(&format!("::{}", self.strings_at(name)));
+                break;
+            }
+            if n == 0 {
+                continue;
+            }
+            match self.kind(at) {
+                STRUCT | UNION => {
+                    let Some(m) = t.get(12 + i * 12..12 + i * 12 + 12) else {
+                        break;
+                    };
+                    let name = self.strings_at(word(m, 0));
+                    out.push_str(&format!(
+                        ".{}",
+                        if name.is_empty() { "<anon>" } else { name }
+                    ));
+                    at = self.strip_modifiers(word(m, 4));
+                }
+                ARRAY => {
+                    out.push_str(&format!("[{i}]"));
+                    at = self.strip_modifiers(word(t, 12));
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
     /// Points the first entry of DATASEC `datasec` at `to` (hostile inputs, in tests).
     #[cfg(test)]
     pub(crate) fn point_first_entry_for_tests(&mut self, datasec: &str, to: u32) {

@@ -387,7 +387,7 @@ mod tests {
         assert_eq!((call[0], imm(call)), (0x85, POISON_BASE as i32 + 1));
         let id = crate::ProbeIdentificationPair::new("u", "kfunc_strong");
         let log = "12: (85) call unknown#2002000001\ninvalid func unknown#2002000001\n";
-        let err = p.name_missing_ksym(Error::Verifier {
+        let err = p.name_load_error(Error::Verifier {
             id: id.clone(),
             function: "kfunc_strong".into(),
             source: std::io::Error::from_raw_os_error(libc::EINVAL),

@@ -16,6 +16,7 @@
 mod btf;
 mod btf_types;
 mod bypass;
+mod diagnose;
 pub(crate) mod ksyms;
 mod maps;
 pub(crate) mod multi;
@@ -310,17 +311,26 @@ impl Prepared {
         self.released = true;
     }
 
-    /// The typed error of a program that failed to load because it uses a `__ksym` extern
-    /// the running kernel lacks (the verifier reports its poisoned call); others unchanged.
-    pub(crate) fn name_missing_ksym(&self, e: Error) -> Error {
-        match &e {
-            Error::Verifier {
-                id, function, log, ..
-            } => match ksyms::in_verifier_log(&self.poisoned, log) {
-                Some(ext) => ksyms::missing_error(id, function, ext),
-                None => e,
+    /// The typed error of a program the verifier rejected for a poisoned call the pipeline can
+    /// explain: a `__ksym` extern the running kernel lacks, or a CO-RE relocation its types
+    /// cannot satisfy; other errors unchanged.
+    pub(crate) fn name_load_error(&self, e: Error) -> Error {
+        let Error::Verifier {
+            id, function, log, ..
+        } = &e
+        else {
+            return e;
+        };
+        if let Some(ext) = ksyms::in_verifier_log(&self.poisoned, log) {
+            return ksyms::missing_error(id, function, ext);
+        }
+        match diagnose::core_failure(&self.bytes, function, log) {
+            Some(relocation) => Error::CoreRelocation {
+                id: id.clone(),
+                function: function.clone(),
+                relocation,
             },
-            _ => e,
+            None => e,
         }
     }
 
