@@ -244,7 +244,10 @@ fn map_spec_editor_changes_type_sizes_and_flags_of_a_legacy_map() {
         ..Default::default()
     })
     .unwrap_err();
-    assert!(matches!(err, Error::Object { .. }), "{err:?}");
+    assert!(
+        matches!(&err, Error::MapCreate { map, map_type: "BPF_MAP_TYPE_HASH", source, .. } if map == "edited" && source.raw_os_error() == Some(libc::EINVAL)),
+        "{err:?}"
+    );
     assert!(err.report().to_string().contains("edited"), "{err}");
 }
 
