@@ -43,6 +43,8 @@ enum slot {
 	SLOT_URETPROBE = 1,
 	SLOT_UPROBE_GENERIC = 2,
 	SLOT_URETPROBE_GENERIC = 3,
+	SLOT_UPROBE_MULTI_SECTION = 4,
+	SLOT_UPROBE_PATH_SECTION = 5,
 };
 
 static __always_inline int record(__u32 slot, __u64 value)
@@ -73,6 +75,15 @@ int uprobe_generic(struct pt_regs *ctx) { return record(SLOT_UPROBE_GENERIC, ctx
 
 SEC("uretprobe")
 int uretprobe_generic(struct pt_regs *ctx) { return record(SLOT_URETPROBE_GENERIC, ctx->rax); }
+
+// libbpf's sections with the binary in them (the running program, as libbpf's selftests name
+// it): every function of the glob (one uprobe.multi link where the kernel has them), and one
+// function.
+SEC("uprobe.multi//proc/self/exe:uprobe_section_target_*")
+int uprobe_multi_section(struct pt_regs *ctx) { return record(SLOT_UPROBE_MULTI_SECTION, ctx->rdi); }
+
+SEC("uprobe//proc/self/exe:uprobe_section_single")
+int uprobe_path_section(struct pt_regs *ctx) { return record(SLOT_UPROBE_PATH_SECTION, ctx->rdi); }
 
 SEC("perf_event")
 int perf_event_cpu_clock(void *ctx)

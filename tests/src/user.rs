@@ -32,6 +32,10 @@ pub mod user_slot {
     pub const UPROBE_GENERIC: u32 = 2;
     /// `uretprobe`, hooked by the probe's declaration (value: the return value).
     pub const URETPROBE_GENERIC: u32 = 3;
+    /// `uprobe.multi//proc/self/exe:uprobe_section_target_*`.
+    pub const UPROBE_MULTI_SECTION: u32 = 4;
+    /// `uprobe//proc/self/exe:uprobe_section_single`.
+    pub const UPROBE_PATH_SECTION: u32 = 5;
 }
 
 /// The slots of `btf_hits` in btf.bpf.c.

@@ -6,12 +6,23 @@ use ebpf_manager::{
 };
 use integration_tests::*;
 
+/// The read-ahead test counts the process's `ebpfm-functions` threads: the other tests, whose
+/// inits start such threads too, wait while it runs.
+static THREADS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    THREADS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn generic(uid: &str) -> Probe {
     probe(uid, "kprobe_generic")
 }
 
 #[test]
 fn a_regular_expression_selects_the_kernel_function() {
+    let _shared = shared();
     setup();
     let id = ProbeIdentificationPair::new("re", "kprobe_generic");
     let mut m = Manager {
@@ -39,6 +50,7 @@ fn a_regular_expression_selects_the_kernel_function() {
 
 #[test]
 fn bad_expressions_and_two_patterns_are_refused_naming_the_probe() {
+    let _shared = shared();
     setup();
     let init = |p: Probe| {
         let mut m = Manager {
@@ -68,6 +80,7 @@ fn bad_expressions_and_two_patterns_are_refused_naming_the_probe() {
 
 #[test]
 fn a_disabled_probe_never_fails_init_over_its_pattern() {
+    let _shared = shared();
     setup();
     let tp = probe("tp", "tracepoint_sys_enter_mkdir");
     let nothing = Probe {
@@ -109,6 +122,7 @@ fn a_disabled_probe_never_fails_init_over_its_pattern() {
 /// program no probe declares, by its function.
 #[test]
 fn listings_name_every_probe_program_and_map() {
+    let _shared = shared();
     setup();
     let tp = probe("tp", "tracepoint_sys_enter_mkdir");
     let id = tp.id();
@@ -140,6 +154,7 @@ fn listings_name_every_probe_program_and_map() {
 /// `add_hook` from a program that no probe declares (the Go library accepts it).
 #[test]
 fn add_hook_takes_a_program_no_probe_declared() {
+    let _shared = shared();
     setup();
     let mut m = Manager {
         probes: vec![probe("tp", "tracepoint_sys_enter_mkdir")],
@@ -163,6 +178,7 @@ fn add_hook_takes_a_program_no_probe_declared() {
 /// `rename_probe_identification_pair` (the Go `RenameProbeIdentificationPair`).
 #[test]
 fn a_probe_is_renamed_and_keeps_running() {
+    let _shared = shared();
     setup();
     let mut m = Manager {
         probes: vec![
@@ -196,6 +212,7 @@ fn a_probe_is_renamed_and_keeps_running() {
 /// leaves its own at 0 (an invalid size proves it), `default_kprobe_max_active` a kretprobe.
 #[test]
 fn manager_wide_defaults_reach_the_declarations_that_leave_theirs_unset() {
+    let _shared = shared();
     use integration_tests::readers::{Seen, READERS};
     setup();
     let seen = std::sync::Arc::new(Seen::default());
@@ -259,6 +276,9 @@ fn threads_named(name: &str) -> usize {
 /// joined by the resolution that needs it, and by a failed `init` (nothing left running).
 #[test]
 fn the_function_list_read_ahead_leaves_no_thread() {
+    let _alone = THREADS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     setup();
     let declare = || Manager {
         probes: vec![Probe {

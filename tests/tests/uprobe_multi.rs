@@ -94,3 +94,80 @@ fn a_regular_expression_selects_the_binary_function() {
     assert_eq!(slot_of(&m, "user_hits", user_slot::UPROBE_GENERIC), 1);
     assert_eq!(slot_of(&m, "user_values", user_slot::UPROBE_GENERIC), 11);
 }
+
+/// Targets of `uprobe.multi//proc/self/exe:uprobe_section_target_*` in user.bpf.c.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn uprobe_section_target_a(a: i64) -> i64 {
+    std::hint::black_box(a) + 3
+}
+
+/// See [`uprobe_section_target_a`].
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn uprobe_section_target_b(a: i64) -> i64 {
+    std::hint::black_box(a) + 4
+}
+
+/// See [`uprobe_section_target_a`].
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn uprobe_section_target_c(a: i64) -> i64 {
+    std::hint::black_box(a) + 5
+}
+
+/// Target of `uprobe//proc/self/exe:uprobe_section_single` in user.bpf.c.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn uprobe_section_single(a: i64) -> i64 {
+    std::hint::black_box(a) + 6
+}
+
+/// libbpf's `uprobe.multi/<binary>:<glob>` means every function of the glob in that binary,
+/// with no declaration beyond the program's name (was: refused for lack of binary_path); a
+/// `uprobe/<binary>:<function>` section, that one function.
+#[test]
+fn a_uprobe_multi_section_attaches_every_function_of_its_glob() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let multi = ProbeIdentificationPair::new("section", "uprobe_multi_section");
+    let single = ProbeIdentificationPair::new("section", "uprobe_path_section");
+    let probes = vec![
+        probe("section", "uprobe_multi_section"),
+        probe("section", "uprobe_path_section"),
+    ];
+    let mut m = user_manager(probes, user_filters(std::process::id(), gettid())).unwrap();
+    m.start().expect("start");
+    let info = m.attach_info(&multi).unwrap().clone();
+    assert!(
+        info.hook
+            .ends_with("/proc/self/exe:uprobe_section_target_* (3 functions)"),
+        "{}",
+        info.hook
+    );
+    let expected = if ebpf_manager::features::uprobe_multi_supported() {
+        AttachMethod::UprobeMulti
+    } else {
+        AttachMethod::Uprobe
+    };
+    assert_eq!(info.method, expected);
+    let sum = uprobe_section_target_a(1) + uprobe_section_target_b(2) + uprobe_section_target_c(3);
+    assert_eq!(sum, 18);
+    assert_eq!(uprobe_section_single(9), 15);
+    let hits = slot_of(&m, "user_hits", user_slot::UPROBE_MULTI_SECTION);
+    assert_eq!(hits, 3, "each function of the glob fired once");
+    assert!(m
+        .attach_info(&single)
+        .unwrap()
+        .hook
+        .ends_with(":uprobe_section_single"));
+    assert_eq!(slot_of(&m, "user_hits", user_slot::UPROBE_PATH_SECTION), 1);
+    assert_eq!(
+        slot_of(&m, "user_values", user_slot::UPROBE_PATH_SECTION),
+        9
+    );
+    let programs = program_ids(&m, &[multi, single]);
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert_unloaded(&programs);
+}

@@ -11,6 +11,7 @@
 use std::path::Path;
 
 pub use crate::kernel::symbols::function_list_reads;
+pub use crate::phases::InitPhases;
 
 /// How many times this process parsed the kernel's BTF (`/sys/kernel/btf/vmlinux`) through
 /// managers: their own parses (for BTF-typed hooks) and aya's (one per loader; a manager keeps
@@ -24,4 +25,12 @@ pub fn kernel_btf_parses() -> usize {
 /// probes go to it.
 pub fn binary_symbol_reads(binary: &Path) -> usize {
     crate::probe::binary_symbols::reads(binary)
+}
+
+/// Where the last [`Manager::init`](crate::Manager::init) on this thread spent its time, by
+/// phase (pipeline, kernel BTF, instantiation and patchers, aya's load, program loads, and
+/// the rest as [`InitPhases::bookkeeping`]); `None` before any. For benchmarks:
+/// `cargo xtask bench bigobject` prints them.
+pub fn last_init_phases() -> Option<InitPhases> {
+    crate::phases::last()
 }

@@ -65,6 +65,7 @@ mod loader;
 mod manager;
 mod maps;
 mod options;
+mod phases;
 mod pipeline;
 mod probe;
 mod selectors;

@@ -4,14 +4,16 @@
 //! - `startup [--kernel V]...`: on the host and, for each `--kernel`, in that guest kernel
 //!   (where the helloworld case takes the kprobe path).
 //! - `readers`: on the host; see [`readers`].
+//! - `bigobject`: on the host; see [`bigobject`].
 
+mod bigobject;
 mod readers;
 
 use std::time::Duration;
 
 use crate::{cargo, vm, Result};
 
-const USAGE: &str = "usage: cargo xtask bench startup [--kernel V]... | readers";
+const USAGE: &str = "usage: cargo xtask bench startup [--kernel V]... | readers | bigobject";
 
 /// Entry point of `cargo xtask bench`.
 pub fn run(args: &[String]) -> Result<()> {
@@ -19,8 +21,9 @@ pub fn run(args: &[String]) -> Result<()> {
     match which.as_str() {
         "startup" => startup(rest),
         "readers" => readers::run(rest),
+        "bigobject" => bigobject::run(rest),
         other => Err(format!(
-            "unknown benchmark `{other}`: the benchmarks are: startup, readers\n{USAGE}"
+            "unknown benchmark `{other}`: the benchmarks are: startup, readers, bigobject\n{USAGE}"
         )),
     }
 }

@@ -19,7 +19,7 @@ use crate::Result;
 pub const LAYERS: &[(&str, &[&str])] = &[
     ("leaf types and codecs", &["types", "codec", "elf"]),
     ("errors", &["error"]),
-    ("raw kernel interfaces", &["kernel", "fault"]),
+    ("raw kernel interfaces", &["kernel", "fault", "phases"]),
     ("declarations", &["insns", "selectors", "options"]),
     ("object pipeline", &["pipeline"]),
     ("loader", &["loader"]),

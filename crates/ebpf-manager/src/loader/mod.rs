@@ -78,7 +78,7 @@ pub(crate) fn kernel_btf_parses() -> usize {
 
 fn new_loader() -> EbpfLoader<'static> {
     PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    EbpfLoader::new()
+    crate::phases::time(crate::phases::Phase::KernelBtf, EbpfLoader::new)
 }
 
 /// `name` with a static lifetime, leaked once per distinct name per process: a kept aya
@@ -152,7 +152,9 @@ impl KernelBtf {
     pub(crate) fn running(&mut self) -> Result<&aya::Btf> {
         if self.parsed.is_none() {
             PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let btf = aya::Btf::from_sys_fs().map_err(|e| Error::Io {
+            let parsed =
+                crate::phases::time(crate::phases::Phase::KernelBtf, aya::Btf::from_sys_fs);
+            let btf = parsed.map_err(|e| Error::Io {
                 path: "/sys/kernel/btf/vmlinux".into(),
                 source: std::io::Error::other(e),
             })?;
@@ -233,7 +235,9 @@ pub(crate) fn load_object_pinning(
     // Open maps are reused by pin (aya 0.14 has no other way): pinned for this load only.
     let live = LivePins::pin(maps)?;
     let maps = live.editors.as_slice();
-    let (object, constants) = source.object.instantiate(constants)?;
+    let (object, constants) = crate::phases::time(crate::phases::Phase::Instantiate, || {
+        source.object.instantiate(constants)
+    })?;
     // A kept loader keeps its settings from load to load: every load sets the same max entries
     // and overrides the pin path of every map it pins. Globals aya must set (in `.bss`) and
     // the user's BTF need a loader of their own.
@@ -318,13 +322,15 @@ fn configure_and_load(
     }
     // The pipeline refuses what aya is known to panic on; a panic still inside aya is an error
     // of this object, not of the caller's process.
-    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loader.load(object)))
-        .map_err(|panic| Error::InvalidObject {
-            reason: format!(
-                "aya panicked while loading it: {}",
-                crate::pipeline::panic_message(&panic)
-            ),
-        })?;
+    let loaded = crate::phases::time(crate::phases::Phase::AyaLoad, || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loader.load(object)))
+    })
+    .map_err(|panic| Error::InvalidObject {
+        reason: format!(
+            "aya panicked while loading it: {}",
+            crate::pipeline::panic_message(&panic)
+        ),
+    })?;
     let ebpf = loaded.map_err(|e| errors::load_error(e, object))?;
     let elsewhere: Vec<&str> = pinned.iter().chain(maps).map(|m| m.name.as_str()).collect();
     let by_name = source.pins_by_name(&elsewhere);

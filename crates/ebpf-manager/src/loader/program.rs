@@ -21,6 +21,18 @@ pub(crate) fn load_program(
     btf_target: Option<&str>,
     btf: &mut KernelBtf,
 ) -> Result<()> {
+    crate::phases::time(crate::phases::Phase::ProgramLoads, || {
+        load_timed(prog, id, function, btf_target, btf)
+    })
+}
+
+fn load_timed(
+    prog: &mut Program,
+    id: &ProbeIdentificationPair,
+    function: &str,
+    btf_target: Option<&str>,
+    btf: &mut KernelBtf,
+) -> Result<()> {
     use aya::programs::ProgramError;
     crate::fault::check("load")?;
     let program_type = type_name(prog);

@@ -22,6 +22,14 @@ impl Manager {
     /// [`Options::activated_probes`], a program that fails to load only fails its probe, and
     /// `start` decides through the selectors; without, it fails `init`.
     pub fn init_with_options(&mut self, object: &[u8], options: Options) -> Result<()> {
+        let start = std::time::Instant::now();
+        crate::phases::begin();
+        let result = self.init_timed(object, options);
+        crate::phases::end(start.elapsed());
+        result
+    }
+
+    fn init_timed(&mut self, object: &[u8], options: Options) -> Result<()> {
         self.expect("init", &[ManagerState::New])?;
         let object = loader::aligned_copy(object).unwrap_or_else(|| object.to_vec());
         let elf = ElfIndex::parse(&object).map_err(|reason| Error::InvalidObject { reason })?;
@@ -59,19 +67,21 @@ impl Manager {
         };
         let mut btf = loader::KernelBtf::given(options.kernel_btf.as_ref())?;
         let ksyms = resolve_ksyms(&object, &mut btf)?;
-        let prepared = pipeline::prepare(
-            &object,
-            &elf,
-            pipeline::Settings {
-                spec_editors: &options.map_spec_editors,
-                excluded_maps: &options.excluded_maps,
-                inner_outer: &options.inner_outer_map_specs,
-                patchers: options.instruction_patchers.clone(),
-                strict_constants: options.strict_constants,
-                bypass_enabled: options.bypass_enabled,
-                ksyms: &ksyms,
-            },
-        )?;
+        let prepared = crate::phases::time(crate::phases::Phase::Prepare, || {
+            pipeline::prepare(
+                &object,
+                &elf,
+                pipeline::Settings {
+                    spec_editors: &options.map_spec_editors,
+                    excluded_maps: &options.excluded_maps,
+                    inner_outer: &options.inner_outer_map_specs,
+                    patchers: options.instruction_patchers.clone(),
+                    strict_constants: options.strict_constants,
+                    bypass_enabled: options.bypass_enabled,
+                    ksyms: &ksyms,
+                },
+            )
+        })?;
         let matched = without_hidden(matched, &prepared, &options)?;
         let stats = options
             .enable_stats

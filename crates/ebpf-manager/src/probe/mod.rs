@@ -94,7 +94,10 @@ pub struct Probe {
     /// A tracepoint's or raw tracepoint's name, overriding the section's.
     pub tracepoint_name: Option<String>,
 
-    /// Uprobes: the executable or shared library to probe. Required.
+    /// Uprobes: the executable or shared library to probe. Required, unless the section names
+    /// it as libbpf's do: `uprobe/<path>:<function>`, or `uprobe.multi/<path>:<glob>`, which
+    /// attaches every function of the glob (one uprobe.multi link from Linux 6.6, else one
+    /// uprobe each) unless the probe names its own function.
     pub binary_path: Option<PathBuf>,
     /// Uprobes: a file offset. Above 0 with no symbol declared (no `hook_func_name`,
     /// `attach_to_func_name` or `match_func_name`), it is where the uprobe goes, and a section's

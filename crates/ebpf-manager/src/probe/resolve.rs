@@ -245,7 +245,7 @@ pub(crate) fn hook(
                 ))),
             }
         }
-        ProgKind::Uprobe => Ok(Hook::Uprobe(uprobe::resolve(id, probe, target)?)),
+        ProgKind::Uprobe => Ok(Hook::Uprobe(uprobe::resolve(id, probe, section, target)?)),
         ProgKind::Tracing(kind) => {
             // A section that names its target wins, as in Go (cilium loads the program against
             // it): `fexit/do_mkdirat` with syscall_func_name "mkdirat" attaches to do_mkdirat.

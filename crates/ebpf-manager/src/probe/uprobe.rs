@@ -57,20 +57,35 @@ pub fn elf_functions(binary: &Path) -> std::io::Result<Vec<String>> {
         .collect())
 }
 
-/// The uprobe target of a probe: `binary_path` (required), then `hook_func_name`, else an
-/// `attach_to_func_name` pattern over the binary's symbols, else the section's target,
-/// else `uprobe_offset` alone.
+/// The uprobe target of a probe: `binary_path` (else the binary of a libbpf-style
+/// `uprobe/<path>:<function>` section), then `hook_func_name`, else an `attach_to_func_name`
+/// pattern over the binary's symbols, else the section's function, else `uprobe_offset` alone.
+/// A `uprobe.multi/<path>:<glob>` section means every function its glob matches, as in libbpf
+/// (and as `match_all_functions` does), unless the probe names its own function.
 pub(crate) fn resolve(
     id: &ProbeIdentificationPair,
     probe: &Probe,
+    section: &str,
     section_target: Option<&str>,
 ) -> Result<Target> {
     let invalid = |reason: String| Error::InvalidProbe {
         id: id.clone(),
         reason,
     };
-    let binary = probe.binary_path.clone().ok_or_else(|| {
-        invalid("a uprobe needs binary_path: the executable or library to probe".into())
+    // libbpf splits `<path>:<function>` at the first colon.
+    let (section_binary, section_function) = match section_target.and_then(|t| t.split_once(':')) {
+        Some((path, function)) if !path.is_empty() => (Some(PathBuf::from(path)), Some(function)),
+        _ => (
+            None,
+            // A bare name only: another `/` or `:` is no function of ours to look up.
+            section_target.filter(|t| !t.contains(['/', ':'])),
+        ),
+    };
+    let binary = probe.binary_path.clone().or(section_binary).ok_or_else(|| {
+        invalid(
+            "a uprobe needs binary_path, or a section `uprobe/<path>:<function>`: the executable or library to probe"
+                .into(),
+        )
     })?;
     // 0 is every process, as in Go (`perf_event_open` would read it as the caller).
     let pid = probe
@@ -87,8 +102,20 @@ pub(crate) fn resolve(
             binary.display()
         )));
     }
-    if probe.match_all_functions {
-        let Some(compiled) = Pattern::of(id, probe)? else {
+    let multi_section = matches!(
+        section.split_once('/').map(|(kind, _)| kind),
+        Some("uprobe.multi" | "uretprobe.multi" | "uprobe.multi.s" | "uretprobe.multi.s")
+    );
+    let names_a_function = probe.hook_func_name.is_some()
+        || probe.attach_to_func_name.is_some()
+        || probe.match_func_name.is_some();
+    let section_glob = section_function.filter(|_| multi_section && !names_a_function);
+    if probe.match_all_functions || section_glob.is_some() {
+        let compiled = match section_glob {
+            Some(glob) if !probe.match_all_functions => Pattern::of_section(id, Some(glob))?,
+            _ => Pattern::of(id, probe)?,
+        };
+        let Some(compiled) = compiled else {
             return Err(invalid(
                 "match_all_functions needs a pattern: set attach_to_func_name or match_func_name"
                     .into(),
@@ -132,10 +159,7 @@ pub(crate) fn resolve(
         // section's target is not looked up.
         None
     } else {
-        // libbpf-style `uprobe/<path>:<symbol>` sections are not ours to parse: a bare name only.
-        section_target
-            .filter(|t| !t.contains(['/', ':']))
-            .map(str::to_owned)
+        section_function.map(str::to_owned)
     };
     if symbol.is_none() && probe.uprobe_offset == 0 {
         return Err(invalid(

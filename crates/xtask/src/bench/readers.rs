@@ -7,7 +7,7 @@ use std::{fs, process::Command};
 use crate::{cargo, install, root, Result};
 
 /// Where the benchmark finds the baseline's executable.
-const LIBBPF_ENV: &str = "EBPF_MANAGER_BENCH_LIBBPF";
+pub(super) const LIBBPF_ENV: &str = "EBPF_MANAGER_BENCH_LIBBPF";
 
 /// Entry point of `cargo xtask bench readers`.
 pub fn run(args: &[String]) -> Result<()> {
@@ -16,12 +16,26 @@ pub fn run(args: &[String]) -> Result<()> {
             "unexpected argument `{arg}`: `bench readers` runs on the host and takes none"
         ));
     }
+    let binary = build_baseline("readers_libbpf")?;
+    let mut cmd = cargo::cargo();
+    cmd.args(["bench", "-p", "integration-tests", "--bench", "readers"])
+        .env(LIBBPF_ENV, &binary);
+    let (ok, _) = cargo::run_echoed(&mut cmd)?;
+    if !ok {
+        return Err("the readers benchmark failed".into());
+    }
+    Ok(())
+}
+
+/// Builds ebpf-fixtures/bench/`name`.c with gcc against libbpf-dev (installed when missing)
+/// into target/bench/`name`.
+pub(super) fn build_baseline(name: &str) -> Result<std::path::PathBuf> {
     install::ensure(&[("gcc", "gcc")])?;
     install::ensure_files(&[("/usr/include/bpf/libbpf.h", "libbpf-dev")])?;
-    let source = root().join("ebpf-fixtures/bench/readers_libbpf.c");
+    let source = root().join(format!("ebpf-fixtures/bench/{name}.c"));
     let dir = root().join("target/bench");
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let binary = dir.join("readers_libbpf");
+    let binary = dir.join(name);
     let status = Command::new("gcc")
         .args(["-O2", "-Wall", "-Werror", "-o"])
         .arg(&binary)
@@ -32,12 +46,5 @@ pub fn run(args: &[String]) -> Result<()> {
     if !status.success() {
         return Err(format!("gcc failed on {} ({status})", source.display()));
     }
-    let mut cmd = cargo::cargo();
-    cmd.args(["bench", "-p", "integration-tests", "--bench", "readers"])
-        .env(LIBBPF_ENV, &binary);
-    let (ok, _) = cargo::run_echoed(&mut cmd)?;
-    if !ok {
-        return Err("the readers benchmark failed".into());
-    }
-    Ok(())
+    Ok(binary)
 }
