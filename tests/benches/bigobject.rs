@@ -207,7 +207,6 @@ fn through_aya() -> Times {
     }
     let mut ebpf = loader.load(AYA_STYLE).expect("aya load");
     let functions: Vec<String> = ebpf.programs().map(|(n, _)| n.to_owned()).collect();
-    let btf = aya::Btf::from_sys_fs().ok();
     for f in &functions {
         let prog = ebpf.program_mut(f).expect("program");
         match prog {
@@ -216,7 +215,6 @@ fn through_aya() -> Times {
             other => panic!("{f}: unexpected {:?}", other.prog_type()),
         }
     }
-    drop(btf);
     let init = t.elapsed();
     let t = Instant::now();
     let mut tails = Vec::new();
