@@ -59,15 +59,8 @@ impl RingConsumer {
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         check_ring(map, size, page_size)?;
         let fd = map.try_clone_to_owned()?;
-        let consumer = map_pages(&fd, page_size, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer = match map_pages(&fd, page_size + 2 * size, libc::PROT_READ, page_size) {
-            Ok(p) => p,
-            Err(e) => {
-                // SAFETY: the mapping just made, of this length.
-                unsafe { libc::munmap(consumer.as_ptr().cast(), page_size) };
-                return Err(e);
-            }
-        };
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let (consumer, producer) = map_ring(&fd, page_size, size, rw, libc::PROT_READ)?;
         Ok(Self {
             fd,
             consumer,
@@ -178,8 +171,46 @@ fn check_ring(map: BorrowedFd<'_>, size: usize, page_size: usize) -> io::Result<
 
 const RINGBUF: u32 = 27;
 
+/// The two mappings of a ring buffer map `fd` of `size` data bytes: the consumer position's
+/// page, and the producer position's page followed by the data twice (the kernel maps it so),
+/// with the protections given. Both or neither.
+pub(super) fn map_ring(
+    fd: &OwnedFd,
+    page_size: usize,
+    size: usize,
+    consumer_prot: libc::c_int,
+    producer_prot: libc::c_int,
+) -> io::Result<(NonNull<u8>, NonNull<u8>)> {
+    let consumer = map_pages(fd, page_size, consumer_prot, 0)?;
+    match map_pages(fd, page_size + 2 * size, producer_prot, page_size) {
+        Ok(producer) => Ok((consumer, producer)),
+        Err(e) => {
+            // SAFETY: the mapping just made, of this length.
+            unsafe { libc::munmap(consumer.as_ptr().cast(), page_size) };
+            Err(e)
+        }
+    }
+}
+
+/// Undoes [`map_ring`].
+///
+/// # Safety
+/// The mappings of one `map_ring` call with these sizes, not used afterwards.
+pub(super) unsafe fn unmap_ring(
+    consumer: NonNull<u8>,
+    producer: NonNull<u8>,
+    page_size: usize,
+    size: usize,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        libc::munmap(consumer.as_ptr().cast(), page_size);
+        libc::munmap(producer.as_ptr().cast(), page_size + 2 * size);
+    }
+}
+
 /// A shared mapping of `len` bytes of map `fd` at `offset`.
-pub(super) fn map_pages(
+fn map_pages(
     fd: &OwnedFd,
     len: usize,
     prot: libc::c_int,
@@ -217,13 +248,7 @@ impl AsRawFd for RingConsumer {
 impl Drop for RingConsumer {
     fn drop(&mut self) {
         // SAFETY: the mappings made in `new`, of these lengths; nothing borrows them past self.
-        unsafe {
-            libc::munmap(self.consumer.as_ptr().cast(), self.page_size);
-            libc::munmap(
-                self.producer.as_ptr().cast(),
-                self.page_size + 2 * self.size,
-            );
-        }
+        unsafe { unmap_ring(self.consumer, self.producer, self.page_size, self.size) }
     }
 }
 

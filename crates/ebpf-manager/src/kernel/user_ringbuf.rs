@@ -65,16 +65,9 @@ impl RingProducer {
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let size = info.max_entries as usize;
         let fd = map.try_clone_to_owned()?;
-        let consumer = super::ringbuf::map_pages(&fd, page_size, libc::PROT_READ, 0)?;
         let rw = libc::PROT_READ | libc::PROT_WRITE;
-        let producer = match super::ringbuf::map_pages(&fd, page_size + 2 * size, rw, page_size) {
-            Ok(p) => p,
-            Err(e) => {
-                // SAFETY: the mapping just made, of this length.
-                unsafe { libc::munmap(consumer.as_ptr().cast(), page_size) };
-                return Err(e);
-            }
-        };
+        let (consumer, producer) =
+            super::ringbuf::map_ring(&fd, page_size, size, libc::PROT_READ, rw)?;
         Ok(Self {
             fd,
             consumer,
@@ -166,11 +159,7 @@ impl Drop for RingProducer {
     fn drop(&mut self) {
         // SAFETY: the mappings made in `new`, of these lengths; nothing borrows them past self.
         unsafe {
-            libc::munmap(self.consumer.as_ptr().cast(), self.page_size);
-            libc::munmap(
-                self.producer.as_ptr().cast(),
-                self.page_size + 2 * self.size,
-            );
+            super::ringbuf::unmap_ring(self.consumer, self.producer, self.page_size, self.size)
         }
     }
 }
