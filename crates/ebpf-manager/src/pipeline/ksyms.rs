@@ -122,6 +122,9 @@ pub(crate) fn patch(
     bytes: &mut [u8],
     externs: &[(Extern, Resolved)],
 ) -> Result<Vec<(Extern, &'static str)>> {
+    if externs.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut sites = Vec::new();
     {
         let file = object::File::parse(&*bytes).map_err(invalid)?;
