@@ -184,6 +184,81 @@ fn per_probe_asm_constants_get_their_own_program_copy() {
         ins.iter().any(|i| i.is_ld_imm64() && i.imm == 2),
         "b's copy has its value"
     );
+    let phases = ebpf_manager::diagnostics::last_init_phases().expect("phases");
+    assert_eq!(
+        phases.object_loads, 3,
+        "one program for two values: the object and a copy for each probe"
+    );
+}
+
+/// As Go's `editConstant` edits one program's instructions: an asm constant that only the
+/// named probes' programs load is written in place, without a copy of the object; a site in a
+/// subprogram that other programs call still takes a copy.
+#[test]
+fn gocompat_per_probe_asm_constants_are_written_in_place_without_a_copy() {
+    setup();
+    let id = |uid: &str, f: &str| ProbeIdentificationPair::new(uid, f);
+    let (a, t, out, plain) = (
+        id("a", "xdp_ingress"),
+        id("t", "tc_ingress"),
+        id("out", "xdp_egress"),
+        id("plain", "xdp_plain"),
+    );
+    let own = |id: &ProbeIdentificationPair, name: &str, v: u64| ConstantEditor {
+        probes: vec![id.clone()],
+        ..ConstantEditor::new(name, v)
+    };
+    let manager = |editors: Vec<ConstantEditor>| {
+        let mut m = Manager {
+            probes: [&a, &t, &out, &plain]
+                .iter()
+                .map(|id| net_probe(&id.uid, &id.ebpf_func_name))
+                .collect(),
+            ..Default::default()
+        };
+        m.init_with_options(
+            GOCOMPAT,
+            Options {
+                constant_editors: editors,
+                ..Default::default()
+            },
+        )
+        .map(|()| m)
+    };
+    // For every probe first, then per probe: the probe's value wins in its program.
+    let m = manager(vec![
+        ConstantEditor::new("ingress_marker", 1u64),
+        own(&a, "ingress_marker", 5),
+        own(&t, "tc_marker", 9),
+        ConstantEditor::new("egress_marker", 40u64),
+    ])
+    .unwrap();
+    let phases = ebpf_manager::diagnostics::last_init_phases().expect("phases");
+    assert_eq!(phases.object_loads, 1, "no copy of the object");
+    run(&m, &a);
+    assert_eq!(read_slot(&m, "results", r::XDP_INGRESS), 5);
+    run(&m, &t);
+    assert_eq!(read_slot(&m, "results", r::TC), 9);
+    run(&m, &out);
+    assert_eq!(read_slot(&m, "results", r::XDP_EGRESS), 41);
+    drop(m);
+    // `egress_marker` is loaded in `egress_value`, which xdp_egress and xdp_plain both call:
+    // out's value needs a program of its own.
+    let m = manager(vec![
+        ConstantEditor::new("egress_marker", 40u64),
+        own(&out, "egress_marker", 60),
+    ])
+    .unwrap();
+    let phases = ebpf_manager::diagnostics::last_init_phases().expect("phases");
+    assert_eq!(phases.object_loads, 2, "the object and out's copy");
+    run(&m, &out);
+    assert_eq!(read_slot(&m, "results", r::XDP_EGRESS), 61);
+    run(&m, &plain);
+    assert_eq!(
+        read_slot(&m, "results", r::PLAIN),
+        140,
+        "plain keeps the value for every probe"
+    );
 }
 
 #[test]

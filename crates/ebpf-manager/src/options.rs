@@ -217,9 +217,13 @@ pub struct ConstantEditor {
     /// Do not fail when the object has no such global.
     #[cfg_attr(feature = "serde", serde(default))]
     pub allow_missing: bool,
-    /// The probes this value is for; empty: every probe. Probes named here get their own copy
-    /// of their program (sharing every map but the globals' with the others), since a loaded
-    /// program has one value per constant.
+    /// The probes this value is for; empty: every probe. An asm constant that only these
+    /// probes' programs load is written into those programs in place, as Go's `editConstant`
+    /// does; otherwise (a data global, a site in a shared subprogram, a program other probes
+    /// use too) the probes named here get their own copy of their program (sharing every map
+    /// but the globals' with the others), since a loaded program has one value per constant.
+    /// [`InitPhases::object_loads`](crate::diagnostics::InitPhases::object_loads) counts the
+    /// copies.
     #[cfg_attr(feature = "serde", serde(default))]
     pub probes: Vec<ProbeIdentificationPair>,
 }

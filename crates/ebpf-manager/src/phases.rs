@@ -38,6 +38,9 @@ pub struct InitPhases {
     pub program_loads: Duration,
     /// The whole `init`.
     pub total: Duration,
+    /// How many times aya loaded the object: once, plus one copy for each distinct set of
+    /// per-probe constants that cannot be written in place and each `copy_program` probe.
+    pub object_loads: u32,
 }
 
 impl InitPhases {
@@ -52,6 +55,7 @@ impl InitPhases {
 
 thread_local! {
     static CURRENT: Cell<[Duration; 5]> = const { Cell::new([Duration::ZERO; 5]) };
+    static LOADS: Cell<u32> = const { Cell::new(0) };
     static LAST: RefCell<Option<InitPhases>> = const { RefCell::new(None) };
 }
 
@@ -60,6 +64,9 @@ pub(crate) fn time<T>(phase: Phase, f: impl FnOnce() -> T) -> T {
     let start = Instant::now();
     let result = f();
     let spent = start.elapsed();
+    if let Phase::AyaLoad = phase {
+        LOADS.with(|n| n.set(n.get() + 1));
+    }
     CURRENT.with(|c| {
         let mut all = c.get();
         all[phase as usize] += spent;
@@ -71,6 +78,7 @@ pub(crate) fn time<T>(phase: Phase, f: impl FnOnce() -> T) -> T {
 /// Starts timing an `init`.
 pub(crate) fn begin() {
     CURRENT.with(|c| c.set([Duration::ZERO; 5]));
+    LOADS.with(|n| n.set(0));
 }
 
 /// Ends timing an `init` that took `total`.
@@ -83,6 +91,7 @@ pub(crate) fn end(total: Duration) {
         aya_load: all[Phase::AyaLoad as usize],
         program_loads: all[Phase::ProgramLoads as usize],
         total,
+        object_loads: LOADS.with(Cell::get),
     };
     LAST.with(|l| *l.borrow_mut() = Some(phases));
 }

@@ -83,6 +83,9 @@ impl Manager {
             )
         })?;
         let matched = without_hidden(matched, &prepared, &options)?;
+        let mut prepared = prepared;
+        let constants_in_place =
+            constants_in_place(&mut prepared, &options.constant_editors, &matched);
         let stats = options
             .enable_stats
             .then(|| {
@@ -212,6 +215,7 @@ impl Manager {
             excluded: options.excluded_functions,
             excluded_probes,
             constant_editors: options.constant_editors,
+            constants_in_place,
             map_editors: options.map_editors,
             map_spec_editors: options.map_spec_editors,
             tail_call_router: options.tail_call_router,
@@ -229,6 +233,42 @@ impl Manager {
         self.state = state;
         Ok(())
     }
+}
+
+/// The per-probe constant editors written in place into the object, by index: an asm constant
+/// whose every `ld_imm64` is in the programs of the probes the editor names, programs no other
+/// probe uses. Go's `editConstant` edits such a program's instructions the same way; the probes
+/// then need no copy of the object (another load, and a bpffs for the maps they share).
+fn constants_in_place(
+    prepared: &mut pipeline::Prepared,
+    editors: &[ConstantEditor],
+    matched: &[(Probe, String, String)],
+) -> Vec<usize> {
+    let mut in_place = Vec::new();
+    for (i, editor) in editors.iter().enumerate() {
+        if editor.probes.is_empty() {
+            continue;
+        }
+        let functions: Vec<String> = matched
+            .iter()
+            .filter(|(p, ..)| editor.probes.contains(&p.id()))
+            .map(|(_, function, _)| function.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let shared = matched.iter().any(|(p, function, _)| {
+            functions.contains(function) && !editor.probes.contains(&p.id())
+        });
+        if !functions.is_empty() && !shared && prepared.scope(editor, &functions) {
+            log::debug!(
+                "constant `{}` written in place in {}",
+                editor.name,
+                functions.join(", ")
+            );
+            in_place.push(i);
+        }
+    }
+    in_place
 }
 
 /// Per-probe constant editors lose the pairs of excluded functions, and go when none is

@@ -155,6 +155,9 @@ pub struct State {
     /// still name them (and fail, saying why).
     excluded_probes: Vec<ProbeIdentificationPair>,
     constant_editors: Vec<ConstantEditor>,
+    /// Per-probe editors written in place into the object (indices into `constant_editors`):
+    /// their probes take no copy for them.
+    constants_in_place: Vec<usize>,
     map_editors: Vec<MapEditor>,
     map_spec_editors: Vec<crate::MapSpecEditor>,
     tail_call_router: Vec<crate::TailCallRoute>,

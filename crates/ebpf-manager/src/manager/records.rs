@@ -25,7 +25,10 @@ impl State {
         for (probe, function, section) in matched {
             let id = probe.id();
             let own: Vec<usize> = (0..self.constant_editors.len())
-                .filter(|&i| self.constant_editors[i].probes.contains(&id))
+                .filter(|&i| {
+                    self.constant_editors[i].probes.contains(&id)
+                        && !self.constants_in_place.contains(&i)
+                })
                 .collect();
             // copy_program (the Go `CopyProgram`): a copy of its own, shared with no probe.
             let object = if probe.copy_program {

@@ -16,6 +16,7 @@
 mod btf;
 mod btf_types;
 mod bypass;
+mod constants;
 mod diagnose;
 pub(crate) mod ksyms;
 mod maps;
@@ -32,7 +33,7 @@ use std::collections::HashMap;
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SectionKind};
 
 use crate::insns;
-pub use crate::insns::{Instruction, InstructionPatcher, ProgramInstructions};
+pub use crate::insns::{Instruction, InstructionPatcher};
 pub(crate) use sections::{targets_pattern, targets_syscall};
 
 use crate::{elf::ElfIndex, ConstantEditor, Error, MapSpecEditor, Result};
@@ -72,6 +73,9 @@ pub(crate) struct Prepared {
     pinned_by_name: Vec<String>,
     /// `__ksym` externs the kernel lacks, poisoned in the instructions (see [`ksyms`]).
     poisoned: Vec<(ksyms::Extern, &'static str)>,
+    /// Per-probe asm constants written in place, with the functions they are for
+    /// ([`constants`]).
+    scoped: Vec<(ConstantEditor, Vec<String>)>,
 }
 
 /// An `ld_imm64` of an undefined symbol: an asm constant.
@@ -366,139 +370,6 @@ impl Prepared {
     /// The asm constants of the object (names of undefined symbols loaded by `ld_imm64`).
     pub(crate) fn asm_constants(&self) -> impl Iterator<Item = &str> {
         self.asm.iter().map(|s| s.name.as_str())
-    }
-
-    /// The bytes for one load: `constants` written into the asm constants and data globals
-    /// they name (later editors win), then the patchers run. Returns them with the editors left
-    /// for aya (those naming `.bss` globals, which have no bytes in the file).
-    pub(crate) fn instantiate<'e>(
-        &self,
-        constants: &[&'e ConstantEditor],
-    ) -> Result<(Vec<u8>, Vec<&'e ConstantEditor>)> {
-        if self.released {
-            return Err(Error::ObjectReleased);
-        }
-        let mut bytes = self.bytes.clone();
-        let mut for_aya = Vec::new();
-        for editor in constants {
-            let is_asm = self.asm.iter().any(|s| s.name == editor.name);
-            let global = self.globals.get(&editor.name);
-            let is_global = global.is_some();
-            if !is_asm && !is_global && !editor.allow_missing {
-                return Err(Error::InvalidOption {
-                    option: format!("constant editor `{}`", editor.name),
-                    reason: format!(
-                        "the object has no constant `{}`: neither a `volatile const` global nor an asm constant (`ld_imm64` of an undefined symbol); it has globals: {}; asm constants: {}",
-                        editor.name,
-                        list(self.globals.keys().map(String::as_str)),
-                        list(self.asm_constants()),
-                    ),
-                });
-            }
-            if is_asm {
-                if editor.value.len() > 8 {
-                    return Err(Error::InvalidOption {
-                        option: format!("constant editor `{}`", editor.name),
-                        reason: format!(
-                            "its value is {} bytes; an asm constant is a 64-bit instruction immediate (8 bytes at most)",
-                            editor.value.len()
-                        ),
-                    });
-                }
-                let mut v = [0u8; 8];
-                v[..editor.value.len()].copy_from_slice(&editor.value);
-                for site in self.asm.iter().filter(|s| s.name == editor.name) {
-                    insns::write_imm64(&mut bytes, site.at, u64::from_le_bytes(v));
-                }
-            }
-            match global {
-                Some(g) if editor.value.len() as u64 != g.size => {
-                    return Err(Error::InvalidOption {
-                        option: format!("constant editor `{}`", editor.name),
-                        reason: format!(
-                            "its value is {} bytes; the global is {} bytes",
-                            editor.value.len(),
-                            g.size
-                        ),
-                    })
-                }
-                Some(Global { at: Some(at), .. }) => {
-                    bytes[*at..*at + editor.value.len()].copy_from_slice(&editor.value);
-                }
-                Some(Global { at: None, .. }) => for_aya.push(*editor),
-                None => {}
-            }
-        }
-        self.check_unset(constants)?;
-        for range in &self.programs {
-            if self.patchers.is_empty() {
-                break;
-            }
-            let code = &mut bytes[range.at..range.at + range.len];
-            let mut instructions = insns::decode(code);
-            let mut prog = ProgramInstructions {
-                function: &range.function,
-                section: &range.section,
-                instructions: &mut instructions,
-                references: &range.references,
-            };
-            for p in &self.patchers {
-                p.run(&mut prog)
-                    .map_err(|reason| Error::InstructionPatcher {
-                        function: range.function.clone(),
-                        reason,
-                    })?;
-            }
-            for (chunk, ins) in code.chunks_exact_mut(8).zip(&instructions) {
-                chunk.copy_from_slice(&ins.to_bytes());
-            }
-        }
-        Ok((bytes, for_aya))
-    }
-
-    /// Asm constants no editor sets load as 0: a warning naming them (the Go behaviour), or an
-    /// error with strict constants.
-    fn check_unset(&self, constants: &[&ConstantEditor]) -> Result<()> {
-        let mut unset: Vec<(&str, Vec<&str>)> = Vec::new();
-        for site in &self.asm {
-            if site.name == bypass::PLACEHOLDER || constants.iter().any(|e| e.name == site.name) {
-                continue;
-            }
-            match unset.iter_mut().find(|(n, _)| *n == site.name) {
-                Some((_, fns)) if !fns.contains(&site.function.as_str()) => {
-                    fns.push(&site.function)
-                }
-                Some(_) => {}
-                None => unset.push((&site.name, vec![&site.function])),
-            }
-        }
-        for (name, functions) in unset {
-            if self.strict_constants {
-                return Err(Error::UnsetConstant {
-                    name: name.to_owned(),
-                    functions: functions.join(", "),
-                });
-            }
-            log::warn!(
-                "asm constant `{name}` is set by no constant editor: it loads as 0 in {}",
-                functions.join(", ")
-            );
-        }
-        Ok(())
-    }
-
-    /// The instructions of `function` as they load (constants set, patchers run) with
-    /// `constants`.
-    pub(crate) fn instructions(
-        &self,
-        function: &str,
-        constants: &[&ConstantEditor],
-    ) -> Result<Option<Vec<Instruction>>> {
-        let Some(range) = self.programs.iter().find(|r| r.function == function) else {
-            return Ok(None);
-        };
-        let (bytes, _) = self.instantiate(constants)?;
-        Ok(Some(insns::decode(&bytes[range.at..range.at + range.len])))
     }
 }
 

@@ -227,6 +227,38 @@ fn asm_constants_are_written_into_both_halves_and_unset_ones_fail_when_strict() 
 }
 
 #[test]
+fn per_probe_asm_constants_are_scoped_to_programs_that_alone_load_them() {
+    let mut p = prepared(GOCOMPAT, Settings::default()).unwrap();
+    let own = |name: &str, v: u64| ConstantEditor {
+        probes: vec![crate::ProbeIdentificationPair::new("a", "xdp_ingress")],
+        ..ConstantEditor::new(name, v)
+    };
+    let functions = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // Its only site is in xdp_ingress.
+    assert!(p.scope(&own("ingress_marker", 5), &functions(&["xdp_ingress"])));
+    // A second value for the same program is left to copies.
+    assert!(!p.scope(&own("ingress_marker", 6), &functions(&["xdp_ingress"])));
+    // Loaded in egress_value, a subprogram, not in the programs named.
+    assert!(!p.scope(&own("egress_marker", 1), &functions(&["xdp_egress"])));
+    // In programs beside the ones named (ksyscall_mkdir and the kprobe.multi programs).
+    assert!(!p.scope(&own("filter_tid", 1), &functions(&["ksyscall_mkdir"])));
+    assert!(!p.scope(&own("no_such_constant", 1), &functions(&["xdp_ingress"])));
+    let every = ConstantEditor::new("ingress_marker", 1u64);
+    let ins = p.instructions("xdp_ingress", &[&every]).unwrap().unwrap();
+    assert!(
+        ins.iter().any(|i| i.is_ld_imm64() && i.imm == 5),
+        "the probe's value wins over the value for every probe"
+    );
+    // A copy's own editor wins over both.
+    let copy = own("ingress_marker", 7);
+    let ins = p
+        .instructions("xdp_ingress", &[&every, &copy])
+        .unwrap()
+        .unwrap();
+    assert!(ins.iter().any(|i| i.is_ld_imm64() && i.imm == 7));
+}
+
+#[test]
 fn patchers_see_each_program_and_replace_placeholders() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
