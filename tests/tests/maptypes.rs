@@ -244,3 +244,42 @@ fn maptypes_new_ones_work_from_programs_and_user_space() {
     println!("map types used on Linux {:?}: {ran:?}", running());
     m.stop(CleanupType::CleanAll).unwrap();
 }
+
+/// libbpf creates a user ring buffer of any size as the power-of-two number of pages that holds
+/// it (the kernel refuses any other size); aya 0.14 rounds only `BPF_MAP_TYPE_RINGBUF`.
+#[test]
+fn maptypes_a_user_ring_buffer_is_sized_as_libbpf_sizes_it() {
+    setup();
+    let excluded: Vec<String> = MAPS
+        .iter()
+        .filter(|(name, _, _, since)| *name != "requests" && (!has(*since) || *name == "arena"))
+        .map(|e| e.0.to_owned())
+        .collect();
+    let mut m = Manager::default();
+    let result = m.init_with_options(
+        MAPTYPES,
+        Options {
+            excluded_maps: excluded,
+            map_spec_editors: vec![MapSpecEditor {
+                name: "requests".into(),
+                max_entries: Some(5000),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    );
+    if !has((6, 1)) {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, Error::MapTypeUnsupported { map, .. } if map == "requests"),
+            "{err:?}"
+        );
+        println!("Linux {:?}: {err}", running());
+        return;
+    }
+    result.unwrap();
+    let (_, max_entries) = kernel_view(m.map_fd("requests").unwrap().as_fd());
+    assert_eq!(max_entries, 2 * 4096, "5000 bytes: two pages (x86-64)");
+    assert_eq!(m.user_ring_buffer("requests").unwrap().capacity(), 2 * 4096);
+    m.stop(CleanupType::CleanAll).unwrap();
+}

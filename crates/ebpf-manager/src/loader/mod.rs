@@ -309,6 +309,10 @@ fn configure_and_load(
             loader.map_max_entries(intern(&spec.name), n);
         }
     }
+    // After the editors: the rounding is of their size.
+    for (map, size) in source.object.rounded_rings() {
+        loader.map_max_entries(intern(map), *size);
+    }
     for editor in maps {
         // aya creates and pins a map when nothing is pinned at the path: refuse that, an
         // editor names a map that exists.

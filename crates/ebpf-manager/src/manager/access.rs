@@ -310,7 +310,8 @@ impl Manager {
 
     /// The producer of the user ring buffer `name` (`BPF_MAP_TYPE_USER_RINGBUF`, Linux 6.1):
     /// records written to it reach the program that drains the map with
-    /// `bpf_user_ringbuf_drain()`. One producer per map in a process at a time.
+    /// `bpf_user_ringbuf_drain()`. One producer per map in a process at a time. Its capacity
+    /// is the map's size rounded up to a power-of-two number of pages, as libbpf creates it.
     pub fn user_ring_buffer(&self, name: &str) -> Result<crate::UserRingBuffer> {
         use std::os::fd::AsFd;
         let map = self.get_map(name).ok_or_else(|| Error::MapNotFound {

@@ -76,6 +76,8 @@ pub(crate) struct Prepared {
     /// Per-probe asm constants written in place, with the functions they are for
     /// ([`constants`]).
     scoped: Vec<(ConstantEditor, Vec<String>)>,
+    /// User ring buffers created at the size libbpf rounds theirs to.
+    rounded_rings: Vec<(String, u32)>,
 }
 
 /// An `ld_imm64` of an undefined symbol: an asm constant.
@@ -117,7 +119,7 @@ fn invalid(reason: impl std::fmt::Display) -> Error {
 pub(crate) fn prepare(original: &[u8], elf: &ElfIndex, settings: Settings<'_>) -> Result<Prepared> {
     let file = object::File::parse(original).map_err(invalid)?;
     // Before anything reads sections by symbols: ours, then aya-obj's.
-    let pinned_by_name = validate::check(original, settings.spec_editors)?;
+    let facts = validate::check(original, settings.spec_editors)?;
     let legacy_maps = file
         .sections()
         .any(|s| s.name().is_ok_and(|n| n.starts_with("maps")));
@@ -151,7 +153,9 @@ pub(crate) fn prepare(original: &[u8], elf: &ElfIndex, settings: Settings<'_>) -
                 .insert(p.function.clone(), (p.section.clone(), reason));
         }
     }
-    prepared.pinned_by_name = pinned_by_name
+    prepared.rounded_rings = facts.rounded_rings;
+    prepared.pinned_by_name = facts
+        .pinned_by_name
         .into_iter()
         .filter(|m| !settings.excluded_maps.contains(m))
         .collect();
@@ -341,6 +345,12 @@ impl Prepared {
     /// Whether [`release_bytes`](Self::release_bytes) ran.
     pub(crate) fn is_released(&self) -> bool {
         self.released
+    }
+
+    /// User ring buffers whose declared (or edited) size the kernel would refuse, with the
+    /// size to create them with: a power-of-two number of pages, as libbpf rounds it.
+    pub(crate) fn rounded_rings(&self) -> &[(String, u32)] {
+        &self.rounded_rings
     }
 
     /// The maps the object pins by name (`LIBBPF_PIN_BY_NAME`).

@@ -227,6 +227,18 @@ fn asm_constants_are_written_into_both_halves_and_unset_ones_fail_when_strict() 
 }
 
 #[test]
+fn ring_sizes_round_up_to_a_power_of_two_of_pages_as_libbpf_does() {
+    use validate::ring_size;
+    assert_eq!(ring_size(0, 4096), 0, "left for the kernel to refuse");
+    assert_eq!(ring_size(1, 4096), 4096);
+    assert_eq!(ring_size(4096, 4096), 4096);
+    assert_eq!(ring_size(5000, 4096), 8192);
+    assert_eq!(ring_size(3 * 4096, 4096), 4 * 4096);
+    assert_eq!(ring_size(1 << 31, 4096), 1 << 31);
+    assert_eq!(ring_size(u32::MAX, 4096), u32::MAX, "no overflow");
+}
+
+#[test]
 fn per_probe_asm_constants_are_scoped_to_programs_that_alone_load_them() {
     let mut p = prepared(GOCOMPAT, Settings::default()).unwrap();
     let own = |name: &str, v: u64| ConstantEditor {
@@ -470,10 +482,15 @@ fn btf_name_offsets_are_checked_before_aya() {
     assert!(!text.contains("panicked"), "{text}");
     let pinned = include_bytes!("../../../../ebpf-fixtures/pinned.bpf.o");
     assert_eq!(
-        validate::check(&aligned(pinned), &[]).unwrap(),
+        validate::check(&aligned(pinned), &[])
+            .unwrap()
+            .pinned_by_name,
         ["shared_counts"]
     );
-    assert!(validate::check(&aligned(PROBES), &[]).unwrap().is_empty());
+    assert!(validate::check(&aligned(PROBES), &[])
+        .unwrap()
+        .pinned_by_name
+        .is_empty());
 }
 
 #[test]

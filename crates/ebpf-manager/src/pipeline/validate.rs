@@ -18,6 +18,29 @@ const MAX_NOBITS: u64 = 64 << 20;
 const MAX_RING_BYTES: u32 = 1 << 31;
 
 const RINGBUF: u32 = 27;
+const USER_RINGBUF: u32 = 31;
+
+/// What the checks learn of the maps.
+#[derive(Debug, Default)]
+pub(crate) struct MapFacts {
+    /// The maps the object pins by name (`pinning` = `LIBBPF_PIN_BY_NAME`), sorted.
+    pub(crate) pinned_by_name: Vec<String>,
+    /// User ring buffers whose size is not a power-of-two multiple of the page size, with the
+    /// size libbpf creates them with (aya rounds only `BPF_MAP_TYPE_RINGBUF`).
+    pub(crate) rounded_rings: Vec<(String, u32)>,
+}
+
+/// `size` rounded up to a power-of-two number of pages, as libbpf sizes ring buffers (the
+/// kernel refuses any other size); 0 stays 0 for the kernel to refuse.
+pub(crate) fn ring_size(size: u32, page: u32) -> u32 {
+    if size == 0 || page == 0 {
+        return size;
+    }
+    size.div_ceil(page)
+        .checked_next_power_of_two()
+        .and_then(|pages| pages.checked_mul(page))
+        .unwrap_or(size)
+}
 
 /// The largest section alignment accepted.
 const MAX_ALIGN: u64 = 4096;
@@ -27,8 +50,7 @@ fn invalid(reason: String) -> Error {
 }
 
 /// Checks the user's `bytes` and the map sizes `specs` will set.
-/// Returns the maps the object pins by name (`pinning` = `LIBBPF_PIN_BY_NAME`).
-pub(crate) fn check(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<Vec<String>> {
+pub(crate) fn check(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<MapFacts> {
     structure(bytes)?;
     check_maps(bytes, specs)
 }
@@ -115,16 +137,15 @@ fn structure(bytes: &[u8]) -> Result<()> {
 }
 
 /// Ring buffer sizes, read by aya-obj (the checks above keep its parse from slicing out of
-/// bounds); a panic inside it becomes an error, as a second line. Returns the maps pinned by
-/// name.
-fn check_maps(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<Vec<String>> {
+/// bounds); a panic inside it becomes an error, as a second line.
+fn check_maps(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<MapFacts> {
     AT_AYA_BOUNDARY.with(|at| at.set(true));
     let parsed = std::panic::catch_unwind(|| aya_obj::Object::parse(bytes));
     AT_AYA_BOUNDARY.with(|at| at.set(false));
     let obj = match parsed {
         Ok(Ok(obj)) => obj,
         // aya refuses it itself at load, with its own typed error.
-        Ok(Err(_)) => return Ok(Vec::new()),
+        Ok(Err(_)) => return Ok(MapFacts::default()),
         Err(panic) => {
             return Err(invalid(format!(
                 "aya-obj panicked on it: {}",
@@ -132,12 +153,14 @@ fn check_maps(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<Vec<String>> {
             )))
         }
     };
-    let mut by_name = Vec::new();
+    let mut facts = MapFacts::default();
+    // SAFETY: sysconf has no memory effects.
+    let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
     for (name, map) in &obj.maps {
         if map.pinning() == aya_obj::maps::PinningType::ByName {
-            by_name.push(name.clone());
+            facts.pinned_by_name.push(name.clone());
         }
-        if map.map_type() != RINGBUF {
+        if map.map_type() != RINGBUF && map.map_type() != USER_RINGBUF {
             continue;
         }
         let size = specs
@@ -153,9 +176,13 @@ fn check_maps(bytes: &[u8], specs: &[MapSpecEditor]) -> Result<Vec<String>> {
                 ),
             });
         }
+        let rounded = ring_size(size, page);
+        if map.map_type() == USER_RINGBUF && rounded != size {
+            facts.rounded_rings.push((name.clone(), rounded));
+        }
     }
-    by_name.sort();
-    Ok(by_name)
+    facts.pinned_by_name.sort();
+    Ok(facts)
 }
 
 thread_local! {
