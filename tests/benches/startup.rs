@@ -131,6 +131,10 @@ fn main() {
         return;
     }
     setup();
+    if std::env::var("EBPFM_BENCH_ONLY").as_deref() == Ok("patterns") {
+        scale::patterns_only();
+        return;
+    }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let hello = if kernel_has_kprobes() {
         Case {

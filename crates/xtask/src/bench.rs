@@ -1,8 +1,9 @@
 //! `cargo xtask bench startup|readers`: the benchmarks, each printing ratios against a
 //! baseline measured in the same run.
 //!
-//! - `startup [--kernel V]...`: on the host and, for each `--kernel`, in that guest kernel
-//!   (where the helloworld case takes the kprobe path).
+//! - `startup [--kernel V]... [--only patterns]`: on the host and, for each `--kernel`, in
+//!   that guest kernel (where the helloworld case takes the kprobe path); `--only patterns`
+//!   runs the pattern-resolution rows alone.
 //! - `readers`: on the host; see [`readers`].
 //! - `bigobject`: on the host; see [`bigobject`].
 
@@ -13,7 +14,8 @@ use std::time::Duration;
 
 use crate::{cargo, vm, Result};
 
-const USAGE: &str = "usage: cargo xtask bench startup [--kernel V]... | readers | bigobject";
+const USAGE: &str =
+    "usage: cargo xtask bench startup [--kernel V]... [--only patterns] | readers | bigobject";
 
 /// Entry point of `cargo xtask bench`.
 pub fn run(args: &[String]) -> Result<()> {
@@ -28,18 +30,26 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 }
 
+/// Names the one part of the startup benchmark to run (`--only patterns`).
+const ONLY: &str = "EBPFM_BENCH_ONLY";
+
 fn startup(rest: &[String]) -> Result<()> {
     let mut kernels = Vec::new();
+    let mut only = None;
     let mut it = rest.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--kernel" => kernels.push(it.next().ok_or("--kernel needs a value")?.clone()),
+            "--only" => only = Some(it.next().ok_or("--only needs a value: patterns")?.clone()),
             other => return Err(format!("unexpected argument `{other}`")),
         }
     }
     println!("== host");
     let mut cmd = cargo::cargo();
     cmd.args(["bench", "-p", "integration-tests", "--bench", "startup"]);
+    if let Some(only) = &only {
+        cmd.env(ONLY, only);
+    }
     let (ok, _) = cargo::run_echoed(&mut cmd)?;
     if !ok {
         return Err("the startup benchmark failed on the host".into());
@@ -69,7 +79,7 @@ fn startup(rest: &[String]) -> Result<()> {
             name: "bench-startup".into(),
             binary: binary.clone(),
             args: vec!["--bench".into()],
-            env: Vec::new(),
+            env: only.iter().map(|o| (ONLY.to_owned(), o.clone())).collect(),
         };
         let run = vm::run(&kernel, &[payload], Duration::from_secs(1200), true)?;
         if run.results.first().and_then(|(_, rc)| *rc) != Some(0) {

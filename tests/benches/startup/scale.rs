@@ -134,8 +134,54 @@ fn hundred_patterns(index: &ebpf_manager::FunctionIndex) -> Vec<String> {
         .collect()
 }
 
+/// `EBPFM_BENCH_ONLY=patterns`: the pattern rows alone.
+pub fn patterns_only() {
+    println!(
+        "patterns: Linux {}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    init_rows();
+    // What the function list costs, piece by piece.
+    let source = functions().source().to_owned();
+    let kallsyms = source.ends_with("kallsyms");
+    let mut read = Vec::new();
+    let mut index = Vec::new();
+    let mut finds = Vec::new();
+    let patterns = hundred_patterns(&functions());
+    for _ in 0..5 {
+        let t = Instant::now();
+        let text = std::fs::read_to_string(&source).expect("the function list");
+        read.push(t.elapsed());
+        let t = Instant::now();
+        let built = if kallsyms {
+            ebpf_manager::FunctionIndex::from_kallsyms(source.clone(), &text)
+        } else {
+            ebpf_manager::FunctionIndex::from_available_filter_functions(source.clone(), &text)
+        };
+        index.push(t.elapsed());
+        let t = Instant::now();
+        for p in &patterns {
+            let _ = built.find(&glob::Pattern::new(p).expect("pattern"));
+        }
+        finds.push(t.elapsed());
+    }
+    read.sort();
+    index.sort();
+    finds.sort();
+    println!(
+        "{:<48} list pieces (medians): read {:.1} ms, index {:.1} ms, 100 finds {:.1} ms",
+        "",
+        ms(read[2]),
+        ms(index[2]),
+        ms(finds[2])
+    );
+}
+
 fn init_rows() {
     let patterns = hundred_patterns(&functions());
+    let phases = std::cell::RefCell::new(Vec::new());
     let manager = || {
         let probes = patterns
             .iter()
@@ -153,7 +199,11 @@ fn init_rows() {
         };
         let t = Instant::now();
         m.init(PROBES).expect("init");
-        t.elapsed()
+        let took = t.elapsed();
+        phases
+            .borrow_mut()
+            .push(ebpf_manager::diagnostics::last_init_phases().expect("phases of the init"));
+        took
     };
     let scans = || {
         let t = Instant::now();
@@ -207,6 +257,22 @@ fn init_rows() {
         "{:<48} {:>10.1} ms of each: aya's EbpfLoader::new (its kernel BTF parse)",
         "",
         ms(l[2])
+    );
+    // The phases of the median init.
+    let phases = phases.into_inner();
+    let mut by_total: Vec<&ebpf_manager::diagnostics::InitPhases> = phases.iter().collect();
+    by_total.sort_by_key(|p| p.total);
+    let p = by_total[by_total.len() / 2];
+    println!(
+        "{:<48} init phases: prepare {:.1}, kernel BTF {:.1}, instantiate {:.1}, aya load {:.1}, \
+         program loads {:.1}, the rest (resolution, records) {:.1} ms",
+        "",
+        ms(p.prepare),
+        ms(p.kernel_btf),
+        ms(p.instantiate),
+        ms(p.aya_load),
+        ms(p.program_loads),
+        ms(p.bookkeeping())
     );
 }
 
