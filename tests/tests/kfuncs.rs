@@ -9,11 +9,16 @@
 //! the kernel's BTF: the 6.1 and 6.12 guests have both and run it; the host lacks the first,
 //! Debian's 5.10 the second, and there the error is asserted.
 
+use std::os::fd::AsFd;
+
 use aya::util::KernelVersion;
-use ebpf_manager::{CleanupType, ConstantEditor, Error, Manager, Options, Probe};
+use ebpf_manager::{
+    CleanupType, ConstantEditor, Error, Manager, Options, Probe, ProbeIdentificationPair,
+};
 use integration_tests::*;
 
 const KFUNCS: &[u8] = include_bytes!("../../ebpf-fixtures/kfuncs.bpf.o");
+const KFUNCS_MODULE: &[u8] = include_bytes!("../../ebpf-fixtures/kfuncs_module.bpf.o");
 
 mod slot {
     pub const RCU_LOCKED: u32 = 0;
@@ -144,4 +149,63 @@ fn assert_missing(err: &Error, function: &str, symbol: &str, kind: &str) {
     assert!(reason.contains(kind), "{reason}");
     let message = err.to_string();
     assert!(message.contains("__weak"), "{message}");
+}
+
+/// Where this kernel describes nf_conntrack's kfuncs (Linux 5.18): vmlinux's BTF (built in, as
+/// on the host), the nf_conntrack module's (Debian's kernels: the guests load the module), or
+/// nowhere (5.10).
+fn conntrack_kfuncs() -> &'static str {
+    let has = |path: &str| {
+        std::fs::read(path).is_ok_and(|b| b.windows(17).any(|w| w == b"bpf_xdp_ct_lookup"))
+    };
+    if has("/sys/kernel/btf/vmlinux") {
+        "vmlinux"
+    } else if has("/sys/kernel/btf/nf_conntrack") {
+        "the nf_conntrack module"
+    } else {
+        "nowhere"
+    }
+}
+
+/// A kfunc of a module: its call names the module's BTF by an index into the fd array of
+/// `BPF_PROG_LOAD`, which aya 0.14 does not pass; the manager loads the program itself.
+#[test]
+fn kfuncs_of_a_module_load_with_its_btf() {
+    setup();
+    let id = ProbeIdentificationPair::new("ct", "ct_lookup");
+    let mut m = Manager {
+        probes: vec![Probe {
+            uid: id.uid.clone(),
+            ebpf_func_name: id.ebpf_func_name.clone(),
+            if_name: Some("lo".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let result = m.init(KFUNCS_MODULE);
+    let found_in = conntrack_kfuncs();
+    let kernel = KernelVersion::current().expect("kernel version");
+    // The guests load nf_conntrack at boot (xtask's initramfs); the host has it built in.
+    assert!(
+        found_in != "nowhere" || kernel < KernelVersion::new(5, 18, 0),
+        "Linux {kernel:?} has nf_conntrack's kfuncs: is the module loaded (modprobe nf_conntrack)?"
+    );
+    if found_in == "nowhere" {
+        let err = result.expect_err("no kernel BTF has bpf_xdp_ct_lookup");
+        assert_missing(&err, "ct_lookup", "bpf_xdp_ct_lookup", "kfunc");
+        assert!(err.to_string().contains("module"), "{err}");
+        println!("Linux {kernel:?}: {err}");
+        return;
+    }
+    result.unwrap_or_else(|e| panic!("nf_conntrack's kfuncs are in {found_in}: {e:?}"));
+    let prog = m.get_program(&id).expect("ct_lookup");
+    assert_eq!(test_run(prog.fd().expect("loaded").as_fd()), 2, "XDP_PASS");
+    let seen = |slot| read_slot(&m, "ct_seen", slot) as i64;
+    assert_eq!(seen(0), 1, "the program ran past the lookup");
+    assert_eq!(seen(1), 0, "no such connection");
+    println!(
+        "nf_conntrack's kfuncs in {found_in}: bpf_xdp_ct_lookup ran (opts.error {})",
+        seen(2)
+    );
+    m.stop(CleanupType::CleanAll).unwrap();
 }

@@ -100,6 +100,10 @@ struct ProgLoadAttr {
     line_info_cnt: u32,
     // Named, so that it is zeroed: padding is not, and the kernel reads it.
     attach_btf_id: u32,
+    attach_prog_fd: u32,
+    core_relo_cnt: u32,
+    /// The fds a kfunc call's offset indexes (Linux 5.14): module BTFs.
+    fd_array: u64,
 }
 
 /// What [`prog_load`] loads.
@@ -118,6 +122,8 @@ pub struct ProgLoad<'a> {
     pub name: &'a str,
     /// The object's BTF with its func and line info, or none.
     pub btf: Option<ProgBtf<'a>>,
+    /// The fd array kfunc calls of modules index (its first entry unused), or empty.
+    pub fd_array: &'a [i32],
 }
 
 /// A program's BTF: the loaded object BTF and the program's info records.
@@ -144,6 +150,11 @@ pub fn prog_load(p: &ProgLoad<'_>) -> Result<OwnedFd, BpfError> {
             kern_version: p.kern_version,
             prog_name: name,
             expected_attach_type: p.expected_attach_type,
+            fd_array: if p.fd_array.is_empty() {
+                0
+            } else {
+                p.fd_array.as_ptr() as u64
+            },
             ..Default::default()
         };
         if !log.is_empty() {
@@ -355,6 +366,7 @@ fn probe_program(attach_type: u32) -> Option<OwnedFd> {
         kern_version: 0,
         name: "ebpf_mgr_probe",
         btf: None,
+        fd_array: &[],
     })
     .ok()
 }

@@ -8,6 +8,7 @@ pub(crate) mod epoll;
 pub(crate) mod instance;
 pub(crate) mod leftovers;
 pub(crate) mod map_types;
+pub(crate) mod module_btf;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod perf;

@@ -445,7 +445,6 @@ impl State {
                     objects,
                     btf,
                     functions,
-                    source,
                     ..
                 } = self;
                 let prog = objects
@@ -469,8 +468,10 @@ impl State {
                         }
                         _ => None,
                     };
-                    loader::load_program(prog, id, function, target.as_deref(), btf)
-                        .map_err(|e| source.object.name_load_error(e))?;
+                    if let Err(e) = loader::load_program(prog, id, function, target.as_deref(), btf)
+                    {
+                        self.load_failed(ObjectKey::MAIN, function, id, e)?;
+                    }
                 }
             }
         }

@@ -66,7 +66,7 @@ impl Manager {
             LazyFunctions::default()
         };
         let mut btf = loader::KernelBtf::given(options.kernel_btf.as_ref())?;
-        let ksyms = resolve_ksyms(&object, &mut btf)?;
+        let (ksyms, kfunc_btfs) = resolve_ksyms(&object, &mut btf)?;
         let prepared = crate::phases::time(crate::phases::Phase::Prepare, || {
             pipeline::prepare(
                 &object,
@@ -222,6 +222,7 @@ impl Manager {
             map_router: options.map_router,
             pins,
             stats,
+            kfunc_btfs,
         };
         if let Err(e) = state.populate(matched, options.load_unselected_probes) {
             // Dropping `state` unloads what it loaded; the pins it created go too.
@@ -275,14 +276,17 @@ fn constants_in_place(
 /// left (Go's `InitWithOptions` does the same): otherwise they would apply to every probe.
 /// The object's `__ksym` externs, looked up in the running kernel (its BTF, parsed once for the
 /// manager; `/proc/kallsyms` for untyped variables).
-fn resolve_ksyms(
-    object: &[u8],
-    btf: &mut loader::KernelBtf,
-) -> Result<Vec<(pipeline::ksyms::Extern, pipeline::ksyms::Resolved)>> {
+/// With them, the fds of the module BTFs that kfunc calls index, in fd array order (from 1).
+type Ksyms = (
+    Vec<(pipeline::ksyms::Extern, pipeline::ksyms::Resolved)>,
+    Vec<std::os::fd::OwnedFd>,
+);
+
+fn resolve_ksyms(object: &[u8], btf: &mut loader::KernelBtf) -> Result<Ksyms> {
     use pipeline::ksyms::{self, Kind};
     let externs = ksyms::list(object)?;
     if externs.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     }
     let variables: Vec<&str> = externs
         .iter()
@@ -294,7 +298,73 @@ fn resolve_ksyms(
     } else {
         crate::kernel::symbols::kallsyms_addresses(&variables)?
     };
-    Ok(ksyms::resolve(&externs, btf.running()?, &addresses))
+    let mut resolved = ksyms::resolve(&externs, btf.running()?, &addresses);
+    let fds = resolve_module_kfuncs(&mut resolved);
+    Ok((resolved, fds))
+}
+
+/// The kfuncs vmlinux lacks, looked up in the BTF of loaded modules (as libbpf does): each
+/// module a kfunc is found in takes the next slot of the fd array, from 1. Returns the fds of
+/// those modules' BTF in slot order. A kfunc found nowhere stays missing.
+fn resolve_module_kfuncs(
+    resolved: &mut [(pipeline::ksyms::Extern, pipeline::ksyms::Resolved)],
+) -> Vec<std::os::fd::OwnedFd> {
+    use pipeline::ksyms::{Kind, Resolved, NO_KFUNC};
+    use std::os::fd::AsRawFd;
+    let unresolved = |(e, r): &(pipeline::ksyms::Extern, Resolved)| {
+        e.kind == Kind::Func && *r == Resolved::Missing(NO_KFUNC)
+    };
+    if !resolved.iter().any(unresolved) {
+        return Vec::new();
+    }
+    let mut modules = match crate::kernel::module_btf::module_btfs() {
+        Ok(modules) if !modules.is_empty() => modules,
+        Ok(_) => return Vec::new(),
+        Err(e) => {
+            log::debug!("module BTF not listed: {}", crate::error::chain(&e));
+            return Vec::new();
+        }
+    };
+    let Some(base) = std::fs::read("/sys/kernel/btf/vmlinux")
+        .ok()
+        .and_then(|v| pipeline::split_btf::base_counts(&v))
+    else {
+        return Vec::new();
+    };
+    let mut slots: Vec<usize> = Vec::new();
+    for entry in resolved.iter_mut() {
+        if !unresolved(entry) {
+            continue;
+        }
+        let found = modules.iter().enumerate().find_map(|(i, m)| {
+            pipeline::split_btf::func_id(&m.data, base, &entry.0.name).map(|id| (i, id))
+        });
+        if let Some((module, id)) = found {
+            let slot = match slots.iter().position(|&m| m == module) {
+                Some(s) => s + 1,
+                None => {
+                    slots.push(module);
+                    slots.len()
+                }
+            };
+            log::debug!(
+                "kfunc `{}` is in module {} (BTF id {id}, fd array slot {slot})",
+                entry.0.name,
+                modules[module].name
+            );
+            entry.1 = Resolved::ModuleFunc {
+                id,
+                slot: slot as u16,
+                fd: modules[module].fd.as_raw_fd(),
+            };
+        }
+    }
+    let mut taken: Vec<Option<crate::kernel::module_btf::ModuleBtf>> =
+        modules.drain(..).map(Some).collect();
+    slots
+        .iter()
+        .filter_map(|&m| taken[m].take().map(|m| m.fd))
+        .collect()
 }
 
 fn drop_excluded_editors(editors: &mut Vec<ConstantEditor>, excluded: &[String]) {

@@ -7,6 +7,7 @@ mod attach;
 mod bypass;
 mod dump;
 mod init;
+mod kfuncs;
 #[cfg(feature = "metrics")]
 mod metrics;
 pub use dump::MapEntry;
@@ -166,6 +167,9 @@ pub struct State {
     /// The `BPF_ENABLE_STATS` fd of [`Options::enable_stats`](crate::Options::enable_stats):
     /// the kernel counts program runs while it is open.
     stats: Option<std::os::fd::OwnedFd>,
+    /// The module BTFs kfunc calls of the object name, in fd array order (slot 1 first): the
+    /// raw fds are written into the instructions, so they live as long as the manager.
+    kfunc_btfs: Vec<std::os::fd::OwnedFd>,
 }
 
 impl fmt::Debug for Manager {

@@ -39,6 +39,42 @@ impl State {
         }
     }
 
+    /// What a load below aya takes for a program of `object`: the bytes as instantiated for
+    /// that object, and its map fds by name.
+    pub(super) fn raw_inputs(
+        &self,
+        object: ObjectKey,
+    ) -> Result<(
+        Vec<u8>,
+        std::collections::HashMap<String, std::os::fd::RawFd>,
+    )> {
+        let constants: Vec<&ConstantEditor> = self
+            .constant_editors
+            .iter()
+            .filter(|e| e.probes.is_empty())
+            .chain(self.own_constants.get(&object).into_iter().flatten())
+            .collect();
+        let (bytes, _) = self.source.object.instantiate(&constants)?;
+        let map_fds = if object == ObjectKey::MAIN {
+            self.main_map_fds
+                .iter()
+                .map(|(name, fd)| (name.clone(), fd.as_raw_fd()))
+                .collect()
+        } else {
+            let ebpf = self
+                .objects
+                .get(object)
+                .expect("records point at loaded objects");
+            ebpf.maps()
+                .map(|(name, map)| {
+                    let fd = super::dump::data(map).fd().as_fd().as_raw_fd();
+                    (name.to_owned(), fd)
+                })
+                .collect()
+        };
+        Ok((bytes, map_fds))
+    }
+
     /// Loads record `index`'s program for kprobe.multi, once.
     pub(super) fn load_multi(&mut self, index: RecordKey) -> Result<()> {
         if self.records[index].multi.is_some() {
@@ -51,70 +87,46 @@ impl State {
             Hook::Uprobe(_) => bpf_prog::TRACE_UPROBE_MULTI,
             _ => bpf_prog::TRACE_KPROBE_MULTI,
         };
-        let constants: Vec<&ConstantEditor> = self
-            .constant_editors
-            .iter()
-            .filter(|e| e.probes.is_empty())
-            .chain(self.own_constants.get(&record.object).into_iter().flatten())
-            .collect();
-        let (bytes, _) = self.source.object.instantiate(&constants)?;
-        let map_fds = if record.object == ObjectKey::MAIN {
-            self.main_map_fds
-                .iter()
-                .map(|(name, fd)| (name.clone(), fd.as_raw_fd()))
-                .collect()
-        } else {
-            let ebpf = self
-                .objects
-                .get(record.object)
-                .expect("records point at loaded objects");
-            ebpf.maps()
-                .map(|(name, map)| {
-                    let fd = super::dump::data(map).fd().as_fd().as_raw_fd();
-                    (name.to_owned(), fd)
-                })
-                .collect()
-        };
+        let (bytes, map_fds) = self.raw_inputs(self.records[index].object)?;
+        let fd_array = self.fd_array();
         let btf = if self.source.object.has_core() {
             self.btf.get().ok()
         } else {
             None
         };
-        let fd =
-            multi::load_multi(attach_type, &bytes, &map_fds, &function, btf).map_err(
-                |e| match e {
-                    MultiError::Object(reason) => Error::InvalidProbe {
+        let fd = multi::load_multi(attach_type, &fd_array, &bytes, &map_fds, &function, btf)
+            .map_err(|e| match e {
+                MultiError::Object(reason) => Error::InvalidProbe {
+                    id: id.clone(),
+                    reason: format!("loading `{function}` for kprobe.multi: {reason}"),
+                },
+                MultiError::Kernel(e) if !e.log.is_empty() => {
+                    self.source.object.name_load_error(Error::Verifier {
                         id: id.clone(),
-                        reason: format!("loading `{function}` for kprobe.multi: {reason}"),
-                    },
-                    MultiError::Kernel(e) if !e.log.is_empty() => {
-                        self.source.object.name_load_error(Error::Verifier {
-                            id: id.clone(),
-                            function: function.clone(),
-                            source: e.source,
-                            log: e.log,
-                        })
-                    }
-                    // An attach type the kernel does not know (before 5.18).
-                    MultiError::Kernel(e) if !bpf_prog::kprobe_multi_supported() => {
-                        Error::KprobeMultiUnsupported {
-                            id: id.clone(),
-                            hook: hook.clone(),
-                            source: Box::new(e),
-                        }
-                    }
-                    MultiError::Kernel(e) => Error::Attach {
+                        function: function.clone(),
+                        source: e.source,
+                        log: e.log,
+                    })
+                }
+                // An attach type the kernel does not know (before 5.18).
+                MultiError::Kernel(e) if !bpf_prog::kprobe_multi_supported() => {
+                    Error::KprobeMultiUnsupported {
                         id: id.clone(),
                         hook: hook.clone(),
-                        method: if attach_type == bpf_prog::TRACE_UPROBE_MULTI {
-                            AttachMethod::UprobeMulti
-                        } else {
-                            AttachMethod::KprobeMulti
-                        },
                         source: Box::new(e),
+                    }
+                }
+                MultiError::Kernel(e) => Error::Attach {
+                    id: id.clone(),
+                    hook: hook.clone(),
+                    method: if attach_type == bpf_prog::TRACE_UPROBE_MULTI {
+                        AttachMethod::UprobeMulti
+                    } else {
+                        AttachMethod::KprobeMulti
                     },
+                    source: Box::new(e),
                 },
-            )?;
+            })?;
         self.records[index].multi = Some(fd);
         Ok(())
     }

@@ -293,7 +293,6 @@ impl State {
             records,
             btf,
             pins,
-            source,
             ..
         } = self;
         let record = &records[index];
@@ -317,9 +316,30 @@ impl State {
                 Hook::Btf { target, .. } => Some(target.as_str()),
                 _ => None,
             };
-            loader::load_program(prog, &id, &function, btf_target, btf)
-                .map_err(|e| source.object.name_load_error(e))?;
+            if let Err(e) = loader::load_program(prog, &id, &function, btf_target, btf) {
+                let object = record.object;
+                self.load_failed(object, &function, &id, e)?;
+            }
         }
+        self.pin_program(index)
+    }
+
+    /// Pins record `index`'s loaded program at its `pin_path`, unless that pin is its own.
+    fn pin_program(&mut self, index: RecordKey) -> Result<()> {
+        let State {
+            objects,
+            records,
+            pins,
+            ..
+        } = self;
+        let record = &records[index];
+        let id = &record.id;
+        let prog = objects
+            .get_mut(record.object)
+            .and_then(|o| o.program_mut(&record.function))
+            .expect("records point at existing programs");
+        let pin_path = record.probe.pin_path.as_deref();
+        let ours = |path: &std::path::Path| pins.iter().any(|p| p.path == path);
         if let Some(path) = pin_path.filter(|p| !ours(p)) {
             crate::fault::check("pin")?;
             prog.pin(path).map_err(|e| Error::InvalidProbe {

@@ -95,10 +95,16 @@ impl State {
             .ok_or_else(|| format!("the object has no program `{function}`"))?;
         if !crate::loader::is_loaded(prog) {
             let id = ProbeIdentificationPair::new("", function.clone());
-            crate::loader::load_program(prog, &id, &function, None, &mut self.btf)
-                .map_err(|e| self.source.object.name_load_error(e))
-                .map_err(|e| e.report().to_string())?;
+            if let Err(e) = crate::loader::load_program(prog, &id, &function, None, &mut self.btf) {
+                self.load_failed(object, &function, &id, e)
+                    .map_err(|e| e.report().to_string())?;
+            }
         }
+        let prog = self
+            .objects
+            .get_mut(object)
+            .and_then(|o| o.program_mut(&function))
+            .ok_or_else(|| format!("the object has no program `{function}`"))?;
         prog.fd()
             .map_err(|e| format!("`{function}` is not loaded: {}", crate::error::chain(&e)))?
             .try_clone()

@@ -10,8 +10,10 @@
 //! its calls become an invalid helper call (`unknown#2002000000 + n`) the verifier only sees if
 //! it is reachable. A missing extern that is not weak is poisoned the same way, so only the
 //! programs that use it fail, when they load, with [`Error::MissingKsym`] naming it (Go's
-//! model: a probe nobody selects does not stop `init`). Kfuncs of modules would need the fd
-//! array of `BPF_PROG_LOAD`, which aya 0.14 does not pass: only vmlinux is searched.
+//! model: a probe nobody selects does not stop `init`). A kfunc vmlinux lacks is looked up in
+//! the BTF of loaded modules ([`split_btf`](super::split_btf)); its call names the module by
+//! its index in the fd array of `BPF_PROG_LOAD` (libbpf's numbering, from 1), which aya 0.14
+//! does not pass: the manager loads such a program itself (`manager/kfuncs.rs`).
 
 use std::collections::HashMap;
 
@@ -44,11 +46,15 @@ pub(crate) enum Resolved {
     BtfId(u32),
     /// Its address (untyped variables).
     Address(u64),
+    /// A kfunc of a module: its id in the module's BTF, the module's index in the fd array of
+    /// `BPF_PROG_LOAD` (from 1), and the fd of that BTF (what a 64-bit load of the kfunc's
+    /// address names).
+    ModuleFunc { id: u32, slot: u16, fd: i32 },
     /// The kernel cannot give it: why.
     Missing(&'static str),
 }
 
-const NO_KFUNC: &str = "/sys/kernel/btf/vmlinux has no such kfunc (it needs a later kernel; kfuncs of modules are not supported)";
+pub(crate) const NO_KFUNC: &str = "neither /sys/kernel/btf/vmlinux nor the BTF of a loaded module has such a kfunc (it needs a later kernel, or its module loaded)";
 const NO_VAR: &str = "/sys/kernel/btf/vmlinux has no such variable (the kernel's BTF describes per-CPU variables only)";
 const NO_ADDRESS: &str = "/proc/kallsyms does not list it (a kernel built without CONFIG_KALLSYMS_ALL lists no variables)";
 
@@ -178,6 +184,20 @@ pub(crate) fn patch(
         match (is_call, resolved) {
             (true, Resolved::BtfId(id)) => {
                 set(bytes, at, CALL, BPF_PSEUDO_KFUNC_CALL << 4, id as i32);
+            }
+            (true, Resolved::ModuleFunc { id, slot, .. }) => {
+                set(bytes, at, CALL, BPF_PSEUDO_KFUNC_CALL << 4, id as i32);
+                bytes[at + 2..at + 4].copy_from_slice(&(slot as i16).to_le_bytes());
+            }
+            (false, Resolved::ModuleFunc { id, fd, .. }) => {
+                set(
+                    bytes,
+                    at,
+                    insns::LD_IMM64,
+                    (BPF_PSEUDO_BTF_ID << 4) | dst,
+                    id as i32,
+                );
+                set(bytes, at + 8, 0, 0, fd);
             }
             (false, Resolved::BtfId(id)) => {
                 // The second half's imm is the fd of the BTF the id is in: 0 is vmlinux.
@@ -397,7 +417,7 @@ mod tests {
             log: log.into(),
         });
         assert!(
-            matches!(&err, Error::MissingKsym { symbol, reason, .. } if symbol == "bpf_task_from_pid" && reason.contains("no such kfunc")),
+            matches!(&err, Error::MissingKsym { symbol, reason, .. } if symbol == "bpf_task_from_pid" && reason.contains("has such a kfunc")),
             "{err:?}"
         );
         // Variables: a typed one by BTF id, an untyped one by address.

@@ -23,6 +23,7 @@ mod maps;
 pub(crate) mod multi;
 mod rewrite;
 pub(crate) mod sections;
+pub(crate) mod split_btf;
 pub(crate) mod validate;
 mod validate_btf;
 

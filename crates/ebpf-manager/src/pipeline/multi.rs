@@ -1,6 +1,7 @@
-//! Loading a kprobe program with `expected_attach_type = BPF_TRACE_KPROBE_MULTI` (Linux 5.18)
-//! or `BPF_TRACE_UPROBE_MULTI` (6.6), which aya 0.14 cannot: its kprobe load passes no attach type and its instructions are
-//! private. The path: aya has created the maps (`Ebpf::load` of the same bytes); aya-obj parses
+//! Loading a program below aya, for what aya 0.14 cannot pass: a kprobe program with
+//! `expected_attach_type = BPF_TRACE_KPROBE_MULTI` (Linux 5.18) or `BPF_TRACE_UPROBE_MULTI`
+//! (6.6), and the fd array of module BTFs that kfunc calls of modules index (5.14); its
+//! instructions are private. The path: aya has created the maps (`Ebpf::load` of the same bytes); aya-obj parses
 //! the bytes and relocates them against aya's map fds (`relocate_maps`), links BPF functions
 //! (`relocate_calls`) and applies CO-RE against the kernel's BTF (`relocate_btf`); the kernel
 //! loads the result with the object's BTF, func info and line info (`kernel/bpf_prog.rs`).
@@ -22,9 +23,42 @@ pub(crate) enum MultiError {
 }
 
 /// Loads `function` of `bytes` (as instantiated for the aya object whose map fds, by name, are
-/// `map_fds`) with `attach_type` (`BPF_TRACE_KPROBE_MULTI` or `BPF_TRACE_UPROBE_MULTI`).
+/// `map_fds`) with `attach_type` (`BPF_TRACE_KPROBE_MULTI` or `BPF_TRACE_UPROBE_MULTI`) and
+/// the `fd_array` of module BTFs its kfunc calls index.
 pub(crate) fn load_multi(
     attach_type: u32,
+    fd_array: &[i32],
+    bytes: &[u8],
+    map_fds: &std::collections::HashMap<String, std::os::fd::RawFd>,
+    function: &str,
+    target_btf: Option<&aya::Btf>,
+) -> Result<OwnedFd, MultiError> {
+    load_raw(
+        Raw {
+            prog_type: bpf_prog::PROG_TYPE_KPROBE,
+            attach_type,
+            fd_array,
+        },
+        bytes,
+        map_fds,
+        function,
+        target_btf,
+    )
+}
+
+/// How [`load_raw`] loads a program.
+pub(crate) struct Raw<'a> {
+    /// `BPF_PROG_TYPE_*`.
+    pub(crate) prog_type: u32,
+    /// The expected attach type (0: none).
+    pub(crate) attach_type: u32,
+    /// The module BTF fds kfunc calls index (from 1), or empty.
+    pub(crate) fd_array: &'a [i32],
+}
+
+/// Loads `function` of `bytes` the way aya would, with what aya 0.14 cannot pass ([`Raw`]).
+pub(crate) fn load_raw(
+    raw: Raw<'_>,
     bytes: &[u8],
     map_fds: &std::collections::HashMap<String, std::os::fd::RawFd>,
     function: &str,
@@ -89,8 +123,9 @@ pub(crate) fn load_multi(
         line_info: (f.line_info_rec_size as u32, line_info.as_slice()),
     });
     let fd = bpf_prog::prog_load(&bpf_prog::ProgLoad {
-        prog_type: bpf_prog::PROG_TYPE_KPROBE,
-        expected_attach_type: attach_type,
+        prog_type: raw.prog_type,
+        expected_attach_type: raw.attach_type,
+        fd_array: raw.fd_array,
         insns: &insns,
         license: &license,
         kern_version: program.kernel_version.unwrap_or(0),
@@ -99,7 +134,8 @@ pub(crate) fn load_multi(
     })
     .map_err(MultiError::Kernel)?;
     log::debug!(
-        "`{function}` loaded for multi links as fd {}",
+        "`{function}` loaded by the manager (program type {}) as fd {}",
+        raw.prog_type,
         fd.as_raw_fd()
     );
     Ok(fd)

@@ -79,7 +79,8 @@ fn init_script(payloads: &[Payload]) -> String {
          mount -t debugfs debugfs /sys/kernel/debug\n\
          mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
          mount -t tmpfs tmpfs /tmp\n\
-         ip link set lo up\n",
+         ip link set lo up\n\
+         for m in /modules/*.ko; do [ -e \"$m\" ] && { insmod \"$m\" || echo \"insmod $m failed\"; }; done\n",
     );
     for payload in payloads {
         let name = &payload.name;
@@ -102,12 +103,13 @@ fn init_script(payloads: &[Payload]) -> String {
 }
 
 /// Builds `<run>/initrd.cpio`: busybox with a link per applet in `/bin`, the payloads in
-/// `/payload`, the kernel's `config` in `/boot` (as distributions install it), and `/init`.
-/// Returns its path.
+/// `/payload`, the kernel's `config` in `/boot` (as distributions install it), the modules of
+/// `modules` in `/modules` (loaded by `/init` in name order), and `/init`. Returns its path.
 pub(super) fn initramfs(
     run: &Path,
     payloads: &[Payload],
     config: Option<&Path>,
+    modules: &Path,
 ) -> Result<PathBuf> {
     install::ensure(&[("busybox", "busybox-static"), ("cpio", "cpio")])?;
     let busybox = env::split_paths(&env::var_os("PATH").unwrap_or_default())
@@ -139,8 +141,15 @@ pub(super) fn initramfs(
     let root = run.join("root");
     let mkdir =
         |d: &Path| fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()));
-    for d in ["bin", "proc", "sys", "dev", "tmp", "payload", "boot"] {
+    for d in [
+        "bin", "proc", "sys", "dev", "tmp", "payload", "boot", "modules",
+    ] {
         mkdir(&root.join(d))?;
+    }
+    if let Ok(entries) = fs::read_dir(modules) {
+        for entry in entries.flatten() {
+            copy(&entry.path(), &root.join("modules").join(entry.file_name()))?;
+        }
     }
     if let Some(config) = config {
         let name = config.file_name().ok_or("a kernel config without a name")?;

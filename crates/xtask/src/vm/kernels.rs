@@ -42,6 +42,10 @@ pub fn kernel(series: &str) -> Result<Kernel> {
     if let Some(kernel) = cached(series, &dir)? {
         return Ok(kernel);
     }
+    // Unpacked by an earlier xtask that kept no modules: unpack it again.
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+    }
     install::ensure(&[
         ("apt-get", "apt"),
         ("apt-cache", "apt"),
@@ -106,6 +110,7 @@ fn download(apt: &Apt, series: &str, wanted: &Wanted, dir: &Path) -> Result<Kern
     let vmlinuz = only_file(&boot, |n| n.starts_with("vmlinuz-"))?
         .ok_or_else(|| format!("{package} has no boot/vmlinuz-*"))?;
     rename(&vmlinuz, &keep.join(file_name(&vmlinuz)))?;
+    keep_modules(&unpacked, &keep.join("modules"))?;
     // The configuration is small and tells which CONFIG_ options a test can expect.
     if let Some(config) = only_file(&boot, |n| n.starts_with("config-"))? {
         rename(&config, &keep.join(file_name(&config)))?;
@@ -130,6 +135,113 @@ fn download(apt: &Apt, series: &str, wanted: &Wanted, dir: &Path) -> Result<Kern
     cached(series, dir)?.ok_or_else(|| format!("{} is incomplete", dir.display()))
 }
 
+/// The modules the guests load at boot, with the modules they depend on: nf_conntrack, whose
+/// kfuncs a test calls from XDP (Linux 5.18; Debian builds it as a module).
+const MODULES: &[&str] = &["nf_conntrack"];
+
+/// Copies [`MODULES`] and their dependencies out of the unpacked package into `to`,
+/// uncompressed (busybox's insmod reads plain `.ko`), named `NN-name.ko` in load order. A
+/// module the package lacks is built in or absent: skipped.
+fn keep_modules(unpacked: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    let mut files = std::collections::HashMap::new();
+    for root in ["lib/modules", "usr/lib/modules"] {
+        find_modules(&unpacked.join(root), &mut files)?;
+    }
+    let mut order: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for module in MODULES {
+        visit(module, &files, &mut seen, &mut order)?;
+    }
+    for (i, (name, bytes)) in order.iter().enumerate() {
+        let path = to.join(format!("{i:02}-{name}.ko"));
+        fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Adds `name`'s dependencies, then `name`, to `order`.
+fn visit(
+    name: &str,
+    files: &std::collections::HashMap<String, PathBuf>,
+    seen: &mut std::collections::HashSet<String>,
+    order: &mut Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    if !seen.insert(name.to_string()) {
+        return Ok(());
+    }
+    let Some(path) = files.get(name) else {
+        return Ok(());
+    };
+    let bytes = uncompressed(path)?;
+    for dependency in depends(&bytes) {
+        visit(&dependency, files, seen, order)?;
+    }
+    order.push((name.to_string(), bytes));
+    Ok(())
+}
+
+/// The `depends=` of a module's `.modinfo`, names with `_` for `-`.
+fn depends(module: &[u8]) -> Vec<String> {
+    let key = b"depends=";
+    let Some(at) = module.windows(key.len()).position(|w| w == key) else {
+        return Vec::new();
+    };
+    let value = &module[at + key.len()..];
+    let value = &value[..value.iter().position(|&b| b == 0).unwrap_or(value.len())];
+    String::from_utf8_lossy(value)
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(|d| d.replace('-', "_"))
+        .collect()
+}
+
+/// The module file at `path`, decompressed when it is `.ko.xz` or `.ko.zst`.
+fn uncompressed(path: &Path) -> Result<Vec<u8>> {
+    let name = file_name(path);
+    let tool = if name.ends_with(".xz") {
+        Some(("xz", "xz-utils"))
+    } else if name.ends_with(".zst") {
+        Some(("zstd", "zstd"))
+    } else {
+        None
+    };
+    let Some((program, package)) = tool else {
+        return fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    };
+    install::ensure(&[(program, package)])?;
+    let out = Command::new(program)
+        .arg("-dc")
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{program} -dc {} failed", path.display()));
+    }
+    Ok(out.stdout)
+}
+
+/// Every `*.ko[.xz|.zst]` under `dir`, by module name (`-` read as `_`).
+fn find_modules(dir: &Path, files: &mut std::collections::HashMap<String, PathBuf>) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            find_modules(&path, files)?;
+            continue;
+        }
+        let name = file_name(&path);
+        for suffix in [".ko", ".ko.xz", ".ko.zst"] {
+            if let Some(module) = name.strip_suffix(suffix) {
+                files.insert(module.replace('-', "_"), path.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The kernel in `dir`, when a previous call left one there.
 fn cached(series: &str, dir: &Path) -> Result<Option<Kernel>> {
     let Ok(package) = fs::read_to_string(dir.join("package")) else {
@@ -138,6 +250,9 @@ fn cached(series: &str, dir: &Path) -> Result<Option<Kernel>> {
     let Some(vmlinuz) = only_file(dir, |n| n.starts_with("vmlinuz-"))? else {
         return Ok(None);
     };
+    if !dir.join("modules").is_dir() {
+        return Ok(None);
+    }
     let release = file_name(&vmlinuz)["vmlinuz-".len()..].to_string();
     Ok(Some(Kernel {
         series: series.to_string(),

@@ -168,7 +168,13 @@ pub fn run(
     let config = kernel
         .vmlinuz
         .with_file_name(format!("config-{}", kernel.release));
-    let initrd = initramfs(&dir, payloads, config.is_file().then_some(config.as_path()))?;
+    let modules = kernel.vmlinuz.with_file_name("modules");
+    let initrd = initramfs(
+        &dir,
+        payloads,
+        config.is_file().then_some(config.as_path()),
+        &modules,
+    )?;
 
     // The initramfs is unpacked in RAM next to its own copy: leave room for both.
     let initrd_mib = fs::metadata(&initrd).map_or(0, |m| m.len() >> 20);

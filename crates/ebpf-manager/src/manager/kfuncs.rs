@@ -1,0 +1,120 @@
+//! Programs that call kfuncs of modules. Such a call names its module by an index into the fd
+//! array of `BPF_PROG_LOAD` (Linux 5.14; the pipeline writes it, `pipeline/ksyms.rs`), which
+//! aya 0.14 does not pass: the kernel refuses aya's load (`kfunc offset > 0 without fd_array is
+//! invalid`). The manager then loads the program itself with the array (`pipeline/multi.rs`)
+//! and hands it to aya through a pin in a private bpffs (`loader::from_pin`), so that it
+//! attaches, runs and unloads as any other.
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use super::{table::ObjectKey, State};
+use crate::{
+    kernel::{instance::PrivateDir, module_btf},
+    loader,
+    pipeline::multi::{self, MultiError},
+    Error, ProbeIdentificationPair, Result,
+};
+
+/// The verifier's words for a kfunc call of a module in a load without an fd array.
+const NO_FD_ARRAY: &str = "without fd_array";
+
+impl State {
+    /// The fd array of the module BTFs kfunc calls index; empty without any.
+    pub(super) fn fd_array(&self) -> Vec<i32> {
+        if self.kfunc_btfs.is_empty() {
+            return Vec::new();
+        }
+        // Slot 0 is vmlinux's and unused: module slots count from 1.
+        std::iter::once(0)
+            .chain(self.kfunc_btfs.iter().map(|fd| fd.as_raw_fd()))
+            .collect()
+    }
+
+    /// Whether `e`, aya's load of a program, failed for want of the fd array this manager has.
+    fn wants_fd_array(&self, e: &Error) -> bool {
+        !self.kfunc_btfs.is_empty()
+            && matches!(e, Error::Verifier { log, .. } if log.contains(NO_FD_ARRAY))
+    }
+
+    /// aya's load of `function` of `object` (for probe `id`) failed with `e`: loads it with
+    /// the fd array of module BTFs when that is what it lacked, else returns `e` as the
+    /// pipeline names it.
+    pub(super) fn load_failed(
+        &mut self,
+        object: ObjectKey,
+        function: &str,
+        id: &ProbeIdentificationPair,
+        e: Error,
+    ) -> Result<()> {
+        if self.wants_fd_array(&e) {
+            self.load_with_fd_array(object, function, id)
+        } else {
+            Err(self.source.object.name_load_error(e))
+        }
+    }
+
+    /// Loads `function` of `object` with the fd array of module BTFs, in place of aya's load.
+    fn load_with_fd_array(
+        &mut self,
+        object: ObjectKey,
+        function: &str,
+        id: &ProbeIdentificationPair,
+    ) -> Result<()> {
+        let (id, function) = (id.clone(), function.to_owned());
+        let prog_type = {
+            let prog = self
+                .objects
+                .get(object)
+                .and_then(|o| o.program(&function))
+                .expect("records point at existing programs");
+            aya_obj::generated::bpf_prog_type::from(prog.prog_type()) as u32
+        };
+        let (bytes, map_fds) = self.raw_inputs(object)?;
+        let fd_array = self.fd_array();
+        let btf = if self.source.object.has_core() {
+            self.btf.get().ok()
+        } else {
+            None
+        };
+        let raw = multi::Raw {
+            prog_type,
+            attach_type: 0,
+            fd_array: &fd_array,
+        };
+        let fd = multi::load_raw(raw, &bytes, &map_fds, &function, btf).map_err(|e| match e {
+            MultiError::Object(reason) => Error::InvalidProbe {
+                id: id.clone(),
+                reason: format!("loading `{function}` with the BTF of modules: {reason}"),
+            },
+            MultiError::Kernel(e) => self.source.object.name_load_error(Error::Verifier {
+                id: id.clone(),
+                function: function.clone(),
+                source: e.source,
+                log: e.log,
+            }),
+        })?;
+        let dir = PrivateDir::create("kfunc").map_err(|source| Error::Bpffs {
+            path: crate::kernel::instance::BPFFS.into(),
+            reason: format!(
+                "`{function}` calls kfuncs of modules: the manager loads it itself and hands it \
+                 to aya through a pin, and has nowhere to pin it: {}",
+                crate::error::chain(&source)
+            ),
+            fix: "run with CAP_SYS_ADMIN (a private bpffs instance, Linux 5.2), or mount \
+                  bpffs: `mount -t bpf bpf /sys/fs/bpf`",
+        })?;
+        let path = dir.path().join("prog");
+        module_btf::obj_pin(fd.as_fd(), &path).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let prog = self
+            .objects
+            .get_mut(object)
+            .and_then(|o| o.program_mut(&function))
+            .expect("records point at existing programs");
+        *prog = loader::from_pin(prog, &path, &id)?;
+        // The pin and the directory go with `dir`; aya holds the program by its own fd.
+        Ok(())
+    }
+}

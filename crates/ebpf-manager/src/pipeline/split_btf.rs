@@ -1,0 +1,143 @@
+//! Finding a function in a module's BTF. The kernel gives each module's types as split BTF
+//! over vmlinux's (Linux 5.11): its type ids continue after vmlinux's last, and its string
+//! offsets after vmlinux's strings. So a module kfunc's id is vmlinux's type count plus its
+//! position in the module, and its name is at `name_off` minus vmlinux's string length.
+
+const FUNC: u32 = 12;
+
+/// A BTF blob's header fields: header length, type section, string section.
+struct Layout {
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
+}
+
+fn layout(btf: &[u8]) -> Option<Layout> {
+    let field = |at: usize| {
+        btf.get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+    };
+    if btf.get(..2) != Some(&[0x9f, 0xeb]) {
+        return None;
+    }
+    let (hdr, type_off, type_len, str_off, str_len) =
+        (field(4)?, field(8)?, field(12)?, field(16)?, field(20)?);
+    let types = hdr.checked_add(type_off)?..hdr.checked_add(type_off)?.checked_add(type_len)?;
+    let strings = hdr.checked_add(str_off)?..hdr.checked_add(str_off)?.checked_add(str_len)?;
+    (types.end <= btf.len() && strings.end <= btf.len()).then_some(Layout { types, strings })
+}
+
+/// Calls `f(position, kind, name_off)` for each type of the section; `None` when a type is
+/// truncated or of a kind this walk does not know.
+fn walk(section: &[u8], mut f: impl FnMut(u32, u32, u32)) -> Option<u32> {
+    let word = |at: usize| {
+        section
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let (mut at, mut n) = (0usize, 0u32);
+    while at < section.len() {
+        let (name_off, info) = (word(at)?, word(at + 4)?);
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let tail = match kind {
+            1 | 14 | 17 => 4,
+            3 => 12,
+            4 | 5 | 15 | 19 => vlen * 12,
+            6 | 13 => vlen * 8,
+            2 | 7..=12 | 16 | 18 => 0,
+            _ => return None,
+        };
+        f(n, kind, name_off);
+        n += 1;
+        at += 12 + tail;
+    }
+    (at == section.len()).then_some(n)
+}
+
+/// The base BTF's type count (void excluded) and string length, which split BTF continues.
+pub(crate) fn base_counts(vmlinux: &[u8]) -> Option<(u32, u32)> {
+    let l = layout(vmlinux)?;
+    let types = walk(&vmlinux[l.types], |_, _, _| {})?;
+    Some((types, l.strings.len() as u32))
+}
+
+/// The type id of the function `name` in the split BTF `module` over a base of
+/// `(types, strings)` ([`base_counts`]).
+pub(crate) fn func_id(
+    module: &[u8],
+    (base_types, base_strings): (u32, u32),
+    name: &str,
+) -> Option<u32> {
+    let l = layout(module)?;
+    let strings = &module[l.strings];
+    let name_at = |off: u32| -> Option<&[u8]> {
+        let rest = strings.get(off.checked_sub(base_strings)? as usize..)?;
+        Some(&rest[..rest.iter().position(|&b| b == 0)?])
+    };
+    let mut found = None;
+    walk(&module[l.types], |n, kind, name_off| {
+        if found.is_none() && kind == FUNC && name_at(name_off) == Some(name.as_bytes()) {
+            found = Some(base_types + 1 + n);
+        }
+    })?;
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A BTF blob of `types` (12-byte records with tails) and `strings`.
+    fn blob(types: &[u8], strings: &[u8]) -> Vec<u8> {
+        let mut b = vec![0x9f, 0xeb, 1, 0];
+        for f in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            b.extend_from_slice(&f.to_le_bytes());
+        }
+        b.extend_from_slice(types);
+        b.extend_from_slice(strings);
+        b
+    }
+
+    fn ty(name_off: u32, kind: u32, vlen: u32, size_or_type: u32, tail: &[u32]) -> Vec<u8> {
+        let mut t = Vec::new();
+        for w in [name_off, (kind << 24) | vlen, size_or_type]
+            .iter()
+            .chain(tail)
+        {
+            t.extend_from_slice(&w.to_le_bytes());
+        }
+        t
+    }
+
+    #[test]
+    fn a_module_function_is_found_after_the_base_types_and_strings() {
+        // Base: "\0int\0" with INT (1) and a FUNC_PROTO of 1 param (2).
+        let base = blob(
+            &[ty(1, 1, 0, 4, &[32]), ty(0, 13, 1, 1, &[0, 1])].concat(),
+            b"\0int\0",
+        );
+        assert_eq!(base_counts(&base), Some((2, 5)));
+        // Module strings continue at 5: "\0mod_fn\0other\0" -> mod_fn at 5 + 1.
+        let module = blob(
+            &[
+                ty(5 + 8, 12, 0, 2, &[]), // FUNC other (id 3)
+                ty(5 + 1, 12, 0, 2, &[]), // FUNC mod_fn (id 4)
+            ]
+            .concat(),
+            b"\0mod_fn\0other\0",
+        );
+        assert_eq!(func_id(&module, (2, 5), "mod_fn"), Some(4));
+        assert_eq!(func_id(&module, (2, 5), "other"), Some(3));
+        assert_eq!(func_id(&module, (2, 5), "int"), None);
+        assert_eq!(func_id(&module, (2, 5), "nope"), None);
+        // Garbage is no match, not a panic.
+        assert_eq!(func_id(&module[..30], (2, 5), "mod_fn"), None);
+        assert_eq!(func_id(b"\x9f\xeb", (2, 5), "mod_fn"), None);
+        assert_eq!(base_counts(&[0u8; 3]), None);
+    }
+}
