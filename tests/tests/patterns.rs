@@ -272,8 +272,9 @@ fn threads_named(name: &str) -> usize {
         .count()
 }
 
-/// The function list is read on a thread of its own while the object loads; that thread is
-/// joined by the resolution that needs it, and by a failed `init` (nothing left running).
+/// The function list is read on a thread of its own while the object loads (and aya's loader
+/// made on another); each is joined by what needs it, and by a failed `init` (nothing left
+/// running).
 #[test]
 fn the_function_list_read_ahead_leaves_no_thread() {
     let _alone = THREADS
@@ -307,4 +308,6 @@ fn the_function_list_read_ahead_leaves_no_thread() {
         .unwrap_err();
     assert!(err.to_string().contains("nonexistent.btf"), "{err}");
     assert_eq!(threads_named("ebpfm-functions"), 0);
+    // aya's loader, made on a thread from the start of init, is joined too.
+    assert_eq!(threads_named("ebpfm-btf"), 0);
 }

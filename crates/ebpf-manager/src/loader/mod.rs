@@ -66,6 +66,46 @@ pub(crate) struct KernelBtf {
     /// The maps the kept loader was told to pin: aya cannot forget a pin path, so a load that
     /// does not pin them all takes a fresh loader.
     loader_pins: std::collections::HashSet<String>,
+    /// The first loader, made on a thread while `init` prepares the object.
+    ahead: Ahead,
+}
+
+/// aya's loader made on a thread of its own: `EbpfLoader::new` parses the kernel's BTF (15 ms
+/// on the host, 70 to 270 ms in a TCG guest), which then overlaps the object's preparation
+/// instead of following it. Taken by the first load; joined when dropped, so no thread outlives
+/// a failed `init`.
+#[derive(Debug, Default)]
+pub(crate) struct Ahead(Option<std::thread::JoinHandle<EbpfLoader<'static>>>);
+
+impl Ahead {
+    /// Starts making aya's loader.
+    pub(crate) fn start() -> Self {
+        let spawned = std::thread::Builder::new()
+            .name("ebpfm-btf".into())
+            .spawn(parse_loader)
+            .inspect_err(|e| log::debug!("aya's loader made on first use: {e}"));
+        Self(spawned.ok())
+    }
+
+    /// The loader made ahead (waiting for it, as kernel BTF time), or a new one.
+    fn take(&mut self) -> EbpfLoader<'static> {
+        let Some(handle) = self.0.take() else {
+            return new_loader();
+        };
+        match crate::phases::time(crate::phases::Phase::KernelBtf, || handle.join()) {
+            Ok(loader) => loader,
+            // The thread panicked (aya's parse never should): make it here instead.
+            Err(_) => new_loader(),
+        }
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.join();
+        }
+    }
 }
 
 static PARSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -77,8 +117,12 @@ pub(crate) fn kernel_btf_parses() -> usize {
 }
 
 fn new_loader() -> EbpfLoader<'static> {
+    crate::phases::time(crate::phases::Phase::KernelBtf, parse_loader)
+}
+
+fn parse_loader() -> EbpfLoader<'static> {
     PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    crate::phases::time(crate::phases::Phase::KernelBtf, EbpfLoader::new)
+    EbpfLoader::new()
 }
 
 /// `name` with a static lifetime, leaked once per distinct name per process: a kept aya
@@ -100,8 +144,8 @@ fn intern(name: &str) -> &'static str {
 }
 
 impl KernelBtf {
-    /// The user's BTF, parsed now when it is a file.
-    pub(crate) fn given(types: Option<&KernelTypes>) -> Result<Self> {
+    /// The user's BTF, parsed now when it is a file, and aya's loader made `ahead`.
+    pub(crate) fn given(types: Option<&KernelTypes>, ahead: Ahead) -> Result<Self> {
         let given = match types {
             None => None,
             Some(KernelTypes::Parsed(btf)) => Some(btf.clone()),
@@ -125,6 +169,7 @@ impl KernelBtf {
         Ok(Self {
             parsed: None,
             given,
+            ahead,
             ..Default::default()
         })
     }
@@ -169,11 +214,12 @@ impl KernelBtf {
         self.parsed = None;
         self.loader = None;
         self.loader_pins.clear();
+        self.ahead = Ahead::default();
     }
 
     /// Whether the kernel's BTF is parsed and held (by the manager or its aya loader).
     pub(crate) fn is_held(&self) -> bool {
-        self.parsed.is_some() || self.loader.is_some()
+        self.parsed.is_some() || self.loader.is_some() || self.ahead.0.is_some()
     }
 }
 
@@ -248,11 +294,14 @@ pub(crate) fn load_object_pinning(
             btf.loader = None;
             btf.loader_pins.clear();
         }
-        let loader = btf.loader.get_or_insert_with(new_loader);
+        if btf.loader.is_none() {
+            btf.loader = Some(btf.ahead.take());
+        }
+        let loader = btf.loader.as_mut().expect("just set");
         btf.loader_pins.extend(pins);
         configure_and_load(loader, source, &object, maps, specs, pinned)?
     } else {
-        let mut own: EbpfLoader<'_> = new_loader();
+        let mut own: EbpfLoader<'_> = btf.ahead.take();
         if let Some(user) = btf.given.as_deref() {
             own.btf(Some(user));
         }

@@ -32,6 +32,8 @@ impl Manager {
     fn init_timed(&mut self, object: &[u8], options: Options) -> Result<()> {
         self.expect("init", &[ManagerState::New])?;
         let object = loader::aligned_copy(object).unwrap_or_else(|| object.to_vec());
+        // aya's loader (its kernel BTF parse) is made on a thread meanwhile.
+        let ahead = loader::Ahead::start();
         let elf = ElfIndex::parse(&object).map_err(|reason| Error::InvalidObject { reason })?;
         let mut options = options;
         // As in Go, excluded probes vanish before programs are matched: the object may lack
@@ -65,7 +67,7 @@ impl Manager {
         } else {
             LazyFunctions::default()
         };
-        let mut btf = loader::KernelBtf::given(options.kernel_btf.as_ref())?;
+        let mut btf = loader::KernelBtf::given(options.kernel_btf.as_ref(), ahead)?;
         let (ksyms, kfunc_btfs) = resolve_ksyms(&object, &mut btf)?;
         let prepared = crate::phases::time(crate::phases::Phase::Prepare, || {
             pipeline::prepare(
