@@ -45,6 +45,7 @@ enum slot {
 	SLOT_URETPROBE_GENERIC = 3,
 	SLOT_UPROBE_MULTI_SECTION = 4,
 	SLOT_UPROBE_PATH_SECTION = 5,
+	SLOT_URETPROBE_MULTI_SECTION = 6,
 };
 
 static __always_inline int record(__u32 slot, __u64 value)
@@ -81,6 +82,10 @@ int uretprobe_generic(struct pt_regs *ctx) { return record(SLOT_URETPROBE_GENERI
 // function.
 SEC("uprobe.multi//proc/self/exe:uprobe_section_target_*")
 int uprobe_multi_section(struct pt_regs *ctx) { return record(SLOT_UPROBE_MULTI_SECTION, ctx->rdi); }
+
+// Every function of the glob, on return (one uretprobe.multi link where the kernel has them).
+SEC("uretprobe.multi//proc/self/exe:uprobe_section_target_*")
+int uretprobe_multi_section(struct pt_regs *ctx) { return record(SLOT_URETPROBE_MULTI_SECTION, ctx->rax); }
 
 SEC("uprobe//proc/self/exe:uprobe_section_single")
 int uprobe_path_section(struct pt_regs *ctx) { return record(SLOT_UPROBE_PATH_SECTION, ctx->rdi); }

@@ -193,6 +193,7 @@ fn main() {
         aya_object: Box::leak(
             integration_tests::elf_edit::ElfEdit::of(USER)
                 .replace(b"uprobe.multi/", b"uprobe/multi/")
+                .replace(b"uretprobe.multi/", b"uretprobe/multi/")
                 .0
                 .into_boxed_slice(),
         ),

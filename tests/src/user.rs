@@ -36,6 +36,8 @@ pub mod user_slot {
     pub const UPROBE_MULTI_SECTION: u32 = 4;
     /// `uprobe//proc/self/exe:uprobe_section_single`.
     pub const UPROBE_PATH_SECTION: u32 = 5;
+    /// `uretprobe.multi//proc/self/exe:uprobe_section_target_*`.
+    pub const URETPROBE_MULTI_SECTION: u32 = 6;
 }
 
 /// The slots of `btf_hits` in btf.bpf.c.

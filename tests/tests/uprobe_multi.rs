@@ -123,18 +123,20 @@ pub extern "C" fn uprobe_section_single(a: i64) -> i64 {
     std::hint::black_box(a) + 6
 }
 
-/// libbpf's `uprobe.multi/<binary>:<glob>` means every function of the glob in that binary,
-/// with no declaration beyond the program's name (was: refused for lack of binary_path); a
-/// `uprobe/<binary>:<function>` section, that one function.
+/// libbpf's `uprobe.multi/<binary>:<glob>` (and `uretprobe.multi/...`) means every function of
+/// the glob in that binary, with no declaration beyond the program's name (was: refused for
+/// lack of binary_path); a `uprobe/<binary>:<function>` section, that one function.
 #[test]
 fn a_uprobe_multi_section_attaches_every_function_of_its_glob() {
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let multi = ProbeIdentificationPair::new("section", "uprobe_multi_section");
+    let ret = ProbeIdentificationPair::new("section", "uretprobe_multi_section");
     let single = ProbeIdentificationPair::new("section", "uprobe_path_section");
     let probes = vec![
         probe("section", "uprobe_multi_section"),
+        probe("section", "uretprobe_multi_section"),
         probe("section", "uprobe_path_section"),
     ];
     let mut m = user_manager(probes, user_filters(std::process::id(), gettid())).unwrap();
@@ -152,8 +154,26 @@ fn a_uprobe_multi_section_attaches_every_function_of_its_glob() {
         AttachMethod::Uprobe
     };
     assert_eq!(info.method, expected);
+    let ret_info = m.attach_info(&ret).unwrap().clone();
+    assert!(
+        ret_info
+            .hook
+            .ends_with("/proc/self/exe:uprobe_section_target_* (3 functions)"),
+        "{}",
+        ret_info.hook
+    );
+    assert_eq!(ret_info.method, expected);
     let sum = uprobe_section_target_a(1) + uprobe_section_target_b(2) + uprobe_section_target_c(3);
     assert_eq!(sum, 18);
+    // uretprobe.multi: each return seen once; the last value is c's (3 + 5).
+    assert_eq!(
+        slot_of(&m, "user_hits", user_slot::URETPROBE_MULTI_SECTION),
+        3
+    );
+    assert_eq!(
+        slot_of(&m, "user_values", user_slot::URETPROBE_MULTI_SECTION),
+        8
+    );
     assert_eq!(uprobe_section_single(9), 15);
     let hits = slot_of(&m, "user_hits", user_slot::UPROBE_MULTI_SECTION);
     assert_eq!(hits, 3, "each function of the glob fired once");
@@ -167,7 +187,7 @@ fn a_uprobe_multi_section_attaches_every_function_of_its_glob() {
         slot_of(&m, "user_values", user_slot::UPROBE_PATH_SECTION),
         9
     );
-    let programs = program_ids(&m, &[multi, single]);
+    let programs = program_ids(&m, &[multi, ret, single]);
     m.stop(CleanupType::CleanAll).unwrap();
     assert_unloaded(&programs);
 }
