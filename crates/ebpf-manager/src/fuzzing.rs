@@ -31,6 +31,9 @@ fn let_aya_panics_unwind() {
 pub fn object(bytes: &[u8]) {
     use pipeline::ksyms::Resolved;
     let_aya_panics_unwind();
+    // The same bytes as a module's split BTF (it comes from the kernel, but must not panic).
+    let _ = pipeline::split_btf::base_counts(bytes);
+    let _ = pipeline::split_btf::func_id(bytes, (100, 8), "bpf_xdp_ct_lookup");
     let Ok(elf) = ElfIndex::parse(bytes) else {
         return;
     };
@@ -39,9 +42,14 @@ pub fn object(bytes: &[u8]) {
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let r = match (i % 2, e.kind) {
+            let r = match (i % 3, e.kind) {
                 (1, _) => Resolved::Missing("fuzz"),
                 (_, pipeline::ksyms::Kind::UntypedVar) => Resolved::Address(0xffff_0000 + i as u64),
+                (2, _) => Resolved::ModuleFunc {
+                    id: i as u32 + 1,
+                    slot: 1,
+                    fd: -1,
+                },
                 _ => Resolved::BtfId(i as u32 + 1),
             };
             (e, r)
