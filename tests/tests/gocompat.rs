@@ -241,6 +241,57 @@ fn gocompat_per_probe_asm_constants_are_written_in_place_without_a_copy() {
     assert_eq!(read_slot(&m, "results", r::TC), 9);
     run(&m, &out);
     assert_eq!(read_slot(&m, "results", r::XDP_EGRESS), 41);
+    // A clone's own editors win over the value written in place (Go's CloneProgram).
+    let mut m = m;
+    let c = id("c", "xdp_ingress");
+    m.clone_program(
+        "a",
+        net_probe("c", "xdp_ingress"),
+        vec![ConstantEditor::new("ingress_marker", 7u64)],
+        Vec::new(),
+    )
+    .unwrap();
+    run(&m, &c);
+    assert_eq!(
+        read_slot(&m, "results", r::XDP_INGRESS),
+        7,
+        "the clone's value"
+    );
+    run(&m, &a);
+    assert_eq!(
+        read_slot(&m, "results", r::XDP_INGRESS),
+        5,
+        "a keeps its own"
+    );
+    drop(m);
+    // Two per-probe editors of one constant for probe a, the first needing a copy (b shares
+    // the program), the later one for both: not in place either, and the later wins for a.
+    let b = id("b", "xdp_ingress");
+    let mut m = Manager {
+        probes: vec![net_probe("a", "xdp_ingress"), net_probe("b", "xdp_ingress")],
+        ..Default::default()
+    };
+    let both = ConstantEditor {
+        probes: vec![a.clone(), b.clone()],
+        ..ConstantEditor::new("ingress_marker", 2u64)
+    };
+    let editors = vec![own(&a, "ingress_marker", 1), both];
+    m.init_with_options(
+        GOCOMPAT,
+        Options {
+            constant_editors: editors,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    run(&m, &a);
+    assert_eq!(
+        read_slot(&m, "results", r::XDP_INGRESS),
+        2,
+        "the later editor"
+    );
+    run(&m, &b);
+    assert_eq!(read_slot(&m, "results", r::XDP_INGRESS), 2);
     drop(m);
     // `egress_marker` is loaded in `egress_value`, which xdp_egress and xdp_plain both call:
     // out's value needs a program of its own.

@@ -32,8 +32,14 @@ pub fn object(bytes: &[u8]) {
     use pipeline::ksyms::Resolved;
     let_aya_panics_unwind();
     // The same bytes as a module's split BTF (it comes from the kernel, but must not panic).
-    let _ = pipeline::split_btf::base_counts(bytes);
-    let _ = pipeline::split_btf::func_id(bytes, (100, 8), "bpf_xdp_ct_lookup");
+    if let Some(base) = pipeline::split_btf::base(bytes) {
+        let _ = pipeline::split_btf::func_id(bytes, base, "bpf_xdp_ct_lookup");
+    }
+    let base = pipeline::split_btf::Base {
+        types: 100,
+        strings: b"\0bpf_xdp_ct_lookup\0",
+    };
+    let _ = pipeline::split_btf::func_id(bytes, base, "bpf_xdp_ct_lookup");
     let Ok(elf) = ElfIndex::parse(bytes) else {
         return;
     };
@@ -65,7 +71,7 @@ pub fn object(bytes: &[u8]) {
         ksyms: &ksyms,
     };
     if let Ok(prepared) = pipeline::prepare(bytes, &elf, settings) {
-        let _ = prepared.instantiate(&[]);
+        let _ = prepared.instantiate(pipeline::Constants::default());
     }
     for p in &elf.programs {
         let _ = elf::section_target(&p.section);

@@ -83,7 +83,7 @@ impl ObjectInfo {
         let object = crate::loader::aligned_copy(object).unwrap_or_else(|| object.to_vec());
         let elf = ElfIndex::parse(&object).map_err(|reason| Error::InvalidObject { reason })?;
         let prepared = pipeline::prepare(&object, &elf, pipeline::Settings::default())?;
-        let (bytes, _) = prepared.instantiate(&[])?;
+        let (bytes, _) = prepared.instantiate(pipeline::Constants::default())?;
         let parsed = aya_obj::Object::parse(&bytes).map_err(|e| Error::InvalidObject {
             reason: crate::error::chain(&e),
         })?;

@@ -16,8 +16,8 @@ pub(crate) use program::{from_pin, is_loaded, load_program, type_name, unload};
 
 use crate::{
     kernel::{self, instance::PrivateDir},
-    pipeline::Prepared,
-    ConstantEditor, Error, KernelTypes, MapEditor, MapSpecEditor, Result,
+    pipeline::{Constants, Prepared},
+    Error, KernelTypes, MapEditor, MapSpecEditor, Result,
 };
 
 /// What a BTF file's header says against its length: aya reports a truncated file as
@@ -255,12 +255,11 @@ pub(crate) fn aligned_copy(object: &[u8]) -> Option<Vec<u8>> {
     (!(object.as_ptr() as usize).is_multiple_of(8)).then(|| object.to_vec())
 }
 
-/// Loads `source` with the constants of `constants` (later editors win) and the maps of
-/// `maps` in place of the object's.
+/// Loads `source` with `constants` and the maps of `maps` in place of the object's.
 pub(crate) fn load_object(
     source: &Source,
     btf: &mut KernelBtf,
-    constants: &[&ConstantEditor],
+    constants: Constants<'_, '_>,
     maps: &[MapEditor],
     specs: &[MapSpecEditor],
 ) -> Result<Ebpf> {
@@ -272,7 +271,7 @@ pub(crate) fn load_object(
 pub(crate) fn load_object_pinning(
     source: &Source,
     btf: &mut KernelBtf,
-    constants: &[&ConstantEditor],
+    constants: Constants<'_, '_>,
     maps: &[MapEditor],
     specs: &[MapSpecEditor],
     pinned: &[MapEditor],

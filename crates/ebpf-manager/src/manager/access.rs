@@ -206,23 +206,26 @@ impl Manager {
             return Ok(None);
         };
         let record = &self.state.records[index];
-        let constants: Vec<&ConstantEditor> = self
+        let every: Vec<&ConstantEditor> = self
             .state
             .constant_editors
             .iter()
             .filter(|e| e.probes.is_empty())
-            .chain(
-                self.state
-                    .own_constants
-                    .get(&record.object)
-                    .into_iter()
-                    .flatten(),
-            )
             .collect();
-        self.state
-            .source
-            .object
-            .instructions(&record.function, &constants)
+        let own: Vec<&ConstantEditor> = self
+            .state
+            .own_constants
+            .get(&record.object)
+            .into_iter()
+            .flatten()
+            .collect();
+        self.state.source.object.instructions(
+            &record.function,
+            crate::pipeline::Constants {
+                every: &every,
+                own: &own,
+            },
+        )
     }
 
     /// A new reader of the output of the iterator probe with this id (`iter/...` programs,

@@ -163,7 +163,7 @@ impl Manager {
         let ebpf = loader::load_object_pinning(
             &source,
             &mut btf,
-            &constants,
+            pipeline::Constants::every(&constants),
             &options.map_editors,
             &options.map_spec_editors,
             &pinned,
@@ -262,7 +262,14 @@ fn constants_in_place(
         let shared = matched.iter().any(|(p, function, _)| {
             functions.contains(function) && !editor.probes.contains(&p.id())
         });
-        if !functions.is_empty() && !shared && prepared.scope(editor, &functions) {
+        // Another per-probe editor of the constant for one of these probes: the copies keep
+        // the editors' order (the later wins).
+        let rival = editors.iter().enumerate().any(|(j, other)| {
+            j != i
+                && other.name == editor.name
+                && other.probes.iter().any(|id| editor.probes.contains(id))
+        });
+        if !functions.is_empty() && !shared && !rival && prepared.scope(editor, &functions) {
             log::debug!(
                 "constant `{}` written in place in {}",
                 editor.name,
@@ -274,11 +281,9 @@ fn constants_in_place(
     in_place
 }
 
-/// Per-probe constant editors lose the pairs of excluded functions, and go when none is
-/// left (Go's `InitWithOptions` does the same): otherwise they would apply to every probe.
 /// The object's `__ksym` externs, looked up in the running kernel (its BTF, parsed once for the
-/// manager; `/proc/kallsyms` for untyped variables).
-/// With them, the fds of the module BTFs that kfunc calls index, in fd array order (from 1).
+/// manager; `/proc/kallsyms` for untyped variables), with the fds of the module BTFs that kfunc
+/// calls index, in fd array order (from 1).
 type Ksyms = (
     Vec<(pipeline::ksyms::Extern, pipeline::ksyms::Resolved)>,
     Vec<std::os::fd::OwnedFd>,
@@ -311,7 +316,7 @@ fn resolve_ksyms(object: &[u8], btf: &mut loader::KernelBtf) -> Result<Ksyms> {
 fn resolve_module_kfuncs(
     resolved: &mut [(pipeline::ksyms::Extern, pipeline::ksyms::Resolved)],
 ) -> Vec<std::os::fd::OwnedFd> {
-    use pipeline::ksyms::{Kind, Resolved, NO_KFUNC};
+    use pipeline::ksyms::{self, Kind, Resolved, NO_KFUNC};
     use std::os::fd::AsRawFd;
     let unresolved = |(e, r): &(pipeline::ksyms::Extern, Resolved)| {
         e.kind == Kind::Func && *r == Resolved::Missing(NO_KFUNC)
@@ -324,13 +329,14 @@ fn resolve_module_kfuncs(
         Ok(_) => return Vec::new(),
         Err(e) => {
             log::debug!("module BTF not listed: {}", crate::error::chain(&e));
+            for entry in resolved.iter_mut().filter(|e| unresolved(e)) {
+                entry.1 = Resolved::Missing(ksyms::NO_KFUNC_UNLISTED);
+            }
             return Vec::new();
         }
     };
-    let Some(base) = std::fs::read("/sys/kernel/btf/vmlinux")
-        .ok()
-        .and_then(|v| pipeline::split_btf::base_counts(&v))
-    else {
+    let vmlinux = std::fs::read("/sys/kernel/btf/vmlinux").unwrap_or_default();
+    let Some(base) = pipeline::split_btf::base(&vmlinux) else {
         return Vec::new();
     };
     let mut slots: Vec<usize> = Vec::new();
@@ -369,6 +375,8 @@ fn resolve_module_kfuncs(
         .collect()
 }
 
+/// Per-probe constant editors lose the pairs of excluded functions, and go when none is
+/// left (Go's `InitWithOptions` does the same): otherwise they would apply to every probe.
 fn drop_excluded_editors(editors: &mut Vec<ConstantEditor>, excluded: &[String]) {
     editors.retain_mut(|editor| {
         if editor.probes.is_empty() {

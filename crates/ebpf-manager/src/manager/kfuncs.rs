@@ -30,10 +30,12 @@ impl State {
             .collect()
     }
 
-    /// Whether `e`, aya's load of a program, failed for want of the fd array this manager has.
+    /// Whether `e`, aya's load of a program, failed for want of the fd array this manager has:
+    /// the verifier says so, or (its log off) the kernel's errno for it, `EPROTO`.
     fn wants_fd_array(&self, e: &Error) -> bool {
         !self.kfunc_btfs.is_empty()
-            && matches!(e, Error::Verifier { log, .. } if log.contains(NO_FD_ARRAY))
+            && matches!(e, Error::Verifier { log, source, .. }
+                if log.contains(NO_FD_ARRAY) || source.raw_os_error() == Some(libc::EPROTO))
     }
 
     /// aya's load of `function` of `object` (for probe `id`) failed with `e`: loads it with
@@ -61,12 +63,29 @@ impl State {
         id: &ProbeIdentificationPair,
     ) -> Result<()> {
         let (id, function) = (id.clone(), function.to_owned());
+        let section = self
+            .elf
+            .by_function(&function)
+            .map(|p| p.section.clone())
+            .unwrap_or_default();
         let prog_type = {
             let prog = self
                 .objects
                 .get(object)
                 .and_then(|o| o.program(&function))
                 .expect("records point at existing programs");
+            if let Some(why) = not_loadable_here(prog, &section) {
+                return Err(Error::InvalidProbe {
+                    id,
+                    reason: format!(
+                        "`{function}` calls kfuncs of modules, which need the fd array aya 0.14 \
+                         does not pass; the manager loads such programs itself only when they \
+                         need no attach type, BTF target or flags (kprobes, uprobes, \
+                         tracepoints, raw tracepoints, perf events, socket filters, XDP and TC \
+                         programs): {why}"
+                    ),
+                });
+            }
             aya_obj::generated::bpf_prog_type::from(prog.prog_type()) as u32
         };
         let (bytes, map_fds) = self.raw_inputs(object)?;
@@ -113,8 +132,40 @@ impl State {
             .get_mut(object)
             .and_then(|o| o.program_mut(&function))
             .expect("records point at existing programs");
-        *prog = loader::from_pin(prog, &path, &id)?;
+        *prog = loader::from_pin(prog, &path, &id).map_err(|e| Error::InvalidProbe {
+            id: id.clone(),
+            reason: format!(
+                "`{function}`, loaded with the BTF of modules, could not be handed to aya: {}",
+                e.report()
+            ),
+        })?;
         // The pin and the directory go with `dir`; aya holds the program by its own fd.
         Ok(())
+    }
+}
+
+/// Why the manager cannot load `prog` (of ELF section `section`) itself, if it cannot: its
+/// type needs an expected attach type or a BTF target, or its section asks for flags
+/// (sleepable `.s`, `xdp.frags`) that [`multi::load_raw`] does not pass.
+fn not_loadable_here(prog: &aya::programs::Program, section: &str) -> Option<String> {
+    use aya::programs::Program;
+    let simple = matches!(
+        prog,
+        Program::KProbe(_)
+            | Program::UProbe(_)
+            | Program::TracePoint(_)
+            | Program::RawTracePoint(_)
+            | Program::PerfEvent(_)
+            | Program::SocketFilter(_)
+            | Program::Xdp(_)
+            | Program::SchedClassifier(_)
+    );
+    let kind = section.split('/').next().unwrap_or_default();
+    if !simple {
+        Some(format!("this is a {} program", loader::type_name(prog)))
+    } else if kind.ends_with(".s") || kind.contains("frags") {
+        Some(format!("its section `{section}` asks for flags"))
+    } else {
+        None
     }
 }

@@ -48,13 +48,21 @@ impl State {
         Vec<u8>,
         std::collections::HashMap<String, std::os::fd::RawFd>,
     )> {
-        let constants: Vec<&ConstantEditor> = self
+        let every: Vec<&ConstantEditor> = self
             .constant_editors
             .iter()
             .filter(|e| e.probes.is_empty())
-            .chain(self.own_constants.get(&object).into_iter().flatten())
             .collect();
-        let (bytes, _) = self.source.object.instantiate(&constants)?;
+        let own: Vec<&ConstantEditor> = self
+            .own_constants
+            .get(&object)
+            .into_iter()
+            .flatten()
+            .collect();
+        let (bytes, _) = self.source.object.instantiate(crate::pipeline::Constants {
+            every: &every,
+            own: &own,
+        })?;
         let map_fds = if object == ObjectKey::MAIN {
             self.main_map_fds
                 .iter()

@@ -68,16 +68,20 @@ impl State {
         let mut maps = self.map_editors.clone();
         let shared = loader::SharedMaps::pin(&self.main_map_fds, &maps)?;
         maps.extend(shared.editors.iter().cloned());
-        let constants: Vec<&crate::ConstantEditor> = self
+        let every: Vec<&crate::ConstantEditor> = self
             .constant_editors
             .iter()
             .filter(|e| e.probes.is_empty())
-            .chain(own.iter().map(|&i| &self.constant_editors[i]))
             .collect();
+        let own_editors: Vec<&crate::ConstantEditor> =
+            own.iter().map(|&i| &self.constant_editors[i]).collect();
         let ebpf = loader::load_object(
             &self.source,
             &mut self.btf,
-            &constants,
+            crate::pipeline::Constants {
+                every: &every,
+                own: &own_editors,
+            },
             &maps,
             &self.map_spec_editors,
         )?;

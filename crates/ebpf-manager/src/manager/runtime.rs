@@ -189,22 +189,24 @@ impl Manager {
         // The manager's editors for every probe, then those naming this clone (the Go library
         // accepts editors for pairs a later clone declares), then the clone's own.
         let clone_id = probe.id();
-        let constants: Vec<&ConstantEditor> = state
+        let every: Vec<&ConstantEditor> = state
             .constant_editors
             .iter()
             .filter(|e| e.probes.is_empty())
-            .chain(
-                state
-                    .constant_editors
-                    .iter()
-                    .filter(|e| e.probes.contains(&clone_id)),
-            )
+            .collect();
+        let own: Vec<&ConstantEditor> = state
+            .constant_editors
+            .iter()
+            .filter(|e| e.probes.contains(&clone_id))
             .chain(constant_editors.iter())
             .collect();
         let ebpf = loader::load_object(
             &state.source,
             &mut state.btf,
-            &constants,
+            crate::pipeline::Constants {
+                every: &every,
+                own: &own,
+            },
             &maps,
             &state.map_spec_editors,
         )?;

@@ -12,6 +12,23 @@ use crate::{
 /// An editor and, for a per-probe constant written in place, the functions it is for.
 type Scoped<'e> = (&'e ConstantEditor, Option<&'e [String]>);
 
+/// The constant editors of one load, in two groups written in this order with the per-probe
+/// constants written in place ([`Prepared::scope`]) between them: `every`, the editors of
+/// `Options` for every probe; `own`, those of this load alone (a copy's per-probe editors, a
+/// clone's). Within a group, later editors win.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Constants<'a, 'e> {
+    pub(crate) every: &'a [&'e ConstantEditor],
+    pub(crate) own: &'a [&'e ConstantEditor],
+}
+
+impl<'a, 'e> Constants<'a, 'e> {
+    /// Editors for every probe only.
+    pub(crate) fn every(every: &'a [&'e ConstantEditor]) -> Self {
+        Self { every, own: &[] }
+    }
+}
+
 /// Whether `site` takes the value of `editor` restricted to `scope`.
 fn in_scope(site: &AsmSite, editor: &ConstantEditor, scope: Option<&[String]>) -> bool {
     site.name == editor.name && scope.is_none_or(|functions| functions.contains(&site.function))
@@ -40,24 +57,23 @@ impl Prepared {
     }
 
     /// `constants` in the order they are written: editors for every probe, then the in-place
-    /// per-probe ones, then the rest (a copy's own editors).
-    fn ordered<'e>(&'e self, constants: &[&'e ConstantEditor]) -> Vec<Scoped<'e>> {
-        let every = constants.iter().filter(|e| e.probes.is_empty());
-        let own = constants.iter().filter(|e| !e.probes.is_empty());
+    /// per-probe ones, then the load's own.
+    fn ordered<'e>(&'e self, constants: Constants<'_, 'e>) -> Vec<Scoped<'e>> {
+        let every = constants.every.iter().map(|&e| (e, None));
+        let own = constants.own.iter().map(|&e| (e, None));
         every
-            .map(|&e| (e, None))
             .chain(self.scoped.iter().map(|(e, f)| (e, Some(f.as_slice()))))
-            .chain(own.map(|&e| (e, None)))
+            .chain(own)
             .collect()
     }
 
     /// The bytes for one load: `constants` written into the asm constants and data globals
-    /// they name (editors for every probe first, then the per-probe constants written in place
-    /// ([`scope`](Self::scope)), then the rest; later editors win), then the patchers run. Returns them with the editors left
-    /// for aya (those naming `.bss` globals, which have no bytes in the file).
+    /// they name, in the order of [`Constants`] (later editors win), then the patchers run.
+    /// Returns them with the editors left for aya (those naming `.bss` globals, which have no
+    /// bytes in the file).
     pub(crate) fn instantiate<'e>(
         &self,
-        constants: &[&'e ConstantEditor],
+        constants: Constants<'_, 'e>,
     ) -> Result<(Vec<u8>, Vec<&'e ConstantEditor>)> {
         if self.released {
             return Err(Error::ObjectReleased);
@@ -140,9 +156,9 @@ impl Prepared {
         }
         // `.bss` globals have no bytes in the file: aya writes them, the last editor winning.
         let for_aya = constants
+            .every
             .iter()
-            .filter(|e| e.probes.is_empty())
-            .chain(constants.iter().filter(|e| !e.probes.is_empty()))
+            .chain(constants.own)
             .filter(|e| matches!(self.globals.get(&e.name), Some(Global { at: None, .. })))
             .copied()
             .collect();
@@ -187,7 +203,7 @@ impl Prepared {
     pub(crate) fn instructions(
         &self,
         function: &str,
-        constants: &[&ConstantEditor],
+        constants: Constants<'_, '_>,
     ) -> Result<Option<Vec<Instruction>>> {
         let Some(range) = self.programs.iter().find(|r| r.function == function) else {
             return Ok(None);

@@ -54,6 +54,7 @@ pub(crate) enum Resolved {
     Missing(&'static str),
 }
 
+pub(crate) const NO_KFUNC_UNLISTED: &str = "/sys/kernel/btf/vmlinux has no such kfunc, and the BTF of modules could not be listed (BPF_BTF_GET_NEXT_ID needs CAP_SYS_ADMIN, the BTF of modules Linux 5.11)";
 pub(crate) const NO_KFUNC: &str = "neither /sys/kernel/btf/vmlinux nor the BTF of a loaded module has such a kfunc (it needs a later kernel, or its module loaded)";
 const NO_VAR: &str = "/sys/kernel/btf/vmlinux has no such variable (the kernel's BTF describes per-CPU variables only)";
 const NO_ADDRESS: &str = "/proc/kallsyms does not list it (a kernel built without CONFIG_KALLSYMS_ALL lists no variables)";
@@ -380,7 +381,9 @@ mod tests {
             ..Default::default()
         };
         let p = crate::pipeline::prepare(&aligned, &elf, settings).unwrap();
-        let (bytes, _) = p.instantiate(&[]).unwrap();
+        let (bytes, _) = p
+            .instantiate(crate::pipeline::Constants::default())
+            .unwrap();
         let imm = |i: [u8; 8]| i32::from_le_bytes(i[4..].try_into().unwrap());
         // A kfunc the kernel has: a kfunc call of its BTF id; its address, a BTF id load.
         let call = insn(

@@ -17,6 +17,7 @@ mod btf;
 mod btf_types;
 mod bypass;
 mod constants;
+pub(crate) use constants::Constants;
 mod diagnose;
 pub(crate) mod ksyms;
 mod maps;

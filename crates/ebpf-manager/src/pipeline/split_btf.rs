@@ -53,30 +53,40 @@ fn walk(section: &[u8], mut f: impl FnMut(u32, u32, u32)) -> Option<u32> {
     (at == section.len()).then_some(n)
 }
 
-/// The base BTF's type count (void excluded) and string length, which split BTF continues.
-pub(crate) fn base_counts(vmlinux: &[u8]) -> Option<(u32, u32)> {
-    let l = layout(vmlinux)?;
-    let types = walk(&vmlinux[l.types], |_, _, _| {})?;
-    Some((types, l.strings.len() as u32))
+/// What split BTF continues: the base's type count (void excluded) and its strings (a module's
+/// names may be among them: pahole reuses the base's strings).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Base<'a> {
+    pub(crate) types: u32,
+    pub(crate) strings: &'a [u8],
 }
 
-/// The type id of the function `name` in the split BTF `module` over a base of
-/// `(types, strings)` ([`base_counts`]).
-pub(crate) fn func_id(
-    module: &[u8],
-    (base_types, base_strings): (u32, u32),
-    name: &str,
-) -> Option<u32> {
+/// The [`Base`] of vmlinux's BTF.
+pub(crate) fn base(vmlinux: &[u8]) -> Option<Base<'_>> {
+    let l = layout(vmlinux)?;
+    let types = walk(&vmlinux[l.types], |_, _, _| {})?;
+    Some(Base {
+        types,
+        strings: &vmlinux[l.strings],
+    })
+}
+
+/// The type id of the function `name` in the split BTF `module` over `base`.
+pub(crate) fn func_id(module: &[u8], base: Base<'_>, name: &str) -> Option<u32> {
     let l = layout(module)?;
     let strings = &module[l.strings];
+    let base_len = base.strings.len() as u32;
     let name_at = |off: u32| -> Option<&[u8]> {
-        let rest = strings.get(off.checked_sub(base_strings)? as usize..)?;
+        let rest = match off.checked_sub(base_len) {
+            Some(own) => strings.get(own as usize..)?,
+            None => base.strings.get(off as usize..)?,
+        };
         Some(&rest[..rest.iter().position(|&b| b == 0)?])
     };
     let mut found = None;
     walk(&module[l.types], |n, kind, name_off| {
         if found.is_none() && kind == FUNC && name_at(name_off) == Some(name.as_bytes()) {
-            found = Some(base_types + 1 + n);
+            found = Some(base.types + 1 + n);
         }
     })?;
     found
@@ -117,27 +127,30 @@ mod tests {
     #[test]
     fn a_module_function_is_found_after_the_base_types_and_strings() {
         // Base: "\0int\0" with INT (1) and a FUNC_PROTO of 1 param (2).
-        let base = blob(
+        let base_btf = blob(
             &[ty(1, 1, 0, 4, &[32]), ty(0, 13, 1, 1, &[0, 1])].concat(),
             b"\0int\0",
         );
-        assert_eq!(base_counts(&base), Some((2, 5)));
-        // Module strings continue at 5: "\0mod_fn\0other\0" -> mod_fn at 5 + 1.
+        let b = base(&base_btf).expect("a base");
+        assert_eq!((b.types, b.strings), (2, &b"\0int\0"[..]));
+        // Module strings continue at 5: "\0mod_fn\0other\0" -> mod_fn at 5 + 1; a third FUNC
+        // is named by the base's "int" (offset 1), as pahole shares strings.
         let module = blob(
             &[
                 ty(5 + 8, 12, 0, 2, &[]), // FUNC other (id 3)
                 ty(5 + 1, 12, 0, 2, &[]), // FUNC mod_fn (id 4)
+                ty(1, 12, 0, 2, &[]),     // FUNC int (id 5)
             ]
             .concat(),
             b"\0mod_fn\0other\0",
         );
-        assert_eq!(func_id(&module, (2, 5), "mod_fn"), Some(4));
-        assert_eq!(func_id(&module, (2, 5), "other"), Some(3));
-        assert_eq!(func_id(&module, (2, 5), "int"), None);
-        assert_eq!(func_id(&module, (2, 5), "nope"), None);
+        assert_eq!(func_id(&module, b, "mod_fn"), Some(4));
+        assert_eq!(func_id(&module, b, "other"), Some(3));
+        assert_eq!(func_id(&module, b, "int"), Some(5));
+        assert_eq!(func_id(&module, b, "nope"), None);
         // Garbage is no match, not a panic.
-        assert_eq!(func_id(&module[..30], (2, 5), "mod_fn"), None);
-        assert_eq!(func_id(b"\x9f\xeb", (2, 5), "mod_fn"), None);
-        assert_eq!(base_counts(&[0u8; 3]), None);
+        assert_eq!(func_id(&module[..30], b, "mod_fn"), None);
+        assert_eq!(func_id(b"\x9f\xeb", b, "mod_fn"), None);
+        assert!(base(&[0u8; 3]).is_none());
     }
 }

@@ -188,13 +188,16 @@ fn asm_constants_are_written_into_both_halves_and_unset_ones_fail_when_strict() 
         ConstantEditor::new("filter_tid", 7u32),
     ];
     let refs: Vec<&ConstantEditor> = editors.iter().collect();
-    let ins = p.instructions("xdp_ingress", &refs).unwrap().unwrap();
+    let ins = p
+        .instructions("xdp_ingress", Constants::every(&refs))
+        .unwrap()
+        .unwrap();
     let at = ins
         .iter()
         .position(|i| i.is_ld_imm64() && i.imm == 0x5566_7788)
         .unwrap();
     assert_eq!(ins[at + 1].imm, 0x1122_3344);
-    let (_, for_aya) = p.instantiate(&refs).unwrap();
+    let (_, for_aya) = p.instantiate(Constants::every(&refs)).unwrap();
     assert!(for_aya.is_empty(), "asm constants are not aya's globals");
 
     let strict = prepared(
@@ -205,7 +208,7 @@ fn asm_constants_are_written_into_both_halves_and_unset_ones_fail_when_strict() 
         },
     )
     .unwrap();
-    match strict.instantiate(&refs).unwrap_err() {
+    match strict.instantiate(Constants::every(&refs)).unwrap_err() {
         Error::UnsetConstant { name, .. } => {
             assert!(name == "egress_marker" || name == "tc_marker")
         }
@@ -215,10 +218,10 @@ fn asm_constants_are_written_into_both_halves_and_unset_ones_fail_when_strict() 
         value: vec![0; 9],
         ..ConstantEditor::new("tc_marker", 0u8)
     };
-    let err = p.instantiate(&[&wide]).unwrap_err();
+    let err = p.instantiate(Constants::every(&[&wide])).unwrap_err();
     assert!(err.to_string().contains("8 bytes at most"), "{err}");
     let missing = ConstantEditor::new("no_such_constant", 1u32);
-    let err = p.instantiate(&[&missing]).unwrap_err();
+    let err = p.instantiate(Constants::every(&[&missing])).unwrap_err();
     assert!(
         err.to_string()
             .contains("constant editor `no_such_constant`"),
@@ -256,7 +259,10 @@ fn per_probe_asm_constants_are_scoped_to_programs_that_alone_load_them() {
     assert!(!p.scope(&own("filter_tid", 1), &functions(&["ksyscall_mkdir"])));
     assert!(!p.scope(&own("no_such_constant", 1), &functions(&["xdp_ingress"])));
     let every = ConstantEditor::new("ingress_marker", 1u64);
-    let ins = p.instructions("xdp_ingress", &[&every]).unwrap().unwrap();
+    let ins = p
+        .instructions("xdp_ingress", Constants::every(&[&every]))
+        .unwrap()
+        .unwrap();
     assert!(
         ins.iter().any(|i| i.is_ld_imm64() && i.imm == 5),
         "the probe's value wins over the value for every probe"
@@ -264,7 +270,13 @@ fn per_probe_asm_constants_are_scoped_to_programs_that_alone_load_them() {
     // A copy's own editor wins over both.
     let copy = own("ingress_marker", 7);
     let ins = p
-        .instructions("xdp_ingress", &[&every, &copy])
+        .instructions(
+            "xdp_ingress",
+            Constants {
+                every: &[&every],
+                own: &[&copy],
+            },
+        )
         .unwrap()
         .unwrap();
     assert!(ins.iter().any(|i| i.is_ld_imm64() && i.imm == 7));
@@ -291,7 +303,10 @@ fn patchers_see_each_program_and_replace_placeholders() {
         },
     )
     .unwrap();
-    let ins = p.instructions("xdp_patched", &[]).unwrap().unwrap();
+    let ins = p
+        .instructions("xdp_patched", Constants::default())
+        .unwrap()
+        .unwrap();
     assert_eq!(ins[0], Instruction::call_helper(5));
     assert!(seen.lock().unwrap().contains(&"xdp/patched".to_owned()));
     let failing = prepared(
@@ -303,7 +318,7 @@ fn patchers_see_each_program_and_replace_placeholders() {
     )
     .unwrap();
     assert!(matches!(
-        failing.instantiate(&[]).unwrap_err(),
+        failing.instantiate(Constants::default()).unwrap_err(),
         Error::InstructionPatcher { .. }
     ));
 }
@@ -324,7 +339,10 @@ fn bypass_injects_a_prologue_with_one_index_per_program() {
     assert_eq!(p.bypass_index("bypassable_mkdir"), Some(1));
     assert_eq!(p.bypass_index("bypassable_rmdir"), Some(2));
     assert_eq!(p.bypass_map(), Some(("program_bypassed", 3)));
-    let ins = p.instructions("bypassable_rmdir", &[]).unwrap().unwrap();
+    let ins = p
+        .instructions("bypassable_rmdir", Constants::default())
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (ins[0].code, ins[0].dst, ins[0].src),
         (0xbf, 6, 1),
@@ -369,8 +387,11 @@ fn without_bypass_the_placeholder_is_zero_and_the_map_is_not_created() {
     )
     .unwrap();
     let tid = ConstantEditor::new("filter_tid", 1u32);
-    assert!(strict.instantiate(&[&tid]).is_ok());
-    assert!(strict.instantiate(&[]).is_err(), "filter_tid is one");
+    assert!(strict.instantiate(Constants::every(&[&tid])).is_ok());
+    assert!(
+        strict.instantiate(Constants::default()).is_err(),
+        "filter_tid is one"
+    );
 }
 
 #[test]
@@ -519,7 +540,10 @@ fn patchers_find_constants_maps_and_calls_by_reference() {
         },
     )
     .unwrap();
-    let ins = p.instructions("xdp_ingress", &[]).unwrap().unwrap();
+    let ins = p
+        .instructions("xdp_ingress", Constants::default())
+        .unwrap()
+        .unwrap();
     assert!(ins.iter().any(|i| i.is_ld_imm64() && i.imm == 0x0bad_cafe));
     let seen = seen.lock().unwrap();
     let refs = |f: &str| {
@@ -557,7 +581,7 @@ fn a_map_of_maps_without_btf_gets_btf_of_its_own() {
         },
     )
     .unwrap();
-    let (bytes, _) = p.instantiate(&[]).unwrap();
+    let (bytes, _) = p.instantiate(Constants::default()).unwrap();
     let file = object::File::parse(&*bytes).unwrap();
     let btf = file.section_by_name(".BTF").expect("a .BTF section");
     let types = super::btf_types::Types::parse(btf.data().unwrap()).unwrap();
