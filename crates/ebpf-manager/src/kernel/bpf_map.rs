@@ -30,20 +30,7 @@ fn bpf(cmd: libc::c_long, attr: &mut MapElemAttr) -> io::Result<()> {
         BPF_MAP_DELETE_ELEM => "BPF_MAP_DELETE_ELEM",
         _ => "BPF_MAP_GET_NEXT_KEY",
     };
-    // SAFETY: attr is a valid, zero-padded bpf_attr prefix of the size passed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut MapElemAttr,
-            std::mem::size_of::<MapElemAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        Err(super::sys::last_error(call))
-    } else {
-        Ok(())
-    }
+    super::sys::bpf(cmd, call, attr).map(drop)
 }
 
 /// Stores the perf event `event` at index `cpu` of the perf event array `map`.

@@ -25,31 +25,24 @@ const UPROBE_MULTI_RETURN: u32 = 1;
 
 pub use crate::error::BpfError;
 
-/// `bpf(cmd, attr)`, returning the new fd.
+/// `bpf(cmd, attr)` ([`super::sys::bpf`]) of a command that returns a new fd.
 pub(crate) fn sys_bpf<T>(
     cmd: libc::c_long,
     command: &'static str,
     attr: &mut T,
 ) -> Result<OwnedFd, BpfError> {
-    // SAFETY: `attr` is a live, writable prefix of `union bpf_attr` of the size passed; the
-    // pointers inside it point to buffers the caller keeps alive across the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T,
-            std::mem::size_of::<T>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(BpfError {
-            command,
-            source: io::Error::last_os_error(),
-            log: String::new(),
-        });
-    }
+    let fd = super::sys::bpf(cmd, command, attr).map_err(|e| bpf_error(command, &e))?;
     // SAFETY: the kernel returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The [`BpfError`] of a failed `command` ([`super::sys::bpf`]'s error), without a log.
+fn bpf_error(command: &'static str, e: &io::Error) -> BpfError {
+    BpfError {
+        command,
+        source: io::Error::from_raw_os_error(super::sys::errno(e).unwrap_or(libc::EIO)),
+        log: String::new(),
+    }
 }
 
 /// The `BPF_BTF_LOAD` member of `union bpf_attr`.
@@ -440,23 +433,10 @@ pub fn prog_test_run(
         },
         ..Default::default()
     };
-    // SAFETY: `attr` is a live bpf_attr of the size passed; every pointer in it points to a
-    // buffer of the size given beside it, writable for the `_out` ones, alive across the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(BpfError {
-            command: "BPF_PROG_TEST_RUN",
-            source: io::Error::last_os_error(),
-            log: String::new(),
-        });
-    }
+    // Every pointer in `attr` points to a buffer of the size given beside it, writable for the
+    // `_out` ones, alive across the call.
+    super::sys::bpf(BPF_PROG_TEST_RUN, "BPF_PROG_TEST_RUN", &mut attr)
+        .map_err(|e| bpf_error("BPF_PROG_TEST_RUN", &e))?;
     Ok(TestRunResult {
         retval: attr.retval,
         data_len: (attr.data_size_out as usize).min(data_out.len()),

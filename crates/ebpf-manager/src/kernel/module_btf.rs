@@ -67,22 +67,9 @@ struct PinAttr {
     file_flags: u32,
 }
 
-/// `bpf(cmd, attr)` for a command that returns 0.
+/// `bpf(cmd, attr)` ([`super::sys::bpf`]) of a command that returns 0.
 fn sys_bpf_0<T>(cmd: libc::c_long, call: &'static str, attr: &mut T) -> io::Result<()> {
-    // SAFETY: `attr` is a live prefix of `union bpf_attr` of the size passed; its pointers
-    // point to buffers the caller keeps alive across the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T,
-            std::mem::size_of::<T>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(super::sys::last_error(call));
-    }
-    Ok(())
+    super::sys::bpf(cmd, call, attr).map(drop)
 }
 
 /// Every loaded module's BTF (vmlinux's left out), read now.

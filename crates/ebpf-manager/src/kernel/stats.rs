@@ -119,19 +119,16 @@ fn link_info(fd: BorrowedFd<'_>) -> Option<bpf_link_info> {
         info_len: std::mem::size_of::<bpf_link_info>() as u32,
         info: &mut info as *mut bpf_link_info as u64,
     };
-    // SAFETY: `attr` is the OBJ_GET_INFO_BY_FD prefix of `union bpf_attr`, of the size passed;
     // `info` is live and writable for `info_len` bytes during the call. The pointers the
     // kernel would follow in it (func_name, addrs, cookies) are null, so it writes nothing
     // else.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-            &mut attr as *mut GetInfo,
-            std::mem::size_of::<GetInfo>() as u32,
-        )
-    };
-    (rc == 0).then_some(info)
+    super::sys::bpf(
+        aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+        "BPF_OBJ_GET_INFO_BY_FD",
+        &mut attr,
+    )
+    .ok()
+    .map(|_| info)
 }
 
 /// The `missed` field of a kprobe link's info (see [`link_missed`]).

@@ -13,6 +13,27 @@ pub(crate) fn last_error(call: &'static str) -> io::Error {
     io::Error::new(io_error.kind(), SysError { call, io_error })
 }
 
+/// `bpf(cmd, attr)`: every `bpf(2)` command the manager makes itself goes through here.
+/// Returns what the kernel returned (an fd, or 0), or the errno as it was right after the
+/// call, as an error naming `call`.
+pub(crate) fn bpf<T>(cmd: libc::c_long, call: &'static str, attr: &mut T) -> io::Result<i64> {
+    // SAFETY: the callers pass a `#[repr(C)]` prefix of `union bpf_attr`, every byte of it
+    // named (so zeroed), of the size passed; the pointers inside it point to buffers the
+    // caller keeps alive across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T,
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(last_error(call));
+    }
+    Ok(rc)
+}
+
 /// The errno of `e`: its own, or that of the [`SysError`] inside it.
 pub(crate) fn errno(e: &io::Error) -> Option<i32> {
     e.raw_os_error().or_else(|| {

@@ -43,6 +43,19 @@ pub(crate) fn empty() -> Vec<u8> {
     btf
 }
 
+/// The bytes a BTF type of `kind` with `vlen` members takes after its 12-byte header; `None`
+/// for a kind this crate does not know.
+pub(crate) fn tail_size(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        1 | 14 | 17 => 4,
+        3 => 12,
+        4 | 5 | 15 | 19 => vlen * 12,
+        6 | 13 => vlen * 8,
+        2 | 7..=12 | 16 | 18 => 0,
+        _ => return None,
+    })
+}
+
 /// `.BTF` split into header, types (type id `i` at index `i - 1`) and strings.
 pub(crate) struct Types {
     header: Vec<u8>,
@@ -74,14 +87,7 @@ impl Types {
             let info = btf.get(at + 4..at + 8).ok_or(".BTF: truncated type")?;
             let info = u32::from_le_bytes(info.try_into().expect("4 bytes"));
             let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
-            let tail = match kind {
-                1 | 14 | 17 => 4,
-                3 => 12,
-                4 | 5 | 15 | 19 => vlen * 12,
-                6 | 13 => vlen * 8,
-                2 | 7..=12 | 16 | 18 => 0,
-                other => return Err(format!(".BTF: unknown type kind {other}")),
-            };
+            let tail = tail_size(kind, vlen).ok_or(format!(".BTF: unknown type kind {kind}"))?;
             let end = at + 12 + tail;
             types.push(btf.get(at..end).ok_or(".BTF: truncated type")?.to_vec());
             at = end;

@@ -190,27 +190,8 @@ pub(crate) fn patch(
                 set(bytes, at, CALL, BPF_PSEUDO_KFUNC_CALL << 4, id as i32);
                 bytes[at + 2..at + 4].copy_from_slice(&(slot as i16).to_le_bytes());
             }
-            (false, Resolved::ModuleFunc { id, fd, .. }) => {
-                set(
-                    bytes,
-                    at,
-                    insns::LD_IMM64,
-                    (BPF_PSEUDO_BTF_ID << 4) | dst,
-                    id as i32,
-                );
-                set(bytes, at + 8, 0, 0, fd);
-            }
-            (false, Resolved::BtfId(id)) => {
-                // The second half's imm is the fd of the BTF the id is in: 0 is vmlinux.
-                set(
-                    bytes,
-                    at,
-                    insns::LD_IMM64,
-                    (BPF_PSEUDO_BTF_ID << 4) | dst,
-                    id as i32,
-                );
-                set(bytes, at + 8, 0, 0, 0);
-            }
+            (false, Resolved::ModuleFunc { id, fd, .. }) => btf_id_load(bytes, at, dst, id, fd),
+            (false, Resolved::BtfId(id)) => btf_id_load(bytes, at, dst, id, 0),
             (false, Resolved::Address(addr)) => {
                 set(bytes, at, insns::LD_IMM64, dst, addr as u32 as i32);
                 set(bytes, at + 8, 0, 0, (addr >> 32) as u32 as i32);
@@ -239,6 +220,14 @@ pub(crate) fn patch(
         }
     }
     Ok(poisoned)
+}
+
+/// Writes a `BPF_PSEUDO_BTF_ID` load of BTF id `id` into register `dst`; the second half's imm
+/// is the fd of the BTF the id is in (0: vmlinux).
+fn btf_id_load(bytes: &mut [u8], at: usize, dst: u8, id: u32, btf_fd: i32) {
+    let regs = (BPF_PSEUDO_BTF_ID << 4) | dst;
+    set(bytes, at, insns::LD_IMM64, regs, id as i32);
+    set(bytes, at + 8, 0, 0, btf_fd);
 }
 
 /// Writes one instruction: opcode, registers byte, offset 0, imm.

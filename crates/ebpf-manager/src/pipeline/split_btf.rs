@@ -38,14 +38,7 @@ fn walk(section: &[u8], mut f: impl FnMut(u32, u32, u32)) -> Option<u32> {
     while at < section.len() {
         let (name_off, info) = (word(at)?, word(at + 4)?);
         let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
-        let tail = match kind {
-            1 | 14 | 17 => 4,
-            3 => 12,
-            4 | 5 | 15 | 19 => vlen * 12,
-            6 | 13 => vlen * 8,
-            2 | 7..=12 | 16 | 18 => 0,
-            _ => return None,
-        };
+        let tail = super::btf_types::tail_size(kind, vlen)?;
         f(n, kind, name_off);
         n += 1;
         at += 12 + tail;
