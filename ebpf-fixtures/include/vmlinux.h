@@ -145,6 +145,28 @@ struct nf_conn {
 	long unsigned int status;
 };
 
+struct sock;
+
+struct tcp_sock {
+	u32 snd_cwnd;
+	u32 snd_ssthresh;
+};
+
+#define TCP_CA_NAME_MAX 16
+
+struct tcp_congestion_ops {
+	u32 (*ssthresh)(struct sock *sk);
+	void (*cong_avoid)(struct sock *sk, u32 ack, u32 acked);
+	void (*set_state)(struct sock *sk, u8 new_state);
+	void (*cwnd_event)(struct sock *sk, int ev);
+	void (*in_ack_event)(struct sock *sk, u32 flags);
+	u32 (*undo_cwnd)(struct sock *sk);
+	void (*init)(struct sock *sk);
+	void (*release)(struct sock *sk);
+	char name[TCP_CA_NAME_MAX];
+	u32 flags;
+};
+
 #ifndef BPF_NO_PRESERVE_ACCESS_INDEX
 #pragma clang attribute pop
 #endif

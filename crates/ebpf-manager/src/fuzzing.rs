@@ -40,6 +40,16 @@ pub fn object(bytes: &[u8]) {
         strings: b"\0bpf_xdp_ct_lookup\0",
     };
     let _ = pipeline::split_btf::func_id(bytes, base, "bpf_xdp_ct_lookup");
+    // struct_ops variables, laid out against the bytes as a kernel's BTF (trusted in use, but
+    // read by offsets that must not panic).
+    let _ = pipeline::struct_ops::names(bytes);
+    if let Ok(specs) = pipeline::struct_ops::specs(bytes) {
+        if let Ok(kernel) = pipeline::btf_read::BtfView::parse(bytes) {
+            for spec in &specs {
+                let _ = pipeline::struct_ops::plan(spec, &kernel, &[]);
+            }
+        }
+    }
     let Ok(elf) = ElfIndex::parse(bytes) else {
         return;
     };

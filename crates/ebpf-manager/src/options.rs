@@ -108,7 +108,9 @@ pub struct Options {
     /// Maps of the object that are not created (the Go `ExcludedMaps`), legacy or BTF-defined,
     /// for objects whose unused programs reference maps this kernel cannot create. Programs that
     /// use them must not be loaded (the kernel refuses them): exclude them too
-    /// ([`excluded_functions`](Self::excluded_functions)).
+    /// ([`excluded_functions`](Self::excluded_functions)). A struct_ops map (a variable of
+    /// `SEC(".struct_ops")`) named here is neither made nor registered, and its programs are
+    /// not loaded.
     pub excluded_maps: Vec<String>,
     /// Legacy maps of maps (`struct bpf_map_def` of type `ARRAY_OF_MAPS` or `HASH_OF_MAPS`)
     /// with the legacy map whose definition their inner maps follow (the Go

@@ -274,6 +274,22 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A struct_ops map of the object (`SEC(".struct_ops")`, Linux 5.6;
+    /// `SEC(".struct_ops.link")`, Linux 6.4) could not be made for the running kernel, or
+    /// registered with it.
+    #[error("struct_ops map `{map}` (struct {type_name}): {reason}")]
+    StructOps {
+        /// The map (the struct_ops variable).
+        map: String,
+        /// The kernel struct it implements.
+        type_name: String,
+        /// What failed and what to do.
+        reason: String,
+        /// The kernel's error, where a command failed.
+        #[source]
+        source: Option<io::Error>,
+    },
+
     /// A CO-RE relocation of the program asks for a field or type that the kernel types it
     /// was relocated against lack (aya-obj poisons it; the verifier then reports
     /// `invalid func unknown#195896080`).

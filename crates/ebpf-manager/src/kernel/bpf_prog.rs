@@ -37,7 +37,7 @@ pub(crate) fn sys_bpf<T>(
 }
 
 /// The [`BpfError`] of a failed `command` ([`super::sys::bpf`]'s error), without a log.
-fn bpf_error(command: &'static str, e: &io::Error) -> BpfError {
+pub(crate) fn bpf_error(command: &'static str, e: &io::Error) -> BpfError {
     BpfError {
         command,
         source: io::Error::from_raw_os_error(super::sys::errno(e).unwrap_or(libc::EIO)),
@@ -117,6 +117,10 @@ pub struct ProgLoad<'a> {
     pub btf: Option<ProgBtf<'a>>,
     /// The fd array kfunc calls of modules index (its first entry unused), or empty.
     pub fd_array: &'a [i32],
+    /// The BTF type the program attaches to (struct_ops: the kernel struct), or 0.
+    pub attach_btf_id: u32,
+    /// `BPF_F_*` load flags (`BPF_F_SLEEPABLE`), or 0.
+    pub prog_flags: u32,
 }
 
 /// A program's BTF: the loaded object BTF and the program's info records.
@@ -143,6 +147,8 @@ pub fn prog_load(p: &ProgLoad<'_>) -> Result<OwnedFd, BpfError> {
             kern_version: p.kern_version,
             prog_name: name,
             expected_attach_type: p.expected_attach_type,
+            attach_btf_id: p.attach_btf_id,
+            prog_flags: p.prog_flags,
             fd_array: if p.fd_array.is_empty() {
                 0
             } else {
@@ -360,6 +366,8 @@ fn probe_program(attach_type: u32) -> Option<OwnedFd> {
         name: "ebpf_mgr_probe",
         btf: None,
         fd_array: &[],
+        attach_btf_id: 0,
+        prog_flags: 0,
     })
     .ok()
 }

@@ -15,6 +15,7 @@ pub(crate) mod perf;
 pub(crate) mod perf_ring;
 pub(crate) mod ringbuf;
 pub(crate) mod stats;
+pub(crate) mod struct_ops;
 pub(crate) mod symbols;
 pub(crate) mod sys;
 pub(crate) mod trace_pipe;

@@ -225,8 +225,12 @@ impl Manager {
             pins,
             stats,
             kfunc_btfs,
+            struct_ops: Vec::new(),
         };
-        if let Err(e) = state.populate(matched, options.load_unselected_probes) {
+        let populated = state
+            .populate(matched, options.load_unselected_probes)
+            .and_then(|()| state.make_struct_ops(&object, &options.excluded_maps));
+        if let Err(e) = populated {
             // Dropping `state` unloads what it loaded; the pins it created go too.
             pins::remove(&state.pins, CleanupType::CleanInternal);
             pins::remove(&by_name, CleanupType::CleanInternal);

@@ -99,6 +99,8 @@ impl State {
             prog_type,
             attach_type: 0,
             fd_array: &fd_array,
+            attach_btf_id: 0,
+            flags: 0,
         };
         let fd = multi::load_raw(raw, &bytes, &map_fds, &function, btf).map_err(|e| match e {
             MultiError::Object(reason) => Error::InvalidProbe {

@@ -21,6 +21,7 @@ mod rollback;
 mod router;
 mod runtime;
 mod status;
+mod struct_ops;
 mod table;
 
 use std::fmt;
@@ -170,6 +171,8 @@ pub struct State {
     /// The module BTFs kfunc calls of the object name, in fd array order (slot 1 first): the
     /// raw fds are written into the instructions, so they live as long as the manager.
     kfunc_btfs: Vec<std::os::fd::OwnedFd>,
+    /// The object's struct_ops maps, registered from `start` to `stop`.
+    struct_ops: Vec<struct_ops::StructOps>,
 }
 
 impl fmt::Debug for Manager {
@@ -217,6 +220,10 @@ impl Manager {
     /// [`remove_leftovers`](crate::remove_leftovers). A probe whose attach fails is tried again
     /// [`Probe::probe_retry`](crate::Probe::probe_retry) times first.
     ///
+    /// The object's struct_ops maps (`SEC(".struct_ops")`, Linux 5.6, e.g. a TCP congestion
+    /// control) are registered first, `SEC(".struct_ops.link")` ones (Linux 6.4) by a link;
+    /// [`stop`](Self::stop) and dropping the manager unregister them, `pause` does not.
+    ///
     /// A failed `start` leaves the manager [`Initialized`](ManagerState::Initialized), its
     /// programs loaded, nothing attached and every route slot it wrote as it was before: fix the cause and call `start` again, or `stop`
     /// it. (The Go manager is reset by a failed `Start` and needs `Init` again; here `init`
@@ -249,6 +256,11 @@ impl Manager {
                 return Err(e);
             }
         }
+        if let Err(e) = self.state.register_struct_ops() {
+            let _ = self.state.readers.stop();
+            routes.undo();
+            return Err(e);
+        }
         let indices: Vec<RecordKey> = self
             .state
             .records
@@ -266,6 +278,7 @@ impl Manager {
             self.state.source.object.release_bytes();
         }
         if result.is_err() {
+            self.state.unregister_struct_ops();
             // The attach error is the one to report; a stuck reader is logged.
             let _ = self.state.readers.stop();
             routes.undo();
@@ -340,6 +353,8 @@ impl Manager {
         )?;
         log::debug!("stopping ({cleanup:?})");
         self.state.detach_all(ProbeState::Stopped);
+        self.state.unregister_struct_ops();
+        self.state.struct_ops.clear();
         // After the detach, so the readers drain everything the programs wrote. A stuck reader
         // does not keep the rest from stopping; it is the error, at the end.
         let readers = self.state.readers.release();

@@ -247,11 +247,19 @@ impl Manager {
         if let Some(map) = main.and_then(|ebpf| ebpf.map(name)) {
             return reopen(map).map_err(|e| failed(crate::error::chain(&e)));
         }
-        // A map a reader took out of the object is still the object's map.
+        // A map a reader took out of the object is still the object's map; struct_ops maps
+        // are the manager's own.
         let held = self
             .state
             .main_map_fds
             .get(name)
+            .or_else(|| {
+                self.state
+                    .struct_ops
+                    .iter()
+                    .find(|s| s.name == name)
+                    .map(|s| &s.map)
+            })
             .ok_or_else(|| Error::MapNotFound {
                 map: name.to_owned(),
                 kind: "map",

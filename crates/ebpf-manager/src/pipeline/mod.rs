@@ -14,6 +14,7 @@
 //! The manager keeps the original section names for hook resolution and messages.
 
 mod btf;
+pub(crate) mod btf_read;
 mod btf_types;
 mod bypass;
 mod constants;
@@ -25,6 +26,7 @@ pub(crate) mod multi;
 mod rewrite;
 pub(crate) mod sections;
 pub(crate) mod split_btf;
+pub(crate) mod struct_ops;
 pub(crate) mod validate;
 mod validate_btf;
 

@@ -38,6 +38,8 @@ pub(crate) fn load_multi(
             prog_type: bpf_prog::PROG_TYPE_KPROBE,
             attach_type,
             fd_array,
+            attach_btf_id: 0,
+            flags: 0,
         },
         bytes,
         map_fds,
@@ -47,6 +49,7 @@ pub(crate) fn load_multi(
 }
 
 /// How [`load_raw`] loads a program.
+#[derive(Clone, Copy)]
 pub(crate) struct Raw<'a> {
     /// `BPF_PROG_TYPE_*`.
     pub(crate) prog_type: u32,
@@ -54,6 +57,10 @@ pub(crate) struct Raw<'a> {
     pub(crate) attach_type: u32,
     /// The module BTF fds kfunc calls index (from 1), or empty.
     pub(crate) fd_array: &'a [i32],
+    /// The BTF type it attaches to (struct_ops: the kernel struct), or 0.
+    pub(crate) attach_btf_id: u32,
+    /// `BPF_F_*` load flags, or 0.
+    pub(crate) flags: u32,
 }
 
 /// Loads `function` of `bytes` the way aya would, with what aya 0.14 cannot pass ([`Raw`]).
@@ -64,6 +71,38 @@ pub(crate) fn load_raw(
     function: &str,
     target_btf: Option<&aya::Btf>,
 ) -> Result<OwnedFd, MultiError> {
+    let mut obj = relocated(bytes, map_fds, target_btf)?;
+    let btf_fd = object_btf(&mut obj);
+    load_one(&obj, btf_fd.as_ref().map(|fd| fd.as_fd()), raw, function)
+}
+
+/// Loads each `(raw, function)` of `bytes` as [`load_raw`] does, parsing and relocating the
+/// object once; also returns the object's loaded BTF (struct_ops maps are created with it).
+pub(crate) fn load_several(
+    programs: &[(Raw<'_>, &str)],
+    bytes: &[u8],
+    map_fds: &std::collections::HashMap<String, std::os::fd::RawFd>,
+    target_btf: Option<&aya::Btf>,
+) -> Result<(Vec<OwnedFd>, Option<OwnedFd>), (String, MultiError)> {
+    let mut obj = relocated(bytes, map_fds, target_btf).map_err(|e| (String::new(), e))?;
+    let btf_fd = object_btf(&mut obj);
+    let fds = programs
+        .iter()
+        .map(|(raw, function)| {
+            load_one(&obj, btf_fd.as_ref().map(|fd| fd.as_fd()), *raw, function)
+                .map_err(|e| ((*function).to_owned(), e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((fds, btf_fd))
+}
+
+/// `bytes` parsed by aya-obj and relocated: CO-RE against `target_btf`, maps against
+/// `map_fds`, BPF function calls linked.
+fn relocated(
+    bytes: &[u8],
+    map_fds: &std::collections::HashMap<String, std::os::fd::RawFd>,
+    target_btf: Option<&aya::Btf>,
+) -> Result<aya_obj::Object, MultiError> {
     let object = |e: &dyn std::fmt::Display| MultiError::Object(e.to_string());
     let mut obj = aya_obj::Object::parse(bytes).map_err(|e| object(&e))?;
     // CO-RE first, as aya does: call linking copies subprograms into the program.
@@ -84,19 +123,31 @@ pub(crate) fn load_raw(
     obj.relocate_maps(fds.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text)
         .map_err(|e| object(&e))?;
     obj.relocate_calls(&text).map_err(|e| object(&e))?;
+    Ok(obj)
+}
+
+/// The object's BTF, made loadable as aya makes it, loaded; none where the kernel has no BTF.
+fn object_btf(obj: &mut aya_obj::Object) -> Option<OwnedFd> {
+    let features = aya::features().btf()?;
+    match obj.fixup_and_sanitize_btf(features) {
+        Ok(Some(btf)) => bpf_prog::btf_load(&btf.to_bytes()).ok(),
+        _ => None,
+    }
+}
+
+/// Loads `function` of the relocated `obj`, with the object's loaded BTF `btf_fd`.
+fn load_one(
+    obj: &aya_obj::Object,
+    btf_fd: Option<std::os::fd::BorrowedFd<'_>>,
+    raw: Raw<'_>,
+    function: &str,
+) -> Result<OwnedFd, MultiError> {
+    let object = |e: &dyn std::fmt::Display| MultiError::Object(e.to_string());
     let program = obj
         .programs
         .get(function)
-        .ok_or_else(|| object(&format!("the object has no program `{function}`")))?
-        .clone();
+        .ok_or_else(|| object(&format!("the object has no program `{function}`")))?;
     let license = program.license.clone();
-    let btf_fd = match aya::features().btf() {
-        Some(features) => match obj.fixup_and_sanitize_btf(features) {
-            Ok(Some(btf)) => bpf_prog::btf_load(&btf.to_bytes()).ok(),
-            _ => None,
-        },
-        None => None,
-    };
     let f = obj
         .functions
         .get(&program.function_key())
@@ -117,8 +168,8 @@ pub(crate) fn load_raw(
         .collect();
     let func_info = f.func_info.func_info_bytes();
     let line_info = f.line_info.line_info_bytes();
-    let btf = btf_fd.as_ref().map(|fd| bpf_prog::ProgBtf {
-        fd: fd.as_fd(),
+    let btf = btf_fd.map(|fd| bpf_prog::ProgBtf {
+        fd,
         func_info: (f.func_info_rec_size as u32, func_info.as_slice()),
         line_info: (f.line_info_rec_size as u32, line_info.as_slice()),
     });
@@ -126,6 +177,8 @@ pub(crate) fn load_raw(
         prog_type: raw.prog_type,
         expected_attach_type: raw.attach_type,
         fd_array: raw.fd_array,
+        attach_btf_id: raw.attach_btf_id,
+        prog_flags: raw.flags,
         insns: &insns,
         license: &license,
         kern_version: program.kernel_version.unwrap_or(0),

@@ -141,20 +141,25 @@ pub(super) fn rewrite(
         &converted,
         maps_size,
     )?;
-    if let Some(m) = settings
-        .excluded_maps
-        .iter()
-        .find(|m| !outcome.names.contains(m) && !btf_maps.contains(m))
-    {
-        return Err(Error::InvalidOption {
-            option: format!("excluded map `{m}`"),
-            reason: format!(
-                "the object has no map `{m}` (it has: {})",
-                [outcome.names.as_slice(), btf_maps.as_slice()]
-                    .concat()
-                    .join(", ")
-            ),
-        });
+    let unknown = |m: &&String| !outcome.names.contains(m) && !btf_maps.contains(m);
+    if settings.excluded_maps.iter().any(|m| unknown(&m)) {
+        // struct_ops maps are made by the manager after aya's load (manager/struct_ops.rs).
+        let struct_ops = super::struct_ops::names(original);
+        if let Some(m) = settings
+            .excluded_maps
+            .iter()
+            .find(|m| unknown(m) && !struct_ops.contains(m))
+        {
+            return Err(Error::InvalidOption {
+                option: format!("excluded map `{m}`"),
+                reason: format!(
+                    "the object has no map `{m}` (it has: {})",
+                    [outcome.names.as_slice(), btf_maps.as_slice(), &struct_ops]
+                        .concat()
+                        .join(", ")
+                ),
+            });
+        }
     }
     if !moved.is_empty() || !emptied.is_empty() || !shifts.is_empty() {
         fix_btf(&mut b, &shifts, &moved, &emptied)?;

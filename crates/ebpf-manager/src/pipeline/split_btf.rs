@@ -5,46 +5,7 @@
 
 const FUNC: u32 = 12;
 
-/// A BTF blob's header fields: header length, type section, string section.
-struct Layout {
-    types: std::ops::Range<usize>,
-    strings: std::ops::Range<usize>,
-}
-
-fn layout(btf: &[u8]) -> Option<Layout> {
-    let field = |at: usize| {
-        btf.get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-    };
-    if btf.get(..2) != Some(&[0x9f, 0xeb]) {
-        return None;
-    }
-    let (hdr, type_off, type_len, str_off, str_len) =
-        (field(4)?, field(8)?, field(12)?, field(16)?, field(20)?);
-    let types = hdr.checked_add(type_off)?..hdr.checked_add(type_off)?.checked_add(type_len)?;
-    let strings = hdr.checked_add(str_off)?..hdr.checked_add(str_off)?.checked_add(str_len)?;
-    (types.end <= btf.len() && strings.end <= btf.len()).then_some(Layout { types, strings })
-}
-
-/// Calls `f(position, kind, name_off)` for each type of the section; `None` when a type is
-/// truncated or of a kind this walk does not know.
-fn walk(section: &[u8], mut f: impl FnMut(u32, u32, u32)) -> Option<u32> {
-    let word = |at: usize| {
-        section
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-    };
-    let (mut at, mut n) = (0usize, 0u32);
-    while at < section.len() {
-        let (name_off, info) = (word(at)?, word(at + 4)?);
-        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
-        let tail = super::btf_types::tail_size(kind, vlen)?;
-        f(n, kind, name_off);
-        n += 1;
-        at += 12 + tail;
-    }
-    (at == section.len()).then_some(n)
-}
+use super::btf_read::{layout, walk};
 
 /// What split BTF continues: the base's type count (void excluded) and its strings (a module's
 /// names may be among them: pahole reuses the base's strings).
@@ -57,7 +18,7 @@ pub(crate) struct Base<'a> {
 /// The [`Base`] of vmlinux's BTF.
 pub(crate) fn base(vmlinux: &[u8]) -> Option<Base<'_>> {
     let l = layout(vmlinux)?;
-    let types = walk(&vmlinux[l.types], |_, _, _| {})?;
+    let types = walk(&vmlinux[l.types], |_, _, _, _| {})?;
     Some(Base {
         types,
         strings: &vmlinux[l.strings],
@@ -77,7 +38,7 @@ pub(crate) fn func_id(module: &[u8], base: Base<'_>, name: &str) -> Option<u32> 
         Some(&rest[..rest.iter().position(|&b| b == 0)?])
     };
     let mut found = None;
-    walk(&module[l.types], |n, kind, name_off| {
+    walk(&module[l.types], |n, kind, name_off, _| {
         if found.is_none() && kind == FUNC && name_at(name_off) == Some(name.as_bytes()) {
             found = Some(base.types + 1 + n);
         }

@@ -1,0 +1,269 @@
+//! The object's struct_ops maps (`pipeline/struct_ops.rs` reads and lays them out): made at
+//! `init` (their programs loaded by the manager, as aya 0.14 has no struct_ops programs, and
+//! the map created with the kernel's value type), registered at `start`, unregistered at
+//! `stop`. A map of `.struct_ops` is registered by its update and unregistered by a delete;
+//! one of `.struct_ops.link` (Linux 6.4) by a link, which the kernel also removes when the
+//! process dies. `pause` leaves them registered: the kernel registers a `.struct_ops` map once.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::{table::ObjectKey, State};
+use crate::{
+    kernel::struct_ops as sys,
+    pipeline::{
+        btf_read::BtfView,
+        multi::{self, MultiError},
+        struct_ops::{self, Spec},
+    },
+    Error, Result,
+};
+
+/// One struct_ops map made by `init`.
+#[derive(Debug)]
+pub(super) struct StructOps {
+    pub(super) name: String,
+    type_name: String,
+    link: bool,
+    pub(super) map: OwnedFd,
+    /// The value with the programs' fds in their slots.
+    value: Vec<u8>,
+    /// The programs, held until `stop` (the registered map holds them too).
+    _programs: Vec<OwnedFd>,
+    registered: Option<Registration>,
+}
+
+#[derive(Debug)]
+enum Registration {
+    /// `.struct_ops`: undone by a delete.
+    Update,
+    /// `.struct_ops.link`: undone by closing the link.
+    Link(#[allow(dead_code)] OwnedFd),
+}
+
+fn failed(spec: &Spec, reason: String, source: Option<std::io::Error>) -> Error {
+    Error::StructOps {
+        map: spec.name.clone(),
+        type_name: spec.type_name.clone(),
+        reason,
+        source,
+    }
+}
+
+/// The running kernel's BTF, read raw: the ids struct_ops maps and programs name are its own.
+const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+impl State {
+    /// Makes the struct_ops maps of `object` (the user's bytes) but the excluded ones; their
+    /// programs but the excluded functions are loaded, the other members of their pointers
+    /// stay null.
+    pub(super) fn make_struct_ops(
+        &mut self,
+        object: &[u8],
+        excluded_maps: &[String],
+    ) -> Result<()> {
+        let specs = struct_ops::specs(object).map_err(|reason| Error::InvalidObject {
+            reason: format!("its struct_ops maps: {reason}"),
+        })?;
+        let specs: Vec<Spec> = specs
+            .into_iter()
+            .filter(|s| !excluded_maps.contains(&s.name))
+            .collect();
+        if specs.is_empty() {
+            return Ok(());
+        }
+        let vmlinux = std::fs::read(VMLINUX).map_err(|e| {
+            failed(
+                &specs[0],
+                format!(
+                    "struct_ops needs the running kernel's BTF ({VMLINUX}, Linux 5.5 with \
+                     CONFIG_DEBUG_INFO_BTF), which cannot be read"
+                ),
+                Some(e),
+            )
+        })?;
+        let kernel = BtfView::parse(&vmlinux)
+            .map_err(|e| failed(&specs[0], format!("{VMLINUX}: {e}"), None))?;
+        for spec in &specs {
+            let made = self.make_one(spec, &kernel)?;
+            self.struct_ops.push(made);
+        }
+        Ok(())
+    }
+
+    fn make_one(&mut self, spec: &Spec, kernel: &BtfView<'_>) -> Result<StructOps> {
+        let plan =
+            struct_ops::plan(spec, kernel, &self.excluded).map_err(|r| failed(spec, r, None))?;
+        let sleepable: Vec<bool> = plan
+            .programs
+            .iter()
+            .map(|(f, ..)| {
+                self.source
+                    .object
+                    .hidden(f)
+                    .is_some_and(|(section, _)| section.starts_with("struct_ops.s/"))
+            })
+            .collect();
+        let (bytes, map_fds) = self.raw_inputs(ObjectKey::MAIN)?;
+        let btf = if self.source.object.has_core() {
+            self.btf.get().ok()
+        } else {
+            None
+        };
+        let raws: Vec<(multi::Raw<'_>, &str)> = plan
+            .programs
+            .iter()
+            .zip(&sleepable)
+            .map(|((function, index, _), &sleepable)| {
+                let raw = multi::Raw {
+                    prog_type: sys::PROG_TYPE,
+                    attach_type: *index,
+                    fd_array: &[],
+                    attach_btf_id: plan.type_id,
+                    flags: if sleepable { sys::F_SLEEPABLE } else { 0 },
+                };
+                (raw, function.as_str())
+            })
+            .collect();
+        let (programs, object_btf) =
+            multi::load_several(&raws, &bytes, &map_fds, btf).map_err(|(function, e)| match e {
+                MultiError::Object(reason) => failed(
+                    spec,
+                    format!("its program `{function}` could not be prepared: {reason}"),
+                    None,
+                ),
+                MultiError::Kernel(e) => failed(
+                    spec,
+                    format!(
+                        "the kernel refused its program `{function}`{}",
+                        if e.log.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; the verifier said:\n{}", e.log.trim_end())
+                        }
+                    ),
+                    Some(e.source),
+                ),
+            })?;
+        let object_btf = object_btf.ok_or_else(|| {
+            failed(
+                spec,
+                "the kernel would not load the object's BTF, which a struct_ops map needs beside \
+                 the kernel's"
+                    .into(),
+                None,
+            )
+        })?;
+        let map = sys::map_create(
+            &spec.name,
+            plan.value_type_id,
+            plan.value.len() as u32,
+            spec.link,
+            object_btf.as_fd(),
+        )
+        .map_err(|e| {
+            let reason = match (spec.link, e.source.raw_os_error()) {
+                (true, Some(libc::EINVAL)) => "the kernel refused to create it: a map in \
+                     `.struct_ops.link` is registered by a link, which came in Linux 6.4; on \
+                     older kernels put it in `.struct_ops`"
+                    .to_owned(),
+                _ => {
+                    "the kernel refused to create it (struct_ops maps came in Linux 5.6)".to_owned()
+                }
+            };
+            failed(spec, reason, Some(e.source))
+        })?;
+        let mut value = plan.value.clone();
+        for ((_, _, at), fd) in plan.programs.iter().zip(&programs) {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(fd) as u64;
+            value[*at..*at + 8].copy_from_slice(&fd.to_ne_bytes());
+        }
+        log::debug!(
+            "struct_ops map `{}` (struct {}) made with {} programs",
+            spec.name,
+            spec.type_name,
+            programs.len()
+        );
+        Ok(StructOps {
+            name: spec.name.clone(),
+            type_name: spec.type_name.clone(),
+            link: spec.link,
+            map,
+            value,
+            _programs: programs,
+            registered: None,
+        })
+    }
+
+    /// Registers every struct_ops map; on a failure, unregisters the ones it registered.
+    pub(super) fn register_struct_ops(&mut self) -> Result<()> {
+        for i in 0..self.struct_ops.len() {
+            if let Err(e) = register(&mut self.struct_ops[i]) {
+                self.unregister_struct_ops();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Unregisters every registered struct_ops map, last first.
+    pub(super) fn unregister_struct_ops(&mut self) {
+        for s in self.struct_ops.iter_mut().rev() {
+            s.unregister();
+        }
+    }
+}
+
+impl StructOps {
+    fn unregister(&mut self) {
+        match self.registered.take() {
+            Some(Registration::Update) => {
+                if let Err(e) = sys::delete(self.map.as_fd()) {
+                    log::warn!("unregistering struct_ops map `{}`: {e}", self.name);
+                }
+            }
+            Some(Registration::Link(link)) => drop(link),
+            None => {}
+        }
+    }
+}
+
+/// A map registered by its update stays registered when its fds close: dropping it unregisters.
+impl Drop for StructOps {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+fn register(s: &mut StructOps) -> Result<()> {
+    if s.registered.is_some() {
+        return Ok(());
+    }
+    let error = |reason: &str, e: crate::kernel::bpf_prog::BpfError| Error::StructOps {
+        map: s.name.clone(),
+        type_name: s.type_name.clone(),
+        reason: reason.to_owned(),
+        source: Some(e.source),
+    };
+    sys::update(s.map.as_fd(), &s.value).map_err(|e| {
+        error(
+            if e.source.raw_os_error() == Some(libc::EEXIST) {
+                "registering it failed: the kernel already has one of this name (another \
+                 struct_ops of the same name is registered)"
+            } else {
+                "registering it failed: the kernel refused the value (its members, or the \
+                 programs for them)"
+            },
+            e,
+        )
+    })?;
+    s.registered = Some(if s.link {
+        Registration::Link(
+            sys::link_create(s.map.as_fd())
+                .map_err(|e| error("registering it failed: the kernel refused its link", e))?,
+        )
+    } else {
+        Registration::Update
+    });
+    log::debug!("struct_ops map `{}` registered", s.name);
+    Ok(())
+}
