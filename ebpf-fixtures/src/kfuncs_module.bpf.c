@@ -8,23 +8,23 @@
 
 #define NF_BPF_CT_OPTS_SZ 12
 
-// nf_conntrack's own type: a vmlinux.h dumped from a kernel that builds it as a module lacks
-// it, so it is declared here, as libbpf's selftests do, but as plain C: its CO-RE relocations
-// would have to be resolved against the module's BTF, which aya-obj does not search.
+// nf_conntrack's own type, declared as libbpf's selftests declare it (a vmlinux.h dumped from a
+// kernel that builds conntrack as a module lacks it) and read by CO-RE: where conntrack is a
+// module, the type is in the module's BTF, where the loader must look for it as libbpf does.
 struct bpf_ct_opts___local {
 	s32 netns_id;
 	s32 error;
 	u8 l4proto;
 	u8 dir;
 	u8 reserved[2];
-};
+} __attribute__((preserve_access_index));
 
 extern struct nf_conn *bpf_xdp_ct_lookup(struct xdp_md *xdp_ctx, struct bpf_sock_tuple *bpf_tuple,
 					 u32 tuple__sz, struct bpf_ct_opts___local *opts,
 					 u32 opts__sz) __ksym;
 extern void bpf_ct_release(struct nf_conn *ct) __ksym;
 
-enum { RAN, FOUND, OPTS_ERROR, SLOTS };
+enum { RAN, FOUND, OPTS_ERROR, OPTS_ERROR_OFFSET, SLOTS };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -59,6 +59,16 @@ int ct_lookup(struct xdp_md *ctx)
 		put(FOUND, 1);
 		bpf_ct_release(ct);
 	}
+	return XDP_PASS;
+}
+
+// The same module type by CO-RE, without a kfunc: the loader must find it in the module's BTF
+// for a program it loads as any other (0: BPF_FIELD_BYTE_OFFSET).
+SEC("xdp")
+int ct_opts_layout(struct xdp_md *ctx)
+{
+	put(OPTS_ERROR_OFFSET,
+	    __builtin_preserve_field_info(((struct bpf_ct_opts___local *)0)->error, 0));
 	return XDP_PASS;
 }
 

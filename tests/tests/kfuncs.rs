@@ -209,3 +209,43 @@ fn kfuncs_of_a_module_load_with_its_btf() {
     );
     m.stop(CleanupType::CleanAll).unwrap();
 }
+
+/// A module's type read by CO-RE in a program without kfuncs: aya relocates against vmlinux
+/// only, so where the type is a module's (nf_conntrack's `struct bpf_ct_opts`, Linux 5.18, a
+/// module in Debian's kernels) the manager loads the program itself against vmlinux's BTF
+/// with the module's. Before 5.18 no BTF has the type, and the error names the relocation.
+#[test]
+fn kfuncs_module_types_resolve_by_co_re() {
+    setup();
+    let id = ProbeIdentificationPair::new("ct", "ct_opts_layout");
+    let mut m = Manager {
+        probes: vec![Probe {
+            uid: id.uid.clone(),
+            ebpf_func_name: id.ebpf_func_name.clone(),
+            if_name: Some("lo".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let result = m.init(KFUNCS_MODULE);
+    let found_in = conntrack_kfuncs();
+    if found_in == "nowhere" {
+        match result.expect_err("no kernel BTF has struct bpf_ct_opts") {
+            Error::CoreRelocation { relocation, .. } => assert!(
+                relocation.contains("struct bpf_ct_opts___local.error"),
+                "{relocation}"
+            ),
+            other => panic!("expected Error::CoreRelocation, got {}", other.report()),
+        }
+        return;
+    }
+    result.unwrap_or_else(|e| panic!("struct bpf_ct_opts is in {found_in}: {}", e.report()));
+    let prog = m.get_program(&id).expect("ct_opts_layout");
+    assert_eq!(test_run(prog.fd().expect("loaded").as_fd()), 2, "XDP_PASS");
+    assert_eq!(
+        read_slot(&m, "ct_seen", 3),
+        4,
+        "the kernel's offset of bpf_ct_opts.error"
+    );
+    m.stop(CleanupType::CleanAll).unwrap();
+}

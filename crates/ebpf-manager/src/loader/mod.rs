@@ -174,6 +174,11 @@ impl KernelBtf {
         })
     }
 
+    /// Whether the user gave the BTF to relocate against (`Options::kernel_btf`).
+    pub(crate) fn is_given(&self) -> bool {
+        self.given.is_some()
+    }
+
     /// Where the BTF comes from, for messages.
     pub(crate) fn source(&self) -> std::path::PathBuf {
         match &self.given {

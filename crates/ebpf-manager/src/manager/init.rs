@@ -226,6 +226,7 @@ impl Manager {
             stats,
             kfunc_btfs,
             struct_ops: Vec::new(),
+            module_core: None,
         };
         let populated = state
             .populate(matched, options.load_unselected_probes)

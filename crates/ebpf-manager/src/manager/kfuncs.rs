@@ -3,7 +3,9 @@
 //! aya 0.14 does not pass: the kernel refuses aya's load (`kfunc offset > 0 without fd_array is
 //! invalid`). The manager then loads the program itself with the array (`pipeline/multi.rs`)
 //! and hands it to aya through a pin in a private bpffs (`loader::from_pin`), so that it
-//! attaches, runs and unloads as any other.
+//! attaches, runs and unloads as any other. The same for a program whose CO-RE relocations
+//! name types only a loaded module has: aya-obj relocated it against vmlinux alone, the
+//! manager loads it against vmlinux's BTF with the module's.
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -49,13 +51,42 @@ impl State {
         e: Error,
     ) -> Result<()> {
         if self.wants_fd_array(&e) {
-            self.load_with_fd_array(object, function, id)
-        } else {
-            Err(self.source.object.name_load_error(e))
+            return self.load_with_fd_array(object, function, id);
         }
+        let e = self.source.object.name_load_error(e);
+        if matches!(e, Error::CoreRelocation { .. }) && self.module_types().is_some() {
+            // aya relocated against vmlinux only; the types are a module's.
+            return self.load_with_fd_array(object, function, id);
+        }
+        Err(e)
     }
 
-    /// Loads `function` of `object` with the fd array of module BTFs, in place of aya's load.
+    /// The BTF CO-RE relocations of the manager's own loads are resolved against: the user's
+    /// (`Options::kernel_btf`), else the running kernel's with the types of the module that
+    /// has the object's types vmlinux lacks, else the running kernel's; none without CO-RE.
+    pub(super) fn core_target(&mut self) -> Option<&aya::Btf> {
+        if !self.source.object.has_core() {
+            return None;
+        }
+        if !self.btf.is_given() && self.module_types().is_some() {
+            return self.module_core.as_ref().and_then(Option::as_ref);
+        }
+        self.btf.get().ok()
+    }
+
+    /// vmlinux's BTF with the types of the loaded module that has the object's CO-RE types
+    /// vmlinux lacks (libbpf searches modules' BTF so), found once; `None` when vmlinux has them
+    /// all or no module has them.
+    fn module_types(&mut self) -> Option<&aya::Btf> {
+        if self.module_core.is_none() {
+            let names = crate::pipeline::diagnose::core_type_names(self.source.object.bytes());
+            self.module_core = Some(with_module_types(&names));
+        }
+        self.module_core.as_ref().and_then(Option::as_ref)
+    }
+
+    /// Loads `function` of `object` with the fd array of module BTFs (and CO-RE against their
+    /// types), in place of aya's load.
     fn load_with_fd_array(
         &mut self,
         object: ObjectKey,
@@ -90,11 +121,7 @@ impl State {
         };
         let (bytes, map_fds) = self.raw_inputs(object)?;
         let fd_array = self.fd_array();
-        let btf = if self.source.object.has_core() {
-            self.btf.get().ok()
-        } else {
-            None
-        };
+        let btf = self.core_target();
         let raw = multi::Raw {
             prog_type,
             attach_type: 0,
@@ -144,6 +171,54 @@ impl State {
         // The pin and the directory go with `dir`; aya holds the program by its own fd.
         Ok(())
     }
+}
+
+/// vmlinux's BTF merged with the split BTF of the loaded module that has the most of the
+/// type `names` vmlinux lacks, parsed; `None` when vmlinux has them all, or no module any.
+fn with_module_types(names: &[String]) -> Option<aya::Btf> {
+    use crate::pipeline::{btf_read, split_btf};
+    if names.is_empty() {
+        return None;
+    }
+    let vmlinux = std::fs::read("/sys/kernel/btf/vmlinux").ok()?;
+    let view = btf_read::BtfView::parse(&vmlinux).ok()?;
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            !split_btf::NAMED_TYPES
+                .iter()
+                .any(|&k| view.find(n, k).is_some())
+        })
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let base = split_btf::base(&vmlinux)?;
+    let modules = module_btf::module_btfs().ok()?;
+    let (module, found) = modules
+        .iter()
+        .map(|m| {
+            let found = missing
+                .iter()
+                .filter(|n| split_btf::type_id(&m.data, base, n, &split_btf::NAMED_TYPES).is_some())
+                .count();
+            (m, found)
+        })
+        .max_by_key(|&(_, found)| found)?;
+    if found == 0 {
+        return None;
+    }
+    log::debug!(
+        "CO-RE: {found} of the types vmlinux lacks ({}) are in module {}",
+        missing
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        module.name
+    );
+    let merged = split_btf::merged(&vmlinux, &module.data)?;
+    aya::Btf::parse(&merged, aya::Endianness::default()).ok()
 }
 
 /// Why the manager cannot load `prog` (of ELF section `section`) itself, if it cannot: its

@@ -171,6 +171,9 @@ pub struct State {
     /// The module BTFs kfunc calls of the object name, in fd array order (slot 1 first): the
     /// raw fds are written into the instructions, so they live as long as the manager.
     kfunc_btfs: Vec<std::os::fd::OwnedFd>,
+    /// vmlinux's BTF with a module's, for CO-RE relocations of types vmlinux lacks: `None`
+    /// until first needed, then `Some(None)` when no module is needed or has them.
+    module_core: Option<Option<aya::Btf>>,
     /// The object's struct_ops maps, registered from `start` to `stop`.
     struct_ops: Vec<struct_ops::StructOps>,
 }

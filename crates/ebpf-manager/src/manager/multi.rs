@@ -97,11 +97,7 @@ impl State {
         };
         let (bytes, map_fds) = self.raw_inputs(self.records[index].object)?;
         let fd_array = self.fd_array();
-        let btf = if self.source.object.has_core() {
-            self.btf.get().ok()
-        } else {
-            None
-        };
+        let btf = self.core_target();
         let fd = multi::load_multi(attach_type, &fd_array, &bytes, &map_fds, &function, btf)
             .map_err(|e| match e {
                 MultiError::Object(reason) => Error::InvalidProbe {

@@ -104,11 +104,7 @@ impl State {
             })
             .collect();
         let (bytes, map_fds) = self.raw_inputs(ObjectKey::MAIN)?;
-        let btf = if self.source.object.has_core() {
-            self.btf.get().ok()
-        } else {
-            None
-        };
+        let btf = self.core_target();
         let raws: Vec<(multi::Raw<'_>, &str)> = plan
             .programs
             .iter()

@@ -26,6 +26,37 @@ const KINDS: [&str; 13] = [
     "a match of",
 ];
 
+/// The essential names (without a `___flavor`) of the types the CO-RE relocations of the
+/// prepared `bytes` are rooted at, each once.
+pub(crate) fn core_type_names(bytes: &[u8]) -> Vec<String> {
+    let Ok(file) = object::File::parse(bytes) else {
+        return Vec::new();
+    };
+    let section = |name: &str| file.section_by_name(name).and_then(|s| s.data().ok());
+    let (Some(btf), Some(ext)) = (section(".BTF"), section(".BTF.ext")) else {
+        return Vec::new();
+    };
+    let (Ok(btf), Ok(ext)) = (super::btf_read::BtfView::parse(btf), Ext::parse(ext)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    for block in ext.core_sections() {
+        for rel in ext.core_relos(block) {
+            let Some(t) = btf.get(btf.skip_mods(rel[1])) else {
+                continue;
+            };
+            let name = match t.name.rfind("___") {
+                Some(at) if at > 0 => &t.name[..at],
+                _ => t.name,
+            };
+            if !name.is_empty() && !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
 /// The CO-RE relocation of `function` (in the prepared `bytes`) that a verifier `log` shows
 /// poisoned, in words; `None` when the log shows none or the record cannot be found.
 pub(crate) fn core_failure(bytes: &[u8], function: &str, log: &str) -> Option<String> {

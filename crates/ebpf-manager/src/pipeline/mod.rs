@@ -19,7 +19,7 @@ mod btf_types;
 mod bypass;
 mod constants;
 pub(crate) use constants::Constants;
-mod diagnose;
+pub(crate) mod diagnose;
 pub(crate) mod ksyms;
 mod maps;
 pub(crate) mod multi;
@@ -311,6 +311,11 @@ impl Prepared {
     /// Why aya cannot load `function` (its section and the reason), when it cannot.
     pub(crate) fn hidden(&self, function: &str) -> Option<&(String, &'static str)> {
         self.hidden.get(function)
+    }
+
+    /// The prepared bytes (empty after [`release_bytes`](Self::release_bytes)).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// Frees the bytes (and what points into them), keeping what running probes need (bypass

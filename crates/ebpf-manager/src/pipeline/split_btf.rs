@@ -27,6 +27,16 @@ pub(crate) fn base(vmlinux: &[u8]) -> Option<Base<'_>> {
 
 /// The type id of the function `name` in the split BTF `module` over `base`.
 pub(crate) fn func_id(module: &[u8], base: Base<'_>, name: &str) -> Option<u32> {
+    type_id(module, base, name, &[FUNC])
+}
+
+/// The kinds a CO-RE relocation's root type can be found as: struct, union, enum, typedef,
+/// enum64.
+pub(crate) const NAMED_TYPES: [u32; 5] = [4, 5, 6, 8, 19];
+
+/// The type id of the first type named `name` of one of `kinds` in the split BTF `module` over
+/// `base`.
+pub(crate) fn type_id(module: &[u8], base: Base<'_>, name: &str, kinds: &[u32]) -> Option<u32> {
     let l = layout(module)?;
     let strings = &module[l.strings];
     let base_len = base.strings.len() as u32;
@@ -39,11 +49,31 @@ pub(crate) fn func_id(module: &[u8], base: Base<'_>, name: &str) -> Option<u32> 
     };
     let mut found = None;
     walk(&module[l.types], |n, kind, name_off, _| {
-        if found.is_none() && kind == FUNC && name_at(name_off) == Some(name.as_bytes()) {
+        if found.is_none() && kinds.contains(&kind) && name_at(name_off) == Some(name.as_bytes()) {
             found = Some(base.types + 1 + n);
         }
     })?;
     found
+}
+
+/// One BTF of `vmlinux` and the split BTF `module` over it, with the module's types after
+/// vmlinux's and its strings after vmlinux's: split BTF's ids and string offsets already count
+/// from there, so the module's types read the same in it. aya-obj relocates CO-RE against one
+/// BTF: this one finds the module's types too.
+pub(crate) fn merged(vmlinux: &[u8], module: &[u8]) -> Option<Vec<u8>> {
+    let (v, m) = (layout(vmlinux)?, layout(module)?);
+    let types = v.types.len() + m.types.len();
+    let strings = v.strings.len() + m.strings.len();
+    let mut out = Vec::with_capacity(24 + types + strings);
+    out.extend_from_slice(&vmlinux[..4]);
+    for field in [24, 0, types, types, strings] {
+        out.extend_from_slice(&u32::try_from(field).ok()?.to_le_bytes());
+    }
+    out.extend_from_slice(&vmlinux[v.types]);
+    out.extend_from_slice(&module[m.types]);
+    out.extend_from_slice(&vmlinux[v.strings]);
+    out.extend_from_slice(&module[m.strings]);
+    Some(out)
 }
 
 #[cfg(test)]
