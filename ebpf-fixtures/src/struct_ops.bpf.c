@@ -7,7 +7,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
-enum { INITS, SSTHRESH, CONG_AVOID, UNDO, SLOTS };
+enum { INITS, SSTHRESH, CONG_AVOID, UNDO, MKDIRS, SLOTS };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -55,6 +55,14 @@ __u32 ebpfm_cc_undo_cwnd(unsigned long long *ctx)
 
 	count(UNDO);
 	return tp->snd_cwnd;
+}
+
+// A probe beside the map: a start whose attach fails must leave the map registrable again.
+SEC("tracepoint/syscalls/sys_enter_mkdir")
+int ebpfm_cc_mkdir(void *ctx)
+{
+	count(MKDIRS);
+	return 0;
 }
 
 #ifdef EBPFM_CC_LINK

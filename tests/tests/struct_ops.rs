@@ -201,3 +201,76 @@ fn struct_ops_dropping_a_running_manager_unregisters() {
         available()
     );
 }
+
+/// A `start` the kernel refuses (the name is taken by another manager's registration) leaves
+/// the manager initialized, and a later `start` registers: a map the kernel took a value for
+/// (a `.struct_ops.link` map, readied before its link is refused) is made again, since the
+/// kernel takes a struct_ops value once.
+#[test]
+fn struct_ops_a_start_refused_for_a_taken_name_can_be_tried_again() {
+    let _one = serial();
+    let links = KernelVersion::current().unwrap() >= KernelVersion::new(6, 4, 0);
+    let (object, name) = if links {
+        (CC_LINK, "ebpfm_cc_link")
+    } else {
+        (CC, "ebpfm_cc")
+    };
+    let mut first = init(object, Options::default()).unwrap();
+    first.start().unwrap();
+    let mut second = init(object, Options::default()).unwrap();
+    let e = second.start().unwrap_err();
+    match &e {
+        Error::StructOps { reason, .. } => assert!(reason.contains("already has"), "{reason}"),
+        other => panic!("expected Error::StructOps, got {}", other.report()),
+    }
+    assert_eq!(e.errno(), Some(libc::EEXIST), "{}", e.report());
+    assert_eq!(second.state(), ebpf_manager::ManagerState::Initialized);
+    first.stop(CleanupType::CleanAll).unwrap();
+    assert!(!available().contains(&name.to_owned()));
+    second.start().unwrap();
+    assert!(available().contains(&name.to_owned()), "{:?}", available());
+    assert_eq!(talk_with(name).unwrap(), name);
+    second.stop(CleanupType::CleanAll).unwrap();
+    assert!(!available().contains(&name.to_owned()));
+}
+
+/// A `start` that fails after registering the map (here a probe's attach, made to fail)
+/// unregisters it, and a later `start` registers it again: the kernel takes a struct_ops value
+/// once (a `.struct_ops` map it was deleted from refuses another with EBUSY), so the manager
+/// makes the map again.
+#[test]
+fn struct_ops_a_start_failing_after_the_registration_can_be_tried_again() {
+    let _one = serial();
+    setup();
+    let mut m = Manager {
+        probes: vec![ebpf_manager::Probe {
+            uid: "mkdir".into(),
+            ebpf_func_name: "ebpfm_cc_mkdir".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    m.init(CC).unwrap();
+    ebpf_manager::fault::arm("attach", 1);
+    let e = m.start().unwrap_err();
+    ebpf_manager::fault::reset();
+    assert!(
+        e.report().to_string().contains("injected fault"),
+        "{}",
+        e.report()
+    );
+    assert!(
+        !available().contains(&"ebpfm_cc".to_owned()),
+        "{:?}",
+        available()
+    );
+    m.start().unwrap();
+    assert!(
+        available().contains(&"ebpfm_cc".to_owned()),
+        "{:?}",
+        available()
+    );
+    assert_eq!(talk_with("ebpfm_cc").unwrap(), "ebpfm_cc");
+    m.stop(CleanupType::CleanAll).unwrap();
+    assert!(!available().contains(&"ebpfm_cc".to_owned()));
+}

@@ -40,7 +40,7 @@ pub fn object(bytes: &[u8]) {
         strings: b"\0bpf_xdp_ct_lookup\0",
     };
     let _ = pipeline::split_btf::func_id(bytes, base, "bpf_xdp_ct_lookup");
-    let _ = pipeline::split_btf::merged(bytes, bytes);
+    let _ = pipeline::split_btf::merged(bytes, bytes, &["int"].into_iter().collect());
     let _ = pipeline::diagnose::core_type_names(bytes);
     // struct_ops variables, laid out against the bytes as a kernel's BTF (trusted in use, but
     // read by offsets that must not panic).

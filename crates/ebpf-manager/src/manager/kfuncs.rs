@@ -54,11 +54,29 @@ impl State {
             return self.load_with_fd_array(object, function, id);
         }
         let e = self.source.object.name_load_error(e);
-        if matches!(e, Error::CoreRelocation { .. }) && self.module_types().is_some() {
-            // aya relocated against vmlinux only; the types are a module's.
+        // aya relocated against vmlinux only: a relocation of a type a module has is loaded
+        // here, against vmlinux's BTF with that module's, when the manager can load it.
+        let of_module = match &e {
+            Error::CoreRelocation { relocation, .. } if !self.btf.is_given() => self
+                .module_types()
+                .is_some_and(|m| m.names.iter().any(|n| relocation.contains(n.as_str()))),
+            _ => false,
+        };
+        if of_module && self.loadable_here(object, function).is_none() {
             return self.load_with_fd_array(object, function, id);
         }
         Err(e)
+    }
+
+    /// Why the manager cannot load `function` of `object` itself, if it cannot.
+    fn loadable_here(&self, object: ObjectKey, function: &str) -> Option<String> {
+        let section = self
+            .elf
+            .by_function(function)
+            .map(|p| p.section.clone())
+            .unwrap_or_default();
+        let prog = self.objects.get(object).and_then(|o| o.program(function))?;
+        not_loadable_here(prog, &section)
     }
 
     /// The BTF CO-RE relocations of the manager's own loads are resolved against: the user's
@@ -69,7 +87,11 @@ impl State {
             return None;
         }
         if !self.btf.is_given() && self.module_types().is_some() {
-            return self.module_core.as_ref().and_then(Option::as_ref);
+            return self
+                .module_core
+                .as_ref()
+                .and_then(Option::as_ref)
+                .map(|m| &m.btf);
         }
         self.btf.get().ok()
     }
@@ -77,7 +99,7 @@ impl State {
     /// vmlinux's BTF with the types of the loaded module that has the object's CO-RE types
     /// vmlinux lacks (libbpf searches modules' BTF so), found once; `None` when vmlinux has them
     /// all or no module has them.
-    fn module_types(&mut self) -> Option<&aya::Btf> {
+    fn module_types(&mut self) -> Option<&ModuleTypes> {
         if self.module_core.is_none() {
             let names = crate::pipeline::diagnose::core_type_names(self.source.object.bytes());
             self.module_core = Some(with_module_types(&names));
@@ -173,9 +195,21 @@ impl State {
     }
 }
 
+/// vmlinux's BTF with one module's, for CO-RE relocations of types vmlinux lacks.
+#[derive(Debug)]
+pub(super) struct ModuleTypes {
+    /// vmlinux's types, then the module's (those of a name vmlinux has made anonymous, so that
+    /// a relocation vmlinux can satisfy finds vmlinux's alone, as libbpf looks in modules only
+    /// for what vmlinux lacks).
+    btf: aya::Btf,
+    /// The object's CO-RE types found in the module.
+    names: Vec<String>,
+}
+
 /// vmlinux's BTF merged with the split BTF of the loaded module that has the most of the
 /// type `names` vmlinux lacks, parsed; `None` when vmlinux has them all, or no module any.
-fn with_module_types(names: &[String]) -> Option<aya::Btf> {
+/// Types in a second module are not found.
+fn with_module_types(names: &[String]) -> Option<ModuleTypes> {
     use crate::pipeline::{btf_read, split_btf};
     if names.is_empty() {
         return None;
@@ -198,18 +232,20 @@ fn with_module_types(names: &[String]) -> Option<aya::Btf> {
     let (module, found) = modules
         .iter()
         .map(|m| {
-            let found = missing
+            let found: Vec<String> = missing
                 .iter()
                 .filter(|n| split_btf::type_id(&m.data, base, n, &split_btf::NAMED_TYPES).is_some())
-                .count();
+                .map(|n| (*n).clone())
+                .collect();
             (m, found)
         })
-        .max_by_key(|&(_, found)| found)?;
-    if found == 0 {
+        .max_by_key(|(_, found)| found.len())?;
+    if found.is_empty() {
         return None;
     }
     log::debug!(
-        "CO-RE: {found} of the types vmlinux lacks ({}) are in module {}",
+        "CO-RE: {} of the types vmlinux lacks ({}) are in module {}",
+        found.len(),
         missing
             .iter()
             .map(|n| n.as_str())
@@ -217,8 +253,10 @@ fn with_module_types(names: &[String]) -> Option<aya::Btf> {
             .join(", "),
         module.name
     );
-    let merged = split_btf::merged(&vmlinux, &module.data)?;
-    aya::Btf::parse(&merged, aya::Endianness::default()).ok()
+    let shadowed = view.named(&split_btf::NAMED_TYPES);
+    let merged = split_btf::merged(&vmlinux, &module.data, &shadowed)?;
+    let btf = aya::Btf::parse(&merged, aya::Endianness::default()).ok()?;
+    Some(ModuleTypes { btf, names: found })
 }
 
 /// Why the manager cannot load `prog` (of ELF section `section`) itself, if it cannot: its

@@ -173,7 +173,7 @@ pub struct State {
     kfunc_btfs: Vec<std::os::fd::OwnedFd>,
     /// vmlinux's BTF with a module's, for CO-RE relocations of types vmlinux lacks: `None`
     /// until first needed, then `Some(None)` when no module is needed or has them.
-    module_core: Option<Option<aya::Btf>>,
+    module_core: Option<Option<kfuncs::ModuleTypes>>,
     /// The object's struct_ops maps, registered from `start` to `stop`.
     struct_ops: Vec<struct_ops::StructOps>,
 }
@@ -273,6 +273,7 @@ impl Manager {
         let result = self.state.attach_enabled(&indices);
         if !self.state.keep_kernel_btf {
             self.state.btf.release();
+            self.state.module_core = None;
         }
         // Patterns are resolved: the function list (megabytes) goes unless another manager
         // holds it; a hook added later reads it again.
@@ -281,7 +282,9 @@ impl Manager {
             self.state.source.object.release_bytes();
         }
         if result.is_err() {
-            self.state.unregister_struct_ops();
+            // Made again, so that `start` can be called again: the kernel registers a
+            // struct_ops map once.
+            self.state.unregister_struct_ops(true);
             // The attach error is the one to report; a stuck reader is logged.
             let _ = self.state.readers.stop();
             routes.undo();
@@ -296,7 +299,7 @@ impl Manager {
     /// again. `start` releases both unless
     /// [`Options::keep_kernel_btf`](crate::Options::keep_kernel_btf).
     pub fn holds_kernel_btf(&self) -> bool {
-        self.state.btf.is_held()
+        self.state.btf.is_held() || matches!(self.state.module_core, Some(Some(_)))
     }
 
     /// Pauses every probe; programs and maps stay loaded, so [`resume`](Self::resume) is
@@ -356,8 +359,9 @@ impl Manager {
         )?;
         log::debug!("stopping ({cleanup:?})");
         self.state.detach_all(ProbeState::Stopped);
-        self.state.unregister_struct_ops();
+        self.state.unregister_struct_ops(false);
         self.state.struct_ops.clear();
+        self.state.module_core = None;
         // After the detach, so the readers drain everything the programs wrote. A stuck reader
         // does not keep the rest from stopping; it is the error, at the end.
         let readers = self.state.readers.release();

@@ -476,6 +476,7 @@ impl Drop for State {
     fn drop(&mut self) {
         // Links first, in reverse attach order; the programs and maps go with `objects` after.
         self.detach_all(ProbeState::Stopped);
+        self.unregister_struct_ops(false);
         // Readers last: they drain what the probes wrote before they were detached. A stuck
         // one is logged: a drop cannot report it.
         let _ = self.readers.stop();

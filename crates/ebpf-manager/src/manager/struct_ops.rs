@@ -27,9 +27,15 @@ pub(super) struct StructOps {
     pub(super) map: OwnedFd,
     /// The value with the programs' fds in their slots.
     value: Vec<u8>,
+    /// What the map is made with (again, after a failed `start`): the kernel's value type, and
+    /// the object's BTF the kernel wants beside it.
+    value_type_id: u32,
+    object_btf: OwnedFd,
     /// The programs, held until `stop` (the registered map holds them too).
     _programs: Vec<OwnedFd>,
     registered: Option<Registration>,
+    /// Whether the map took its value (registered, or readied for a link).
+    written: bool,
 }
 
 #[derive(Debug)]
@@ -104,6 +110,7 @@ impl State {
             })
             .collect();
         let (bytes, map_fds) = self.raw_inputs(ObjectKey::MAIN)?;
+        let fd_array = self.fd_array();
         let btf = self.core_target();
         let raws: Vec<(multi::Raw<'_>, &str)> = plan
             .programs
@@ -113,7 +120,7 @@ impl State {
                 let raw = multi::Raw {
                     prog_type: sys::PROG_TYPE,
                     attach_type: *index,
-                    fd_array: &[],
+                    fd_array: &fd_array,
                     attach_btf_id: plan.type_id,
                     flags: if sleepable { sys::F_SLEEPABLE } else { 0 },
                 };
@@ -122,6 +129,11 @@ impl State {
             .collect();
         let (programs, object_btf) =
             multi::load_several(&raws, &bytes, &map_fds, btf).map_err(|(function, e)| match e {
+                MultiError::Object(reason) if function.is_empty() => failed(
+                    spec,
+                    format!("the object could not be prepared for its programs: {reason}"),
+                    None,
+                ),
                 MultiError::Object(reason) => failed(
                     spec,
                     format!("its program `{function}` could not be prepared: {reason}"),
@@ -149,25 +161,14 @@ impl State {
                 None,
             )
         })?;
-        let map = sys::map_create(
+        let map = create(
             &spec.name,
+            &spec.type_name,
             plan.value_type_id,
-            plan.value.len() as u32,
+            plan.value.len(),
             spec.link,
             object_btf.as_fd(),
-        )
-        .map_err(|e| {
-            let reason = match (spec.link, e.source.raw_os_error()) {
-                (true, Some(libc::EINVAL)) => "the kernel refused to create it: a map in \
-                     `.struct_ops.link` is registered by a link, which came in Linux 6.4; on \
-                     older kernels put it in `.struct_ops`"
-                    .to_owned(),
-                _ => {
-                    "the kernel refused to create it (struct_ops maps came in Linux 5.6)".to_owned()
-                }
-            };
-            failed(spec, reason, Some(e.source))
-        })?;
+        )?;
         let mut value = plan.value.clone();
         for ((_, _, at), fd) in plan.programs.iter().zip(&programs) {
             let fd = std::os::fd::AsRawFd::as_raw_fd(fd) as u64;
@@ -185,26 +186,50 @@ impl State {
             link: spec.link,
             map,
             value,
+            value_type_id: plan.value_type_id,
+            object_btf,
             _programs: programs,
             registered: None,
+            written: false,
         })
     }
 
-    /// Registers every struct_ops map; on a failure, unregisters the ones it registered.
+    /// Registers every struct_ops map; on a failure, unregisters the ones it registered and
+    /// makes them again, so that `start` may be called again.
     pub(super) fn register_struct_ops(&mut self) -> Result<()> {
         for i in 0..self.struct_ops.len() {
             if let Err(e) = register(&mut self.struct_ops[i]) {
-                self.unregister_struct_ops();
+                self.unregister_struct_ops(true);
                 return Err(e);
             }
         }
         Ok(())
     }
 
-    /// Unregisters every registered struct_ops map, last first.
-    pub(super) fn unregister_struct_ops(&mut self) {
+    /// Unregisters every registered struct_ops map, last first; with `renew`, each map the
+    /// kernel was given its value is made again (the kernel takes a struct_ops value once: a
+    /// second update is EBUSY).
+    pub(super) fn unregister_struct_ops(&mut self, renew: bool) {
         for s in self.struct_ops.iter_mut().rev() {
             s.unregister();
+            if !(renew && s.written) {
+                continue;
+            }
+            let made = create(
+                &s.name,
+                &s.type_name,
+                s.value_type_id,
+                s.value.len(),
+                s.link,
+                s.object_btf.as_fd(),
+            );
+            match made {
+                Ok(map) => {
+                    s.map = map;
+                    s.written = false;
+                }
+                Err(e) => log::warn!("struct_ops map `{}` not made again: {}", s.name, e.report()),
+            }
         }
     }
 }
@@ -230,33 +255,59 @@ impl Drop for StructOps {
     }
 }
 
+/// Creates struct_ops map `name` (see [`sys::map_create`]), the error saying what to do.
+fn create(
+    name: &str,
+    type_name: &str,
+    value_type_id: u32,
+    value_size: usize,
+    link: bool,
+    object_btf: std::os::fd::BorrowedFd<'_>,
+) -> Result<OwnedFd> {
+    sys::map_create(name, value_type_id, value_size as u32, link, object_btf).map_err(|e| {
+        let before_links = aya::util::KernelVersion::current()
+            .is_ok_and(|v| v < aya::util::KernelVersion::new(6, 4, 0));
+        let reason = if link && before_links {
+            "the kernel refused to create it: a map in `.struct_ops.link` is registered by a \
+             link, which came in Linux 6.4; on older kernels put it in `.struct_ops`"
+        } else {
+            "the kernel refused to create it (struct_ops maps came in Linux 5.6)"
+        };
+        Error::StructOps {
+            map: name.to_owned(),
+            type_name: type_name.to_owned(),
+            reason: reason.to_owned(),
+            source: Some(e.source),
+        }
+    })
+}
+
 fn register(s: &mut StructOps) -> Result<()> {
     if s.registered.is_some() {
         return Ok(());
     }
-    let error = |reason: &str, e: crate::kernel::bpf_prog::BpfError| Error::StructOps {
-        map: s.name.clone(),
-        type_name: s.type_name.clone(),
-        reason: reason.to_owned(),
-        source: Some(e.source),
+    let (name, type_name) = (s.name.clone(), s.type_name.clone());
+    let error = |e: crate::kernel::bpf_prog::BpfError, what: &str| {
+        let reason = if e.source.raw_os_error() == Some(libc::EEXIST) {
+            "registering it failed: the kernel already has a struct_ops of this name registered"
+                .to_owned()
+        } else {
+            format!("registering it failed: the kernel refused {what}")
+        };
+        Error::StructOps {
+            map: name.clone(),
+            type_name: type_name.clone(),
+            reason,
+            source: Some(e.source),
+        }
     };
-    sys::update(s.map.as_fd(), &s.value).map_err(|e| {
-        error(
-            if e.source.raw_os_error() == Some(libc::EEXIST) {
-                "registering it failed: the kernel already has one of this name (another \
-                 struct_ops of the same name is registered)"
-            } else {
-                "registering it failed: the kernel refused the value (its members, or the \
-                 programs for them)"
-            },
-            e,
-        )
-    })?;
+    if !s.written {
+        sys::update(s.map.as_fd(), &s.value)
+            .map_err(|e| error(e, "the value (its members, or the programs for them)"))?;
+        s.written = true;
+    }
     s.registered = Some(if s.link {
-        Registration::Link(
-            sys::link_create(s.map.as_fd())
-                .map_err(|e| error("registering it failed: the kernel refused its link", e))?,
-        )
+        Registration::Link(sys::link_create(s.map.as_fd()).map_err(|e| error(e, "its link"))?)
     } else {
         Registration::Update
     });

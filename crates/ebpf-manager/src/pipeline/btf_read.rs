@@ -145,6 +145,16 @@ impl<'a> BtfView<'a> {
         })
     }
 
+    /// The names of the types of `kinds` (anonymous ones left out).
+    pub(crate) fn named(&self, kinds: &[u32]) -> std::collections::HashSet<&'a str> {
+        self.offsets
+            .iter()
+            .filter(|&&at| kinds.contains(&((word(self.types, at as usize + 4) >> 24) & 0x1f)))
+            .map(|&at| self.string(word(self.types, at as usize)))
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
     /// The members of struct or union `id`.
     pub(crate) fn members(&self, id: u32) -> Vec<Member<'a>> {
         let Some(t) = self

@@ -40,7 +40,11 @@ pub(crate) fn core_type_names(bytes: &[u8]) -> Vec<String> {
         return Vec::new();
     };
     let mut names: Vec<String> = Vec::new();
-    for block in ext.core_sections() {
+    let mut seen = std::collections::HashSet::new();
+    let mut blocks = ext.core_sections();
+    blocks.sort_unstable();
+    blocks.dedup();
+    for block in blocks {
         for rel in ext.core_relos(block) {
             let Some(t) = btf.get(btf.skip_mods(rel[1])) else {
                 continue;
@@ -49,7 +53,7 @@ pub(crate) fn core_type_names(bytes: &[u8]) -> Vec<String> {
                 Some(at) if at > 0 => &t.name[..at],
                 _ => t.name,
             };
-            if !name.is_empty() && !names.iter().any(|n| n == name) {
+            if !name.is_empty() && seen.insert(name) {
                 names.push(name.to_owned());
             }
         }

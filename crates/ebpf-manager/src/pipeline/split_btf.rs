@@ -59,9 +59,34 @@ pub(crate) fn type_id(module: &[u8], base: Base<'_>, name: &str, kinds: &[u32]) 
 /// One BTF of `vmlinux` and the split BTF `module` over it, with the module's types after
 /// vmlinux's and its strings after vmlinux's: split BTF's ids and string offsets already count
 /// from there, so the module's types read the same in it. aya-obj relocates CO-RE against one
-/// BTF: this one finds the module's types too.
-pub(crate) fn merged(vmlinux: &[u8], module: &[u8]) -> Option<Vec<u8>> {
+/// BTF: this one finds the module's types too. The module's struct, union, enum and typedef
+/// types named in `shadowed` (vmlinux's names) lose their name, so that they are no candidates
+/// where vmlinux has one.
+pub(crate) fn merged(
+    vmlinux: &[u8],
+    module: &[u8],
+    shadowed: &std::collections::HashSet<&str>,
+) -> Option<Vec<u8>> {
     let (v, m) = (layout(vmlinux)?, layout(module)?);
+    let mut module_types = module[m.types.clone()].to_vec();
+    let base_strings = &vmlinux[v.strings.clone()];
+    let own = &module[m.strings.clone()];
+    let name = |off: u32| -> Option<&str> {
+        let rest = match (off as usize).checked_sub(base_strings.len()) {
+            Some(o) => own.get(o..)?,
+            None => base_strings.get(off as usize..)?,
+        };
+        std::str::from_utf8(&rest[..rest.iter().position(|&b| b == 0)?]).ok()
+    };
+    let mut anonymous = Vec::new();
+    walk(&module_types, |_, kind, name_off, at| {
+        if NAMED_TYPES.contains(&kind) && name(name_off).is_some_and(|n| shadowed.contains(n)) {
+            anonymous.push(at);
+        }
+    })?;
+    for at in anonymous {
+        module_types[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+    }
     let types = v.types.len() + m.types.len();
     let strings = v.strings.len() + m.strings.len();
     let mut out = Vec::with_capacity(24 + types + strings);
@@ -70,7 +95,7 @@ pub(crate) fn merged(vmlinux: &[u8], module: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(&u32::try_from(field).ok()?.to_le_bytes());
     }
     out.extend_from_slice(&vmlinux[v.types]);
-    out.extend_from_slice(&module[m.types]);
+    out.extend_from_slice(&module_types);
     out.extend_from_slice(&vmlinux[v.strings]);
     out.extend_from_slice(&module[m.strings]);
     Some(out)

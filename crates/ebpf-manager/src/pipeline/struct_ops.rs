@@ -179,7 +179,7 @@ pub(crate) fn plan(spec: &Spec, kernel: &BtfView<'_>, skip: &[String]) -> Result
         .map(|m| (m.bit_offset / 8) as usize)
         .ok_or(format!("the kernel's `{wrapper}` has no `data` member"))?;
     let size = kernel.size_of(value_type_id).unwrap_or(0) as usize;
-    // A page is far more than any struct_ops value (sched_ext's is under 1 KiB).
+    // 64 KiB is far more than any struct_ops value (sched_ext's is under 1 KiB).
     if size > 1 << 16 {
         return Err(format!(
             "the kernel's `{wrapper}` is {size} bytes: not a struct_ops value"
@@ -219,7 +219,8 @@ pub(crate) fn plan(spec: &Spec, kernel: &BtfView<'_>, skip: &[String]) -> Result
             programs.push((function.clone(), index as u32, at));
             continue;
         }
-        if zero {
+        // A pointer without a program stays null, as libbpf leaves it.
+        if zero || kernel.is_func_ptr(km.type_id) {
             continue;
         }
         if m.bitfield || km.bitfield_size > 0 {
