@@ -33,31 +33,40 @@ fn bpf(cmd: libc::c_long, attr: &mut MapElemAttr) -> io::Result<()> {
     super::sys::bpf(cmd, call, attr).map(drop)
 }
 
+/// Writes `value` at the `u32` key `key` of `map` (`BPF_ANY`).
+pub(crate) fn update_u32_key(map: BorrowedFd<'_>, key: u32, value: &[u8]) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value_or_next_key: value.as_ptr() as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
+}
+
+/// Deletes the `u32` key `key` of `map`.
+pub(crate) fn delete_u32_key(map: BorrowedFd<'_>, key: u32) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_DELETE_ELEM, &mut attr)
+}
+
 /// Stores the perf event `event` at index `cpu` of the perf event array `map`.
 pub(crate) fn set_perf_event(
     map: BorrowedFd<'_>,
     cpu: u32,
     event: BorrowedFd<'_>,
 ) -> io::Result<()> {
-    let value = event.as_raw_fd() as u32;
-    let mut attr = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: &cpu as *const u32 as u64,
-        value_or_next_key: &value as *const u32 as u64,
-        ..Default::default() // BPF_ANY
-    };
-    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
+    update_u32_key(map, cpu, &(event.as_raw_fd() as u32).to_ne_bytes())
 }
 
 /// Clears index `cpu` of the perf event array `map`, so that programs writing there get
 /// ENOENT instead of filling a ring nobody reads. An empty index is not an error.
 pub(crate) fn clear_perf_event(map: BorrowedFd<'_>, cpu: u32) -> io::Result<()> {
-    let mut attr = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: &cpu as *const u32 as u64,
-        ..Default::default()
-    };
-    match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+    match delete_u32_key(map, cpu) {
         Err(e) if super::sys::errno(&e) != Some(libc::ENOENT) => Err(e),
         _ => Ok(()),
     }

@@ -7,8 +7,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use super::bpf_prog::{bpf_error, sys_bpf, BpfError};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_LINK_CREATE: libc::c_long = 28;
 /// `BPF_MAP_TYPE_STRUCT_OPS`.
 pub(crate) const MAP_TYPE: u32 = 26;
@@ -67,43 +65,15 @@ pub(crate) fn map_create(
     sys_bpf(BPF_MAP_CREATE, "BPF_MAP_CREATE", &mut attr)
 }
 
-/// The `map_elem` member of `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct MapElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
 /// Writes `value` (program fds in its pointer slots) into the map: registers it, or for a
 /// `BPF_F_LINK` map readies it for [`link_create`].
 pub(crate) fn update(map: BorrowedFd<'_>, value: &[u8]) -> Result<(), BpfError> {
-    let key = 0u32;
-    let mut attr = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: &key as *const u32 as u64,
-        value: value.as_ptr() as u64,
-        ..Default::default()
-    };
-    super::sys::bpf(BPF_MAP_UPDATE_ELEM, "BPF_MAP_UPDATE_ELEM", &mut attr)
-        .map(drop)
-        .map_err(|e| bpf_error("BPF_MAP_UPDATE_ELEM", &e))
+    super::bpf_map::update_u32_key(map, 0, value).map_err(|e| bpf_error("BPF_MAP_UPDATE_ELEM", &e))
 }
 
 /// Unregisters a map [`update`] registered (not one with `BPF_F_LINK`: its link goes).
 pub(crate) fn delete(map: BorrowedFd<'_>) -> Result<(), BpfError> {
-    let key = 0u32;
-    let mut attr = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: &key as *const u32 as u64,
-        ..Default::default()
-    };
-    super::sys::bpf(BPF_MAP_DELETE_ELEM, "BPF_MAP_DELETE_ELEM", &mut attr)
-        .map(drop)
-        .map_err(|e| bpf_error("BPF_MAP_DELETE_ELEM", &e))
+    super::bpf_map::delete_u32_key(map, 0).map_err(|e| bpf_error("BPF_MAP_DELETE_ELEM", &e))
 }
 
 /// The `link_create` member of `union bpf_attr`.
