@@ -37,10 +37,12 @@ pub struct ObjectProgram {
     pub function: String,
     /// Its section, as the object names it.
     pub section: String,
-    /// The program type aya loads it as (`KProbe`, `TracePoint`, `Xdp`, ...); `None` when it
-    /// cannot load (see `unloadable`).
+    /// The program type aya loads it as (`KProbe`, `TracePoint`, `Xdp`, ...), or `StructOps`
+    /// for a program the manager loads for its struct_ops map; `None` when it cannot load (see
+    /// `unloadable`).
     pub program_type: Option<String>,
-    /// Why it cannot be loaded (aya 0.14 has no such program type), when it cannot.
+    /// Why no probe can load it (aya 0.14 has no such program type, or it runs through a
+    /// struct_ops map), when none can.
     pub unloadable: Option<String>,
     /// What resolving a hook needs of its type.
     #[cfg_attr(feature = "serde", serde(skip))]
@@ -99,14 +101,22 @@ impl ObjectInfo {
                     .get(&p.function)
                     .filter(|_| unloadable.is_none())
                     .map(|prog| &prog.section);
-                let program_type = section.map(|section| {
-                    let debug = format!("{section:?}");
-                    debug
-                        .split(|c: char| !c.is_alphanumeric())
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned()
-                });
+                let program_type = section
+                    .map(|section| {
+                        let debug = format!("{section:?}");
+                        debug
+                            .split(|c: char| !c.is_alphanumeric())
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned()
+                    })
+                    // Not a probe, but loaded by the manager for its struct_ops map.
+                    .or_else(|| {
+                        prepared
+                            .hidden(&p.function)
+                            .filter(|(s, _)| s.starts_with("struct_ops"))
+                            .map(|_| "StructOps".to_owned())
+                    });
                 ObjectProgram {
                     function: p.function.clone(),
                     section: p.section.clone(),
@@ -130,6 +140,21 @@ impl ObjectInfo {
                 pinned_by_name: prepared.pinned_by_name().contains(name),
             })
             .collect();
+        // struct_ops maps, made by the manager (their value size is the kernel's: the object's
+        // struct's here).
+        let struct_ops =
+            pipeline::struct_ops::specs(&object).map_err(|reason| Error::InvalidObject {
+                reason: format!("its struct_ops maps: {reason}"),
+            })?;
+        maps.extend(struct_ops.into_iter().map(|s| ObjectMap {
+            name: s.name,
+            map_type: crate::kernel::struct_ops::MAP_TYPE,
+            map_type_name: map_type_name(crate::kernel::struct_ops::MAP_TYPE),
+            key_size: 4,
+            value_size: s.size,
+            max_entries: 1,
+            pinned_by_name: false,
+        }));
         maps.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Self { programs, maps })
     }
@@ -430,5 +455,35 @@ mod tests {
         assert_eq!(map_type_name(9999), None);
         assert!(map.pinned_by_name);
         assert!(ObjectInfo::parse(b"not an object").is_err());
+    }
+
+    #[test]
+    fn struct_ops_maps_and_their_programs_are_listed() {
+        let info =
+            ObjectInfo::parse(include_bytes!("../../../ebpf-fixtures/struct_ops.bpf.o")).unwrap();
+        let map = info.maps.iter().find(|m| m.name == "ebpfm_cc").unwrap();
+        assert_eq!(
+            (
+                map.map_type,
+                map.map_type_name.as_deref(),
+                map.key_size,
+                map.max_entries
+            ),
+            (26, Some("struct_ops"), 4, 1)
+        );
+        assert!(map.value_size > 0);
+        let program = info
+            .programs
+            .iter()
+            .find(|p| p.function == "ebpfm_cc_ssthresh")
+            .unwrap();
+        assert_eq!(program.program_type.as_deref(), Some("StructOps"));
+        assert!(
+            program
+                .unloadable
+                .as_deref()
+                .is_some_and(|w| w.contains("not probes")),
+            "{program:?}"
+        );
     }
 }

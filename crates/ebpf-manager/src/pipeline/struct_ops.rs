@@ -37,6 +37,8 @@ pub(crate) struct Spec {
     pub(crate) type_name: String,
     /// In `.struct_ops.link`: registered by a `BPF_LINK_CREATE` (Linux 6.4), not by the update.
     pub(crate) link: bool,
+    /// The object's struct's size (the kernel's may differ).
+    pub(crate) size: u32,
     pub(crate) members: Vec<LocalMember>,
 }
 
@@ -138,6 +140,7 @@ pub(crate) fn specs(object: &[u8]) -> Result<Vec<Spec>, String> {
                 name: name.clone(),
                 type_name: ty.name.to_owned(),
                 link,
+                size: size as u32,
                 members,
             });
         }
@@ -355,6 +358,7 @@ mod tests {
             name: "cc".into(),
             type_name: "tcp_congestion_ops".into(),
             link: false,
+            size: 0,
             members,
         }
     }
