@@ -162,4 +162,30 @@ mod tests {
         assert_eq!(func_id(b"\x9f\xeb", b, "mod_fn"), None);
         assert!(base(&[0u8; 3]).is_none());
     }
+
+    #[test]
+    fn a_merged_blob_reads_the_modules_types_at_their_split_ids() {
+        use crate::pipeline::btf_read::{kind, BtfView};
+        // vmlinux: INT int (1), STRUCT s { int a; } (2).
+        let vmlinux = blob(
+            &[ty(1, 1, 0, 4, &[32]), ty(5, 4, 1, 4, &[7, 1, 0])].concat(),
+            b"\0int\0s\0a\0",
+        );
+        // The module's strings continue at 9: "\0m\0b\0" -> m at 10, b at 12. STRUCT s (its
+        // own, named by vmlinux's string) (3), STRUCT m { s b; } (4).
+        let module = blob(
+            &[ty(5, 4, 1, 4, &[7, 1, 0]), ty(10, 4, 1, 4, &[12, 2, 0])].concat(),
+            b"\0m\0b\0",
+        );
+        let shadowed = ["s"].into_iter().collect();
+        let blob = merged(&vmlinux, &module, &shadowed).expect("merged");
+        let view = BtfView::parse(&blob).expect("one valid blob");
+        assert_eq!(view.find("m", kind::STRUCT), Some(4));
+        let m = view.members(4);
+        assert_eq!((m[0].name, m[0].type_id), ("b", 2));
+        // The module's `s` lost its name: vmlinux's is the only one.
+        assert_eq!(view.find("s", kind::STRUCT), Some(2));
+        assert_eq!(view.get(3).map(|t| t.name), Some(""));
+        assert!(merged(&vmlinux, &module[..20], &shadowed).is_none());
+    }
 }
