@@ -167,12 +167,9 @@ fn conntrack_kfuncs() -> &'static str {
     }
 }
 
-/// A kfunc of a module: its call names the module's BTF by an index into the fd array of
-/// `BPF_PROG_LOAD`, which aya 0.14 does not pass; the manager loads the program itself.
-#[test]
-fn kfuncs_of_a_module_load_with_its_btf() {
+/// A manager of one XDP probe of kfuncs_module.bpf.o on `lo`, and what its init returned.
+fn xdp_on_lo(id: &ProbeIdentificationPair) -> (Manager, Result<(), Error>) {
     setup();
-    let id = ProbeIdentificationPair::new("ct", "ct_lookup");
     let mut m = Manager {
         probes: vec![Probe {
             uid: id.uid.clone(),
@@ -183,6 +180,15 @@ fn kfuncs_of_a_module_load_with_its_btf() {
         ..Default::default()
     };
     let result = m.init(KFUNCS_MODULE);
+    (m, result)
+}
+
+/// A kfunc of a module: its call names the module's BTF by an index into the fd array of
+/// `BPF_PROG_LOAD`, which aya 0.14 does not pass; the manager loads the program itself.
+#[test]
+fn kfuncs_of_a_module_load_with_its_btf() {
+    let id = ProbeIdentificationPair::new("ct", "ct_lookup");
+    let (mut m, result) = xdp_on_lo(&id);
     let found_in = conntrack_kfuncs();
     let kernel = KernelVersion::current().expect("kernel version");
     // The guests load nf_conntrack at boot (xtask's initramfs); the host has it built in.
@@ -216,18 +222,8 @@ fn kfuncs_of_a_module_load_with_its_btf() {
 /// with the module's. Before 5.18 no BTF has the type, and the error names the relocation.
 #[test]
 fn kfuncs_module_types_resolve_by_co_re() {
-    setup();
     let id = ProbeIdentificationPair::new("ct", "ct_opts_layout");
-    let mut m = Manager {
-        probes: vec![Probe {
-            uid: id.uid.clone(),
-            ebpf_func_name: id.ebpf_func_name.clone(),
-            if_name: Some("lo".into()),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let result = m.init(KFUNCS_MODULE);
+    let (mut m, result) = xdp_on_lo(&id);
     let found_in = conntrack_kfuncs();
     if found_in == "nowhere" {
         match result.expect_err("no kernel BTF has struct bpf_ct_opts") {

@@ -67,6 +67,16 @@ impl State {
         object: &[u8],
         excluded_maps: &[String],
     ) -> Result<()> {
+        // A struct_ops map points to struct_ops programs: without any, the object is not read
+        // again.
+        if !self
+            .elf
+            .programs
+            .iter()
+            .any(|p| p.section.starts_with("struct_ops"))
+        {
+            return Ok(());
+        }
         let specs = struct_ops::specs(object).map_err(|reason| Error::InvalidObject {
             reason: format!("its struct_ops maps: {reason}"),
         })?;

@@ -266,3 +266,16 @@ impl<'a> BtfView<'a> {
         }
     }
 }
+
+/// A BTF blob of `types` (12-byte records with their tails) and `strings`, for tests.
+#[cfg(test)]
+pub(crate) fn blob(types: &[u8], strings: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x9f, 0xeb, 1, 0];
+    let (types_len, strings_len) = (types.len() as u32, strings.len() as u32);
+    for f in [24u32, 0, types_len, types_len, strings_len] {
+        b.extend_from_slice(&f.to_le_bytes());
+    }
+    b.extend_from_slice(types);
+    b.extend_from_slice(strings);
+    b
+}

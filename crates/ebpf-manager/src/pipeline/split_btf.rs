@@ -105,22 +105,7 @@ pub(crate) fn merged(
 mod tests {
     use super::*;
 
-    /// A BTF blob of `types` (12-byte records with tails) and `strings`.
-    fn blob(types: &[u8], strings: &[u8]) -> Vec<u8> {
-        let mut b = vec![0x9f, 0xeb, 1, 0];
-        for f in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
-            b.extend_from_slice(&f.to_le_bytes());
-        }
-        b.extend_from_slice(types);
-        b.extend_from_slice(strings);
-        b
-    }
+    use crate::pipeline::btf_read::blob;
 
     fn ty(name_off: u32, kind: u32, vlen: u32, size_or_type: u32, tail: &[u32]) -> Vec<u8> {
         let mut t = Vec::new();

@@ -264,19 +264,7 @@ mod tests {
     /// A BTF blob of `types` (words) and `strings`.
     fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
         let types: Vec<u8> = types.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let mut b = vec![0x9f, 0xeb, 1, 0];
-        for f in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
-            b.extend_from_slice(&f.to_le_bytes());
-        }
-        b.extend_from_slice(&types);
-        b.extend_from_slice(strings);
-        b
+        super::super::btf_read::blob(&types, strings)
     }
 
     const STRINGS: &[u8] = b"\0u32\0char\0tcp_congestion_ops\0bpf_struct_ops_tcp_congestion_ops\0ssthresh\0name\0flags\0refcnt\0data\0";
