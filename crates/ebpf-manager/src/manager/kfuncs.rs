@@ -116,31 +116,24 @@ impl State {
         id: &ProbeIdentificationPair,
     ) -> Result<()> {
         let (id, function) = (id.clone(), function.to_owned());
-        let section = self
-            .elf
-            .by_function(&function)
-            .map(|p| p.section.clone())
-            .unwrap_or_default();
-        let prog_type = {
-            let prog = self
-                .objects
-                .get(object)
-                .and_then(|o| o.program(&function))
-                .expect("records point at existing programs");
-            if let Some(why) = not_loadable_here(prog, &section) {
-                return Err(Error::InvalidProbe {
-                    id,
-                    reason: format!(
-                        "`{function}` calls kfuncs of modules, which need the fd array aya 0.14 \
-                         does not pass; the manager loads such programs itself only when they \
-                         need no attach type, BTF target or flags (kprobes, uprobes, \
-                         tracepoints, raw tracepoints, perf events, socket filters, XDP and TC \
-                         programs): {why}"
-                    ),
-                });
-            }
-            aya_obj::generated::bpf_prog_type::from(prog.prog_type()) as u32
-        };
+        if let Some(why) = self.loadable_here(object, &function) {
+            return Err(Error::InvalidProbe {
+                id,
+                reason: format!(
+                    "`{function}` calls kfuncs of modules, which need the fd array aya 0.14 \
+                     does not pass; the manager loads such programs itself only when they \
+                     need no attach type, BTF target or flags (kprobes, uprobes, \
+                     tracepoints, raw tracepoints, perf events, socket filters, XDP and TC \
+                     programs): {why}"
+                ),
+            });
+        }
+        let prog_type = self
+            .objects
+            .get(object)
+            .and_then(|o| o.program(&function))
+            .map(|p| aya_obj::generated::bpf_prog_type::from(p.prog_type()) as u32)
+            .expect("records point at existing programs");
         let (bytes, map_fds) = self.raw_inputs(object)?;
         let fd_array = self.fd_array();
         let btf = self.core_target();

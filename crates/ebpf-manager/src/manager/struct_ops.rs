@@ -225,19 +225,8 @@ impl State {
             if !(renew && s.written) {
                 continue;
             }
-            let made = create(
-                &s.name,
-                &s.type_name,
-                s.value_type_id,
-                s.value.len(),
-                s.link,
-                s.object_btf.as_fd(),
-            );
-            match made {
-                Ok(map) => {
-                    s.map = map;
-                    s.written = false;
-                }
+            match s.remake() {
+                Ok(()) => s.written = false,
                 Err(e) => log::warn!("struct_ops map `{}` not made again: {}", s.name, e.report()),
             }
         }
@@ -245,6 +234,19 @@ impl State {
 }
 
 impl StructOps {
+    /// Replaces the map with a new one, made as the first was.
+    fn remake(&mut self) -> Result<()> {
+        self.map = create(
+            &self.name,
+            &self.type_name,
+            self.value_type_id,
+            self.value.len(),
+            self.link,
+            self.object_btf.as_fd(),
+        )?;
+        Ok(())
+    }
+
     fn unregister(&mut self) {
         match self.registered.take() {
             Some(Registration::Update) => {
