@@ -213,7 +213,12 @@ impl FunctionIndex {
     /// name, else the first match in file order.
     pub fn find(&self, pattern: &glob::Pattern) -> Option<&str> {
         let text = pattern.as_str();
-        if let Some(exact) = self.with_prefix(text).find(|&i| self.name(i) == text) {
+        // The exact name wins only where the pattern selects it at all (`m$vd` is a name in a
+        // list, and as a regex it matches nothing).
+        if let Some(exact) = self
+            .with_prefix(text)
+            .find(|&i| self.name(i) == text && pattern.matches(text))
+        {
             return Some(self.name(exact));
         }
         self.matches(pattern).first().map(|&i| self.name(i))
@@ -239,7 +244,10 @@ impl FunctionIndex {
     /// function's exact name, else the first name it matches (unanchored) in file order.
     pub fn find_regex(&self, re: &regex::Regex) -> Option<&str> {
         let text = re.as_str();
-        if let Some(exact) = self.with_prefix(text).find(|&i| self.name(i) == text) {
+        if let Some(exact) = self
+            .with_prefix(text)
+            .find(|&i| self.name(i) == text && re.is_match(text))
+        {
             return Some(self.name(exact));
         }
         self.names().find(|n| re.is_match(n))
@@ -511,6 +519,18 @@ mod tests {
         let idx = aff();
         // `vfs_mkdir*` would first match whatever comes first; an exact name is taken as is.
         assert_eq!(idx.find(&pat("vfs_mkdir")), Some("vfs_mkdir"));
+    }
+
+    #[test]
+    fn an_exact_name_is_not_taken_when_the_expression_cannot_match_it() {
+        // Found by the patterns fuzz target: `m$vd` names a function of the list, and as a
+        // regular expression matches nothing; find and find_all must agree.
+        let idx = FunctionIndex::from_available_filter_functions("t".into(), "m$vd\nmvd\n");
+        let re = regex::Regex::new("m$vd").unwrap();
+        assert_eq!(idx.find_regex(&re), None);
+        assert!(idx.find_all_regex(&re).is_empty());
+        let re = regex::Regex::new("mvd").unwrap();
+        assert_eq!(idx.find_regex(&re), Some("mvd"));
     }
 
     #[test]
